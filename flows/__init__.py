@@ -1,0 +1,1 @@
+"""Prefect flows: they compose the stage tasks; the work itself lives in ``tasks``."""

@@ -1,0 +1,192 @@
+"""The main flow: mining -> context tree -> API synthesis -> dialogs -> complexity loss -> verification
+-> publish. Each stage runs as Prefect tasks over batches; every item ends accepted or rejected."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from schemas.records import APISpec, Dialog, MinedDocument, StageStats
+from tasks import api_synthesis, dialog_generation, publish
+from tasks.context_tree import tree_nested, tree_shape
+from tasks.corpus import iter_documents
+from tasks.prefect_tasks import (
+    build_tree,
+    complexity_batch,
+    generate_dialog_batch,
+    mine_batch,
+    seeded,
+    synthesize_batch,
+    verify_batch,
+)
+from toolace import progress
+from toolace.config import RunConfig
+from toolace.llm.endpoint import Endpoint, llm_endpoint
+from toolace.llm.gateway import gateway_settings_from
+
+T = TypeVar("T")
+MAX_ATTEMPT_FACTOR = 3  # at most 3x the requested APIs/dialogs are attempted to reach the target
+STAGES = ("mining", "context_tree", "api_synthesis", "dialog_generation", "complexity_loss", "verification",
+          "publish")
+
+
+def new_run_id() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+
+
+def chunks(items: Sequence[T], size: int) -> Iterator[list[T]]:
+    for start in range(0, len(items), size):
+        yield list(items[start:start + size])
+
+
+def cache_dir_for(out: str) -> str:
+    """LLM responses are cached on local disk, beside the runs when ``--out`` is local."""
+    if "://" in out and not out.startswith("file://"):
+        return str(Path.home() / ".cache" / "toolace" / "llm")
+    return str(Path(out.removeprefix("file://")) / "cache" / "llm")
+
+
+@flow(name="toolace-pipeline", log_prints=True)
+def toolace_pipeline(config: RunConfig) -> dict[str, Any]:
+    """Make a function-calling dataset from a corpus. Starts the embedded model when no endpoint is set."""
+    run_id = config.run_id or new_run_id()
+    config = config.model_copy(update={"run_id": run_id})
+    with llm_endpoint(config.llm_base_url, config.llm_model) as endpoint:
+        return run_stages(config, endpoint)
+
+
+def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
+    logger = get_run_logger()
+    run_id = str(config.run_id)
+    run_url = f"{config.out.rstrip('/')}/runs/{run_id}"
+    settings = gateway_settings_from(config, endpoint.base_url, endpoint.model, cache_dir_for(config.out))
+    scope = f"{run_id}:{endpoint.model}"
+    sink = progress.sink()
+    stats: dict[str, StageStats] = {}
+    started_at = dt.datetime.now(dt.UTC).isoformat()
+    logger.info("run %s: model %s at %s, writing to %s", run_id, endpoint.model,
+                publish.redact_url(endpoint.base_url), run_url)
+
+    # 1. mining, streamed over the corpus in batches
+    t0, mined, stage = time.perf_counter(), list[MinedDocument](), StageStats()
+    sink.stage("mining", 0)
+    for batch in iter_documents(config.corpus, config.text_column, config.batch_size):
+        records, llm = mine_batch(scope, batch, settings, config.relevance_threshold, config.max_doc_chars)
+        mined.extend(records)
+        stage = stage.add(llm)
+        sink.advance("mining", len(records))
+    stage.count(mined)
+    stage.wall_time_s = round(time.perf_counter() - t0, 3)
+    stats["mining"] = stage
+    publish.write_table(publish.records_frame(mined), f"{run_url}/tables/documents.parquet")
+
+    # 2. context tree
+    t0 = time.perf_counter()
+    nodes = build_tree(scope, mined)
+    shape = tree_shape(nodes)
+    stats["context_tree"] = StageStats(items_in=stage.accepted, accepted=len(nodes),
+                                       wall_time_s=round(time.perf_counter() - t0, 3))
+    publish.write_table(publish.records_frame(nodes), f"{run_url}/tables/context_tree_nodes.parquet")
+    publish.write_json(tree_nested(nodes), f"{run_url}/context_tree.json")
+    logger.info("context tree: %s", shape)
+
+    # 3. API synthesis, in rounds until the requested number is accepted (bounded attempts)
+    t0, apis, stage = time.perf_counter(), list[APISpec](), StageStats()
+    all_plans = api_synthesis.plan_apis(nodes, config.apis * MAX_ATTEMPT_FACTOR, seeded(config.seed, "apis"),
+                                        config.broad_api_share)
+    sink.stage("api_synthesis", config.apis)
+    taken: list[str] = []
+    cursor = 0
+    while sum(a.accepted for a in apis) < config.apis and cursor < len(all_plans):
+        need = config.apis - sum(a.accepted for a in apis)
+        batch_plans = all_plans[cursor:cursor + min(config.batch_size, need)]
+        cursor += len(batch_plans)
+        buffer = [a for a in apis if a.accepted][-32:]
+        specs, llm = synthesize_batch(scope, batch_plans, settings, buffer, taken, config.seed + cursor)
+        apis.extend(specs)
+        taken = sorted({a.name for a in apis if a.accepted})
+        stage = stage.add(llm)
+        sink.advance("api_synthesis", sum(s.accepted for s in specs))
+    stage.count(apis)
+    stage.wall_time_s = round(time.perf_counter() - t0, 3)
+    stats["api_synthesis"] = stage
+    publish.write_table(publish.records_frame(apis), f"{run_url}/tables/apis.parquet")
+
+    # 4-6. dialogs: each batch is generated, scored and verified before the next is planned
+    gen, loss, ver = StageStats(), StageStats(), StageStats()
+    dialogs: list[Dialog] = []
+    verdicts: list[dict[str, Any]] = []
+    all_dialog_plans = dialog_generation.plan_dialogs(
+        apis, config.dialogs * MAX_ATTEMPT_FACTOR, config.dialog_mix, config.candidate_tools,
+        seeded(config.seed, "dialogs"))
+    sink.stage("dialogs", config.dialogs)
+    cursor = 0
+    while sum(d.accepted for d in dialogs) < config.dialogs and cursor < len(all_dialog_plans):
+        need = config.dialogs - sum(d.accepted for d in dialogs)
+        batch_plans = all_dialog_plans[cursor:cursor + min(config.batch_size, need)]
+        cursor += len(batch_plans)
+        t0 = time.perf_counter()
+        generated, llm = generate_dialog_batch(scope, batch_plans, apis, settings, config.seed)
+        gen = gen.add(llm)
+        gen.count(generated)
+        gen.wall_time_s = round(gen.wall_time_s + time.perf_counter() - t0, 3)
+        t0 = time.perf_counter()
+        if config.target_model:
+            generated = complexity_batch(scope, generated, config.target_model)
+            loss.items_in += sum(d.accepted for d in generated)
+            loss.accepted += sum(d.complexity_loss is not None for d in generated if d.accepted)
+        loss.wall_time_s = round(loss.wall_time_s + time.perf_counter() - t0, 3)
+        t0 = time.perf_counter()
+        ready_ids = {d.dialog_id for d in generated if d.accepted}
+        decided, batch_verdicts = verify_batch(scope, generated, config.max_assistant_chars)
+        ver.count([d for d in decided if d.dialog_id in ready_ids])
+        ver.wall_time_s = round(ver.wall_time_s + time.perf_counter() - t0, 3)
+        dialogs.extend(decided)
+        verdicts.extend(batch_verdicts)
+        sink.advance("dialogs", sum(d.accepted for d in decided))
+    stats["dialog_generation"], stats["complexity_loss"], stats["verification"] = gen, loss, ver
+    publish.write_table(publish.records_frame(dialogs), f"{run_url}/tables/dialogs.parquet")
+    publish.write_table(publish.records_frame_dicts(verdicts), f"{run_url}/tables/verdicts.parquet")
+
+    # 7. publish the accepted dataset and the manifest (written last: it lists every other file)
+    t0 = time.perf_counter()
+    accepted = [d for d in dialogs if d.accepted]
+    publish.write_jsonl((publish.toolace_row(d) for d in accepted), f"{run_url}/dataset/toolace.jsonl")
+    publish.write_jsonl((publish.openai_row(d) for d in accepted), f"{run_url}/dataset/openai.jsonl")
+    stats["publish"] = StageStats(items_in=len(accepted), accepted=len(accepted),
+                                  wall_time_s=round(time.perf_counter() - t0, 3))
+    manifest = {
+        "run_id": run_id,
+        "started_at": started_at,
+        "finished_at": dt.datetime.now(dt.UTC).isoformat(),
+        "config": config.public_dict(),
+        "llm_endpoint": {"base_url": publish.redact_url(endpoint.base_url), "model": endpoint.model,
+                         "embedded": endpoint.embedded},
+        "packages": publish.package_versions(),
+        "stages": {name: stats[name].model_dump() for name in STAGES},
+        "context_tree": shape,
+        "dataset": {"dialogs": len(accepted), "toolace": "dataset/toolace.jsonl", "openai": "dataset/openai.jsonl"},
+        "files": publish.file_listing(run_url),
+    }
+    publish.write_json(manifest, f"{run_url}/manifest.json")
+    _report(run_id, run_url, stats, len(accepted))
+    return {"run_id": run_id, "run_dir": run_url, "accepted_dialogs": len(accepted),
+            "stages": {name: stats[name].model_dump() for name in STAGES}}
+
+
+def _report(run_id: str, run_url: str, stats: dict[str, StageStats], accepted: int) -> None:
+    """Prefect artifacts for the UI: a stage table and a short markdown summary."""
+    rows = [{"stage": name, **{k: v for k, v in stats[name].model_dump().items() if k != "rejected_by"},
+             "rejected_by": ", ".join(f"{c}={n}" for c, n in stats[name].rejected_by.items())}
+            for name in STAGES]
+    create_table_artifact(rows, key="toolace-stages", description=f"Stage counts of run {run_id}")
+    create_markdown_artifact(
+        f"# ToolACE run `{run_id}`\n\n**{accepted}** accepted dialogs in `{run_url}/dataset/`.\n",
+        key="toolace-summary", description="Run summary")

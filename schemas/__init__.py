@@ -1,0 +1,1 @@
+"""Records, LLM answer models and table schemas shared by every stage."""

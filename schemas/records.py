@@ -1,0 +1,135 @@
+"""The records each stage produces. Every record ends accepted or rejected, never dropped.
+
+A rejected record names the versioned check that rejected it (``rejected_by``, e.g.
+``required_params_v1``), a human-readable reason, and keeps the raw LLM output that led to it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+Status = Literal["accepted", "rejected"]
+DialogType = Literal["single", "parallel", "dependent", "non_tool", "clarification"]
+DIALOG_TYPES: tuple[DialogType, ...] = ("single", "parallel", "dependent", "non_tool", "clarification")
+
+
+class Outcome(BaseModel):
+    status: Status = "accepted"
+    rejected_by: str | None = None
+    reason: str | None = None
+    raw_outputs: list[str] = Field(default_factory=list)
+
+    def reject(self, check: str, reason: str) -> None:
+        self.status = "rejected"
+        self.rejected_by = check
+        self.reason = reason
+
+    @property
+    def accepted(self) -> bool:
+        return self.status == "accepted"
+
+
+class Document(BaseModel):
+    doc_id: str = Field(description="sha256 of the text: stable across reruns")
+    source: str
+    title: str
+    text: str
+
+
+class MinedDocument(Outcome):
+    doc_id: str
+    source: str
+    title: str
+    relevance_score: float
+    domain: str | None = None
+    subdomains: list[str] = Field(default_factory=list)
+    functionalities: list[str] = Field(default_factory=list)
+
+
+class TreeNode(BaseModel):
+    node_id: str
+    parent_id: str | None
+    name: str
+    level: int = Field(description="0 for a domain, 1 for its sub-domains ..., leaves are functionalities")
+    is_functionality: bool
+    doc_ids: list[str]
+
+
+class APISpec(Outcome):
+    api_id: str
+    name: str
+    description: str
+    parameters: dict[str, Any] = Field(description="JSON Schema (type object) of the arguments")
+    result_schema: dict[str, Any] = Field(description="JSON Schema of what the API returns")
+    domain: str
+    node_ids: list[str] = Field(description="Context-tree nodes the API was grown from")
+    operators: list[str] = Field(description="Evolution operators applied")
+    example_api_id: str | None = None
+
+    def tool_definition(self) -> dict[str, Any]:
+        """The tool as an OpenAI ``tools`` entry."""
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": self.parameters},
+        }
+
+
+class ToolCall(BaseModel):
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+class Turn(BaseModel):
+    role: Literal["user", "assistant", "tool"]
+    content: str | None = None
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    tool_call_id: str | None = None
+    name: str | None = Field(default=None, description="API name on a tool turn")
+
+
+class Dialog(Outcome):
+    dialog_id: str
+    dialog_type: DialogType
+    domain: str
+    tools: list[APISpec]
+    turns: list[Turn] = Field(default_factory=list)
+    apis_used: list[str] = Field(default_factory=list)
+    complexity_loss: float | None = None
+
+
+class StageStats(BaseModel):
+    """What one stage did: counts, time and LLM traffic. Written to the manifest."""
+
+    items_in: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    wall_time_s: float = 0.0
+    llm_requests: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cache_hits: int = 0
+    retries: int = 0
+    rejected_by: dict[str, int] = Field(default_factory=dict)
+
+    def add(self, other: StageStats) -> StageStats:
+        merged = self.model_copy(deep=True)
+        for field in ("items_in", "accepted", "rejected", "llm_requests", "tokens_in", "tokens_out",
+                      "cache_hits", "retries"):
+            setattr(merged, field, getattr(self, field) + getattr(other, field))
+        merged.wall_time_s = round(self.wall_time_s + other.wall_time_s, 3)
+        for check, count in other.rejected_by.items():
+            merged.rejected_by[check] = merged.rejected_by.get(check, 0) + count
+        return merged
+
+    def count(self, outcomes: list[Outcome]) -> None:
+        self.items_in += len(outcomes)
+        for item in outcomes:
+            if item.accepted:
+                self.accepted += 1
+            else:
+                self.rejected += 1
+                key = item.rejected_by or "unknown"
+                self.rejected_by[key] = self.rejected_by.get(key, 0) + 1

@@ -1,0 +1,107 @@
+"""The thin Prefect layer over the stage functions: retries, result persistence and caching per batch.
+
+Each task builds its gateway from :class:`GatewaySettings` (no secret inside: the key comes from the
+environment), runs one batch with it, and returns the batch's records and LLM counts. A task's cache
+key is its inputs and source, so a rerun with the same ``--run-id`` skips the batches already done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from prefect import task
+from prefect.cache_policies import INPUTS, TASK_SOURCE
+
+from schemas.records import APISpec, Dialog, Document, MinedDocument, StageStats, TreeNode
+from tasks import api_synthesis, context_tree, dialog_generation, mining, verification
+from tasks.complexity import LossScorer
+from toolace.llm.gateway import GatewaySettings, LLMGateway
+
+T = TypeVar("T")
+# The endpoint URL (a random port for the embedded model) is not part of the cache key; the run scope
+# (run id + model name) is, so a rerun of the same run reuses finished batches and nothing else does.
+BATCH_TASK: dict[str, Any] = {"retries": 2, "retry_delay_seconds": 5, "persist_result": True,
+                              "cache_policy": (INPUTS - "settings") + TASK_SOURCE}
+
+
+def _run_with_gateway(settings: GatewaySettings, stage: str,
+                      work: Callable[[LLMGateway], Awaitable[list[T]]]) -> tuple[list[T], StageStats]:
+    async def main() -> tuple[list[T], StageStats]:
+        gateway = LLMGateway(settings)
+        try:
+            records = await work(gateway)
+        finally:
+            await gateway.aclose()
+        llm = gateway.stats.get(stage)
+        stats = StageStats()
+        if llm:
+            stats.llm_requests, stats.cache_hits, stats.retries = llm.requests, llm.cache_hits, llm.retries
+            stats.tokens_in, stats.tokens_out = llm.tokens_in, llm.tokens_out
+        return records, stats
+
+    return asyncio.run(main())
+
+
+@task(name="mine-documents", **BATCH_TASK)
+def mine_batch(run_scope: str, docs: list[Document], settings: GatewaySettings, threshold: float,
+               max_chars: int) -> tuple[list[MinedDocument], StageStats]:
+    return _run_with_gateway(settings, mining.STAGE,
+                             lambda gw: mining.mine_documents(docs, gw, threshold, max_chars))
+
+
+@task(name="build-context-tree", persist_result=True, cache_policy=INPUTS + TASK_SOURCE)
+def build_tree(run_scope: str, mined: list[MinedDocument]) -> list[TreeNode]:
+    return context_tree.build_tree(mined)
+
+
+@task(name="synthesize-apis", **BATCH_TASK)
+def synthesize_batch(run_scope: str, plans: list[api_synthesis.APIPlan], settings: GatewaySettings,
+                     buffer: list[APISpec],
+                     taken_names: list[str], seed: int) -> tuple[list[APISpec], StageStats]:
+    taken = set(taken_names)
+    return _run_with_gateway(settings, api_synthesis.STAGE,
+                             lambda gw: api_synthesis.synthesize_apis(plans, gw, buffer, taken, seed))
+
+
+@task(name="generate-dialogs", **BATCH_TASK)
+def generate_dialog_batch(run_scope: str, plans: list[dialog_generation.DialogPlan], apis: list[APISpec],
+                          settings: GatewaySettings, seed: int) -> tuple[list[Dialog], StageStats]:
+    return _run_with_gateway(settings, dialog_generation.STAGE,
+                             lambda gw: dialog_generation.generate_dialogs(plans, apis, gw, seed))
+
+
+@functools.lru_cache(maxsize=2)
+def _scorer(target: str) -> LossScorer:
+    """One model per worker process, reused by every batch."""
+    return LossScorer(target)
+
+
+@task(name="complexity-loss", retries=1, persist_result=True, cache_policy=INPUTS + TASK_SOURCE)
+def complexity_batch(run_scope: str, dialogs: list[Dialog], target_model: str) -> list[Dialog]:
+    scored = [d.model_copy(deep=True) for d in dialogs]
+    ready = [d for d in scored if d.accepted]
+    for dialog, loss in zip(ready, _scorer(target_model).score(ready), strict=True):
+        dialog.complexity_loss = loss
+    return scored
+
+
+@task(name="verify-dialogs", persist_result=True, cache_policy=INPUTS + TASK_SOURCE)
+def verify_batch(run_scope: str, dialogs: list[Dialog],
+                 max_assistant_chars: int) -> tuple[list[Dialog], list[dict[str, Any]]]:
+    verdicts, decided = [], []
+    for dialog in dialogs:
+        dialog = dialog.model_copy(deep=True)
+        failures = verification.score_dialog(dialog, max_assistant_chars) if dialog.accepted else []
+        verdicts.append({"dialog_id": dialog.dialog_id, "generated": dialog.accepted,
+                         "passed": dialog.accepted and not failures,
+                         "failures": [{"check": f.check, "reason": f.reason} for f in failures]})
+        decided.append(verification.decide(dialog, failures))
+    return decided, verdicts
+
+
+def seeded(seed: int, *parts: object) -> random.Random:
+    return random.Random(f"{seed}:" + ":".join(map(str, parts)))

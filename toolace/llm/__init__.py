@@ -1,0 +1,1 @@
+"""The one path to an LLM: gateway, response cache, rate limits, endpoint checks and the embedded server."""

