@@ -27,7 +27,7 @@ from tasks.prefect_tasks import (
     verify_batch,
 )
 from toolace import progress
-from toolace.config import RunConfig
+from toolace.config import RunConfig, redact_url
 from toolace.llm.endpoint import Endpoint, llm_endpoint
 from toolace.llm.gateway import gateway_settings_from
 
@@ -72,7 +72,7 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
     stats: dict[str, StageStats] = {}
     started_at = dt.datetime.now(dt.UTC).isoformat()
     logger.info("run %s: model %s at %s, writing to %s", run_id, endpoint.model,
-                publish.redact_url(endpoint.base_url), run_url)
+                redact_url(endpoint.base_url), run_url)
 
     # 1. mining, streamed over the corpus in batches
     t0, mined, stage = time.perf_counter(), list[MinedDocument](), StageStats()
@@ -167,7 +167,7 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
         "started_at": started_at,
         "finished_at": dt.datetime.now(dt.UTC).isoformat(),
         "config": config.public_dict(),
-        "llm_endpoint": {"base_url": publish.redact_url(endpoint.base_url), "model": endpoint.model,
+        "llm_endpoint": {"base_url": redact_url(endpoint.base_url), "model": endpoint.model,
                          "embedded": endpoint.embedded},
         "packages": publish.package_versions(),
         "stages": {name: stats[name].model_dump() for name in STAGES},

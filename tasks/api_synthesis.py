@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import keyword
 import random
 import re
 from collections import defaultdict
@@ -83,6 +84,8 @@ def snake_case(name: str) -> str:
     text = re.sub(r"[^A-Za-z0-9]+", "_", words).strip("_").lower()
     if text and text[0].isdigit():
         text = f"api_{text}"
+    if keyword.iskeyword(text) or keyword.issoftkeyword(text):
+        text += "_"  # so calls in Python syntax (ToolACE, BFCL) parse with ast
     return text[:64]
 
 

@@ -16,10 +16,20 @@ from schemas.records import MinedDocument, TreeNode
 _NON_WORD = re.compile(r"[^a-z0-9]+")
 
 
+def singular(word: str) -> str:
+    """A light singulariser: categories -> category, alerts -> alert; status, news, analysis stay."""
+    if len(word) <= 3 or word.endswith(("ss", "us", "is", "ws")):
+        return word
+    if word.endswith("ies"):
+        return word[:-3] + "y"
+    if word.endswith(("ches", "shes", "xes", "sses")):
+        return word[:-2]
+    return word[:-1] if word.endswith("s") else word
+
+
 def normalise_name(name: str) -> str:
     words = [w for w in _NON_WORD.sub(" ", name.lower()).split() if w not in {"and", "the", "a", "an", "of"}]
-    singular = [w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w for w in words]
-    return " ".join(singular)
+    return " ".join(singular(w) for w in words)
 
 
 def _node_id(path: tuple[str, ...]) -> str:

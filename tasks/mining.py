@@ -18,25 +18,28 @@ LLM_RELEVANCE_CHECK = "llm_relevance_v1"
 FUNCTIONALITY_CHECK = "functionality_extraction_v1"
 STAGE = "mining"
 
-# Groups of cues that a document describes operable functionality; each group counts once.
+# Groups of cues that a document describes operable functionality; each group counts once. Cues match
+# whole words (plural allowed): "api" does not match inside "rapid", nor "rest" inside "forest".
 _CUES: tuple[tuple[str, ...], ...] = (
     ("api", "endpoint", "sdk", "rest", "webhook", "graphql"),
     ("parameter", "argument", "field", "query string", "header"),
     ("returns", "response", "result", "output", "json"),
-    ("get ", "post ", "put ", "delete ", "request"),
+    ("get", "post", "put", "delete", "request"),
     ("function", "feature", "command", "method", "operation"),
     ("app", "device", "service", "platform", "dashboard", "software"),
     ("user can", "users can", "you can", "allows", "lets you", "supports", "enable"),
     ("configure", "settings", "install", "set up", "schedule", "upload", "search", "track"),
     ("string", "integer", "boolean", "enum", "format", "iso", "required", "optional"),
 )
-_WORD = re.compile(r"\s+")
+_CUE_PATTERNS = tuple(
+    re.compile(r"\b(?:" + "|".join(re.escape(c) for c in group) + r")(?:s|es|d|ed)?\b") for group in _CUES
+)
 
 
 def relevance_score(text: str) -> float:
     """Share of cue groups present in the text (0 to 1). Cheap, explainable, no model."""
-    lowered = _WORD.sub(" ", text.lower()) + " "
-    hits = sum(1 for group in _CUES if any(cue in lowered for cue in group))
+    lowered = text.lower()
+    hits = sum(1 for pattern in _CUE_PATTERNS if pattern.search(lowered))
     return round(hits / len(_CUES), 4)
 
 

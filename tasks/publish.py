@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
-import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -124,10 +123,6 @@ def file_listing(root: str) -> list[dict[str, Any]]:
         listing.append({"path": file[len(path):].lstrip("/"), "bytes": fs.size(file), "sha256": digest.hexdigest()})
     return listing
 
-
-def redact_url(url: str | None) -> str | None:
-    """Drop user:password@ from an endpoint URL before it is written anywhere."""
-    return re.sub(r"//[^/@]+@", "//", url) if url else url
 
 
 def records_frame_dicts(rows: list[dict[str, Any]]) -> pl.DataFrame:

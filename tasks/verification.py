@@ -141,19 +141,34 @@ def check_characters(dialog: Dialog, _: int) -> str | None:
     return None
 
 
-def _scripts(text: str) -> set[str]:
-    found = set()
+# Writing systems by the first word of a letter's Unicode name. Japanese mixes kanji, hiragana and
+# katakana, so they count as one system; letters of no listed system (e.g. the micro sign) are ignored.
+_SCRIPT_GROUPS = {"LATIN": "latin", "CJK": "cjk", "HIRAGANA": "cjk", "KATAKANA": "cjk",
+                  "KATAKANA-HIRAGANA": "cjk", "HANGUL": "hangul", "CYRILLIC": "cyrillic", "GREEK": "greek",
+                  "ARABIC": "arabic", "HEBREW": "hebrew", "DEVANAGARI": "devanagari", "THAI": "thai"}
+_SYLLABIC = {"cjk", "hangul"}  # one character carries about a word: weighed as 4 letters
+MIXED_MIN_LETTERS = 8
+MIXED_MIN_SHARE = 0.2
+
+
+def script_shares(text: str) -> dict[str, float]:
+    counts: dict[str, int] = {}
     for ch in text:
         if ch.isalpha():
-            name = unicodedata.name(ch, "")
-            found.add("LATIN" if "LATIN" in name else name.split(" ")[0])
-    return found
+            group = _SCRIPT_GROUPS.get(unicodedata.name(ch, "").split(" ")[0])
+            if group:
+                counts[group] = counts.get(group, 0) + (4 if group in _SYLLABIC else 1)
+    total = sum(counts.values())
+    return {g: n / total for g, n in counts.items() if n >= MIXED_MIN_LETTERS} if total else {}
 
 
 def check_single_language(dialog: Dialog, _: int) -> str | None:
+    """An answer mixing two writing systems in substance (a few foreign letters, such as a name, pass)."""
     for i, turn in enumerate(dialog.turns):
-        if turn.role == "assistant" and len(_scripts(turn.content or "")) > 1:
-            return f"turn {i}: assistant answer mixes writing systems {sorted(_scripts(turn.content or ''))}"
+        if turn.role == "assistant":
+            mixed = sorted(g for g, share in script_shares(turn.content or "").items() if share >= MIXED_MIN_SHARE)
+            if len(mixed) > 1:
+                return f"turn {i}: assistant answer mixes writing systems {mixed}"
     return None
 
 

@@ -7,6 +7,7 @@ client does, so a config (and the manifest written from it) can be shared withou
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -75,8 +76,16 @@ class RunConfig(BaseModel):
         return self
 
     def public_dict(self) -> dict[str, Any]:
-        """The config as written to manifests: no secrets can be in it by construction."""
-        return self.model_dump(mode="json")
+        """The config as written to manifests. Keys never live here; credentials embedded in the
+        endpoint URL (``https://user:pass@host``) are removed."""
+        data = self.model_dump(mode="json")
+        data["llm_base_url"] = redact_url(data["llm_base_url"])
+        return data
+
+
+def redact_url(url: str | None) -> str | None:
+    """Drop ``user:password@`` from a URL (up to the last ``@`` of the authority) before it is written."""
+    return re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#]*@", r"\1", url) if url else url
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

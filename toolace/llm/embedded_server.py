@@ -66,6 +66,26 @@ def bounded(schema: Any) -> Any:
     return out
 
 
+def schema_hint(schema: dict[str, Any]) -> str:
+    """A compact description of the answer's fields for the prompt (the grammar enforces the rest):
+    the full schema would cost hundreds of prompt tokens, which a CPU spends seconds on."""
+    defs = schema.get("$defs", {})
+
+    def describe(node: dict[str, Any], depth: int) -> str:
+        if "$ref" in node:
+            node = defs.get(node["$ref"].split("/")[-1], {})
+        if node.get("type") == "object" and "properties" in node and depth < 3:
+            fields = ", ".join(f'"{k}": {describe(v, depth + 1)}' for k, v in node["properties"].items())
+            return "{" + fields + "}"
+        if node.get("type") == "array" and isinstance(node.get("items"), dict):
+            item = f"<{node['description']}>" if node.get("description") else describe(node["items"], depth + 1)
+            return "[" + item + ", ...]"
+        label = node.get("description") or "/".join(map(str, node.get("enum", []))) or node.get("type", "value")
+        return f"<{label}>"
+
+    return describe(schema, 0)
+
+
 def _tool_schema(tools: list[dict[str, Any]], names: list[str] | None) -> dict[str, Any]:
     options = [
         {
@@ -118,7 +138,9 @@ class EmbeddedModel:
         from llama_cpp import Llama  # optional dependency: imported only when the embedded model runs
 
         self.alias = alias
-        threads = n_threads or os.cpu_count() or 1
+        # TOOLACE_LLM_THREADS overrides; llama.cpp threads that share a busy core slow down badly, so
+        # lower it when other work runs beside the server
+        threads = n_threads or int(os.environ.get("TOOLACE_LLM_THREADS") or os.cpu_count() or 1)
         self.llama = Llama(model_path=str(model_path), n_ctx=n_ctx, n_threads=threads,
                            n_threads_batch=threads, verbose=False)
         self.lock = threading.Lock()
@@ -153,8 +175,7 @@ class EmbeddedModel:
         fmt = body.get("response_format") or {}
         if mode == "text" and fmt.get("type") == "json_schema":
             schema = fmt.get("json_schema", {}).get("schema") or {}
-            messages = [{"role": "system", "content": "Answer with JSON matching this schema: "
-                         + json.dumps(schema, ensure_ascii=False)}, *messages]
+            messages = [{"role": "system", "content": "Answer with JSON like " + schema_hint(schema)}, *messages]
         elif mode == "text" and fmt.get("type") == "json_object":
             schema = fmt.get("schema") or {"type": "object"}
         # key order matters: the grammar writes properties in the order the schema lists them

@@ -1,0 +1,43 @@
+"""Shared fixtures: one session-wide Prefect harness and one scripted OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+
+import pytest
+
+# Prefect reads these at import: keep its home out of ~/.prefect and stay offline.
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="toolace-test-prefect-"))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.pop("OPENAI_BASE_URL", None)
+
+from tests.scripted_llm_server import ScriptedLLMServer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
+def scripted_server() -> Iterator[ScriptedLLMServer]:
+    server = ScriptedLLMServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def llm(scripted_server: ScriptedLLMServer) -> Iterator[ScriptedLLMServer]:
+    """The scripted server with no rules, no faults and an empty request log."""
+    scripted_server.reset()
+    yield scripted_server
+    scripted_server.reset()

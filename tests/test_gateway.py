@@ -1,0 +1,197 @@
+"""The LLM gateway against the scripted server over real HTTP (and a fake client for concurrency)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from schemas.llm_outputs import DocumentExtraction, UserTurn
+from toolace.errors import EndpointError
+from toolace.llm.gateway import STRUCTURED_OUTPUT_CHECK, GatewaySettings, LLMCallFailed, LLMGateway
+from toolace.llm.rate_limit import TokenBucket
+from toolace.llm.response_format import schema_for
+
+MESSAGES = [{"role": "user", "content": "Document: a weather API with hourly forecasts."}]
+
+
+def gateway(server: Any, tmp_path: Any = None, **overrides: Any) -> LLMGateway:
+    settings = GatewaySettings(base_url=server.base_url, model="scripted-model", backoff_base_s=0.01,
+                               cache_dir=str(tmp_path / "cache") if tmp_path else None, **overrides)
+    return LLMGateway(settings)
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_structured_sends_schema_generated_from_model_and_validates(llm):
+    async def main() -> Any:
+        gw = gateway(llm)
+        answer = await gw.structured(DocumentExtraction, MESSAGES, stage="mining")
+        await gw.aclose()
+        return answer, gw
+
+    answer, gw = run(main())
+    assert answer.ok and isinstance(answer.value, DocumentExtraction)
+    sent = llm.requests[0]["response_format"]
+    assert sent["type"] == "json_schema"
+    assert sent["json_schema"]["name"] == "DocumentExtraction"
+    assert sent["json_schema"]["schema"] == schema_for(DocumentExtraction)
+    stats = gw.stats["mining"]
+    assert stats.requests == 1 and stats.tokens_in > 0 and stats.tokens_out > 0
+
+
+def test_invalid_answer_gets_one_repair_then_passes(llm):
+    llm.on_schema("UserTurn", {"message": ""}, times=1)  # violates min_length=1
+
+    async def main() -> Any:
+        gw = gateway(llm)
+        try:
+            return await gw.structured(UserTurn, MESSAGES, stage="dialog")
+        finally:
+            await gw.aclose()
+
+    answer = run(main())
+    assert answer.ok
+    assert len(answer.raw_outputs) == 2 and json.loads(answer.raw_outputs[0]) == {"message": ""}
+    repair_request = llm.requests[1]["messages"]
+    assert repair_request[-2] == {"role": "assistant", "content": '{"message": ""}'}
+    assert "invalid" in repair_request[-1]["content"]
+
+
+def test_answer_still_invalid_after_repair_is_rejected_with_raw_text(llm):
+    llm.script(lambda body: {"content": "not json at all"})
+
+    async def main() -> Any:
+        gw = gateway(llm)
+        try:
+            return await gw.structured(UserTurn, MESSAGES, stage="dialog")
+        finally:
+            await gw.aclose()
+
+    answer = run(main())
+    assert not answer.ok
+    assert answer.check == STRUCTURED_OUTPUT_CHECK
+    assert answer.raw_outputs == ["not json at all", "not json at all"]
+    assert "after one repair" in (answer.error or "")
+
+
+def test_retries_5xx_and_429_then_succeeds(llm):
+    llm.fail_next(2, status=500)
+    llm.fail_next(1, status=429, headers={"Retry-After": "0"})
+
+    async def main() -> Any:
+        gw = gateway(llm)
+        try:
+            result = await gw.chat(MESSAGES, stage="s")
+            return result, gw.stats["s"]
+        finally:
+            await gw.aclose()
+
+    result, stats = run(main())
+    assert result.content
+    assert stats.retries == 3 and stats.requests == 4
+
+
+def test_retries_are_bounded(llm):
+    llm.fail_next(10, status=503)
+
+    async def main() -> Any:
+        gw = gateway(llm, max_retries=2)
+        try:
+            await gw.chat(MESSAGES, stage="s")
+        finally:
+            await gw.aclose()
+
+    with pytest.raises(LLMCallFailed, match="3 attempts"):
+        run(main())
+    assert len(llm.requests) == 3
+
+
+def test_client_error_is_not_retried(llm):
+    llm.fail_next(1, status=400, body={"error": {"message": "bad request", "type": "invalid_request_error"}})
+
+    async def main() -> Any:
+        gw = gateway(llm)
+        try:
+            await gw.chat(MESSAGES, stage="s")
+        finally:
+            await gw.aclose()
+
+    with pytest.raises(LLMCallFailed, match="HTTP 400"):
+        run(main())
+    assert len(llm.requests) == 1
+
+
+def test_unknown_model_is_an_endpoint_error(llm):
+    async def main() -> Any:
+        gw = LLMGateway(GatewaySettings(base_url=llm.base_url, model="no-such-model"))
+        try:
+            await gw.chat(MESSAGES, stage="s")
+        finally:
+            await gw.aclose()
+
+    with pytest.raises(EndpointError, match="no-such-model"):
+        run(main())
+
+
+def test_response_cache_means_a_rerun_never_pays_twice(llm, tmp_path):
+    async def main() -> Any:
+        first = gateway(llm, tmp_path)
+        a = await first.structured(DocumentExtraction, MESSAGES, stage="mining")
+        await first.aclose()
+        second = gateway(llm, tmp_path)  # a new process would build a new gateway on the same cache
+        b = await second.structured(DocumentExtraction, MESSAGES, stage="mining")
+        c = await second.structured(DocumentExtraction, MESSAGES, stage="mining", sample=1)
+        await second.aclose()
+        return a, b, c, second.stats["mining"]
+
+    a, b, c, stats = run(main())
+    assert a.value == b.value
+    assert len(llm.requests) == 2  # the first request and the distinct sample=1 request
+    assert stats.cache_hits == 1 and stats.requests == 1
+
+
+class _FakeCompletions:
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.peak = 0
+
+    async def create(self, **body: Any) -> Any:
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        await asyncio.sleep(0.02)
+        self.in_flight -= 1
+        raw = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+               "usage": {"prompt_tokens": 3, "completion_tokens": 1}}
+        return SimpleNamespace(model_dump=lambda mode="json": raw)
+
+
+def test_concurrency_limit_caps_requests_in_flight():
+    completions = _FakeCompletions()
+    client = SimpleNamespace(chat=SimpleNamespace(completions=completions), close=lambda: asyncio.sleep(0))
+    gw = LLMGateway(GatewaySettings(base_url="http://unused/v1", model="m", concurrency=3), client=client)
+
+    async def main() -> None:
+        await asyncio.gather(*(gw.chat([{"role": "user", "content": str(i)}], stage="s") for i in range(12)))
+
+    run(main())
+    assert completions.peak == 3
+    assert gw.stats["s"].requests == 12 and gw.stats["s"].tokens_in == 36
+
+
+def test_token_bucket_waits_for_refill(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr("toolace.llm.rate_limit.time.monotonic", lambda: now[0])
+    bucket = TokenBucket(per_minute=60)  # one per second
+    for _ in range(60):
+        assert bucket.wait_time(1) == 0
+        bucket.take(1)
+    assert bucket.wait_time(1) == pytest.approx(1.0)
+    now[0] += 0.5
+    assert bucket.wait_time(1) == pytest.approx(0.5)
+    assert bucket.wait_time(1000) > 0  # larger than capacity: waits for a full bucket, not forever
