@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-Short = Annotated[str, StringConstraints(min_length=1, max_length=48)]
+Short = Annotated[str, StringConstraints(min_length=1, max_length=40)]
 Phrase = Annotated[str, StringConstraints(min_length=3, max_length=80)]
 Sentence = Annotated[str, StringConstraints(min_length=1, max_length=160)]
 
@@ -25,16 +25,15 @@ class DocumentExtraction(_Answer):
     """Speciation: what a document says about APIs, as a domain path and functionalities."""
 
     describes_functionality: bool = Field(
-        description="true when the document describes software, a service or a device that can be "
-        "operated through functions (inputs and outputs); false for stories, history, poems, chit-chat"
+        description="false for stories, poems or history without functions"
     )
-    domain: Short = Field(description="Top-level domain, one or two words, e.g. 'Weather' or 'Finance'")
+    domain: Short = Field(description="Top-level domain, e.g. Weather or Finance")
     subdomains: list[Short] = Field(
-        description="Path of narrower sub-domains under the domain, most general first, e.g. ['Forecasts']",
-        max_length=3,
+        description="Narrower sub-domains, most general first",
+        max_length=2,
     )
     functionalities: list[Phrase] = Field(
-        description="Each concrete function the document describes, as a short verb phrase",
+        description="Each function described, as a short verb phrase",
         min_length=1,
         max_length=4,
     )
@@ -49,10 +48,10 @@ class GeneratedParameter(_Answer):
     description: Sentence
     required: bool
     enum: list[Short] = Field(
-        description="Allowed values for a string parameter; empty when unconstrained", max_length=5
+        description="Allowed values of a string parameter, or empty", max_length=5
     )
     item_type: Literal["string", "integer", "number", "boolean", "object", "none"] = Field(
-        description="Type of the items when type is 'array', else 'none'"
+        description="Item type when type is array, else none"
     )
 
 
@@ -69,7 +68,7 @@ class GeneratedAPI(_Answer):
     description: Sentence = Field(description="One or two sentences: what the API does")
     parameters: list[GeneratedParameter] = Field(min_length=1, max_length=4)
     result: list[GeneratedResultField] = Field(
-        description="Fields of the object the API returns", min_length=1, max_length=4
+        description="Fields the API returns", min_length=1, max_length=4
     )
 
 

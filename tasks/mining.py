@@ -45,12 +45,10 @@ def relevance_score(text: str) -> float:
 
 def extraction_messages(doc: Document, max_chars: int) -> list[dict[str, str]]:
     return [
-        {"role": "system", "content": "You read documents and catalogue the software functionality they describe."},
+        {"role": "system", "content": "You catalogue the software functionality that documents describe."},
         {"role": "user", "content": (
-            f"Document title: {doc.title}\n\n{doc.text[:max_chars]}\n\n"
-            "Does this document describe software, a service or a device operated through functions? "
-            "Give its domain, a path of narrower sub-domains, and each concrete functionality as a short "
-            "verb phrase (for example 'get hourly forecast for a city')."
+            f"{doc.text[:max_chars]}\n\nGive this document's domain, narrower sub-domains, and each "
+            "functionality it describes as a short verb phrase (e.g. 'get hourly forecast for a city')."
         )},
     ]
 

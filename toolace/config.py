@@ -52,7 +52,7 @@ class RunConfig(BaseModel):
         description="Causal LM whose loss measures complexity (HF id, local path, GGUF); none disables",
     )
     relevance_threshold: float = Field(0.15, ge=0, le=1, description="Heuristic score to send a doc to the LLM")
-    max_doc_chars: int = Field(2000, ge=200)
+    max_doc_chars: int = Field(1500, ge=200, description="Characters of each document shown to the LLM")
     broad_api_share: float = Field(0.4, ge=0, le=1, description="Share of APIs grown from several leaves")
     dialog_mix: dict[DialogType, float] = Field(
         default_factory=lambda: {"single": 0.4, "parallel": 0.25, "non_tool": 0.2, "clarification": 0.15}

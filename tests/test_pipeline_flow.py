@@ -1,0 +1,104 @@
+"""The main flow end to end under the Prefect harness, against the scripted server over real HTTP."""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from flows.toolace_pipeline import STAGES, toolace_pipeline
+from toolace.config import RunConfig
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def run_flow(llm: Any, out: Path, **overrides: Any) -> dict[str, Any]:
+    config = RunConfig(llm_base_url=llm.base_url, llm_model="scripted-model", out=str(out), apis=4, dialogs=6,
+                       target_model=None, run_id="run-a", batch_size=4, **overrides)
+    return toolace_pipeline(config)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_flow_publishes_dataset_tables_and_manifest(llm, tmp_path):
+    summary = run_flow(llm, tmp_path)
+    run_dir = tmp_path / "runs" / "run-a"
+    assert summary["run_dir"].endswith("runs/run-a")
+    assert summary["accepted_dialogs"] == 6
+
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert list(manifest["stages"]) == list(STAGES)
+    for name, stage in manifest["stages"].items():
+        assert stage["items_in"] >= stage["accepted"], name
+        if name not in ("context_tree",):
+            assert stage["accepted"] + stage["rejected"] == stage["items_in"], name
+    assert manifest["stages"]["mining"]["items_in"] >= 50  # the whole bundled corpus
+    assert manifest["stages"]["mining"]["llm_requests"] > 0
+    assert manifest["stages"]["mining"]["tokens_in"] > 0 and manifest["stages"]["mining"]["tokens_out"] > 0
+    assert manifest["config"]["apis"] == 4 and manifest["packages"]["prefect"]
+    listed = {f["path"] for f in manifest["files"]}
+    assert {"dataset/toolace.jsonl", "dataset/openai.jsonl", "tables/documents.parquet", "tables/apis.parquet",
+            "tables/dialogs.parquet", "tables/verdicts.parquet", "context_tree.json"} <= listed
+    assert all(len(f["sha256"]) == 64 and f["bytes"] > 0 for f in manifest["files"])
+
+    toolace = read_jsonl(run_dir / "dataset" / "toolace.jsonl")
+    openai_rows = read_jsonl(run_dir / "dataset" / "openai.jsonl")
+    assert len(toolace) == len(openai_rows) == 6
+    assert [r["id"] for r in toolace] == [r["id"] for r in openai_rows]
+    for row in toolace:
+        assert set(row["meta"]) >= {"domain", "dialog_type", "apis_used", "complexity_loss"}
+        assert row["meta"]["complexity_loss"] is None  # --target-model none
+        tools = json.loads(row["system"].split("you can invoke:\n", 1)[1])
+        assert all(t["parameters"]["type"] == "dict" for t in tools)
+        for turn in row["conversations"]:
+            if turn["from"] == "assistant" and turn["value"].startswith("["):
+                tree = ast.parse(turn["value"], mode="eval")  # ToolACE call syntax parses as Python
+                assert isinstance(tree.body, ast.List)
+    for row in openai_rows:
+        assert row["tools"][0]["type"] == "function"
+        calls = [c for m in row["messages"] if m["role"] == "assistant" for c in (m.get("tool_calls") or [])]
+        for call in calls:
+            json.loads(call["function"]["arguments"])
+
+    documents = pl.read_parquet(run_dir / "tables" / "documents.parquet")
+    assert documents.height == manifest["stages"]["mining"]["items_in"]
+    rejected = documents.filter(pl.col("status") == "rejected")
+    assert rejected.height > 0 and rejected["rejected_by"].null_count() == 0 and rejected["reason"].null_count() == 0
+    dialogs = pl.read_parquet(run_dir / "tables" / "dialogs.parquet")
+    assert set(dialogs["status"].unique()) <= {"accepted", "rejected"}
+    assert dialogs.filter(pl.col("status") == "accepted").height == 6
+
+
+def test_rerun_with_same_run_id_sends_no_request_again(llm, tmp_path):
+    run_flow(llm, tmp_path)
+    first = len(llm.requests)
+    assert first > 0
+    llm.clear_requests()
+    summary = run_flow(llm, tmp_path)
+    assert llm.requests == []
+    assert summary["accepted_dialogs"] == 6
+
+
+def test_every_item_ends_accepted_or_rejected_with_reason_and_raw_output(llm, tmp_path):
+    # the tool agent answers garbage for one API: those dialogs must be rejected, not lost
+    llm.on_schema("ToolResult", lambda body: "not json", times=3)
+    llm.script(lambda body: {"content": "{}"} if "Design one new API" in str(body["messages"]) and
+               body.get("seed") == 1 else None)
+    summary = run_flow(llm, tmp_path)
+    run_dir = tmp_path / "runs" / "run-a"
+    for table in ("apis", "dialogs"):
+        frame = pl.read_parquet(run_dir / "tables" / f"{table}.parquet")
+        rejected = frame.filter(pl.col("status") == "rejected")
+        assert rejected.height > 0, table
+        assert rejected["rejected_by"].null_count() == 0
+        assert all(r for r in rejected["raw_outputs"].to_list()), table
+    stages = summary["stages"]
+    assert stages["dialog_generation"]["rejected"] > 0
+    assert stages["dialog_generation"]["accepted"] + stages["dialog_generation"]["rejected"] == \
+        stages["dialog_generation"]["items_in"]
