@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 run: setup
-	$(BIN)/toolace run --apis 10 --dialogs 12
+	$(BIN)/toolace run --apis 8 --dialogs 10
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -82,6 +82,7 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
         mined.extend(records)
         stage = stage.add(llm)
         sink.advance("mining", len(records))
+    sink.finish("mining")
     stage.count(mined)
     stage.wall_time_s = round(time.perf_counter() - t0, 3)
     stats["mining"] = stage
@@ -114,6 +115,7 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
         taken = sorted({a.name for a in apis if a.accepted})
         stage = stage.add(llm)
         sink.advance("api_synthesis", sum(s.accepted for s in specs))
+    sink.finish("api_synthesis")
     stage.count(apis)
     stage.wall_time_s = round(time.perf_counter() - t0, 3)
     stats["api_synthesis"] = stage
@@ -151,6 +153,7 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
         dialogs.extend(decided)
         verdicts.extend(batch_verdicts)
         sink.advance("dialogs", sum(d.accepted for d in decided))
+    sink.finish("dialogs")
     stats["dialog_generation"], stats["complexity_loss"], stats["verification"] = gen, loss, ver
     publish.write_table(publish.records_frame(dialogs), f"{run_url}/tables/dialogs.parquet")
     publish.write_table(publish.records_frame_dicts(verdicts), f"{run_url}/tables/verdicts.parquet")

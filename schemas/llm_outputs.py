@@ -45,7 +45,7 @@ ParamType = Literal["string", "integer", "number", "boolean", "array", "object"]
 class GeneratedParameter(_Answer):
     name: Short = Field(description="snake_case parameter name")
     type: ParamType
-    description: Sentence
+    description: Phrase
     required: bool
     enum: list[Short] = Field(
         description="Allowed values of a string parameter, or empty", max_length=5
@@ -58,7 +58,7 @@ class GeneratedParameter(_Answer):
 class GeneratedResultField(_Answer):
     name: Short = Field(description="snake_case field name of the returned object")
     type: ParamType
-    description: Sentence
+    description: Phrase
 
 
 class GeneratedAPI(_Answer):

@@ -112,6 +112,7 @@ class StageStats(BaseModel):
     tokens_out: int = 0
     cache_hits: int = 0
     retries: int = 0
+    llm_latency_s: float = Field(0.0, description="Summed seconds waiting on LLM answers (overlapping)")
     rejected_by: dict[str, int] = Field(default_factory=dict)
 
     def add(self, other: StageStats) -> StageStats:
@@ -120,6 +121,7 @@ class StageStats(BaseModel):
                       "cache_hits", "retries"):
             setattr(merged, field, getattr(self, field) + getattr(other, field))
         merged.wall_time_s = round(self.wall_time_s + other.wall_time_s, 3)
+        merged.llm_latency_s = round(self.llm_latency_s + other.llm_latency_s, 3)
         for check, count in other.rejected_by.items():
             merged.rejected_by[check] = merged.rejected_by.get(check, 0) + count
         return merged

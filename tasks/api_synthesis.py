@@ -25,6 +25,7 @@ from toolace.llm.gateway import LLMGateway
 STAGE = "api_synthesis"
 DEFINITION_CHECK = "api_definition_v1"
 DUPLICATE_CHECK = "api_duplicate_v1"
+API_MAX_TOKENS = 1024  # four parameters and four result fields with descriptions fit in about 600
 
 OPERATORS: dict[str, str] = {
     "add_functionality": "cover one more related functionality than the example does",
@@ -158,7 +159,7 @@ def evolution_messages(plan: APIPlan, example: APISpec | None) -> list[dict[str,
 
 async def synthesize_api(plan: APIPlan, gateway: LLMGateway, example: APISpec | None) -> APISpec:
     answer = await gateway.structured(GeneratedAPI, evolution_messages(plan, example), stage=STAGE,
-                                      sample=plan.index)
+                                      sample=plan.index, max_tokens=API_MAX_TOKENS)
     if answer.value is None:
         spec = APISpec(api_id=f"failed-{plan.index}", name="", description="", parameters={},
                        result_schema={}, domain=plan.domain, node_ids=plan.node_ids, operators=plan.operators)

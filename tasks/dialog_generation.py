@@ -23,6 +23,7 @@ from toolace.llm.gateway import LLMCallFailed, LLMGateway
 STAGE = "dialog_generation"
 TOOL_CALL_CHECK = "tool_call_json_v1"
 EXPECTED_CALL_CHECK = "expected_tool_call_v1"
+OFFERED_TOOL_CHECK = "offered_tool_v1"
 SUPPORTED_TYPES: tuple[DialogType, ...] = ("single", "parallel", "non_tool", "clarification")
 
 
@@ -150,7 +151,8 @@ class DialogBuilder:
         )
         self._keep(result.raw_text)
         if not result.tool_calls:
-            raise _Rejected(EXPECTED_CALL_CHECK, "the assistant agent made no function call")
+            cut = " (answer cut off at max_tokens)" if result.finish_reason == "length" else ""
+            raise _Rejected(EXPECTED_CALL_CHECK, f"the assistant agent made no function call{cut}")
         calls: list[ToolCall] = []
         for n, call in enumerate(result.tool_calls):
             try:
@@ -169,7 +171,7 @@ class DialogBuilder:
         for call in calls:
             api = by_name.get(call.name)
             if api is None:
-                raise _Rejected(EXPECTED_CALL_CHECK, f"the assistant called {call.name}, which is not offered")
+                raise _Rejected(OFFERED_TOOL_CHECK, f"the assistant called {call.name}, which is not offered")
             answer = await self.gateway.structured_json(
                 "ToolResult", api.result_schema, [
                     {"role": "system", "content": "You simulate an API server. Return only the API's result."},

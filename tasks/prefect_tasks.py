@@ -41,6 +41,7 @@ def _run_with_gateway(settings: GatewaySettings, stage: str,
         if llm:
             stats.llm_requests, stats.cache_hits, stats.retries = llm.requests, llm.cache_hits, llm.retries
             stats.tokens_in, stats.tokens_out = llm.tokens_in, llm.tokens_out
+            stats.llm_latency_s = round(llm.latency_s, 3)
         return records, stats
 
     return asyncio.run(main())

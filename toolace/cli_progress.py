@@ -27,3 +27,10 @@ class RichProgress:
     def advance(self, name: str, amount: int) -> None:
         if name in self.tasks:
             self.progress.advance(self.tasks[name], amount)
+
+    def finish(self, name: str) -> None:
+        if name in self.tasks:
+            task = self.tasks[name]
+            done = self.progress.tasks[task].completed
+            self.progress.update(task, total=max(done, self.progress.tasks[task].total or 0), completed=done)
+            self.progress.stop_task(task)

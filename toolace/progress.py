@@ -10,12 +10,17 @@ class ProgressSink(Protocol):
 
     def advance(self, name: str, amount: int) -> None: ...
 
+    def finish(self, name: str) -> None: ...
+
 
 class _Silent:
     def stage(self, name: str, total: int) -> None:
         return None
 
     def advance(self, name: str, amount: int) -> None:
+        return None
+
+    def finish(self, name: str) -> None:
         return None
 
 
