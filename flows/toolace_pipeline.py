@@ -54,12 +54,19 @@ def cache_dir_for(out: str) -> str:
 
 
 @flow(name="toolace-pipeline", log_prints=True)
-def toolace_pipeline(config: RunConfig) -> dict[str, Any]:
-    """Make a function-calling dataset from a corpus. Starts the embedded model when no endpoint is set."""
+def toolace_pipeline(config: RunConfig, endpoint: Endpoint | None = None) -> dict[str, Any]:
+    """Make a function-calling dataset from a corpus.
+
+    ``endpoint`` is an LLM endpoint already resolved by the caller (the CLI starts the embedded model
+    before the flow, so start-up errors are plain user errors); without it the flow checks the
+    configured endpoint, or starts the embedded model itself for the length of the run.
+    """
     run_id = config.run_id or new_run_id()
     config = config.model_copy(update={"run_id": run_id})
-    with llm_endpoint(config.llm_base_url, config.llm_model) as endpoint:
+    if endpoint is not None:
         return run_stages(config, endpoint)
+    with llm_endpoint(config.llm_base_url, config.llm_model) as resolved:
+        return run_stages(config, resolved)
 
 
 def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:

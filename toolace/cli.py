@@ -81,11 +81,11 @@ def _run(cfg: Any) -> None:
         console.print("[yellow]No LLM endpoint configured: starting the embedded SmolLM2-135M model. It is for "
                       "trying the platform; its data is poor. Use --llm-base-url for real data.[/yellow]")
     with llm_endpoint(cfg.llm_base_url, cfg.llm_model) as endpoint:
-        cfg = cfg.model_copy(update={"llm_base_url": endpoint.base_url, "llm_model": endpoint.model})
+        cfg = cfg.model_copy(update={"llm_model": endpoint.model})
         with RichProgress(console) as bar:
             progress.set_sink(bar)
             try:
-                summary = toolace_pipeline(cfg)
+                summary = toolace_pipeline(cfg, endpoint)
             finally:
                 progress.set_sink(None)
     _print_summary(console, summary)
