@@ -74,7 +74,7 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
     run_id = str(config.run_id)
     run_url = f"{config.out.rstrip('/')}/runs/{run_id}"
     settings = gateway_settings_from(config, endpoint.base_url, endpoint.model, cache_dir_for(config.out))
-    scope = f"{run_id}:{endpoint.model}"
+    scope = f"{run_url}:{endpoint.model}"  # the Prefect cache key: this run folder and model only
     sink = progress.sink()
     stats: dict[str, StageStats] = {}
     started_at = dt.datetime.now(dt.UTC).isoformat()
@@ -99,7 +99,9 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
     t0 = time.perf_counter()
     nodes = build_tree(scope, mined)
     shape = tree_shape(nodes)
-    stats["context_tree"] = StageStats(items_in=stage.accepted, accepted=len(nodes),
+    in_tree = {d for n in nodes for d in n.doc_ids}
+    stats["context_tree"] = StageStats(items_in=stage.accepted, accepted=len(in_tree),
+                                       rejected=stage.accepted - len(in_tree),
                                        wall_time_s=round(time.perf_counter() - t0, 3))
     publish.write_table(publish.records_frame(nodes), f"{run_url}/tables/context_tree_nodes.parquet")
     publish.write_json(tree_nested(nodes), f"{run_url}/context_tree.json")
