@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from schemas.records import APISpec, ToolCall
+from schemas.records import APISpec, ToolCall, Turn
 
 TOOLACE_SYSTEM_PROMPT = (
     "You are an expert in composing functions. You are given a question and a set of possible functions. \n"
@@ -61,3 +61,19 @@ def toolace_tool(api: APISpec) -> dict[str, Any]:
 
 def toolace_system_prompt(apis: list[APISpec]) -> str:
     return TOOLACE_SYSTEM_PROMPT + json.dumps([toolace_tool(a) for a in apis], ensure_ascii=False)
+
+
+def openai_messages(turns: list[Turn]) -> list[dict[str, Any]]:
+    """Turns as OpenAI chat messages: assistant ``tool_calls`` with JSON-string arguments, ``tool`` replies."""
+    out: list[dict[str, Any]] = []
+    for turn in turns:
+        if turn.role == "tool":
+            out.append({"role": "tool", "tool_call_id": turn.tool_call_id, "content": turn.content or ""})
+        elif turn.tool_calls:
+            out.append({"role": "assistant", "content": None, "tool_calls": [
+                {"id": c.id, "type": "function",
+                 "function": {"name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)}}
+                for c in turn.tool_calls]})
+        else:
+            out.append({"role": turn.role, "content": turn.content or ""})
+    return out

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from schemas.llm_outputs import UserTurn
 from schemas.records import APISpec, Dialog, DialogType, ToolCall, Turn
+from tasks.call_format import openai_messages
 from toolace.llm.gateway import LLMCallFailed, LLMGateway
 
 STAGE = "dialog_generation"
@@ -94,19 +95,6 @@ def dialog_id(plan: DialogPlan, seed: int) -> str:
     return hashlib.sha1(f"{seed}:{plan.index}:{plan.dialog_type}:{plan.offered}".encode()).hexdigest()[:16]
 
 
-def _openai_messages(turns: list[Turn]) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for turn in turns:
-        if turn.role == "tool":
-            out.append({"role": "tool", "tool_call_id": turn.tool_call_id, "content": turn.content or ""})
-        elif turn.tool_calls:
-            out.append({"role": "assistant", "content": None, "tool_calls": [
-                {"id": c.id, "type": "function",
-                 "function": {"name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)}}
-                for c in turn.tool_calls]})
-        else:
-            out.append({"role": turn.role, "content": turn.content or ""})
-    return out
 
 
 class _Rejected(Exception):
@@ -141,7 +129,7 @@ class DialogBuilder:
 
     def _assistant_context(self, guidance: str) -> list[dict[str, Any]]:
         system = ("You are a helpful assistant with access to functions. " + guidance)
-        return [{"role": "system", "content": system}, *_openai_messages(self.dialog.turns)]
+        return [{"role": "system", "content": system}, *openai_messages(self.dialog.turns)]
 
     async def assistant_calls(self) -> list[ToolCall]:
         result = await self.gateway.chat(

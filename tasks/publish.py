@@ -13,7 +13,7 @@ import polars as pl
 from pydantic import BaseModel
 
 from schemas.records import Dialog
-from tasks.call_format import render_calls, toolace_system_prompt
+from tasks.call_format import openai_messages, render_calls, toolace_system_prompt
 
 MANIFEST_PACKAGES = ("toolace-platform", "prefect", "openai", "torch", "transformers", "polars", "pydantic",
                      "llama_cpp_python", "pandera", "great-expectations", "s3fs")
@@ -45,19 +45,8 @@ def toolace_row(dialog: Dialog) -> dict[str, Any]:
 
 def openai_row(dialog: Dialog) -> dict[str, Any]:
     """OpenAI chat format: ``tools`` plus ``messages`` with ``tool_calls`` and ``tool`` replies."""
-    messages: list[dict[str, Any]] = []
-    for turn in dialog.turns:
-        if turn.role == "tool":
-            messages.append({"role": "tool", "tool_call_id": turn.tool_call_id, "content": turn.content})
-        elif turn.tool_calls:
-            messages.append({"role": "assistant", "content": None, "tool_calls": [
-                {"id": c.id, "type": "function",
-                 "function": {"name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)}}
-                for c in turn.tool_calls]})
-        else:
-            messages.append({"role": turn.role, "content": turn.content})
     return {"id": dialog.dialog_id, "tools": [t.tool_definition() for t in dialog.tools],
-            "messages": messages, "meta": _meta(dialog)}
+            "messages": openai_messages(dialog.turns), "meta": _meta(dialog)}
 
 
 def _is_str_list(value: Any) -> bool:
