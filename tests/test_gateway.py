@@ -28,6 +28,18 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
+def chat_once(gw: LLMGateway) -> Any:
+    """One chat request through a fresh gateway, closed afterwards."""
+
+    async def main() -> Any:
+        try:
+            return await gw.chat(MESSAGES, stage="s")
+        finally:
+            await gw.aclose()
+
+    return run(main())
+
+
 def test_structured_sends_schema_generated_from_model_and_validates(llm):
     async def main() -> Any:
         gw = gateway(llm)
@@ -100,43 +112,22 @@ def test_retries_5xx_and_429_then_succeeds(llm):
 def test_retries_are_bounded(llm):
     llm.fail_next(10, status=503)
 
-    async def main() -> Any:
-        gw = gateway(llm, max_retries=2)
-        try:
-            await gw.chat(MESSAGES, stage="s")
-        finally:
-            await gw.aclose()
-
     with pytest.raises(LLMCallFailed, match="3 attempts"):
-        run(main())
+        chat_once(gateway(llm, max_retries=2))
     assert len(llm.requests) == 3
 
 
 def test_client_error_is_not_retried(llm):
     llm.fail_next(1, status=400, body={"error": {"message": "bad request", "type": "invalid_request_error"}})
 
-    async def main() -> Any:
-        gw = gateway(llm)
-        try:
-            await gw.chat(MESSAGES, stage="s")
-        finally:
-            await gw.aclose()
-
     with pytest.raises(LLMCallFailed, match="HTTP 400"):
-        run(main())
+        chat_once(gateway(llm))
     assert len(llm.requests) == 1
 
 
 def test_unknown_model_is_an_endpoint_error(llm):
-    async def main() -> Any:
-        gw = LLMGateway(GatewaySettings(base_url=llm.base_url, model="no-such-model"))
-        try:
-            await gw.chat(MESSAGES, stage="s")
-        finally:
-            await gw.aclose()
-
     with pytest.raises(EndpointError, match="no-such-model"):
-        run(main())
+        chat_once(LLMGateway(GatewaySettings(base_url=llm.base_url, model="no-such-model")))
 
 
 def test_response_cache_means_a_rerun_never_pays_twice(llm, tmp_path):
