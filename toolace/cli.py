@@ -105,6 +105,26 @@ def _print_summary(console: Any, summary: dict[str, Any]) -> None:
                   "{toolace,openai}.jsonl")
 
 
+@app.command("import-apis")
+def import_apis(
+    files: Annotated[list[str], typer.Argument(help="OpenAPI 3 / Swagger 2 documents (JSON or YAML), function "
+                                               "lists (JSON) or ToolACE / xLAM / BFCL rows (JSONL); paths or URLs")],
+    pool: Annotated[str, typer.Option(help="API pool to add to: a .jsonl or .parquet file or URL (created if "
+                                      "absent)")],
+) -> None:
+    """Add real APIs to an API pool, skipping the ones already there."""
+    from tasks.api_import import merge_into_pool, read_api_file
+
+    try:
+        apis = [api for path in files for api in read_api_file(path)]  # every file read before the pool is touched
+        counts = merge_into_pool(pool, apis)
+    except UserError as exc:
+        _fail(str(exc))
+        return
+    typer.echo(f"read {counts['read']}, added {counts['added']}, duplicates {counts['duplicates']}, "
+               f"rejected {counts['rejected']}: {pool}")
+
+
 @app.command("serve-llm")
 def serve_llm(
     host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",

@@ -1,0 +1,657 @@
+"""Importing real APIs into an API pool: OpenAPI 3 / Swagger 2 documents and ToolACE, BFCL or xLAM function
+lists become :class:`APISpec` records (``operators == ["imported"]``), merged without duplicates into a JSONL or
+parquet pool. An operation that cannot be imported (a broken ``$ref``, an invalid schema) is kept, rejected with
+the check that rejected it, so nothing is lost silently.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from pathlib import PurePosixPath
+from typing import Any
+
+import fsspec
+import polars as pl
+import yaml
+from fsspec.implementations.local import LocalFileSystem
+from jsonschema import Draft202012Validator, SchemaError
+from pydantic import ValidationError
+
+from schemas.records import APISpec
+from tasks.api_synthesis import snake_case
+from tasks.publish import records_frame, write_table
+from toolace.errors import UserError
+
+REF_CHECK = "openapi_ref_v1"
+SCHEMA_CHECK = "import_schema_v1"
+ENTRY_CHECK = "function_entry_v1"
+OPERATORS = ["imported"]
+HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+PARAM_LOCATIONS = ("path", "query", "header", "formData")
+RESULT_CODES = ("200", "201", "default")
+OBJECT: dict[str, Any] = {"type": "object"}
+# Keywords whose values are data, not schemas: a "$ref" key inside them is not a reference.
+_DATA_KEYWORDS = {"example", "examples", "default", "enum", "const"}
+_SWAGGER_PARAM_META = {"name", "in", "required", "description", "collectionFormat", "allowEmptyValue", "style",
+                       "explode", "allowReserved", "deprecated", "example", "examples"}
+# The BFCL / ToolACE / xLAM type dialect, lower-cased; None means "any type" (no "type" keyword).
+_DIALECT_TYPES: dict[str, str | None] = {
+    "dict": "object", "object": "object", "float": "number", "number": "number", "double": "number",
+    "int": "integer", "integer": "integer", "long": "integer", "str": "string", "string": "string",
+    "bool": "boolean", "boolean": "boolean", "tuple": "array", "list": "array", "array": "array",
+    "set": "array", "null": "null", "none": "null", "any": None,
+}
+_JSON_TYPES = {"object", "number", "integer", "string", "boolean", "array", "null"}
+_SCHEMA_MAP_KEYWORDS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+_SCHEMA_KEYWORDS = ("items", "additionalProperties", "not", "contains", "propertyNames", "if", "then", "else",
+                    "unevaluatedItems", "unevaluatedProperties", "additionalItems")
+_SCHEMA_LIST_KEYWORDS = ("anyOf", "oneOf", "allOf", "prefixItems")
+
+
+def _api_id(*parts: Any) -> str:
+    return hashlib.sha1(json.dumps(list(parts), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _text(value: Any) -> str:
+    return " ".join(str(value).split()) if value else ""
+
+
+def _schema_problem(*schemas: dict[str, Any]) -> str | None:
+    for schema in schemas:
+        try:
+            Draft202012Validator.check_schema(schema)
+        except SchemaError as exc:
+            return f"not a valid JSON Schema: {exc.message}"
+    return None
+
+
+def _spec(name: str, description: str, parameters: dict[str, Any], result: dict[str, Any], domain: str,
+          id_parts: list[Any] | None = None) -> APISpec:
+    api_id = _api_id(name, parameters, *(id_parts or []))
+    return APISpec(api_id=api_id, name=name, description=description, parameters=parameters,
+                   result_schema=result, domain=domain, node_ids=[], operators=list(OPERATORS))
+
+
+def _rejected(name: str, description: str, domain: str, check: str, reason: str, raw: Any) -> APISpec:
+    raw_text = json.dumps(raw, ensure_ascii=False, sort_keys=True, default=str)
+    spec = _spec(name, description, {"type": "object", "properties": {}, "required": []}, dict(OBJECT), domain,
+                 id_parts=[raw_text])
+    spec.reject(check, reason)
+    spec.raw_outputs = [raw_text]
+    return spec
+
+
+# ---------------------------------------------------------------------------------------------- OpenAPI
+
+
+class _BrokenRef(Exception):
+    def __init__(self, ref: str, why: str) -> None:
+        super().__init__(f"$ref {ref} {why}")
+        self.ref = ref
+
+
+def merge_all_of(schema: dict[str, Any]) -> dict[str, Any]:
+    """``allOf`` folded into one schema: properties and required lists united, the outer keywords winning."""
+    parts = schema.get("allOf")
+    if not isinstance(parts, list) or not all(isinstance(p, dict) for p in parts):
+        return schema
+    outer = {k: v for k, v in schema.items() if k != "allOf"}
+    merged: dict[str, Any] = {}
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    for part in [*parts, outer]:
+        properties.update(part.get("properties") or {})
+        required.extend(r for r in part.get("required") or [] if isinstance(r, str))
+    for part in [outer, *parts]:
+        for key, value in part.items():
+            if key not in ("properties", "required"):
+                merged.setdefault(key, value)
+    if properties:
+        merged["properties"] = properties
+        merged.setdefault("type", "object")
+    if required:
+        merged["required"] = list(dict.fromkeys(required))
+    return merged
+
+
+class _Resolver:
+    """Local ``$ref`` resolution with a cycle guard: a reference met again inside itself becomes an object.
+
+    Results of references whose expansion cut no cycle are cached, so shared schemas are expanded once.
+    """
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        self.doc = doc
+        self.cache: dict[str, Any] = {}
+
+    def target(self, ref: str) -> Any:
+        if not ref.startswith("#"):
+            raise _BrokenRef(ref, "is not a local reference (only #/... references are resolved)")
+        node: Any = self.doc
+        for raw in ref[1:].split("/")[1:] if ref != "#" else []:
+            token = re.sub(r"%([0-9A-Fa-f]{2})", lambda m: chr(int(m.group(1), 16)), raw)
+            token = token.replace("~1", "/").replace("~0", "~")
+            if isinstance(node, dict) and token in node:
+                node = node[token]
+            elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
+                node = node[int(token)]
+            else:
+                raise _BrokenRef(ref, "points to nothing in the document")
+        return node
+
+    def resolve(self, node: Any) -> Any:
+        return self._resolve(node, ())[0]
+
+    def _resolve(self, node: Any, stack: tuple[str, ...]) -> tuple[Any, bool]:
+        """The resolved node and whether a cycle was cut while resolving it."""
+        if isinstance(node, list):
+            items = [self._resolve(v, stack) for v in node]
+            return [v for v, _ in items], any(c for _, c in items)
+        if not isinstance(node, dict):
+            return node, False
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            siblings = {k: v for k, v in node.items() if k != "$ref"}
+            if ref in stack:
+                resolved, cut = dict(OBJECT), True
+            elif ref in self.cache:
+                resolved, cut = copy.deepcopy(self.cache[ref]), False
+            else:
+                resolved, cut = self._resolve(self.target(ref), (*stack, ref))
+                if not cut:
+                    self.cache[ref] = copy.deepcopy(resolved)
+            if siblings:
+                extra, extra_cut = self._resolve(siblings, stack)
+                resolved = {**resolved, **extra} if isinstance(resolved, dict) else resolved
+                cut = cut or extra_cut
+            return resolved, cut
+        out: dict[str, Any] = {}
+        cut = False
+        for key, value in node.items():
+            if key in _DATA_KEYWORDS:
+                out[key] = copy.deepcopy(value)
+                continue
+            out[key], value_cut = self._resolve(value, stack)
+            cut = cut or value_cut
+        if "allOf" in out:
+            out = merge_all_of(out)
+        return out, cut
+
+
+def _media_schema(content: Any) -> tuple[dict[str, Any] | None, bool]:
+    """The schema of a ``content`` map (JSON media types first) and whether it came from a JSON media type."""
+    if not isinstance(content, dict):
+        return None, False
+    ranked = sorted(content.items(), key=lambda kv: 0 if "json" in str(kv[0]).lower() else 1)
+    for media, spec in ranked:
+        if isinstance(spec, dict) and isinstance(spec.get("schema"), dict):
+            return spec["schema"], "json" in str(media).lower()
+    return None, False
+
+
+def _fix_swagger_types(schema: Any) -> Any:
+    """Swagger 2's ``file`` type is no JSON Schema type: it becomes a binary string."""
+    if isinstance(schema, dict):
+        out = {k: (_fix_swagger_types(v) if k not in _DATA_KEYWORDS else v) for k, v in schema.items()}
+        if out.get("type") == "file":
+            out["type"], out["format"] = "string", "binary"
+        return out
+    if isinstance(schema, list):
+        return [_fix_swagger_types(v) for v in schema]
+    return schema
+
+
+def _parameter_schema(param: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(param.get("schema"), dict):
+        schema = dict(param["schema"])
+    elif "content" in param:
+        schema = dict(_media_schema(param["content"])[0] or {})
+    else:  # Swagger 2: the parameter object is its own schema
+        schema = {k: v for k, v in param.items() if k not in _SWAGGER_PARAM_META and not k.startswith("x-")}
+    if param.get("description") and "description" not in schema:
+        schema["description"] = _text(param["description"])
+    return schema
+
+
+def _is_object_schema(schema: dict[str, Any]) -> bool:
+    return schema.get("type") == "object" or ("type" not in schema and isinstance(schema.get("properties"), dict)
+                                              and not any(k in schema for k in ("oneOf", "anyOf")))
+
+
+def _operation_schemas(resolver: _Resolver, path_item: dict[str, Any], operation: dict[str, Any]
+                       ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The merged parameters schema and the result schema of one operation (raises :class:`_BrokenRef`)."""
+    params: dict[tuple[str, str], dict[str, Any]] = {}
+    for raw in [*(path_item.get("parameters") or []), *(operation.get("parameters") or [])]:
+        param = resolver.resolve(raw)
+        if isinstance(param, dict) and isinstance(param.get("name"), str):
+            params[(param["name"], str(param.get("in")))] = param  # the operation's own overrides the path's
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    body: dict[str, Any] | None = None
+    body_required = False
+    for (name, location), param in params.items():
+        if location == "body":  # Swagger 2
+            body, body_required = dict(param.get("schema") or OBJECT), bool(param.get("required"))
+            if param.get("description") and "description" not in body:
+                body["description"] = _text(param["description"])
+        elif location in PARAM_LOCATIONS:
+            properties[name] = _parameter_schema(param)
+            if param.get("required") or location == "path":
+                required.append(name)
+    if operation.get("requestBody") is not None:
+        request = resolver.resolve(operation["requestBody"])
+        if isinstance(request, dict):
+            schema, _ = _media_schema(request.get("content"))
+            if schema is not None:
+                body, body_required = dict(schema), bool(request.get("required"))
+                if request.get("description") and "description" not in body:
+                    body["description"] = _text(request["description"])
+    if body is not None:
+        body_properties = body.get("properties") if _is_object_schema(body) else None
+        if isinstance(body_properties, dict) and not set(body_properties) & set(properties):
+            properties.update(body_properties)
+            if body_required:
+                required.extend(r for r in body.get("required") or [] if isinstance(r, str))
+        else:
+            properties["body"] = body
+            if body_required:
+                required.append("body")
+    parameters = {"type": "object", "properties": properties, "required": list(dict.fromkeys(required))}
+    result: dict[str, Any] = dict(OBJECT)
+    responses = {str(k): v for k, v in (operation.get("responses") or {}).items()}
+    for code in RESULT_CODES:
+        if code not in responses:
+            continue
+        response = resolver.resolve(responses[code])
+        if isinstance(response, dict):
+            schema = response.get("schema") if isinstance(response.get("schema"), dict) else None
+            if schema is None:
+                schema, is_json = _media_schema(response.get("content"))
+                schema = schema if is_json else None
+            if schema is not None:
+                result = schema
+                break
+    return _fix_swagger_types(parameters), _fix_swagger_types(result)
+
+
+def apis_from_openapi(doc: dict[str, Any], source: str) -> list[APISpec]:
+    """One APISpec per operation of an OpenAPI 3 or Swagger 2 document (already parsed).
+
+    An operation with a broken ``$ref`` or an invalid schema is kept, rejected, with the reason.
+    """
+    resolver = _Resolver(doc)
+    title = _text((doc.get("info") or {}).get("title")) or PurePosixPath(source).stem or "imported"
+    apis: list[APISpec] = []
+    paths = doc.get("paths") or {}
+    if not isinstance(paths, dict):
+        return apis
+    for path, path_item in paths.items():
+        if not isinstance(path_item, dict):
+            continue
+        for method in HTTP_METHODS:
+            operation = path_item.get(method)
+            if not isinstance(operation, dict):
+                continue
+            name = snake_case(str(operation.get("operationId") or "")) or snake_case(f"{method} {path}")
+            description = (_text(operation.get("summary")) or _text(operation.get("description"))
+                           or f"{method.upper()} {path}")
+            tags = operation.get("tags") or []
+            domain = _text(tags[0]) if isinstance(tags, list) and tags and _text(tags[0]) else title
+            try:
+                parameters, result = _operation_schemas(resolver, path_item, operation)
+            except _BrokenRef as exc:
+                raw = {"method": method, "path": path, "operation": operation}
+                apis.append(_rejected(name, description, domain, REF_CHECK,
+                                      f"{source}: {method.upper()} {path}: {exc}", raw))
+                continue
+            if problem := _schema_problem(parameters, result):
+                raw = {"method": method, "path": path, "operation": operation}
+                apis.append(_rejected(name, description, domain, SCHEMA_CHECK,
+                                      f"{source}: {method.upper()} {path}: {problem}", raw))
+                continue
+            apis.append(_spec(name, description, parameters, result, domain))
+    return apis
+
+
+# ---------------------------------------------------------------------------------------- function lists
+
+
+def dialect_type(name: str) -> tuple[dict[str, Any], bool]:
+    """A BFCL / ToolACE / xLAM type name as JSON Schema keywords, and whether it said ``optional``.
+
+    ``"dict"`` -> object, ``"float"`` -> number, ``"List[str]"`` -> array of strings, ``"str, optional"`` ->
+    string and optional, ``"any"`` or an unknown name -> no type at all.
+    """
+    text = name.strip()
+    optional = False
+    match = re.fullmatch(r"(.*?)\s*,\s*optional", text, flags=re.IGNORECASE)
+    if match:
+        text, optional = match.group(1), True
+    match = re.fullmatch(r"optional\s*\[(.*)\]", text, flags=re.IGNORECASE)
+    if match:
+        text, optional = match.group(1).strip(), True
+    match = re.fullmatch(r"(\w+)\s*\[(.*)\]", text)
+    if match:
+        outer, inner = match.group(1).lower(), match.group(2).strip()
+        mapped = _DIALECT_TYPES.get(outer)
+        if mapped == "array":
+            args = _split_type_args(inner)
+            if args and args[-1] != "...":
+                if outer == "tuple" and len(args) > 1:
+                    return {"type": "array", "prefixItems": [dialect_type(a)[0] for a in args]}, optional
+                return {"type": "array", "items": dialect_type(args[0])[0]}, optional
+            return {"type": "array", **({"items": dialect_type(args[0])[0]} if args else {})}, optional
+        if mapped == "object":
+            args = _split_type_args(inner)
+            if len(args) == 2:
+                return {"type": "object", "additionalProperties": dialect_type(args[1])[0]}, optional
+            return {"type": "object"}, optional
+        if outer == "union":
+            return {"anyOf": [dialect_type(a)[0] for a in _split_type_args(inner)]}, optional
+        return {}, optional
+    mapped = _DIALECT_TYPES.get(text.lower())
+    return ({"type": mapped} if mapped else {}), optional
+
+
+def _split_type_args(text: str) -> list[str]:
+    args, depth, current = [], 0, ""
+    for char in text:
+        if char == "," and depth == 0:
+            args.append(current.strip())
+            current = ""
+            continue
+        depth += char == "["
+        depth -= char == "]"
+        current += char
+    if current.strip():
+        args.append(current.strip())
+    return args
+
+
+def normalize_schema(schema: Any) -> Any:
+    """A schema in the BFCL / ToolACE / xLAM dialect as JSON Schema, recursively.
+
+    Also folds a property's boolean ``required`` (or ``"optional": true``) into its parent's ``required`` list.
+    """
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key == "type":
+            continue
+        if key in _SCHEMA_MAP_KEYWORDS and isinstance(value, dict):
+            out[key] = {k: normalize_schema(v) for k, v in value.items()}
+        elif key in _SCHEMA_KEYWORDS and isinstance(value, dict):
+            out[key] = normalize_schema(value)
+        elif key in ("items", *_SCHEMA_LIST_KEYWORDS) and isinstance(value, list):
+            out[key] = [normalize_schema(v) for v in value]
+        else:
+            out[key] = value
+    kind = schema.get("type")
+    if isinstance(kind, str):
+        out = {**dialect_type(kind)[0], **out}  # explicit keywords (items ...) win over the type's
+    elif isinstance(kind, list):
+        kinds = [dialect_type(k)[0].get("type") if isinstance(k, str) else None for k in kind]
+        if kinds and all(k in _JSON_TYPES for k in kinds):
+            out["type"] = list(dict.fromkeys(kinds))
+    if isinstance(out.get("properties"), dict):
+        required = out.get("required") if isinstance(out.get("required"), list) else []
+        for pname, pschema in out["properties"].items():
+            if isinstance(pschema, dict):
+                flag = pschema.pop("required", None)
+                if pschema.pop("optional", None) is True:
+                    required = [r for r in required if r != pname]
+                elif flag is True:
+                    required.append(pname)
+        out["required"] = [r for r in dict.fromkeys(required) if isinstance(r, str)]
+    elif "required" in out and not isinstance(out["required"], list):
+        out.pop("required")
+    return out
+
+
+def _flat_parameters(params: dict[str, Any]) -> dict[str, Any]:
+    """xLAM parameters ``{name: {"type": "str, optional", "description", "default"}}`` as one object schema."""
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    for pname, pspec in params.items():
+        pspec = pspec if isinstance(pspec, dict) else {"description": str(pspec)}
+        kind = pspec.get("type")
+        keywords, optional = dialect_type(kind) if isinstance(kind, str) else ({}, False)
+        rest = normalize_schema({k: v for k, v in pspec.items() if k not in ("type", "required", "optional")})
+        properties[pname] = {**keywords, **rest}
+        explicit = pspec.get("required")
+        if explicit is True or (explicit is None and not optional and pspec.get("optional") is not True):
+            required.append(pname)
+    return {"type": "object", "properties": properties, "required": required}
+
+
+def function_parameters(params: Any) -> dict[str, Any]:
+    """Function-list parameters (JSON-Schema-like in any dialect, or xLAM's flat map) as one object schema."""
+    if not isinstance(params, dict) or not params:
+        return {"type": "object", "properties": {}, "required": []}
+    is_schema = "properties" in params or (isinstance(params.get("type"), str)
+                                           and params["type"].lower() in ("dict", "object"))
+    if not is_schema and all(isinstance(v, dict) for v in params.values()):
+        return _flat_parameters(params)
+    schema = normalize_schema(params)
+    schema["type"] = "object"
+    schema.setdefault("properties", {})
+    schema.setdefault("required", [])
+    return schema
+
+
+def _unwrap(item: Any) -> Any:
+    """An OpenAI ``{"type": "function", "function": {...}}`` entry as its function."""
+    if isinstance(item, dict) and isinstance(item.get("function"), dict) and "name" not in item:
+        return item["function"]
+    return item
+
+
+def apis_from_function_list(items: list[dict[str, Any]], source: str) -> list[APISpec]:
+    """ToolACE / BFCL / xLAM (and OpenAI ``tools``) function entries as APISpecs; names are kept verbatim."""
+    apis: list[APISpec] = []
+    for index, raw in enumerate(items):
+        item = _unwrap(raw)
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not item["name"].strip():
+            apis.append(_rejected(str(item.get("name") or "") if isinstance(item, dict) else "", "", "imported",
+                                  ENTRY_CHECK, f"{source}: entry {index} is not a function with a name", raw))
+            continue
+        name = item["name"].strip()
+        description = _text(item.get("description"))
+        parameters = function_parameters(item.get("parameters"))
+        if isinstance(item.get("required"), list):  # a top-level list adds to the parameters' ("null" is ignored)
+            extra = [r for r in item["required"] if isinstance(r, str)]
+            parameters["required"] = list(dict.fromkeys([*parameters["required"], *extra]))
+        result_raw = next((item[k] for k in ("response", "result", "returns") if isinstance(item.get(k), dict)),
+                          None)
+        result = normalize_schema(result_raw) if result_raw else dict(OBJECT)
+        domain = _text(item.get("category") or item.get("domain")) or "imported"
+        if problem := _schema_problem(parameters, result):
+            apis.append(_rejected(name, description, domain, SCHEMA_CHECK, f"{source}: {name}: {problem}", raw))
+            continue
+        apis.append(_spec(name, description, parameters, result, domain))
+    return apis
+
+
+# ------------------------------------------------------------------------------------------------ files
+
+JSONL_SUFFIXES = {".jsonl", ".ndjson"}
+YAML_SUFFIXES = {".yaml", ".yml"}
+_TOOL_LIST_MARKER = "invoke:\n"
+
+
+def _functions_from_row(row: Any, where: str, in_list: bool = False) -> list[Any]:
+    """The functions one row holds: a function itself, a ToolACE row, an xLAM row or an OpenAI row.
+
+    An entry of a JSON list that is none of these is passed on as a function (it is rejected, not an error).
+    """
+    if isinstance(row, list):
+        return [f for r in row for f in _functions_from_row(r, where, in_list=True)]
+    if in_list and not (isinstance(row, dict) and (
+            "system" in row or any(k in row for k in ("tools", "functions", "function")))):
+        return [row]
+    if not isinstance(row, dict):
+        raise UserError(f"{where}: expected a function or a row with a tool list, got {type(row).__name__}")
+    if isinstance(row.get("system"), str) and _TOOL_LIST_MARKER in row["system"]:
+        text = row["system"].split(_TOOL_LIST_MARKER, 1)[1].lstrip()
+        try:
+            tools, _ = json.JSONDecoder().raw_decode(text)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{where}: the tool list in 'system' is not valid JSON ({exc.msg})") from None
+        if not isinstance(tools, list):
+            raise UserError(f"{where}: the tool list in 'system' is not a JSON list")
+        return tools
+    for key in ("tools", "functions", "function"):
+        if key in row and "name" not in row:
+            tools = row[key]
+            if isinstance(tools, str):
+                try:
+                    tools = json.loads(tools)
+                except json.JSONDecodeError as exc:
+                    raise UserError(f"{where}: '{key}' is not valid JSON ({exc.msg})") from None
+            return [_unwrap(t) for t in (tools if isinstance(tools, list) else [tools])]
+    if "name" in row or isinstance(row.get("function"), dict):
+        return [_unwrap(row)]
+    raise UserError(f"{where}: neither a function (name), a ToolACE row (system with a tool list) "
+                    "nor an xLAM row (tools)")
+
+
+def _parse_jsonl(text: str, path: str) -> list[Any]:
+    rows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append((number, json.loads(line)))
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}: line {number}: invalid JSON ({exc.msg})") from None
+    return rows
+
+
+def _is_openapi(value: Any) -> bool:
+    return isinstance(value, dict) and ("openapi" in value or "swagger" in value)
+
+
+def read_api_file(path: str) -> list[APISpec]:
+    """APISpecs from one file, local or fsspec URL: an OpenAPI 3 / Swagger 2 document (JSON or YAML), a JSON
+    list of functions, or JSONL rows (functions, ToolACE rows, xLAM rows). Bad files raise :class:`UserError`."""
+    try:
+        with fsspec.open(path, "r", encoding="utf-8") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        raise UserError(f"API file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UserError(f"API file {path} cannot be read: {exc}") from None
+    suffix = PurePosixPath(path.split("?", 1)[0]).suffix.lower()
+    if not text.strip():
+        raise UserError(f"API file {path} is empty")
+    if suffix in JSONL_SUFFIXES:
+        rows = _parse_jsonl(text, path)
+    else:
+        value: Any
+        try:
+            if suffix in YAML_SUFFIXES:
+                value = yaml.safe_load(text)
+            else:
+                value = json.loads(text)
+        except yaml.YAMLError as exc:
+            line = f"line {exc.problem_mark.line + 1}: " if getattr(exc, "problem_mark", None) else ""
+            raise UserError(f"{path}: {line}invalid YAML ({getattr(exc, 'problem', None) or exc})") from None
+        except json.JSONDecodeError as exc:
+            if exc.msg == "Extra data":  # one JSON value per line
+                rows = _parse_jsonl(text, path)
+                value = None
+            elif suffix == ".json":
+                raise UserError(f"{path}: line {exc.lineno}: invalid JSON ({exc.msg})") from None
+            else:
+                try:
+                    value = yaml.safe_load(text)
+                except yaml.YAMLError:
+                    raise UserError(f"{path}: neither JSON, JSONL nor YAML") from None
+        if value is not None:
+            if _is_openapi(value):
+                return apis_from_openapi(value, path)
+            rows = [(0, value)]
+    functions: list[Any] = []
+    for number, row in rows:
+        where = f"{path}: line {number}" if number else path
+        if _is_openapi(row):
+            raise UserError(f"{where}: an OpenAPI document inside JSONL is not supported: save it as its own file")
+        functions.extend(_functions_from_row(row, where))
+    return apis_from_function_list(functions, path)
+
+
+# ------------------------------------------------------------------------------------------------- pool
+
+_JSON_FIELDS = ("parameters", "result_schema", "node_ids", "operators", "raw_outputs")
+
+
+def _pool_format(pool_url: str) -> str:
+    suffix = PurePosixPath(pool_url.split("?", 1)[0]).suffix.lower()
+    if suffix in JSONL_SUFFIXES:
+        return "jsonl"
+    if suffix == ".parquet":
+        return "parquet"
+    raise UserError(f"pool {pool_url} must end in .jsonl or .parquet")
+
+
+def read_pool(pool_url: str) -> list[APISpec]:
+    """The APIs in a pool file (empty if it does not exist yet)."""
+    kind = _pool_format(pool_url)
+    fs, fs_path = fsspec.core.url_to_fs(pool_url)
+    if not fs.exists(fs_path):
+        return []
+    try:
+        if kind == "jsonl":
+            with fs.open(fs_path, "r", encoding="utf-8") as handle:
+                rows = [(n, row) for n, row in _parse_jsonl(handle.read(), pool_url)]
+        else:
+            with fs.open(fs_path, "rb") as handle:
+                frame = pl.read_parquet(handle)
+            rows = []
+            for number, row in enumerate(frame.to_dicts(), start=1):
+                for key in _JSON_FIELDS:
+                    if isinstance(row.get(key), str):
+                        row[key] = json.loads(row[key])
+                rows.append((number, row))
+        return [APISpec.model_validate(row) for _, row in rows]
+    except UserError:
+        raise
+    except (ValidationError, json.JSONDecodeError, OSError, pl.exceptions.PolarsError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"pool {pool_url} is not an API pool: {first}") from None
+
+
+def merge_into_pool(pool_url: str, apis: list[APISpec]) -> dict[str, int]:
+    """Add APIs to a JSONL or parquet pool (created if absent); an api_id already there is not added twice.
+
+    Rejected APIs are written too. Returns the counts ``read``, ``added``, ``duplicates`` and ``rejected``.
+    """
+    kind = _pool_format(pool_url)
+    fs, fs_path = fsspec.core.url_to_fs(pool_url)
+    existed = fs.exists(fs_path)
+    pool = read_pool(pool_url)
+    seen = {api.api_id for api in pool}
+    counts = {"read": len(apis), "added": 0, "duplicates": 0, "rejected": 0}
+    for api in apis:
+        counts["rejected"] += not api.accepted
+        if api.api_id in seen:
+            counts["duplicates"] += 1
+            continue
+        seen.add(api.api_id)
+        pool.append(api)
+        counts["added"] += 1
+    if counts["added"] or not existed:
+        if isinstance(fs, LocalFileSystem):
+            fs.makedirs(str(PurePosixPath(fs_path).parent), exist_ok=True)
+        if kind == "jsonl":
+            with fs.open(fs_path, "w", encoding="utf-8") as handle:
+                for api in pool:
+                    handle.write(json.dumps(api.model_dump(mode="json"), ensure_ascii=False) + "\n")
+        else:
+            write_table(records_frame(pool), pool_url)
+    return counts
