@@ -15,6 +15,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from schemas.records import APISpec, Dialog, MinedDocument, StageStats
 from tasks import api_synthesis, dialog_generation, publish
+from tasks.api_import import merge_into_pool, read_pool
 from tasks.context_tree import tree_nested, tree_shape
 from tasks.corpus import iter_documents
 from tasks.prefect_tasks import (
@@ -107,21 +108,23 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
     publish.write_json(tree_nested(nodes), f"{run_url}/context_tree.json")
     logger.info("context tree: %s", shape)
 
-    # 3. API synthesis, in rounds until the requested number is accepted (bounded attempts)
+    # 3. API synthesis, in rounds until the requested number is accepted (bounded attempts). A pool, when
+    # given, seeds the example buffer and the dialogs' tool sets, and receives the new accepted APIs.
+    pooled = [a for a in read_pool(config.pool) if a.accepted] if config.pool else []
     t0, apis, stage = time.perf_counter(), list[APISpec](), StageStats()
     all_plans = api_synthesis.plan_apis(nodes, config.apis * MAX_ATTEMPT_FACTOR, seeded(config.seed, "apis"),
                                         config.broad_api_share)
     sink.stage("api_synthesis", config.apis)
-    taken: list[str] = []
+    taken = sorted({a.name for a in pooled})
     cursor = 0
     while sum(a.accepted for a in apis) < config.apis and cursor < len(all_plans):
         need = config.apis - sum(a.accepted for a in apis)
         batch_plans = all_plans[cursor:cursor + min(config.batch_size, need)]
         cursor += len(batch_plans)
-        buffer = [a for a in apis if a.accepted][-32:]
+        buffer = (pooled + [a for a in apis if a.accepted])[-32:]
         specs, llm = synthesize_batch(scope, batch_plans, settings, buffer, taken, config.seed + cursor)
         apis.extend(specs)
-        taken = sorted({a.name for a in apis if a.accepted})
+        taken = sorted({a.name for a in pooled + apis if a.accepted})
         stage = stage.add(llm)
         sink.advance("api_synthesis", sum(s.accepted for s in specs))
     sink.finish("api_synthesis")
@@ -129,13 +132,14 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
     stage.wall_time_s = round(time.perf_counter() - t0, 3)
     stats["api_synthesis"] = stage
     publish.write_table(publish.records_frame(apis), f"{run_url}/tables/apis.parquet")
+    pool_counts = merge_into_pool(config.pool, [a for a in apis if a.accepted]) if config.pool else None
 
     # 4-6. dialogs: each batch is generated, scored and verified before the next is planned
     gen, loss, ver = StageStats(), StageStats(), StageStats()
     dialogs: list[Dialog] = []
     verdicts: list[dict[str, Any]] = []
     all_dialog_plans = dialog_generation.plan_dialogs(
-        apis, config.dialogs * MAX_ATTEMPT_FACTOR, config.dialog_mix, config.candidate_tools,
+        pooled + apis, config.dialogs * MAX_ATTEMPT_FACTOR, config.dialog_mix, config.candidate_tools,
         seeded(config.seed, "dialogs"))
     sink.stage("dialogs", config.dialogs)
     cursor = 0
@@ -144,7 +148,7 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
         batch_plans = all_dialog_plans[cursor:cursor + min(config.batch_size, need)]
         cursor += len(batch_plans)
         t0 = time.perf_counter()
-        generated, llm = generate_dialog_batch(scope, batch_plans, apis, settings, config.seed)
+        generated, llm = generate_dialog_batch(scope, batch_plans, pooled + apis, settings, config.seed)
         gen = gen.add(llm)
         gen.count(generated)
         gen.wall_time_s = round(gen.wall_time_s + time.perf_counter() - t0, 3)
@@ -184,6 +188,7 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
         "packages": publish.package_versions(),
         "stages": {name: stats[name].model_dump() for name in STAGES},
         "context_tree": shape,
+        "api_pool": {"url": config.pool, "apis_before": len(pooled), **pool_counts} if pool_counts else None,
         "dataset": {"dialogs": len(accepted), "toolace": "dataset/toolace.jsonl", "openai": "dataset/openai.jsonl"},
         "files": publish.file_listing(run_url),
     }

@@ -22,7 +22,7 @@ from tasks.api_import import (
 from toolace.cli import app
 from toolace.errors import UserError
 
-TOOLACE_SAMPLE = Path("/work/shared/reference/toolace-sample.jsonl")
+TOOLACE_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "toolace-sample.jsonl"
 
 OPENAPI3 = {
     "openapi": "3.0.3",

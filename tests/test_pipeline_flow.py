@@ -104,3 +104,21 @@ def test_every_item_ends_accepted_or_rejected_with_reason_and_raw_output(llm, tm
     assert calling.height > 0 and set(calling["status"]) == {"rejected"}
     assert stages["dialog_generation"]["accepted"] + stages["dialog_generation"]["rejected"] == \
         stages["dialog_generation"]["items_in"]
+
+
+def test_run_starts_from_an_api_pool_and_grows_it(llm, tmp_path):
+    from tasks.api_import import merge_into_pool, read_api_file, read_pool
+
+    pool = str(tmp_path / "pool.jsonl")
+    imported = read_api_file(str(Path(__file__).resolve().parents[2] / "shared/reference/toolace-sample.jsonl"))[:5]
+    merge_into_pool(pool, imported)
+    summary = run_flow(llm, tmp_path / "out", pool=pool)
+    grown = read_pool(pool)
+    assert len(grown) == 5 + summary["stages"]["api_synthesis"]["accepted"] == 9
+    synthesis_prompts = [str(r["messages"]) for r in llm.requests if "Design one new API" in str(r["messages"])]
+    assert any(api.name in p for p in synthesis_prompts for api in imported)  # pool APIs serve as examples
+    manifest = json.loads((tmp_path / "out" / "runs" / "run-a" / "manifest.json").read_text())
+    assert manifest["api_pool"]["apis_before"] == 5 and manifest["api_pool"]["added"] == 4
+    offered = {name for row in read_jsonl(tmp_path / "out" / "runs" / "run-a" / "dataset" / "openai.jsonl")
+               for name in row["meta"]["apis_offered"]}
+    assert offered & {api.name for api in imported}  # dialogs draw tools from the pool too

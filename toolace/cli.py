@@ -34,6 +34,8 @@ def run(
                                                "[default: the bundled sample corpus]")] = None,
     out: Annotated[str | None, typer.Option(help="Output root, local path or URL [default: ./data]")] = None,
     apis: Annotated[int | None, typer.Option(help="APIs to synthesise [default: 20]")] = None,
+    pool: Annotated[str | None, typer.Option(help="API pool (.jsonl/.parquet) to start from and grow, "
+                                             "e.g. one filled by `toolace import-apis`")] = None,
     dialogs: Annotated[int | None, typer.Option(help="Accepted dialogs to make [default: 20]")] = None,
     llm_base_url: Annotated[str | None, typer.Option(
         help="OpenAI-compatible endpoint (vLLM, SGLang, OpenAI...); unset = embedded SmolLM2 "
@@ -50,7 +52,7 @@ def run(
     from toolace.config import load_config
 
     overrides: dict[str, Any] = {
-        "corpus": corpus, "out": out, "apis": apis, "dialogs": dialogs, "llm_base_url": llm_base_url,
+        "corpus": corpus, "out": out, "apis": apis, "pool": pool, "dialogs": dialogs, "llm_base_url": llm_base_url,
         "llm_model": llm_model, "concurrency": concurrency, "target_model": target_model, "run_id": run_id,
         "seed": seed,
     }
@@ -69,6 +71,10 @@ def _run(cfg: Any) -> None:
 
     console = Console(stderr=True)
     next(iter_documents(cfg.corpus, cfg.text_column, batch_size=1))  # fail fast on a bad corpus
+    if cfg.pool:
+        from tasks.api_import import read_pool
+
+        read_pool(cfg.pool)  # fail fast on a pool that is not one
     if cfg.target_model and cfg.target_model.endswith(".gguf") and not Path(cfg.target_model).is_file():
         raise UserError(f"target model file {cfg.target_model} does not exist: fix --target-model or pass 'none'")
     _prepare_prefect_env()

@@ -33,6 +33,9 @@ class RunConfig(BaseModel):
     out: str = Field("./data", description="Output root (local path or fsspec URL)")
     run_id: str | None = Field(None, description="Run folder name; reuse it to resume a run")
     apis: int = Field(20, ge=1, description="APIs to synthesise")
+    pool: str | None = Field(
+        None, description="API pool (.jsonl/.parquet, path or URL) to start from; new accepted APIs are added to it"
+    )
     dialogs: int = Field(20, ge=1, description="Dialogs to generate")
     seed: int = 0
     batch_size: int = Field(16, ge=1, description="Items per Prefect task (unit of retry and resume)")
