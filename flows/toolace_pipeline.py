@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import random
 import secrets
 import time
-from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -23,7 +23,6 @@ from tasks.prefect_tasks import (
     complexity_batch,
     generate_dialog_batch,
     mine_batch,
-    seeded,
     synthesize_batch,
     verify_batch,
 )
@@ -32,7 +31,6 @@ from toolace.config import RunConfig, redact_url
 from toolace.llm.endpoint import Endpoint, llm_endpoint
 from toolace.llm.gateway import gateway_settings_from
 
-T = TypeVar("T")
 MAX_ATTEMPT_FACTOR = 3  # at most 3x the requested APIs/dialogs are attempted to reach the target
 STAGES = ("mining", "context_tree", "api_synthesis", "dialog_generation", "complexity_loss", "verification",
           "publish")
@@ -42,9 +40,9 @@ def new_run_id() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
 
 
-def chunks(items: Sequence[T], size: int) -> Iterator[list[T]]:
-    for start in range(0, len(items), size):
-        yield list(items[start:start + size])
+def seeded(seed: int, *parts: object) -> random.Random:
+    """A random generator per purpose, so adding draws in one stage never shifts another's."""
+    return random.Random(f"{seed}:" + ":".join(map(str, parts)))
 
 
 def cache_dir_for(out: str) -> str:
@@ -155,8 +153,9 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
         t0 = time.perf_counter()
         if config.target_model:
             generated = complexity_batch(scope, generated, config.target_model)
+            # the loss is a score, not a decision: every scored dialog passes on to verification
             loss.items_in += sum(d.accepted for d in generated)
-            loss.accepted += sum(d.complexity_loss is not None for d in generated if d.accepted)
+            loss.accepted += sum(d.accepted for d in generated)
         loss.wall_time_s = round(loss.wall_time_s + time.perf_counter() - t0, 3)
         t0 = time.perf_counter()
         ready_ids = {d.dialog_id for d in generated if d.accepted}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import random
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -102,7 +101,3 @@ def verify_batch(run_scope: str, dialogs: list[Dialog],
                          "failures": [{"check": f.check, "reason": f.reason} for f in failures]})
         decided.append(verification.decide(dialog, failures))
     return decided, verdicts
-
-
-def seeded(seed: int, *parts: object) -> random.Random:
-    return random.Random(f"{seed}:" + ":".join(map(str, parts)))

@@ -28,12 +28,12 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-def chat_once(gw: LLMGateway) -> Any:
-    """One chat request through a fresh gateway, closed afterwards."""
+def once(gw: LLMGateway, call: Any = None) -> Any:
+    """One call (a chat request unless ``call(gw)`` says otherwise) through a gateway, closed afterwards."""
 
     async def main() -> Any:
         try:
-            return await gw.chat(MESSAGES, stage="s")
+            return await (call(gw) if call else gw.chat(MESSAGES, stage="s"))
         finally:
             await gw.aclose()
 
@@ -60,14 +60,7 @@ def test_structured_sends_schema_generated_from_model_and_validates(llm):
 def test_invalid_answer_gets_one_repair_then_passes(llm):
     llm.on_schema("UserTurn", {"message": ""}, times=1)  # violates min_length=1
 
-    async def main() -> Any:
-        gw = gateway(llm)
-        try:
-            return await gw.structured(UserTurn, MESSAGES, stage="dialog")
-        finally:
-            await gw.aclose()
-
-    answer = run(main())
+    answer = once(gateway(llm), lambda gw: gw.structured(UserTurn, MESSAGES, stage="dialog"))
     assert answer.ok
     assert len(answer.raw_outputs) == 2 and json.loads(answer.raw_outputs[0]) == {"message": ""}
     repair_request = llm.requests[1]["messages"]
@@ -78,14 +71,7 @@ def test_invalid_answer_gets_one_repair_then_passes(llm):
 def test_answer_still_invalid_after_repair_is_rejected_with_raw_text(llm):
     llm.script(lambda body: {"content": "not json at all"})
 
-    async def main() -> Any:
-        gw = gateway(llm)
-        try:
-            return await gw.structured(UserTurn, MESSAGES, stage="dialog")
-        finally:
-            await gw.aclose()
-
-    answer = run(main())
+    answer = once(gateway(llm), lambda gw: gw.structured(UserTurn, MESSAGES, stage="dialog"))
     assert not answer.ok
     assert answer.check == STRUCTURED_OUTPUT_CHECK
     assert answer.raw_outputs == ["not json at all", "not json at all"]
@@ -113,7 +99,7 @@ def test_retries_are_bounded(llm):
     llm.fail_next(10, status=503)
 
     with pytest.raises(LLMCallFailed, match="3 attempts"):
-        chat_once(gateway(llm, max_retries=2))
+        once(gateway(llm, max_retries=2))
     assert len(llm.requests) == 3
 
 
@@ -121,13 +107,13 @@ def test_client_error_is_not_retried(llm):
     llm.fail_next(1, status=400, body={"error": {"message": "bad request", "type": "invalid_request_error"}})
 
     with pytest.raises(LLMCallFailed, match="HTTP 400"):
-        chat_once(gateway(llm))
+        once(gateway(llm))
     assert len(llm.requests) == 1
 
 
 def test_unknown_model_is_an_endpoint_error(llm):
     with pytest.raises(EndpointError, match="no-such-model"):
-        chat_once(LLMGateway(GatewaySettings(base_url=llm.base_url, model="no-such-model")))
+        once(LLMGateway(GatewaySettings(base_url=llm.base_url, model="no-such-model")))
 
 
 def test_response_cache_means_a_rerun_never_pays_twice(llm, tmp_path):
