@@ -215,6 +215,16 @@ def _result_field(field: GeneratedResultField) -> dict[str, Any]:
     return schema
 
 
+def _free_key(key: str, taken: dict[str, Any]) -> str:
+    """A parameter name not used yet: a repeated name gets a numeric suffix instead of being lost."""
+    if not key or key not in taken:
+        return key
+    suffix = 2
+    while f"{key}_{suffix}" in taken:
+        suffix += 1
+    return f"{key}_{suffix}"
+
+
 def api_signature(name: str, description: str, parameters: dict[str, Any]) -> str:
     """Exact-duplicate key: the same description and parameters under any name is the same API."""
     text = json.dumps([" ".join(description.lower().split()), parameters], sort_keys=True)
@@ -224,18 +234,12 @@ def api_signature(name: str, description: str, parameters: dict[str, Any]) -> st
 def to_api_spec(answer: GeneratedAPI, plan: APIPlan, example_id: str | None) -> APISpec:
     properties: dict[str, Any] = {}
     required: list[str] = []
-    for param in answer.parameters:
-        key = snake_case(param.name)
-        if key and key not in properties:
-            properties[key] = _param_schema(param)
-            if param.required:
-                required.append(key)
     nested: NestedParameter | None = getattr(answer, "nested_parameter", None)
-    if nested is not None:
-        key = snake_case(nested.name)
-        if key and key not in properties:
-            properties[key] = _nested_schema(nested)
-            if nested.required:
+    for param in [*answer.parameters, *([nested] if nested else [])]:
+        key = _free_key(snake_case(param.name), properties)
+        if key:
+            properties[key] = _nested_schema(param) if isinstance(param, NestedParameter) else _param_schema(param)
+            if param.required:
                 required.append(key)
     parameters = {"type": "object", "properties": properties, "required": required}
     result_props = {snake_case(f.name): _result_field(f) for f in answer.result if snake_case(f.name)}

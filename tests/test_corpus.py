@@ -673,3 +673,26 @@ def test_bundled_sample_corpus_has_at_least_50_documents() -> None:
     assert len(docs) >= 50
     assert len({d.doc_id for d in docs}) == len(docs)
     assert all(d.text.strip() and d.title for d in docs)
+
+
+def test_s3_corpus_through_a_real_local_s3_server(s3_server: str) -> None:
+    import polars as pl
+    import s3fs
+
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_server}, skip_instance_cache=True)
+    fs.mkdir("corpus-bucket")
+    fs.pipe("corpus-bucket/docs/a.md", b"# SkyCast API\nGet the forecast for a city.")
+    fs.pipe("corpus-bucket/docs/rows.jsonl", b'{"text": "The PayStream API creates payments."}\n{bad\n')
+    frame = pl.DataFrame({"body": ["Parquet row about an API", ""]})
+    with fs.open("corpus-bucket/docs/t.parquet", "wb") as handle:
+        frame.write_parquet(handle)
+    fs.pipe("corpus-bucket/docs/skip.bin", b"\x00\x01")
+
+    batches = list(iter_documents("s3://corpus-bucket/docs", text_column="body", batch_size=2))
+    docs = [d for b in batches for d in b.documents]
+    rejected = [r for b in batches for r in b.rejected]
+    assert all(len(b) <= 2 for b in batches)
+    assert sorted(d.source for d in docs) == ["s3://corpus-bucket/docs/a.md", "s3://corpus-bucket/docs/t.parquet#R0"]
+    # rows.jsonl has no "body" field on line 1 and bad JSON on line 2; parquet row 1 is empty
+    assert sorted(r.rejected_by for r in rejected) == ["corpus_empty_v1", "corpus_row_v1", "corpus_row_v1"]
+    assert all(r.source.startswith("s3://corpus-bucket/docs/") for r in rejected)

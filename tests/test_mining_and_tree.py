@@ -360,3 +360,62 @@ def test_tree_nested(docs: list[MinedDocument]) -> None:
     assert all(c["functionality"] and c["children"] == [] for c in children["Forecasts"]["children"])
     ids = {n.node_id for n in nodes}
     assert weather["id"] in ids
+
+
+# ------------------------------------------------------------------------------ merging near-synonyms (real model)
+
+
+@pytest.fixture(scope="module")
+def embed() -> Any:
+    from tasks.text_embedding import shared_embedder
+
+    return shared_embedder().embed
+
+
+def test_near_synonymous_nodes_merge_by_embedding(embed: Any) -> None:
+    docs = [
+        mined("a", "Weather", ["Forecasts"], ["get hourly forecast for a city", "get severe weather alerts"]),
+        mined("b", "Meteorology", ["Forecast services"], ["fetch the hourly weather forecast of a city",
+                                                          "get rainfall totals"]),
+        mined("c", "Finance", ["Currencies"], ["convert currency", "get exchange rates"]),
+        mined("e", "Travel", ["Flights"], ["search flights", "book a flight"]),
+    ]
+    plain = build_tree(docs)
+    assert tree_shape(plain)["domains"] == 4  # names alone cannot merge Weather and Meteorology
+    nodes = build_tree(docs, embed, category_threshold=0.75, leaf_threshold=0.85)
+    roots = {n.name: n for n in nodes if n.parent_id is None}
+    assert len(roots) == 3
+    weather = next(n for n in roots.values() if {n.name, *n.aliases} == {"Weather", "Meteorology"})
+    assert sorted(weather.doc_ids) == ["a", "b"]
+    forecast = next(n for n in nodes if n.parent_id == weather.node_id)
+    assert {forecast.name, *forecast.aliases} == {"Forecasts", "Forecast services"}
+    leaves = [n for n in nodes if n.parent_id == forecast.node_id]
+    hourly = [n for n in leaves if "hourly" in n.name]
+    assert len(hourly) == 1 and sorted(hourly[0].doc_ids) == ["a", "b"] and hourly[0].aliases
+    assert len(leaves) == 3  # hourly (merged), alerts, rainfall
+    assert {n.name for n in nodes if n.parent_id is None} >= {"Finance", "Travel"}
+    nested = tree_nested(nodes)
+    assert any(root["aliases"] for root in nested)
+    # the same documents in another order give the same tree
+    again = build_tree(list(reversed(docs)), embed, 0.75, 0.85)
+    assert sorted(n.node_id for n in again) == sorted(n.node_id for n in nodes)
+
+
+def test_mining_ledger_round_trip_and_fingerprint(tmp_path: Path) -> None:
+    from tasks.mining_ledger import MiningLedger, mining_fingerprint
+
+    base = mining_fingerprint("m", 0.2, 1500, None)
+    assert base == mining_fingerprint("m", 0.2, 1500, None)
+    assert len({base, mining_fingerprint("m", 0.3, 1500, None), mining_fingerprint("other", 0.2, 1500, None),
+                mining_fingerprint("m", 0.2, 800, None)}) == 4  # any change starts a fresh ledger
+    ledger = MiningLedger(str(tmp_path), base)
+    assert ledger.load() == {}
+    first = mined("d1", "Weather", [], ["Get forecast"])
+    ledger.append("run-1", 0, [first, mined("d2", None, [], [], rejected=True)])
+    ledger.append("run-2", 0, [first.model_copy(update={"title": "newer"})])
+    ledger.append("run-3", 0, [])
+    loaded = ledger.load()
+    assert set(loaded) == {"d1", "d2"}
+    assert loaded["d1"][0] == "run-2" and loaded["d1"][1].title == "newer"
+    assert loaded["d2"][1].rejected_by == "llm_relevance_v1"
+    assert MiningLedger(str(tmp_path), mining_fingerprint("m", 0.5, 1500, None)).load() == {}

@@ -115,7 +115,8 @@ def test_run_starts_from_an_api_pool_and_grows_it(llm, tmp_path):
     summary = run_flow(llm, tmp_path / "out", pool=pool)
     grown = read_pool(pool)
     assert len(grown) == 5 + summary["stages"]["api_synthesis"]["accepted"] == 9
-    synthesis_prompts = [str(r["messages"]) for r in llm.requests if "Functionalities the API must provide" in str(r["messages"])]
+    synthesis_prompts = [str(r["messages"]) for r in llm.requests
+                         if "Functionalities the API must provide" in str(r["messages"])]
     assert any(api.name in p for p in synthesis_prompts for api in imported)  # pool APIs serve as examples
     manifest = json.loads((tmp_path / "out" / "runs" / "run-a" / "manifest.json").read_text())
     assert manifest["api_pool"]["apis_before"] == 5 and manifest["api_pool"]["added"] == 4
