@@ -30,8 +30,12 @@ def _prepare_prefect_env() -> None:
 
 @app.command()
 def run(
-    corpus: Annotated[str | None, typer.Option(help="Folder, JSONL file or fsspec URL of documents "
+    corpus: Annotated[str | None, typer.Option(help="Folder or file (text/Markdown/HTML, JSONL, parquet), local or "
+                                               "fsspec URL such as s3://bucket/prefix "
                                                "[default: the bundled sample corpus]")] = None,
+    text_column: Annotated[str | None, typer.Option(help="Text field of JSONL/parquet corpora [default: text]")] = None,
+    reuse_mined: Annotated[bool | None, typer.Option(
+        "--reuse-mined/--remine", help="Reuse mining results of earlier runs under --out [default: reuse]")] = None,
     out: Annotated[str | None, typer.Option(help="Output root, local path or URL [default: ./data]")] = None,
     apis: Annotated[int | None, typer.Option(help="APIs to synthesise [default: 20]")] = None,
     pool: Annotated[str | None, typer.Option(help="API pool (.jsonl/.parquet) to start from and grow, "
@@ -52,7 +56,8 @@ def run(
     from toolace.config import load_config
 
     overrides: dict[str, Any] = {
-        "corpus": corpus, "out": out, "apis": apis, "pool": pool, "dialogs": dialogs, "llm_base_url": llm_base_url,
+        "corpus": corpus, "text_column": text_column, "reuse_mined": reuse_mined, "out": out, "apis": apis,
+        "pool": pool, "dialogs": dialogs, "llm_base_url": llm_base_url,
         "llm_model": llm_model, "concurrency": concurrency, "target_model": target_model, "run_id": run_id,
         "seed": seed,
     }
@@ -101,10 +106,12 @@ def _print_summary(console: Any, summary: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(title=f"run {summary['run_id']}")
-    for column in ("stage", "in", "accepted", "rejected", "LLM req", "tokens in/out", "cache hits", "time s"):
+    for column in ("stage", "in", "accepted", "rejected", "reused", "LLM req", "tokens in/out", "cache hits",
+                   "time s"):
         table.add_column(column, justify="right" if column != "stage" else "left")
     for name, s in summary["stages"].items():
-        table.add_row(name, str(s["items_in"]), str(s["accepted"]), str(s["rejected"]), str(s["llm_requests"]),
+        table.add_row(name, str(s["items_in"]), str(s["accepted"]), str(s["rejected"]), str(s["reused"]),
+                      str(s["llm_requests"]),
                       f"{s['tokens_in']}/{s['tokens_out']}", str(s["cache_hits"]), f"{s['wall_time_s']:.1f}")
     console.print(table)
     console.print(f"{summary['accepted_dialogs']} accepted dialogs: {summary['run_dir']}/dataset/"
