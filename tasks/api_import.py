@@ -6,18 +6,24 @@ the check that rejected it, so nothing is lost silently.
 
 from __future__ import annotations
 
-import copy
+import contextlib
+import functools
+import gc
 import hashlib
 import json
 import re
+from collections.abc import Iterator
 from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import urljoin
 
 import fsspec
 import polars as pl
+import referencing.exceptions
 import yaml
 from fsspec.implementations.local import LocalFileSystem
-from jsonschema import Draft202012Validator, SchemaError
+from jsonschema import Draft202012Validator
+from jsonschema_specifications import REGISTRY as META_REGISTRY
 from pydantic import ValidationError
 
 from schemas.records import APISpec
@@ -59,13 +65,122 @@ def _text(value: Any) -> str:
     return " ".join(str(value).split()) if value else ""
 
 
-def _schema_problem(*schemas: dict[str, Any]) -> str | None:
-    for schema in schemas:
+# What the Draft 2020-12 meta-schema asks of a keyword's value, for checking a schema one node at a time (see
+# _SchemaChecker): a subschema, a map or a list of subschemas, any string, any array, or anything at all.
+_META_SUBSCHEMA = frozenset({"items", "contains", "additionalProperties", "propertyNames", "if", "then", "else", "not",
+                             "unevaluatedItems", "unevaluatedProperties", "contentSchema"})
+_META_SUBSCHEMA_MAPS = frozenset({"properties", "patternProperties", "dependentSchemas", "$defs", "definitions",
+                                  "dependencies"})
+_META_SUBSCHEMA_LISTS = frozenset({"prefixItems", "allOf", "anyOf", "oneOf"})
+_META_ANY_STRING = frozenset({"title", "description", "$comment", "format", "contentEncoding", "contentMediaType"})
+_META_ANY_ARRAY = frozenset({"enum", "examples"})
+_META_ANYTHING = frozenset({"const", "default"})
+
+
+@functools.cache
+def _meta_validator() -> Draft202012Validator:
+    """The validator ``Draft202012Validator.check_schema`` uses."""
+    meta = Draft202012Validator.META_SCHEMA
+    return Draft202012Validator(meta, format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+
+@functools.cache
+def _meta_keywords() -> frozenset[str] | None:
+    """The keywords the Draft 2020-12 meta-schema and its vocabularies constrain (None if they cannot be read):
+    any other keyword may hold anything."""
+    meta = Draft202012Validator.META_SCHEMA
+    try:
+        known = set(meta.get("properties") or {})
+        for part in meta.get("allOf") or []:
+            known |= set(META_REGISTRY.contents(urljoin(meta["$id"], part["$ref"])).get("properties") or {})
+    except (KeyError, TypeError, AttributeError, referencing.exceptions.NoSuchResource):
+        return None
+    return frozenset(known)
+
+
+class _SchemaChecker:
+    """``Draft202012Validator.check_schema`` for many schemas that share parts, with the same verdict.
+
+    The meta-schema checks each keyword on its own and every subschema against itself, so a schema is valid when
+    each node is valid with its subschemas replaced by ``true`` (and what the meta-schema does not look at: property
+    names, description texts, enum values ... replaced by placeholders) and each subschema is valid. A node is
+    checked once per object (the subtrees resolved ``$ref``s share) and that reduced node once per content.
+    """
+
+    def __init__(self) -> None:
+        self.by_id: dict[int, tuple[Any, str | None]] = {}  # the node is kept so that its id is not reused
+        self.by_content: dict[str, str | None] = {}
+        self.known = _meta_keywords()
+
+    def problem(self, *schemas: Any) -> str | None:
+        """Why the first invalid schema is not valid JSON Schema, or None."""
+        for schema in schemas:
+            found = self._check(schema) if isinstance(schema, dict) else self._check_node(schema)
+            if found is not None:
+                return f"not a valid JSON Schema: {found}"
+        return None
+
+    def _check(self, node: dict[str, Any]) -> str | None:
+        memo = self.by_id.get(id(node))
+        if memo is not None and memo[0] is node:
+            return memo[1]
+        reduced, children = self._reduce(node)
+        found = self._check_node(reduced)
+        if found is None:
+            for child in children:
+                if (found := self._check(child)) is not None:
+                    break
+        self.by_id[id(node)] = (node, found)
+        return found
+
+    def _reduce(self, node: dict[str, Any]) -> tuple[dict[Any, Any], list[dict[str, Any]]]:
+        """The node with the same verdict on its own keywords, and its subschemas to check."""
+        reduced: dict[Any, Any] = {}
+        children: list[dict[str, Any]] = []
+        for key, value in node.items():
+            if key in _META_SUBSCHEMA and isinstance(value, dict | bool):
+                reduced[key] = True
+                if isinstance(value, dict):
+                    children.append(value)
+            elif key in _META_SUBSCHEMA_MAPS and isinstance(value, dict):
+                kept: dict[Any, Any] = {}
+                for name, sub in value.items():
+                    if isinstance(sub, dict | bool):
+                        if isinstance(sub, dict):
+                            children.append(sub)
+                        if key == "patternProperties":  # its names must be regular expressions
+                            kept[name] = True
+                    else:
+                        kept[name] = sub
+                reduced[key] = kept
+            elif key in _META_SUBSCHEMA_LISTS and isinstance(value, list):
+                reduced[key] = [True if isinstance(sub, dict | bool) else sub for sub in value]
+                children.extend(sub for sub in value if isinstance(sub, dict))
+            elif key in _META_ANY_STRING and isinstance(value, str):
+                reduced[key] = ""
+            elif key in _META_ANY_ARRAY and isinstance(value, list):
+                reduced[key] = []
+            elif key == "required" and isinstance(value, list) and all(isinstance(r, str) for r in value) \
+                    and len(set(value)) == len(value):
+                reduced[key] = []
+            elif key in _META_ANYTHING or (self.known is not None and key not in self.known):
+                continue
+            else:
+                reduced[key] = value
+        return reduced, children
+
+    def _check_node(self, node: Any) -> str | None:
         try:
-            Draft202012Validator.check_schema(schema)
-        except SchemaError as exc:
-            return f"not a valid JSON Schema: {exc.message}"
-    return None
+            key: str | None = json.dumps(node)
+        except (TypeError, ValueError):  # a value JSON has no type for (a YAML date): checked, not remembered
+            key = None
+        if key is not None and key in self.by_content:
+            return self.by_content[key]
+        error = next(_meta_validator().iter_errors(node), None)
+        found = error.message if error is not None else None
+        if key is not None:
+            self.by_content[key] = found
+        return found
 
 
 def _spec(name: str, description: str, parameters: dict[str, Any], result: dict[str, Any], domain: str,
@@ -91,6 +206,7 @@ class _BrokenRef(Exception):
     def __init__(self, ref: str, why: str) -> None:
         super().__init__(f"$ref {ref} {why}")
         self.ref = ref
+        self.why = why
 
 
 def merge_all_of(schema: dict[str, Any]) -> dict[str, Any]:
@@ -117,54 +233,113 @@ def merge_all_of(schema: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-class _Resolver:
-    """Local ``$ref`` resolution with a cycle guard: a reference met again inside itself becomes an object.
+# Nested dicts and lists an imported schema may have: pydantic serialises no deeper than 255, so an APISpec nested
+# deeper could not be written to a pool.
+MAX_NESTING = 250
 
-    Results of references whose expansion cut no cycle are cached, so shared schemas are expanded once.
+
+class _TooDeep(Exception):
+    pass
+
+
+def _copy_json(value: Any, depth: int = 0) -> Any:
+    """An independent copy of nested dicts and lists (their leaves are immutable): many times faster than
+    ``copy.deepcopy``, and faster than a round trip through the JSON codec. Raises :class:`_TooDeep` past
+    :data:`MAX_NESTING` levels."""
+    if isinstance(value, dict):
+        if depth >= MAX_NESTING:
+            raise _TooDeep
+        return {k: _copy_json(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        if depth >= MAX_NESTING:
+            raise _TooDeep
+        return [_copy_json(v, depth + 1) for v in value]
+    return value
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector paused (if it was on): building millions of small acyclic dicts otherwise sets
+    off collections that walk everything built so far, about half the time of a large import."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _unescape_pointer(token: str) -> str:
+    if "%" in token:
+        token = re.sub(r"%([0-9A-Fa-f]{2})", lambda m: chr(int(m.group(1), 16)), token)
+    return token.replace("~1", "/").replace("~0", "~")
+
+
+class _Resolver:
+    """Local ``$ref`` resolution with a cycle guard: a reference met again inside its own expansion becomes
+    ``{"type": "object"}``; ``allOf`` is merged and Swagger 2's ``file`` type becomes a binary string.
+
+    Every reference is expanded once. An expansion that cut no cycle is the same wherever the reference is used: it is
+    cached and shared by every tree that uses it, so resolved trees are read-only (copy them to hand them out). One that
+    cut a cycle, or met a broken reference, depends only on which of the references being expanded around it it can
+    reach: it is cached under those.
     """
 
     def __init__(self, doc: dict[str, Any]) -> None:
         self.doc = doc
         self.cache: dict[str, Any] = {}
+        self.context_refs: set[str] = set()
+        self.contextual: dict[tuple[str, frozenset[str]], tuple[Any, tuple[str, str] | None]] = {}
+        self.targets: dict[str, tuple[Any, str | None]] = {}
+        self.reaches: dict[str, frozenset[str]] = {}
+        self.direct: dict[str, set[str]] = {}
 
     def target(self, ref: str) -> Any:
+        if ref not in self.targets:
+            self.targets[ref] = self._locate(ref)
+        node, why = self.targets[ref]
+        if why is not None:
+            raise _BrokenRef(ref, why)
+        return node
+
+    def _locate(self, ref: str) -> tuple[Any, str | None]:
         if not ref.startswith("#"):
-            raise _BrokenRef(ref, "is not a local reference (only #/... references are resolved)")
+            return None, "is not a local reference (only #/... references are resolved)"
+        if ref != "#" and not ref.startswith("#/"):
+            return None, "is not a JSON pointer (only #/... references are resolved)"
         node: Any = self.doc
-        for raw in ref[1:].split("/")[1:] if ref != "#" else []:
-            token = re.sub(r"%([0-9A-Fa-f]{2})", lambda m: chr(int(m.group(1), 16)), raw)
-            token = token.replace("~1", "/").replace("~0", "~")
+        for raw in ref[2:].split("/") if ref != "#" else []:
+            token = _unescape_pointer(raw)
             if isinstance(node, dict) and token in node:
                 node = node[token]
             elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
                 node = node[int(token)]
             else:
-                raise _BrokenRef(ref, "points to nothing in the document")
-        return node
+                return None, "points to nothing in the document"
+        return node, None
 
     def resolve(self, node: Any) -> Any:
+        """The node with its references expanded (raises :class:`_BrokenRef`); shares parts with other results."""
         return self._resolve(node, ())[0]
 
     def _resolve(self, node: Any, stack: tuple[str, ...]) -> tuple[Any, bool]:
         """The resolved node and whether a cycle was cut while resolving it."""
         if isinstance(node, list):
-            items = [self._resolve(v, stack) for v in node]
-            return [v for v, _ in items], any(c for _, c in items)
+            items: list[Any] = []
+            cut = False
+            for value in node:
+                resolved, value_cut = self._resolve(value, stack)
+                items.append(resolved)
+                cut = cut or value_cut
+            return items, cut
         if not isinstance(node, dict):
             return node, False
         ref = node.get("$ref")
         if isinstance(ref, str):
-            siblings = {k: v for k, v in node.items() if k != "$ref"}
-            if ref in stack:
-                resolved, cut = dict(OBJECT), True
-            elif ref in self.cache:
-                resolved, cut = copy.deepcopy(self.cache[ref]), False
-            else:
-                resolved, cut = self._resolve(self.target(ref), (*stack, ref))
-                if not cut:
-                    self.cache[ref] = copy.deepcopy(resolved)
-            if siblings:
-                extra, extra_cut = self._resolve(siblings, stack)
+            resolved, cut = self._reference(ref, stack)
+            if len(node) > 1:
+                extra, extra_cut = self._resolve({k: v for k, v in node.items() if k != "$ref"}, stack)
                 resolved = {**resolved, **extra} if isinstance(resolved, dict) else resolved
                 cut = cut or extra_cut
             return resolved, cut
@@ -172,13 +347,85 @@ class _Resolver:
         cut = False
         for key, value in node.items():
             if key in _DATA_KEYWORDS:
-                out[key] = copy.deepcopy(value)
-                continue
-            out[key], value_cut = self._resolve(value, stack)
-            cut = cut or value_cut
+                out[key] = value
+            elif key in _SCHEMA_MAP_KEYWORDS and isinstance(value, dict):  # names, not keywords: none is data
+                named: dict[str, Any] = {}
+                for name, sub in value.items():
+                    named[name], sub_cut = self._resolve(sub, stack)
+                    cut = cut or sub_cut
+                out[key] = named
+            else:
+                out[key], value_cut = self._resolve(value, stack)
+                cut = cut or value_cut
+        if out.get("type") == "file":  # Swagger 2's file type is no JSON Schema type
+            out["type"], out["format"] = "string", "binary"
         if "allOf" in out:
             out = merge_all_of(out)
         return out, cut
+
+    def _reference(self, ref: str, stack: tuple[str, ...]) -> tuple[Any, bool]:
+        if ref in stack:
+            return dict(OBJECT), True
+        if ref in self.cache:
+            return self.cache[ref], False
+        key = self._context_key(ref, stack) if ref in self.context_refs else None
+        if key is not None and key in self.contextual:
+            value, broken = self.contextual[key]
+            if broken is not None:
+                raise _BrokenRef(*broken)
+            return value, True
+        try:
+            value, cut = self._resolve(self.target(ref), (*stack, ref))
+        except _BrokenRef as exc:
+            self.context_refs.add(ref)
+            self.contextual[key or self._context_key(ref, stack)] = (None, (exc.ref, exc.why))
+            raise
+        if cut:
+            self.context_refs.add(ref)
+            self.contextual[key or self._context_key(ref, stack)] = (value, None)
+        else:
+            self.cache[ref] = value
+        return value, cut
+
+    def _context_key(self, ref: str, stack: tuple[str, ...]) -> tuple[str, frozenset[str]]:
+        """What the expansion of ``ref`` inside ``stack`` depends on: the references of the stack it can reach."""
+        reach = self._reach(ref)
+        return ref, frozenset(r for r in stack if r in reach)
+
+    def _reach(self, ref: str) -> frozenset[str]:
+        """Every reference the expansion of ``ref`` could meet (a superset: data keywords are searched too)."""
+        if ref not in self.reaches:
+            seen: set[str] = set()
+            todo = [ref]
+            while todo:
+                for found in self._direct_refs(todo.pop()):
+                    if found not in seen:
+                        seen.add(found)
+                        todo.append(found)
+            self.reaches[ref] = frozenset(seen)
+        return self.reaches[ref]
+
+    def _direct_refs(self, ref: str) -> set[str]:
+        if ref in self.direct:
+            return self.direct[ref]
+        found: set[str] = set()
+        self.direct[ref] = found
+        node, why = self.targets.get(ref) or self._locate(ref)
+        if why is not None:
+            return found
+        todo, visited = [node], set()
+        while todo:
+            item = todo.pop()
+            if id(item) in visited:
+                continue
+            visited.add(id(item))
+            if isinstance(item, dict):
+                if isinstance(item.get("$ref"), str):
+                    found.add(item["$ref"])
+                todo.extend(v for v in item.values() if isinstance(v, dict | list))
+            elif isinstance(item, list):
+                todo.extend(v for v in item if isinstance(v, dict | list))
+        return found
 
 
 def _media_schema(content: Any) -> tuple[dict[str, Any] | None, bool]:
@@ -190,18 +437,6 @@ def _media_schema(content: Any) -> tuple[dict[str, Any] | None, bool]:
         if isinstance(spec, dict) and isinstance(spec.get("schema"), dict):
             return spec["schema"], "json" in str(media).lower()
     return None, False
-
-
-def _fix_swagger_types(schema: Any) -> Any:
-    """Swagger 2's ``file`` type is no JSON Schema type: it becomes a binary string."""
-    if isinstance(schema, dict):
-        out = {k: (_fix_swagger_types(v) if k not in _DATA_KEYWORDS else v) for k, v in schema.items()}
-        if out.get("type") == "file":
-            out["type"], out["format"] = "string", "binary"
-        return out
-    if isinstance(schema, list):
-        return [_fix_swagger_types(v) for v in schema]
-    return schema
 
 
 def _parameter_schema(param: dict[str, Any]) -> dict[str, Any]:
@@ -223,7 +458,10 @@ def _is_object_schema(schema: dict[str, Any]) -> bool:
 
 def _operation_schemas(resolver: _Resolver, path_item: dict[str, Any], operation: dict[str, Any]
                        ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The merged parameters schema and the result schema of one operation (raises :class:`_BrokenRef`)."""
+    """The merged parameters schema and the result schema of one operation (raises :class:`_BrokenRef`).
+
+    They share parts with the resolver's cache: read-only, copy them to hand them out.
+    """
     params: dict[tuple[str, str], dict[str, Any]] = {}
     for raw in [*(path_item.get("parameters") or []), *(operation.get("parameters") or [])]:
         param = resolver.resolve(raw)
@@ -262,7 +500,8 @@ def _operation_schemas(resolver: _Resolver, path_item: dict[str, Any], operation
                 required.append("body")
     parameters = {"type": "object", "properties": properties, "required": list(dict.fromkeys(required))}
     result: dict[str, Any] = dict(OBJECT)
-    responses = {str(k): v for k, v in (operation.get("responses") or {}).items()}
+    responses = operation.get("responses") if isinstance(operation.get("responses"), dict) else {}
+    responses = {str(k): v for k, v in responses.items()}
     for code in RESULT_CODES:
         if code not in responses:
             continue
@@ -275,15 +514,23 @@ def _operation_schemas(resolver: _Resolver, path_item: dict[str, Any], operation
             if schema is not None:
                 result = schema
                 break
-    return _fix_swagger_types(parameters), _fix_swagger_types(result)
+    return parameters, result
 
 
 def apis_from_openapi(doc: dict[str, Any], source: str) -> list[APISpec]:
     """One APISpec per operation of an OpenAPI 3 or Swagger 2 document (already parsed).
 
-    An operation with a broken ``$ref`` or an invalid schema is kept, rejected, with the reason.
+    An operation with a broken ``$ref`` or an invalid schema is kept, rejected, with the reason (the file, the
+    operation and what is wrong). Each ``$ref`` target is expanded and checked once, so large documents with deep
+    ``$ref`` chains import in time linear in their operations.
     """
+    with _gc_paused():
+        return _apis_from_openapi(doc, source)
+
+
+def _apis_from_openapi(doc: dict[str, Any], source: str) -> list[APISpec]:
     resolver = _Resolver(doc)
+    checker = _SchemaChecker()
     title = _text((doc.get("info") or {}).get("title")) or PurePosixPath(source).stem or "imported"
     apis: list[APISpec] = []
     paths = doc.get("paths") or {}
@@ -296,22 +543,26 @@ def apis_from_openapi(doc: dict[str, Any], source: str) -> list[APISpec]:
             operation = path_item.get(method)
             if not isinstance(operation, dict):
                 continue
-            name = snake_case(str(operation.get("operationId") or "")) or snake_case(f"{method} {path}")
+            operation_id = operation.get("operationId")
+            name = snake_case(str(operation_id or "")) or snake_case(f"{method} {path}")
             description = (_text(operation.get("summary")) or _text(operation.get("description"))
                            or f"{method.upper()} {path}")
             tags = operation.get("tags") or []
             domain = _text(tags[0]) if isinstance(tags, list) and tags and _text(tags[0]) else title
+            where = f"{source}: {method.upper()} {path}" + (f" (operationId {operation_id})" if operation_id else "")
+            check, problem = SCHEMA_CHECK, None
             try:
                 parameters, result = _operation_schemas(resolver, path_item, operation)
+                problem = checker.problem(parameters, result)
+                if problem is None:
+                    parameters, result = _copy_json(parameters), _copy_json(result)
             except _BrokenRef as exc:
+                check, problem = REF_CHECK, str(exc)
+            except (RecursionError, _TooDeep):
+                problem = f"its schemas nest too deeply to import (at most {MAX_NESTING} levels)"
+            if problem is not None:
                 raw = {"method": method, "path": path, "operation": operation}
-                apis.append(_rejected(name, description, domain, REF_CHECK,
-                                      f"{source}: {method.upper()} {path}: {exc}", raw))
-                continue
-            if problem := _schema_problem(parameters, result):
-                raw = {"method": method, "path": path, "operation": operation}
-                apis.append(_rejected(name, description, domain, SCHEMA_CHECK,
-                                      f"{source}: {method.upper()} {path}: {problem}", raw))
+                apis.append(_rejected(name, description, domain, check, f"{where}: {problem}", raw))
                 continue
             apis.append(_spec(name, description, parameters, result, domain))
     return apis
@@ -454,6 +705,7 @@ def _unwrap(item: Any) -> Any:
 def apis_from_function_list(items: list[dict[str, Any]], source: str) -> list[APISpec]:
     """ToolACE / BFCL / xLAM (and OpenAI ``tools``) function entries as APISpecs; names are kept verbatim."""
     apis: list[APISpec] = []
+    checker = _SchemaChecker()
     for index, raw in enumerate(items):
         item = _unwrap(raw)
         if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not item["name"].strip():
@@ -470,7 +722,7 @@ def apis_from_function_list(items: list[dict[str, Any]], source: str) -> list[AP
                           None)
         result = normalize_schema(result_raw) if result_raw else dict(OBJECT)
         domain = _text(item.get("category") or item.get("domain")) or "imported"
-        if problem := _schema_problem(parameters, result):
+        if problem := checker.problem(parameters, result):
             apis.append(_rejected(name, description, domain, SCHEMA_CHECK, f"{source}: {name}: {problem}", raw))
             continue
         apis.append(_spec(name, description, parameters, result, domain))
@@ -480,6 +732,8 @@ def apis_from_function_list(items: list[dict[str, Any]], source: str) -> list[AP
 # ------------------------------------------------------------------------------------------------ files
 
 JSONL_SUFFIXES = {".jsonl", ".ndjson"}
+# libyaml's loader when PyYAML was built with it: the pure-Python one takes most of the time of a large document.
+_YAML_LOADER: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 YAML_SUFFIXES = {".yaml", ".yml"}
 _TOOL_LIST_MARKER = "invoke:\n"
 
@@ -532,6 +786,11 @@ def _parse_jsonl(text: str, path: str) -> list[Any]:
     return rows
 
 
+def _load_yaml(text: str) -> Any:
+    """``yaml.safe_load``, with libyaml when available."""
+    return yaml.load(text, Loader=_YAML_LOADER)  # a safe loader, C or Python
+
+
 def _is_openapi(value: Any) -> bool:
     return isinstance(value, dict) and ("openapi" in value or "swagger" in value)
 
@@ -546,16 +805,21 @@ def read_api_file(path: str) -> list[APISpec]:
         raise UserError(f"API file {path} does not exist") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise UserError(f"API file {path} cannot be read: {exc}") from None
-    suffix = PurePosixPath(path.split("?", 1)[0]).suffix.lower()
     if not text.strip():
         raise UserError(f"API file {path} is empty")
+    with _gc_paused():
+        return _apis_from_text(text, path)
+
+
+def _apis_from_text(text: str, path: str) -> list[APISpec]:
+    suffix = PurePosixPath(path.split("?", 1)[0]).suffix.lower()
     if suffix in JSONL_SUFFIXES:
         rows = _parse_jsonl(text, path)
     else:
         value: Any
         try:
             if suffix in YAML_SUFFIXES:
-                value = yaml.safe_load(text)
+                value = _load_yaml(text)
             else:
                 value = json.loads(text)
         except yaml.YAMLError as exc:
@@ -569,7 +833,7 @@ def read_api_file(path: str) -> list[APISpec]:
                 raise UserError(f"{path}: line {exc.lineno}: invalid JSON ({exc.msg})") from None
             else:
                 try:
-                    value = yaml.safe_load(text)
+                    value = _load_yaml(text)
                 except yaml.YAMLError:
                     raise UserError(f"{path}: neither JSON, JSONL nor YAML") from None
         if value is not None:

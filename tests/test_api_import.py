@@ -7,11 +7,22 @@ from pathlib import Path
 
 import pytest
 import yaml
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, SchemaError
 from typer.testing import CliRunner
 
 from tasks.api_import import (
+    _META_ANY_ARRAY,
+    _META_ANY_STRING,
+    _META_ANYTHING,
+    _META_SUBSCHEMA,
+    _META_SUBSCHEMA_LISTS,
+    _META_SUBSCHEMA_MAPS,
+    _YAML_LOADER,
+    MAX_NESTING,
     REF_CHECK,
+    SCHEMA_CHECK,
+    _meta_keywords,
+    _SchemaChecker,
     apis_from_function_list,
     apis_from_openapi,
     dialect_type,
@@ -259,6 +270,9 @@ def test_json_function_list_and_bad_entries(tmp_path):
     ("rows.jsonl", '{"text": "hello"}\n', ["rows.jsonl", "line 1", "neither a function"]),
     ("bad.yaml", "openapi: [1, 2\n", ["bad.yaml", "invalid YAML"]),
     ("empty.json", "", ["empty.json", "empty"]),
+    ("notes.yaml", "title: hello\nbody: not an API\n", ["notes.yaml", "neither a function"]),
+    ("words.yml", "just some words\n", ["words.yml", "expected a function"]),
+    ("tabs.yaml", "openapi: 3.0.0\npaths:\n\t/x: {}\n", ["tabs.yaml", "line 3", "invalid YAML"]),
 ])
 def test_invalid_files_raise_user_errors(tmp_path, name, text, fragments):
     path = tmp_path / name
@@ -320,3 +334,288 @@ def test_cli_missing_file(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: ") and str(missing) in lines[0]
     assert "does not exist" in lines[0] and "Traceback" not in result.output
     assert not pool.exists()
+
+
+# ------------------------------------------------------------------------------------ large and broken documents
+
+S = "#/components/schemas/"
+
+
+def generated_openapi(operations: int, depth: int, chains: int = 8) -> dict:
+    """A document with `operations` operations (a GET and a POST per path) over `$ref` chains `depth` deep.
+
+    Flat{c}_{d} is an allOf of Flat{c}_{d+1} and a property p{d}: it flattens into one object with p0 ... and
+    leaf{c}. Nest{c}_{d} nests Nest{c}_{d+1} under "next" (every third link inside a oneOf with null).
+    """
+    schemas: dict = {"Base": {"type": "object", "properties": {"id": {"type": "integer"}}, "required": ["id"]}}
+    for c in range(chains):
+        for d in range(depth):
+            last = d == depth - 1
+            schemas[f"Flat{c}_{d}"] = (
+                {"type": "object", "properties": {f"leaf{c}": {"type": "string"}}, "required": [f"leaf{c}"]} if last
+                else {"allOf": [{"$ref": f"{S}Flat{c}_{d + 1}"},
+                                {"properties": {f"p{d}": {"type": "integer", "minimum": 0}}, "required": [f"p{d}"]}]})
+            nxt: dict = {"$ref": f"{S}Nest{c}_{d + 1}"}
+            schemas[f"Nest{c}_{d}"] = (
+                {"type": "object", "properties": {"leaf": {"type": "boolean"}}} if last
+                else {"type": "object", "properties": {f"n{d}": {"type": "string", "example": d},
+                                                       "next": {"oneOf": [nxt, {"type": "null"}]} if d % 3 == 2
+                                                       else nxt}})
+    paths: dict = {}
+    for i in range(operations // 2):
+        c = i % chains
+        paths[f"/c{c}/things{i}/{{thingId}}"] = {
+            "parameters": [{"$ref": "#/components/parameters/ThingId"}],
+            "get": {"operationId": f"getThing{i}", "summary": f"Get thing {i}", "tags": [f"chain{c}"],
+                    "parameters": [{"$ref": "#/components/parameters/Limit"},
+                                   {"$ref": "#/components/parameters/Trace"},
+                                   {"name": "shape", "in": "query",
+                                    "schema": {"oneOf": [{"$ref": f"{S}Nest{c}_0"}, {"type": "string"}]}}],
+                    "responses": {"200": {"description": "ok", "content": {"application/json": {
+                        "schema": {"$ref": f"{S}Nest{c}_0"}}}}}},
+            "post": {"operationId": f"createThing{i}", "summary": f"Create thing {i}",
+                     "requestBody": {"$ref": f"#/components/requestBodies/Body{c}"},
+                     "responses": {"201": {"description": "made", "content": {"application/json": {
+                         "schema": {"allOf": [{"$ref": f"{S}Base"}, {"$ref": f"{S}Flat{c}_0"}]}}}}}},
+        }
+    return {
+        "openapi": "3.0.3", "info": {"title": "Generated", "version": "1"}, "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "parameters": {
+                "ThingId": {"name": "thingId", "in": "path", "required": True, "schema": {"type": "integer"}},
+                "Limit": {"name": "limit", "in": "query", "schema": {"type": "integer"}, "description": "Max"},
+                "Trace": {"name": "X-Trace", "in": "header", "schema": {"type": "string"}},
+            },
+            "requestBodies": {f"Body{c}": {"required": True, "content": {"application/json": {
+                "schema": {"$ref": f"{S}Flat{c}_0"}}}} for c in range(chains)},
+        },
+    }
+
+
+def nested_depth(schema: dict, depth: int) -> int:
+    """How many Nest levels a resolved Nest{c}_0 has, checking each level on the way."""
+    for d in range(depth - 1):
+        assert schema["type"] == "object" and schema["properties"][f"n{d}"] == {"type": "string", "example": d}
+        nxt = schema["properties"]["next"]
+        schema = nxt["oneOf"][0] if d % 3 == 2 else nxt
+        if d % 3 == 2:
+            assert nxt["oneOf"][1] == {"type": "null"}
+    assert schema == {"type": "object", "properties": {"leaf": {"type": "boolean"}}}
+    return depth
+
+
+@pytest.mark.parametrize(("fmt", "operations"), [("json", 2000), ("yaml", 600)])
+def test_large_generated_document_imports_correctly(tmp_path, fmt, operations):
+    depth, chains = 30, 8
+    doc = generated_openapi(operations, depth, chains)
+    path = tmp_path / f"big.{fmt}"
+    if fmt == "json":
+        path.write_text(json.dumps(doc))
+    else:
+        path.write_text(yaml.dump(doc, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper), sort_keys=False))
+    apis = read_api_file(str(path))
+    assert len(apis) == operations and all(a.accepted for a in apis), [a.reason for a in apis if not a.accepted][:3]
+    assert len({a.api_id for a in apis}) == operations
+    named = by_name(apis)
+    for i in (0, 1, 7, operations // 2 - 1):  # spot checks, over different chains
+        c = i % chains
+        created = named[f"create_thing{i}"]  # path parameter + the object body's properties, allOf flattened
+        flat = {f"p{d}" for d in range(depth - 1)} | {f"leaf{c}"}
+        assert set(created.parameters["properties"]) == {"thingId"} | flat
+        required = created.parameters["required"]
+        assert required[0] == "thingId" and set(required) == {"thingId"} | flat and len(required) == len(flat) + 1
+        assert created.parameters["properties"]["p3"] == {"type": "integer", "minimum": 0}
+        assert set(created.result_schema["properties"]) == {"id"} | flat and "allOf" not in created.result_schema
+        got = named[f"get_thing{i}"]
+        props = got.parameters["properties"]
+        assert set(props) == {"thingId", "limit", "X-Trace", "shape"} and got.parameters["required"] == ["thingId"]
+        assert props["limit"] == {"type": "integer", "description": "Max"} and got.domain == f"chain{c}"
+        assert props["shape"]["oneOf"][1] == {"type": "string"}
+        assert nested_depth(props["shape"]["oneOf"][0], depth) == depth
+        assert nested_depth(got.result_schema, depth) == depth
+        assert_valid_schemas(created)
+        assert_valid_schemas(got)
+    # shared $ref targets are expanded once, but every API gets its own copy
+    first, other = named["get_thing0"], named[f"get_thing{chains}"]
+    first.parameters["properties"]["shape"]["oneOf"][0]["properties"]["n0"]["type"] = "integer"
+    first.result_schema["properties"]["next"]["properties"].clear()
+    assert other.parameters["properties"]["shape"]["oneOf"][0]["properties"]["n0"]["type"] == "string"
+    assert nested_depth(other.result_schema, depth) == depth
+    assert doc["components"]["schemas"]["Nest0_0"]["properties"]["next"] == {"$ref": f"{S}Nest0_1"}
+
+
+RECURSIVE = {
+    "openapi": "3.1.0", "info": {"title": "Recursive"},
+    "components": {"schemas": {
+        "A": {"type": "object", "properties": {"b": {"$ref": f"{S}B"}, "self": {"$ref": f"{S}A"}}},
+        "B": {"type": "object", "properties": {"a": {"$ref": f"{S}A"}, "c": {"$ref": f"{S}C"}}},
+        "C": {"allOf": [{"$ref": f"{S}B"}, {"properties": {"x": {"type": "string"}}}]},
+        "Either": {"oneOf": [{"$ref": f"{S}A"}, {"$ref": f"{S}C"}]},
+        "Named": {"type": "object", "properties": {"default": {"$ref": f"{S}C"}, "enum": {"type": "string"}}},
+    }},
+    "paths": {f"/{name.lower()}": {"post": {
+        "operationId": f"post{name}",
+        "requestBody": {"content": {"application/json": {"schema": {"$ref": f"{S}{name}"}}}},
+        "responses": {"200": {"description": "ok", "content": {"application/json": {
+            "schema": {"$ref": f"{S}{'A' if name != 'A' else 'B'}"}}}}}}}
+        for name in ("A", "B", "C", "Either", "Named")},
+}
+
+
+def test_recursive_refs_are_cut_the_same_way_in_any_order():
+    apis = by_name(apis_from_openapi(RECURSIVE, "recursive.json"))
+    assert all(a.accepted for a in apis.values())
+    for api in apis.values():
+        assert_valid_schemas(api)
+    c_inside_a = {"type": "object", "properties": {"x": {"type": "string"}}}  # C's B is cut: B is being expanded
+    assert apis["post_a"].parameters["properties"] == {
+        "b": {"type": "object", "properties": {"a": {"type": "object"}, "c": c_inside_a}},
+        "self": {"type": "object"}}
+    b_alone = apis["post_b"].parameters["properties"]
+    assert b_alone["a"] == {"type": "object", "properties": {"b": {"type": "object"}, "self": {"type": "object"}}}
+    assert b_alone["c"] == c_inside_a  # C's B is cut again: B is being expanded
+    assert apis["post_a"].result_schema == {"type": "object", "properties": b_alone}
+    either = apis["post_either"].parameters["properties"]["body"]["oneOf"]
+    assert either[0] == {"type": "object", "properties": apis["post_a"].parameters["properties"]}
+    named = apis["post_named"].parameters["properties"]  # property names that are also data keywords
+    assert "$ref" not in json.dumps(named) and set(named["default"]["properties"]) == {"a", "c", "x"}
+    assert named["enum"] == {"type": "string"}
+    backwards = {**RECURSIVE, "paths": dict(reversed(list(RECURSIVE["paths"].items())))}
+    again = by_name(apis_from_openapi(backwards, "recursive.json"))
+    assert {n: (a.api_id, a.parameters, a.result_schema) for n, a in again.items()} == \
+        {n: (a.api_id, a.parameters, a.result_schema) for n, a in apis.items()}
+
+
+def test_broken_refs_reject_only_the_operations_using_them(tmp_path):
+    ok = {"200": {"description": "ok", "content": {"application/json": {"schema": {"$ref": f"{S}Good"}}}}}
+    doc = {
+        "openapi": "3.0.0", "info": {"title": "Broken"},
+        "components": {"schemas": {
+            "Good": {"type": "object", "properties": {"name": {"type": "string"}}},
+            **{f"Deep{d}": {"type": "object", "properties": {"next": {"$ref": f"{S}Deep{d + 1}"}}} for d in range(5)},
+            "Deep5": {"allOf": [{"$ref": f"{S}Good"}, {"$ref": f"{S}Missing"}]},
+        }},
+        "paths": {
+            "/good": {"get": {"operationId": "getGood", "responses": ok}},
+            "/deep": {"get": {"operationId": "getDeep", "parameters": [
+                          {"name": "q", "in": "query", "schema": {"$ref": f"{S}Deep0"}}], "responses": ok},
+                      "post": {"requestBody": {"content": {"application/json": {"schema": {"$ref": f"{S}Deep2"}}}},
+                               "responses": ok}},
+            "/external": {"get": {"operationId": "getExternal", "responses": {"200": {"description": "ok", "content": {
+                "application/json": {"schema": {"$ref": "other.yaml#/components/schemas/Thing"}}}}}}},
+            "/items/{id}": {"parameters": [{"$ref": "#/components/parameters/Nope"}],
+                            "get": {"responses": ok}, "delete": {"responses": ok}},
+            "/fine": {"post": {"operationId": "postFine", "requestBody": {"content": {"application/json": {
+                "schema": {"$ref": f"{S}Deep5/allOf/0"}}}}, "responses": ok}},
+        },
+    }
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    apis = by_name(read_api_file(str(path)))
+    assert {n for n, a in apis.items() if a.accepted} == {"get_good", "post_fine"}
+    assert apis["post_fine"].parameters["properties"] == {"name": {"type": "string"}}
+    expected = {
+        "get_deep": ["GET /deep (operationId getDeep)", f"$ref {S}Missing points to nothing"],
+        "post_deep": ["POST /deep: ", f"{S}Missing"],
+        "get_external": ["GET /external (operationId getExternal)", "other.yaml#/components/schemas/Thing",
+                         "not a local reference"],
+        "get_items_id": ["GET /items/{id}", "#/components/parameters/Nope"],
+        "delete_items_id": ["DELETE /items/{id}", "#/components/parameters/Nope"],
+    }
+    for name, fragments in expected.items():
+        api = apis[name]
+        assert api.status == "rejected" and api.rejected_by == REF_CHECK and api.raw_outputs
+        assert api.reason.startswith(f"{path}: ")
+        for fragment in fragments:
+            assert fragment in api.reason, (fragment, api.reason)
+
+
+def test_invalid_schema_rejects_only_its_operation():
+    doc = {"openapi": "3.0.0", "info": {"title": "t"},
+           "components": {"schemas": {"Bad": {"type": "object", "properties": {"code": {"pattern": "(["}}}}},
+           "paths": {"/a": {"get": {"parameters": [{"name": "x", "in": "query", "schema": {"$ref": f"{S}Bad"}}],
+                                    "responses": {}},
+                            "put": {"parameters": [{"name": "y", "in": "query", "schema": {"type": "strin"}}],
+                                    "responses": {}},
+                            "post": {"responses": {}}}}}
+    apis = by_name(apis_from_openapi(doc, "t.json"))
+    assert apis["post_a"].accepted
+    assert apis["get_a"].rejected_by == SCHEMA_CHECK and "'([' is not a 'regex'" in apis["get_a"].reason
+    assert apis["put_a"].rejected_by == SCHEMA_CHECK and "'strin'" in apis["put_a"].reason
+    assert apis["put_a"].reason.startswith("t.json: PUT /a: not a valid JSON Schema")
+
+
+CHECKED_SCHEMAS = [
+    {"type": "object", "properties": {"a": {"type": "string", "description": "x"}}, "required": ["a"]},
+    {"type": "object", "required": ["a", "a"]},
+    {"type": "object", "required": "a"},
+    {"type": "object", "required": [1]},
+    {"type": ["string", "null"], "enum": ["a", None], "default": 3, "example": {"$ref": 1}, "x-anything": [1]},
+    {"type": "strin"},
+    {"type": []},
+    {"properties": {"a": {"properties": {"b": {"items": {"type": "bogus"}}}}}},
+    {"properties": {"a": "not a schema"}},
+    {"properties": {"a": True, "b": False}},
+    {"items": [{"type": "string"}]},
+    {"prefixItems": [{"type": "string"}, True]},
+    {"prefixItems": []},
+    {"anyOf": [{"type": "string"}, {"minLength": -1}]},
+    {"oneOf": [{"pattern": "^a+$"}, {"pattern": "(["}]},
+    {"patternProperties": {"^x-": {"type": "string"}}},
+    {"patternProperties": {"([": {"type": "string"}}},
+    {"$defs": {"a": {"type": "string"}}, "definitions": {"b": {"maximum": "ten"}}},
+    {"dependencies": {"a": ["b"], "c": {"type": "object"}}},
+    {"dependencies": {"a": [1]}},
+    {"dependentRequired": {"a": ["b", "b"]}},
+    {"description": 3},
+    {"title": "t", "$comment": "c", "format": "date", "contentMediaType": "text/plain", "examples": [1, "a"]},
+    {"enum": "a"},
+    {"examples": {}},
+    {"not": {"uniqueItems": "yes"}, "if": {"type": "string"}, "then": {"maxLength": 2}, "else": {"minItems": 1.5}},
+    {"additionalProperties": {"type": "integer"}, "propertyNames": {"pattern": "^[a-z]+$"}},
+    {"contentSchema": {"type": 7}},
+    {"$ref": "#/$defs/a b"},
+    {"$id": "http://example.com/x#frag"},
+]
+
+
+@pytest.mark.parametrize("schema", CHECKED_SCHEMAS)
+def test_schema_checker_agrees_with_check_schema(schema):
+    try:
+        Draft202012Validator.check_schema(schema)
+        expected = None
+    except SchemaError as exc:
+        expected = exc.message
+    checker = _SchemaChecker()
+    got = checker.problem(schema)
+    assert (got is None) == (expected is None), (got, expected)
+    assert checker.problem({"type": "object", "properties": {"nested": schema}}) == got  # memoised: the same verdict
+
+
+def test_schema_checker_knows_the_meta_schema_keywords():
+    known = _meta_keywords()
+    assert known is not None
+    for group in (_META_SUBSCHEMA, _META_SUBSCHEMA_MAPS, _META_SUBSCHEMA_LISTS, _META_ANY_STRING, _META_ANY_ARRAY,
+                  _META_ANYTHING):
+        assert group <= known
+    assert _YAML_LOADER is (yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader)
+
+
+def test_schemas_nested_too_deep_to_store_reject_their_operation(tmp_path):
+    depth = MAX_NESTING // 2 + 5  # each link nests two levels: properties, then the property's schema
+    schemas = {f"L{d}": {"type": "object", "properties": {"next": {"$ref": f"{S}L{d + 1}"}}} for d in range(depth)}
+    schemas[f"L{depth}"] = {"type": "string"}
+    schemas["Shallow"] = {"type": "object", "properties": {"next": {"$ref": f"{S}L{depth - 60}"}}}
+    body = {"content": {"application/json": {"schema": {"$ref": f"{S}L0"}}}}
+    doc = {"openapi": "3.0.0", "info": {"title": "deep"}, "components": {"schemas": schemas},
+           "paths": {"/deep": {"post": {"requestBody": body, "responses": {}}},
+                     "/shallow": {"post": {"requestBody": {"content": {"application/json": {
+                         "schema": {"$ref": f"{S}Shallow"}}}}, "responses": {}}}}}
+    apis = by_name(apis_from_openapi(doc, "deep.json"))
+    assert apis["post_shallow"].accepted
+    deep = apis["post_deep"]
+    assert deep.rejected_by == SCHEMA_CHECK and f"at most {MAX_NESTING} levels" in deep.reason
+    assert deep.reason.startswith("deep.json: POST /deep: ")
+    pool = tmp_path / "pool.jsonl"
+    assert merge_into_pool(str(pool), list(apis.values()))["added"] == 2 and len(read_pool(str(pool))) == 2
