@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 from typing import Any
 
 from pydantic import BaseModel
@@ -20,10 +22,16 @@ def _close_objects(node: Any) -> None:
             _close_objects(value)
 
 
-def schema_for(model: type[BaseModel]) -> dict[str, Any]:
+@functools.cache
+def _closed_schema(model: type[BaseModel]) -> dict[str, Any]:
     schema = model.model_json_schema()
     _close_objects(schema)
     return schema
+
+
+def schema_for(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON schema, closed for strict modes; built once per model (a copy is returned)."""
+    return copy.deepcopy(_closed_schema(model))
 
 
 def response_format_for(model: type[BaseModel]) -> dict[str, Any]:
