@@ -239,9 +239,12 @@ def to_api_spec(answer: GeneratedAPI, plan: APIPlan, example_id: str | None) -> 
     required: list[str] = []
     nested: NestedParameter | None = getattr(answer, "nested_parameter", None)
     for param in [*answer.parameters, *([nested] if nested else [])]:
+        schema = _nested_schema(param) if isinstance(param, NestedParameter) else _param_schema(param)
+        if schema in properties.values():
+            continue  # a repeated parameter (small models do that) is dropped, not renamed
         key = _free_key(snake_case(param.name), properties)
         if key:
-            properties[key] = _nested_schema(param) if isinstance(param, NestedParameter) else _param_schema(param)
+            properties[key] = schema
             if param.required:
                 required.append(key)
     parameters = {"type": "object", "properties": properties, "required": required}

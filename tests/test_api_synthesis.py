@@ -299,3 +299,19 @@ def test_pool_report(nodes: list) -> None:
     assert report["parameter_types"] == {"string": 2, "array<object>": 1}
     assert report["rejected_by"] == {NEAR_DUPLICATE_CHECK: 1, DEFINITION_CHECK: 1, DOMAIN_SHARE_CHECK: 1}
     assert pool_report([])["apis"] == 0
+
+
+def test_repeated_parameters_dropped_and_name_clashes_renamed() -> None:
+    answer = NestedAPI.model_validate({
+        "name": "plan_trip", "description": "Plan a trip with stops.",
+        "parameters": [param("city"), param("city"), param("items", "integer")],
+        "nested_parameter": {"name": "items", "kind": "array_of_objects", "description": "stops", "required": False,
+                             "fields": [{"name": "place", "type": "string", "description": "place", "required": True,
+                                         "item_type": "none"},
+                                        {"name": "days", "type": "integer", "description": "days", "required": True,
+                                         "item_type": "none"}]},
+        "result": RESULT,
+    })
+    props = to_api_spec(answer, plan(nested=True), None).parameters["properties"]
+    assert list(props) == ["city", "items", "items_2"]
+    assert props["items_2"]["type"] == "array" and props["items"]["type"] == "integer"
