@@ -12,6 +12,15 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_image_artifact, create_markdown_artifact, create_table_artifact
+from tasks.self_guidance import (
+    GuidanceRecord,
+    GuidanceRound,
+    LossBounds,
+    calibrate_bounds,
+    fixed_bounds,
+    guidance_instruction,
+    judge,
+)
 
 from schemas.records import APISpec, Dialog, MinedDocument, StageStats
 from tasks import api_synthesis, dialog_generation, publish
@@ -26,6 +35,7 @@ from tasks.prefect_tasks import (
     complexity_batch,
     generate_dialog_batch,
     mine_batch,
+    probe_batch,
     synthesize_batch,
     verify_batch,
 )
@@ -33,12 +43,14 @@ from tasks.text_embedding import shared_embedder
 from toolace import progress
 from toolace.config import RunConfig, redact_url
 from toolace.llm.endpoint import Endpoint, llm_endpoint
-from toolace.llm.gateway import gateway_settings_from
+from toolace.llm.gateway import GatewaySettings, gateway_settings_from
 
 DUPLICATE_DOC_CHECK = "corpus_duplicate_v1"
 MAX_ATTEMPT_FACTOR = 3  # at most 3x the requested APIs/dialogs are attempted to reach the target
-STAGES = ("mining", "context_tree", "api_synthesis", "dialog_generation", "complexity_loss", "verification",
-          "publish")
+STAGES = ("mining", "context_tree", "api_synthesis", "calibration", "dialog_generation", "complexity_loss",
+          "verification", "publish")
+PROBE_INDEX = 1_000_000  # probe plans are numbered apart from the dialogs' plans
+OUT_OF_BAND_CHECK = "complexity_bounds_v1"
 
 
 def new_run_id() -> str:
@@ -176,31 +188,31 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
     publish.write_bytes(chart, f"{run_url}/reports/api_domains.png")
     _report_pool(run_id, api_report, chart)
 
-    # 4-6. dialogs: each batch is generated, scored and verified before the next is planned
+    # 4. self-guidance bounds: fixed, or calibrated on a probe set the target model answers itself
+    all_apis = pooled + apis
+    t0 = time.perf_counter()
+    bounds, guidance_note, calibration = _loss_bounds(config, scope, settings, all_apis, run_url)
+    stats["calibration"] = calibration
+    stats["calibration"].wall_time_s = round(time.perf_counter() - t0, 3)
+    logger.info("self-guidance: %s", guidance_note)
+
+    # 5-7. dialogs: each batch is generated, scored, guided into the loss bounds and verified before the next
     gen, loss, ver = StageStats(), StageStats(), StageStats()
     dialogs: list[Dialog] = []
     verdicts: list[dict[str, Any]] = []
     all_dialog_plans = dialog_generation.plan_dialogs(
-        pooled + apis, config.dialogs * MAX_ATTEMPT_FACTOR, config.dialog_mix, config.candidate_tools,
-        seeded(config.seed, "dialogs"))
+        all_apis, config.dialogs * MAX_ATTEMPT_FACTOR, config.dialog_mix, config.candidate_tools,
+        seeded(config.seed, "dialogs"), config.max_segments)
     sink.stage("dialogs", config.dialogs)
     cursor = 0
     while sum(d.accepted for d in dialogs) < config.dialogs and cursor < len(all_dialog_plans):
         need = config.dialogs - sum(d.accepted for d in dialogs)
         batch_plans = all_dialog_plans[cursor:cursor + min(config.batch_size, need)]
         cursor += len(batch_plans)
-        t0 = time.perf_counter()
-        generated, llm = generate_dialog_batch(scope, batch_plans, pooled + apis, settings, config.seed)
-        gen = gen.add(llm)
-        gen.count(generated)
-        gen.wall_time_s = round(gen.wall_time_s + time.perf_counter() - t0, 3)
-        t0 = time.perf_counter()
-        if config.target_model:
-            generated = complexity_batch(scope, generated, config.target_model)
-            # the loss is a score, not a decision: every scored dialog passes on to verification
-            loss.items_in += sum(d.accepted for d in generated)
-            loss.accepted += sum(d.accepted for d in generated)
-        loss.wall_time_s = round(loss.wall_time_s + time.perf_counter() - t0, 3)
+        generated, gen, loss = _generate_and_score(config, scope, settings, all_apis, batch_plans, gen, loss)
+        if bounds is not None:
+            generated, gen, loss = _guide(config, scope, settings, all_apis, batch_plans, generated, bounds,
+                                          gen, loss)
         t0 = time.perf_counter()
         ready_ids = {d.dialog_id for d in generated if d.accepted}
         decided, batch_verdicts = verify_batch(scope, generated, config.max_assistant_chars)
@@ -232,6 +244,8 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
         "stages": {name: stats[name].model_dump() for name in STAGES},
         "context_tree": shape,
         "api_report": api_report,
+        "self_guidance": {"bounds": bounds.model_dump() if bounds else None, "note": guidance_note,
+                          "rounds": config.guidance_rounds},
         "api_pool": {"url": config.pool, "apis_before": len(pooled), **pool_counts} if pool_counts else None,
         "dataset": {"dialogs": len(accepted), "toolace": "dataset/toolace.jsonl", "openai": "dataset/openai.jsonl"},
         "files": publish.file_listing(run_url),
@@ -268,3 +282,104 @@ def _report_pool(run_id: str, report: dict[str, Any], chart: bytes) -> None:
         f"- duplicate rate {report['duplicate_rate']:.0%}\n- parameter types: {types}\n\n"
         f"| domain | APIs |\n|---|---|\n{domains}\n",
         key="toolace-api-pool", description=f"API pool report, run {run_id}")
+
+
+def _generate_and_score(config: RunConfig, scope: str, settings: GatewaySettings, apis: list[APISpec],
+                        plans: list[dialog_generation.DialogPlan], gen: StageStats,
+                        loss: StageStats) -> tuple[list[Dialog], StageStats, StageStats]:
+    """One batch of dialogs from the agents, then the target model's loss (a score; a dialog longer than
+    the model's context is rejected here with that reason)."""
+    t0 = time.perf_counter()
+    generated, llm = generate_dialog_batch(scope, plans, apis, settings, config.seed, config.decision_samples)
+    gen = gen.add(llm)
+    gen.count(generated)
+    gen.wall_time_s = round(gen.wall_time_s + time.perf_counter() - t0, 3)
+    if config.target_model:
+        t0 = time.perf_counter()
+        ready = {d.dialog_id for d in generated if d.accepted}
+        generated = complexity_batch(scope, generated, config.target_model)
+        loss.count([d for d in generated if d.dialog_id in ready])
+        for dialog in generated:
+            if dialog.dialog_id in ready:
+                dialog.losses = [dialog.complexity_loss]
+        loss.wall_time_s = round(loss.wall_time_s + time.perf_counter() - t0, 3)
+    return generated, gen, loss
+
+
+def _loss_bounds(config: RunConfig, scope: str, settings: GatewaySettings, apis: list[APISpec],
+                 run_url: str) -> tuple[LossBounds | None, str, StageStats]:
+    """The self-guidance bounds and a note saying where they came from (or why guidance is off)."""
+    stats = StageStats()
+    if not config.target_model:
+        return None, "off: no target model (--target-model none)", stats
+    if config.guidance_rounds == 0:
+        return None, "off: guidance_rounds is 0", stats
+    if config.loss_bounds:
+        bounds = fixed_bounds(*config.loss_bounds)
+        return bounds, f"fixed bounds [{bounds.lower}, {bounds.upper}]", stats
+    plans = dialog_generation.plan_dialogs(apis, config.probe_size, {"single": 1.0}, config.candidate_tools,
+                                           seeded(config.seed, "probe"))
+    plans = [p.model_copy(update={"index": PROBE_INDEX + p.index}) for p in plans]
+    probes, llm = generate_dialog_batch(scope, plans, apis, settings, config.seed, config.decision_samples)
+    stats = stats.add(llm)
+    probes = complexity_batch(scope, probes, config.target_model)
+    stats.count(probes)
+    rows = probe_batch(scope, [d for d in probes if d.accepted and d.complexity_loss is not None],
+                       config.target_model)
+    publish.write_table(publish.records_frame_dicts(rows) if rows else publish.records_frame([]),
+                        f"{run_url}/tables/probes.parquet")
+    try:
+        bounds = calibrate_bounds([r["loss"] for r in rows], [r["correct"] for r in rows])
+    except ValueError as exc:
+        return None, f"off: calibration failed ({exc}); set loss_bounds to guide with fixed bounds", stats
+    note = f"calibrated on {len(rows)} probes: [{bounds.lower:.3f}, {bounds.upper:.3f}] ({bounds.method})"
+    return bounds, note, stats
+
+
+def _guide(config: RunConfig, scope: str, settings: GatewaySettings, apis: list[APISpec],
+           plans: list[dialog_generation.DialogPlan], generated: list[Dialog], bounds: LossBounds,
+           gen: StageStats, loss: StageStats) -> tuple[list[Dialog], StageStats, StageStats]:
+    """Self-guidance: a dialog the target model finds too easy (loss under the lower bound) or too hard
+    (over the upper bound) is regenerated with an instruction for the user agent, for at most
+    ``guidance_rounds`` rounds. A round that fails keeps the previous version; every round is recorded."""
+    by_plan = {d.dialog_id: (p, d) for p, d in zip(plans, generated, strict=True)}
+    records: dict[str, GuidanceRecord] = {}
+    for _, dialog in by_plan.values():
+        if dialog.accepted:
+            verdict = judge(dialog.complexity_loss, bounds)
+            records[dialog.dialog_id] = GuidanceRecord(
+                bounds=bounds, final_verdict=verdict,
+                rounds=[GuidanceRound(round=0, loss=dialog.complexity_loss, verdict=verdict, change="")])
+    for round_no in range(1, config.guidance_rounds + 1):
+        todo = [(plan, dialog) for plan, dialog in by_plan.values()
+                if dialog.dialog_id in records
+                and records[dialog.dialog_id].final_verdict in ("too_easy", "too_hard")]
+        if not todo:
+            break
+        new_plans = [plan.model_copy(update={"round": round_no, "guidance": guidance_instruction(
+            records[dialog.dialog_id].final_verdict, plan.dialog_type, [t.name for t in dialog.tools])})
+            for plan, dialog in todo]
+        regenerated, gen, loss = _generate_and_score(config, scope, settings, apis, new_plans, gen, loss)
+        for (_, old), plan, new in zip(todo, new_plans, regenerated, strict=True):
+            record = records[old.dialog_id]
+            if new.accepted:
+                verdict = judge(new.complexity_loss, bounds)
+                by_plan[old.dialog_id] = (plan, new)
+                record.final_verdict = verdict
+            else:
+                verdict = f"rejected ({new.rejected_by}): previous version kept"
+            record.rounds.append(GuidanceRound(round=round_no, loss=new.complexity_loss, verdict=verdict,
+                                               change=plan.guidance))
+    out: list[Dialog] = []
+    for _, dialog in by_plan.values():
+        record = records.get(dialog.dialog_id)
+        if record is not None:
+            dialog.guidance = record.model_dump(mode="json")
+            dialog.losses = [r.loss for r in record.rounds]
+            dialog.guidance_rounds = len(record.rounds) - 1
+            if not config.keep_out_of_band and record.final_verdict in ("too_easy", "too_hard"):
+                dialog.reject(OUT_OF_BAND_CHECK, f"loss {dialog.complexity_loss} still {record.final_verdict} "
+                                                 f"after {dialog.guidance_rounds} rounds "
+                                                 f"(bounds {bounds.lower:.3f}-{bounds.upper:.3f})")
+        out.append(dialog)
+    return out, gen, loss

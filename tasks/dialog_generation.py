@@ -1,9 +1,17 @@
 """Self-guided dialog generation with three agents: user, assistant and tool.
 
-The user agent writes requests, the assistant agent calls the offered APIs (or answers, or asks for a
-missing value), and the tool agent simulates each call with a result that validates against the API's
-result schema. Every dialog ends accepted or rejected here with the reason and all raw LLM outputs;
-the verification stage then applies the rule layer.
+The user agent writes requests, the assistant agent calls the offered APIs (or answers without tools, or
+asks for a missing value), and the tool agent simulates each call with a result that validates against
+the API's result schema. Each assistant tool-call decision is sampled ``decision_samples`` times and kept
+only when every sample makes the same calls. Dialog types: single call, parallel calls, dependent calls (a
+later call uses a value an earlier call returned), non-tool, clarification; a multi-turn dialog chains
+several of them in one conversation. Tool sets are the plan's target APIs, the APIs closest to them in
+the context tree (shared tree nodes, then same domain), then distractors from other domains.
+
+Every dialog ends accepted or rejected here with the reason and all raw LLM outputs; the verification
+stage then applies the rule layer. Self-guidance (see :mod:`tasks.self_guidance`) reruns a plan with an
+extra instruction for the user agent (``DialogPlan.guidance``) when the target model finds the dialog
+too easy or too hard.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from schemas.llm_outputs import UserTurn
-from schemas.records import APISpec, Dialog, DialogType, ToolCall, Turn
+from schemas.records import SEGMENT_TYPES, APISpec, Dialog, DialogType, SegmentType, ToolCall, Turn
 from tasks.call_format import openai_messages
 from toolace.llm.gateway import LLMCallFailed, LLMGateway
 
@@ -25,50 +33,141 @@ STAGE = "dialog_generation"
 TOOL_CALL_CHECK = "tool_call_json_v1"
 EXPECTED_CALL_CHECK = "expected_tool_call_v1"
 OFFERED_TOOL_CHECK = "offered_tool_v1"
-SUPPORTED_TYPES: tuple[DialogType, ...] = ("single", "parallel", "non_tool", "clarification")
+AGREEMENT_CHECK = "decision_agreement_v1"
+DEPENDENT_CALL_CHECK = "dependent_call_v1"
+_JSON_SCALARS = ("string", "integer", "number")
+
+
+class DependencyLink(BaseModel):
+    """A dependent pair: ``to_param`` of the second API takes the ``from_field`` the first API returns."""
+
+    from_api: str
+    from_field: str
+    to_api: str
+    to_param: str
+
+
+class Segment(BaseModel):
+    kind: SegmentType
+    targets: list[str] = []  # api_ids the user's request needs, in call order
+    missing_param: str | None = None  # clarification: the required parameter the user leaves out
+    link: DependencyLink | None = None  # dependent calls
 
 
 class DialogPlan(BaseModel):
     index: int
     dialog_type: DialogType
-    targets: list[str] = []  # api_ids the user's request needs
-    offered: list[str]  # api_ids offered to the assistant (targets + distractors), shuffled
-    missing_param: str | None = None  # clarification: the required parameter the user leaves out
+    offered: list[str]  # api_ids offered to the assistant (targets + related + distractors), shuffled
+    segments: list[Segment]
+    planned_type: DialogType | None = None  # set when the planned type could not be built and was replaced
+    round: int = 0  # self-guidance round this plan is for (0 = first version)
+    guidance: str = ""  # the self-guidance instruction for the user agent
+
+    @property
+    def targets(self) -> list[str]:
+        return [t for s in self.segments for t in s.targets]
+
+
+# --------------------------------------------------------------------------------------------------- planning
+
+
+def _scalar_type(schema: dict[str, Any]) -> str | None:
+    kind = schema.get("type")
+    return kind if kind in _JSON_SCALARS and "enum" not in schema else None
+
+
+def _words(name: str) -> set[str]:
+    return {w for w in name.lower().split("_") if len(w) > 2}
+
+
+def find_link(first: APISpec, candidates: list[APISpec]) -> DependencyLink | None:
+    """A result field of ``first`` that can feed a parameter of another API of the same JSON type,
+    preferring required parameters and shared name words (``city`` -> ``city_name``)."""
+    fields = {k: _scalar_type(v) for k, v in first.result_schema.get("properties", {}).items()
+              if isinstance(v, dict)}
+    best: tuple[int, DependencyLink] | None = None
+    for second in candidates:
+        if second.api_id == first.api_id:
+            continue
+        required = set(second.parameters.get("required") or [])
+        for param, schema in second.parameters.get("properties", {}).items():
+            kind = _scalar_type(schema) if isinstance(schema, dict) else None
+            for field, field_kind in fields.items():
+                if kind is None or field_kind != kind:
+                    continue
+                score = 2 * (param in required) + len(_words(param) & _words(field)) * 3
+                if best is None or score > best[0]:
+                    best = (score, DependencyLink(from_api=first.api_id, from_field=field, to_api=second.api_id,
+                                                  to_param=param))
+    return best[1] if best else None
+
+
+def _segment(kind: SegmentType, target: APISpec, related: list[APISpec], usable: list[APISpec],
+             rng: random.Random) -> Segment:
+    if kind == "non_tool":
+        return Segment(kind="non_tool")
+    if kind == "clarification":
+        required = target.parameters.get("required") or []
+        if required:
+            return Segment(kind="clarification", targets=[target.api_id], missing_param=rng.choice(required))
+        return Segment(kind="single", targets=[target.api_id])  # nothing can be missing
+    if kind == "dependent":
+        link = find_link(target, related) or find_link(target, usable)
+        if link:
+            return Segment(kind="dependent", targets=[link.from_api, link.to_api], link=link)
+        return Segment(kind="single", targets=[target.api_id])  # nothing it returns feeds another API
+    return Segment(kind=kind, targets=[target.api_id])
+
+
+def related_apis(target: APISpec, usable: list[APISpec], rng: random.Random) -> list[APISpec]:
+    """APIs near ``target`` in the context tree: sharing a tree node first, then the same domain."""
+    shared = [a for a in usable if a.api_id != target.api_id and set(a.node_ids) & set(target.node_ids)]
+    same_domain = [a for a in usable if a.api_id != target.api_id and a.domain == target.domain and a not in shared]
+    rng.shuffle(shared)
+    rng.shuffle(same_domain)
+    return shared + same_domain
 
 
 def plan_dialogs(apis: list[APISpec], count: int, mix: dict[str, float], candidates: int,
-                 rng: random.Random) -> list[DialogPlan]:
-    """Choose each dialog's type by the configured mix, its target API and its candidate tools."""
+                 rng: random.Random, max_segments: int = 3) -> list[DialogPlan]:
+    """Choose each dialog's type by the configured mix, its target APIs and its candidate tools."""
     usable = [a for a in apis if a.accepted]
     if not usable:
         return []
     types = [t for t in mix if mix[t] > 0]
     weights = [mix[t] for t in types]
-    by_domain: dict[str, list[APISpec]] = {}
-    for api in usable:
-        by_domain.setdefault(api.domain, []).append(api)
+    segment_types = [t for t in types if t in SEGMENT_TYPES] or list(SEGMENT_TYPES)
+    segment_weights = [mix.get(t, 0) or 1.0 for t in segment_types]
     plans: list[DialogPlan] = []
     for index in range(count):
         dialog_type: DialogType = rng.choices(types, weights)[0]  # type: ignore[assignment]
         target = usable[index % len(usable)] if index < len(usable) else rng.choice(usable)
-        missing = None
-        if dialog_type == "clarification":
-            required = target.parameters.get("required") or []
-            if not required:
-                dialog_type = "single"  # nothing can be missing: the plan becomes a single call
-            else:
-                missing = rng.choice(required)
-        related = [a for a in by_domain[target.domain] if a.api_id != target.api_id]
+        related = related_apis(target, usable, rng)
+        kinds: list[SegmentType]
+        if dialog_type == "multi_turn":
+            kinds = rng.choices(segment_types, segment_weights, k=rng.randint(2, max_segments))  # type: ignore[arg-type]
+        else:
+            kinds = [dialog_type]  # type: ignore[list-item]
+        segments: list[Segment] = []
+        for n, kind in enumerate(kinds):
+            # later parts of a conversation move on to a related API when there is one
+            segment_target = target if n == 0 or not related else related[(n - 1) % len(related)]
+            segments.append(_segment(kind, segment_target, related, usable, rng))
+        built: DialogType = "multi_turn" if len(segments) > 1 else segments[0].kind
+        targets = list(dict.fromkeys(t for s in segments for t in s.targets))
         others = [a for a in usable if a.domain != target.domain]
-        rng.shuffle(related)
         rng.shuffle(others)
-        distractors = (related + others)[: max(0, candidates - 1)]
-        offered = [target.api_id] + [a.api_id for a in distractors]
+        fill = [a.api_id for a in related + others if a.api_id not in targets]
+        offered = (targets + fill)[: max(candidates, len(targets))]
+        if not targets:  # non-tool: the offered tools are the target's neighbourhood, none of it asked for
+            offered = ([target.api_id] + fill)[:candidates]
         rng.shuffle(offered)
-        plans.append(DialogPlan(index=index, dialog_type=dialog_type,
-                                targets=[] if dialog_type == "non_tool" else [target.api_id],
-                                offered=offered, missing_param=missing))
+        plans.append(DialogPlan(index=index, dialog_type=built, offered=offered, segments=segments,
+                                planned_type=dialog_type if built != dialog_type else None))
     return plans
+
+
+# ----------------------------------------------------------------------------------------------- the agents
 
 
 def _api_brief(api: APISpec) -> str:
@@ -76,25 +175,57 @@ def _api_brief(api: APISpec) -> str:
                       ensure_ascii=False)
 
 
-def _user_instruction(plan: DialogPlan, apis: dict[str, APISpec]) -> str:
-    if plan.dialog_type == "non_tool":
-        offered = ", ".join(apis[i].name for i in plan.offered)
+def _user_instruction(segment: Segment, offered: list[APISpec], apis: dict[str, APISpec]) -> str:
+    if segment.kind == "non_tool":
+        names = ", ".join(a.name for a in offered)
         return ("Write a short, friendly message to an assistant: a question or small talk that none of "
-                f"these tools can answer: {offered}. Do not ask for anything those tools do.")
-    target = apis[plan.targets[0]]
-    if plan.dialog_type == "parallel":
+                f"these tools can answer: {names}. Do not ask for anything those tools do.")
+    target = apis[segment.targets[0]]
+    if segment.kind == "parallel":
         return (f"Write one request that needs this API called twice with different values "
                 f"(for example two cities or two dates), giving every required value: {_api_brief(target)}")
-    if plan.dialog_type == "clarification":
-        return (f"Write a request for this API but do NOT mention any value for '{plan.missing_param}'; "
+    if segment.kind == "clarification":
+        return (f"Write a request for this API but do NOT mention any value for '{segment.missing_param}'; "
                 f"give the other required values: {_api_brief(target)}")
+    if segment.kind == "dependent" and segment.link:
+        second = apis[segment.link.to_api]
+        return (f"Write one request that needs two steps: first this API: {_api_brief(target)}; then, using the "
+                f"'{segment.link.from_field}' it returns as '{segment.link.to_param}', this API: "
+                f"{_api_brief(second)}. Give every value the first step needs; do not give "
+                f"'{segment.link.to_param}' yourself.")
     return f"Write a request that needs this API, giving every required value in your words: {_api_brief(target)}"
 
 
 def dialog_id(plan: DialogPlan, seed: int) -> str:
-    return hashlib.sha1(f"{seed}:{plan.index}:{plan.dialog_type}:{plan.offered}".encode()).hexdigest()[:16]
+    kinds = [s.kind for s in plan.segments]
+    return hashlib.sha1(f"{seed}:{plan.index}:{plan.dialog_type}:{kinds}:{plan.offered}".encode()).hexdigest()[:16]
 
 
+def _canonical(calls: list[ToolCall]) -> list[str]:
+    """Order-free form of a decision: what two samples must share to agree."""
+    def norm(value: Any) -> Any:
+        if isinstance(value, str):
+            return " ".join(value.split()).lower()
+        if isinstance(value, bool) or value is None:
+            return value
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, list):
+            return [norm(v) for v in value]
+        if isinstance(value, dict):
+            return {str(k): norm(v) for k, v in value.items()}
+        return value
+
+    return sorted(json.dumps([c.name, norm(c.arguments)], sort_keys=True) for c in calls)
+
+
+def _values(value: Any) -> list[Any]:
+    """Every scalar inside a tool result (a dependent call must reuse one of them)."""
+    if isinstance(value, dict):
+        return [v for item in value.values() for v in _values(item)]
+    if isinstance(value, list):
+        return [v for item in value for v in _values(item)]
+    return [value]
 
 
 class _Rejected(Exception):
@@ -106,22 +237,28 @@ class _Rejected(Exception):
 class DialogBuilder:
     """Runs the three agents for one plan; raises :class:`_Rejected` to end the dialog with a reason."""
 
-    def __init__(self, plan: DialogPlan, apis: dict[str, APISpec], gateway: LLMGateway, seed: int) -> None:
+    def __init__(self, plan: DialogPlan, apis: dict[str, APISpec], gateway: LLMGateway, seed: int,
+                 decision_samples: int = 1) -> None:
         self.plan = plan
         self.apis = apis
         self.gateway = gateway
+        self.samples = decision_samples
         self.tools = [apis[i] for i in plan.offered]
         self.dialog = Dialog(dialog_id=dialog_id(plan, seed), dialog_type=plan.dialog_type,
-                             domain=apis[(plan.targets or plan.offered)[0]].domain, tools=self.tools)
+                             domain=apis[(plan.targets or plan.offered)[0]].domain, tools=self.tools,
+                             segments=[s.kind for s in plan.segments], decision_samples=decision_samples)
 
     def _keep(self, raw: list[str] | str) -> None:
         self.dialog.raw_outputs.extend([raw] if isinstance(raw, str) else raw)
+
+    def _sample(self, k: int = 0) -> int:
+        return self.plan.index * 1000 + self.plan.round * 100 + k
 
     async def user_says(self, instruction: str) -> None:
         answer = await self.gateway.structured(UserTurn, [
             {"role": "system", "content": "You play a user of an AI assistant. Write only the user's message."},
             {"role": "user", "content": instruction},
-        ], stage=STAGE, sample=self.plan.index)
+        ], stage=STAGE, sample=self._sample())
         self._keep(answer.raw_outputs)
         if answer.value is None or not answer.value.message.strip():
             raise _Rejected(answer.check or "user_turn_v1", answer.error or "the user agent wrote nothing")
@@ -131,11 +268,11 @@ class DialogBuilder:
         system = ("You are a helpful assistant with access to functions. " + guidance)
         return [{"role": "system", "content": system}, *openai_messages(self.dialog.turns)]
 
-    async def assistant_calls(self) -> list[ToolCall]:
+    async def _one_decision(self, k: int) -> list[ToolCall]:
         result = await self.gateway.chat(
-            self._assistant_context("Call the functions needed to fulfil the user's request."),
+            self._assistant_context("Call the functions needed for the user's request now."),
             stage=STAGE, tools=[t.tool_definition() for t in self.tools], tool_choice="required",
-            sample=self.plan.index,
+            sample=self._sample(k),
         )
         self._keep(result.raw_text)
         if not result.tool_calls:
@@ -151,58 +288,98 @@ class DialogBuilder:
                 raise _Rejected(TOOL_CALL_CHECK, f"arguments of {call.name} are not an object")
             calls.append(ToolCall(id=f"call_{self.dialog.dialog_id[:8]}_{len(self.dialog.turns)}_{n}",
                                   name=call.name, arguments=arguments))
+        return calls
+
+    async def assistant_calls(self) -> list[ToolCall]:
+        """The tool-call decision, sampled ``decision_samples`` times: kept only when all samples agree."""
+        decisions = await asyncio.gather(*(self._one_decision(k) for k in range(self.samples)))
+        forms = [_canonical(d) for d in decisions]
+        if any(form != forms[0] for form in forms[1:]):
+            shown = "; ".join(" + ".join(c.name for c in d) or "no call" for d in decisions)
+            raise _Rejected(AGREEMENT_CHECK, f"{self.samples} samples of the tool-call decision disagree ({shown})")
+        calls = decisions[0]
+        by_name = {t.name for t in self.tools}
+        for call in calls:
+            if call.name not in by_name:
+                raise _Rejected(OFFERED_TOOL_CHECK, f"the assistant called {call.name}, which is not offered")
         self.dialog.turns.append(Turn(role="assistant", tool_calls=calls))
         return calls
 
-    async def tool_answers(self, calls: list[ToolCall]) -> None:
+    async def tool_answers(self, calls: list[ToolCall]) -> list[Any]:
         by_name = {t.name: t for t in self.tools}
+        results: list[Any] = []
         for call in calls:
-            api = by_name.get(call.name)
-            if api is None:
-                raise _Rejected(OFFERED_TOOL_CHECK, f"the assistant called {call.name}, which is not offered")
+            api = by_name[call.name]
             answer = await self.gateway.structured_json(
                 "ToolResult", api.result_schema, [
                     {"role": "system", "content": "You simulate an API server. Return only the API's result."},
                     {"role": "user", "content": f"API: {_api_brief(api)}\nCall arguments: "
                      f"{json.dumps(call.arguments, ensure_ascii=False)}\nReturn a realistic result."},
-                ], stage=STAGE, sample=self.plan.index,
+                ], stage=STAGE, sample=self._sample(),
             )
             self._keep(answer.raw_outputs)
             if answer.value is None:
                 raise _Rejected(answer.check or "tool_result_v1", answer.error or "the tool agent gave no result")
+            results.append(answer.value)
             self.dialog.turns.append(Turn(role="tool", tool_call_id=call.id, name=call.name,
                                           content=json.dumps(answer.value, ensure_ascii=False)))
+        return results
 
     async def assistant_says(self, guidance: str) -> None:
         result = await self.gateway.chat(self._assistant_context(guidance), stage=STAGE,
-                                         sample=self.plan.index, max_tokens=256)
+                                         sample=self._sample(), max_tokens=256)
         text = (result.content or "").strip()
         self._keep(result.raw_text)
         if not text:
             raise _Rejected("assistant_turn_v1", "the assistant agent wrote nothing")
         self.dialog.turns.append(Turn(role="assistant", content=text))
 
+    def _instruction(self, segment: Segment, part: int) -> str:
+        text = _user_instruction(segment, self.tools, self.apis)
+        if part > 0:
+            text = (f"You are continuing a conversation with an assistant; your last message was: "
+                    f"{next(t.content for t in reversed(self.dialog.turns) if t.role == 'user')!r}. Now send your "
+                    f"next message. {text}")
+        if self.plan.guidance:
+            text += f"\nAlso: {self.plan.guidance}"
+        return text
+
+    async def run_segment(self, segment: Segment, part: int) -> None:
+        await self.user_says(self._instruction(segment, part))
+        if segment.kind == "non_tool":
+            await self.assistant_says("None of your functions fits this message: answer it yourself, "
+                                      "briefly, without calling a function.")
+            return
+        if segment.kind == "clarification":
+            await self.assistant_says(f"A required value is missing ('{segment.missing_param}'): ask the user "
+                                      "for it in one short question. Do not call a function yet.")
+            missing = self.apis[segment.targets[0]].parameters["properties"][segment.missing_param]
+            await self.user_says(f"You asked an assistant for this: {self.dialog.turns[-2].content}\n"
+                                 f"It asked you: {self.dialog.turns[-1].content}\nAnswer with a value for "
+                                 f"'{segment.missing_param}' ({missing})")
+        calls = await self.assistant_calls()
+        results = await self.tool_answers(calls)
+        used = [c.name for c in calls]
+        if segment.kind == "dependent" and segment.link:
+            link = segment.link
+            second = self.apis[link.to_api]
+            follow = await self.assistant_calls()
+            await self.tool_answers(follow)
+            used += [c.name for c in follow]
+            fed = [c.arguments.get(link.to_param) for c in follow if c.name == second.name]
+            produced = _values(results)
+            if not fed:
+                raise _Rejected(DEPENDENT_CALL_CHECK, f"the second step does not call {second.name}")
+            if not any(v is not None and v in produced for v in fed):
+                raise _Rejected(DEPENDENT_CALL_CHECK, f"{second.name}.{link.to_param} does not reuse a value "
+                                                      f"the first call returned")
+        await self.assistant_says("Summarise the function results for the user in one or two sentences.")
+        self.dialog.apis_used = list(dict.fromkeys([*self.dialog.apis_used, *used]))
+
     async def run(self) -> Dialog:
-        plan = self.plan
         try:
-            if plan.dialog_type not in SUPPORTED_TYPES:
-                raise _Rejected("dialog_type_supported_v1", f"dialog type {plan.dialog_type} is not generated yet")
-            await self.user_says(_user_instruction(plan, self.apis))
-            if plan.dialog_type == "non_tool":
-                await self.assistant_says("None of your functions fits this message: answer it yourself, "
-                                          "briefly, without calling a function.")
-                return self.dialog
-            if plan.dialog_type == "clarification":
-                await self.assistant_says(f"A required value is missing ('{plan.missing_param}'): ask the user "
-                                          "for it in one short question. Do not call a function yet.")
-                target = self.apis[plan.targets[0]]
-                await self.user_says(f"You asked an assistant for this: {self.dialog.turns[0].content}\n"
-                                     f"It asked you: {self.dialog.turns[-1].content}\nAnswer with a value for "
-                                     f"'{plan.missing_param}' ({target.parameters['properties'][plan.missing_param]})")
-            calls = await self.assistant_calls()
-            await self.tool_answers(calls)
-            await self.assistant_says("Summarise the function results for the user in one or two sentences.")
-            self.dialog.apis_used = list(dict.fromkeys(c.name for c in calls))
+            for part, segment in enumerate(self.plan.segments):
+                await self.run_segment(segment, part)
         except _Rejected as exc:
             self.dialog.reject(exc.check, str(exc))
         except LLMCallFailed as exc:
@@ -211,6 +388,7 @@ class DialogBuilder:
 
 
 async def generate_dialogs(plans: list[DialogPlan], apis: list[APISpec], gateway: LLMGateway,
-                           seed: int) -> list[Dialog]:
+                           seed: int, decision_samples: int = 1) -> list[Dialog]:
     by_id = {a.api_id: a for a in apis}
-    return list(await asyncio.gather(*(DialogBuilder(p, by_id, gateway, seed).run() for p in plans)))
+    return list(await asyncio.gather(*(DialogBuilder(p, by_id, gateway, seed, decision_samples).run()
+                                       for p in plans)))

@@ -16,7 +16,7 @@ from prefect import task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from schemas.records import APISpec, Dialog, Document, MinedDocument, StageStats, TreeNode
-from tasks import api_synthesis, context_tree, dialog_generation, mining, verification
+from tasks import api_synthesis, call_parsing, context_tree, dialog_generation, mining, self_guidance, verification
 from tasks.complexity import LossScorer
 from tasks.text_embedding import shared_embedder
 from toolace.llm.gateway import GatewaySettings, LLMGateway
@@ -71,9 +71,10 @@ def synthesize_batch(run_scope: str, plans: list[api_synthesis.APIPlan], setting
 
 @task(name="generate-dialogs", **BATCH_TASK)
 def generate_dialog_batch(run_scope: str, plans: list[dialog_generation.DialogPlan], apis: list[APISpec],
-                          settings: GatewaySettings, seed: int) -> tuple[list[Dialog], StageStats]:
+                          settings: GatewaySettings, seed: int,
+                          decision_samples: int = 1) -> tuple[list[Dialog], StageStats]:
     return _run_with_gateway(settings, dialog_generation.STAGE,
-                             lambda gw: dialog_generation.generate_dialogs(plans, apis, gw, seed))
+                             lambda gw: dialog_generation.generate_dialogs(plans, apis, gw, seed, decision_samples))
 
 
 @functools.lru_cache(maxsize=2)
@@ -84,11 +85,33 @@ def _scorer(target: str) -> LossScorer:
 
 @task(name="complexity-loss", retries=1, persist_result=True, cache_policy=INPUTS + TASK_SOURCE)
 def complexity_batch(run_scope: str, dialogs: list[Dialog], target_model: str) -> list[Dialog]:
+    """The target model's loss of each generated dialog; a dialog longer than the model's context is
+    rejected with that reason (never truncated)."""
     scored = [d.model_copy(deep=True) for d in dialogs]
     ready = [d for d in scored if d.accepted]
-    for dialog, loss in zip(ready, _scorer(target_model).score(ready), strict=True):
-        dialog.complexity_loss = loss
+    for dialog, result in zip(ready, _scorer(target_model).score_detailed(ready), strict=True):
+        dialog.complexity_loss = result.loss
+        if result.rejected_by:
+            dialog.reject(result.rejected_by, result.reason or "no loss")
     return scored
+
+
+@task(name="probe-target-model", persist_result=True, cache_policy=INPUTS + TASK_SOURCE)
+def probe_batch(run_scope: str, dialogs: list[Dialog], target_model: str) -> list[dict[str, Any]]:
+    """Calibration probes: the target model answers each probe's request; its calls are compared with
+    the dialog's (parsed with ``ast``, never evaluated)."""
+    probes = [(d, prompt) for d in dialogs if (prompt := self_guidance.probe_prompt(d)) is not None]
+    answers = _scorer(target_model).generate([prompt for _, prompt in probes]) if probes else []
+    rows: list[dict[str, Any]] = []
+    for (dialog, _), answer in zip(probes, answers, strict=True):
+        try:
+            predicted = call_parsing.parse_calls(answer)
+            correct, error = call_parsing.calls_match(predicted, self_guidance.reference_calls(dialog)), None
+        except call_parsing.CallParseError as exc:
+            correct, error = False, str(exc)
+        rows.append({"dialog_id": dialog.dialog_id, "loss": dialog.complexity_loss, "answer": answer,
+                     "correct": correct, "parse_error": error})
+    return rows
 
 
 @task(name="verify-dialogs", persist_result=True, cache_policy=INPUTS + TASK_SOURCE)

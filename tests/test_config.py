@@ -29,7 +29,9 @@ def test_defaults_without_file() -> None:
     assert config.apis == 20
     assert config.target_model == DEFAULT_TARGET_MODEL
     assert config.llm_base_url is None
-    assert config.dialog_mix == {"single": 0.4, "parallel": 0.25, "non_tool": 0.2, "clarification": 0.15}
+    assert config.dialog_mix == {"single": 0.3, "parallel": 0.2, "dependent": 0.15, "non_tool": 0.1,
+                                 "clarification": 0.1, "multi_turn": 0.15}
+    assert config.decision_samples == 3 and config.guidance_rounds == 2 and config.loss_bounds is None
 
 
 def test_yaml_file_sets_options(tmp_path: Path) -> None:
@@ -227,6 +229,13 @@ def test_dialog_mix_all_zero(tmp_path: Path) -> None:
     path = write(tmp_path, "run.yaml", "dialog_mix:\n  single: 0\n")
     with pytest.raises(ConfigError, match="dialog_mix"):
         load_config(path)
+
+
+def test_loss_bounds_must_be_ordered(tmp_path: Path) -> None:
+    path = write(tmp_path, "run.yaml", "loss_bounds: [2.0, 1.0]\n")
+    with pytest.raises(ConfigError, match="loss_bounds"):
+        load_config(path)
+    assert load_config(write(tmp_path, "ok.yaml", "loss_bounds: [0.5, 1.5]\n")).loss_bounds == (0.5, 1.5)
 
 
 def test_dialog_mix_unknown_type(tmp_path: Path) -> None:

@@ -82,9 +82,22 @@ class RunConfig(BaseModel):
         0.9, gt=0, le=1, description="Embedding similarity at which a new API is a near duplicate"
     )
     dialog_mix: dict[DialogType, float] = Field(
-        default_factory=lambda: {"single": 0.4, "parallel": 0.25, "non_tool": 0.2, "clarification": 0.15}
+        default_factory=lambda: {"single": 0.3, "parallel": 0.2, "dependent": 0.15, "non_tool": 0.1,
+                                 "clarification": 0.1, "multi_turn": 0.15}
     )
+    max_segments: int = Field(3, ge=2, description="Most dialog types chained in one multi-turn dialog")
     candidate_tools: int = Field(3, ge=1, description="APIs offered per dialog (related + distractors)")
+    decision_samples: int = Field(
+        3, ge=1, description="Samples of each assistant tool-call decision; kept only when all agree"
+    )
+    guidance_rounds: int = Field(2, ge=0, description="Most self-guidance rewrites per dialog (0 = off)")
+    loss_bounds: tuple[float, float] | None = Field(
+        None, description="Fixed lower and upper loss bounds; none = calibrate on a probe set"
+    )
+    probe_size: int = Field(8, ge=4, description="Probe dialogs for calibrating the loss bounds")
+    keep_out_of_band: bool = Field(
+        True, description="Keep dialogs still outside the loss bounds after the last round (else reject them)"
+    )
     max_assistant_chars: int = Field(2000, ge=50)
 
     @field_validator("target_model", mode="before")
@@ -100,6 +113,8 @@ class RunConfig(BaseModel):
             raise ValueError(f"dialog_mix needs a positive weight for at least one of {DIALOG_TYPES}")
         if any(weight < 0 for weight in self.dialog_mix.values()):
             raise ValueError("dialog_mix weights must be >= 0")
+        if self.loss_bounds and not self.loss_bounds[0] < self.loss_bounds[1]:
+            raise ValueError("loss_bounds must be [lower, upper] with lower < upper")
         return self
 
     def public_dict(self) -> dict[str, Any]:

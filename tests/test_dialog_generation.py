@@ -1,0 +1,169 @@
+"""Dialog planning (every type, related tool sets, dependent links, multi-turn chains) and the three
+agents against the scripted OpenAI-compatible server over real HTTP (decision agreement, dependent calls)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections import Counter
+from typing import Any
+
+from schemas.records import APISpec
+from tasks.dialog_generation import (
+    AGREEMENT_CHECK,
+    DEPENDENT_CALL_CHECK,
+    DialogPlan,
+    Segment,
+    find_link,
+    generate_dialogs,
+    plan_dialogs,
+)
+from tasks.verification import score_dialog
+from toolace.llm.gateway import GatewaySettings, LLMGateway
+
+
+def api(api_id: str, name: str, params: dict[str, Any], required: list[str], result: dict[str, Any],
+        domain: str = "Travel", nodes: tuple[str, ...] = ("n1",)) -> APISpec:
+    return APISpec(api_id=api_id, name=name, description=f"{name.replace('_', ' ')} for a traveller.",
+                   parameters={"type": "object", "properties": params, "required": required},
+                   result_schema={"type": "object", "properties": result, "required": list(result)},
+                   domain=domain, node_ids=list(nodes), operators=[])
+
+
+FIND_HOTEL = api("a1", "find_hotel", {"city": {"type": "string", "description": "city"}}, ["city"],
+                 {"hotel_id": {"type": "string", "description": "hotel id"},
+                  "stars": {"type": "integer", "description": "stars"}})
+BOOK_HOTEL = api("a2", "book_hotel", {"hotel_id": {"type": "string", "description": "hotel to book"},
+                                      "nights": {"type": "integer", "description": "nights"}},
+                 ["hotel_id", "nights"], {"booking_id": {"type": "string", "description": "booking"}})
+WEATHER = api("a3", "get_weather", {"city": {"type": "string", "description": "city"}}, ["city"],
+              {"temp_c": {"type": "number", "description": "temperature"}}, domain="Weather", nodes=("n9",))
+RATES = api("a4", "get_rates", {"base": {"type": "string", "description": "currency", "enum": ["EUR", "USD"]}}, [],
+            {"rate": {"type": "number", "description": "rate"}}, domain="Finance", nodes=("n7",))
+APIS = [FIND_HOTEL, BOOK_HOTEL, WEATHER, RATES]
+MIX = {"single": 1, "parallel": 1, "dependent": 1, "non_tool": 1, "clarification": 1, "multi_turn": 1}
+
+
+def test_find_link_prefers_required_and_shared_words() -> None:
+    link = find_link(FIND_HOTEL, [BOOK_HOTEL, WEATHER])
+    assert link is not None
+    assert (link.from_field, link.to_api, link.to_param) == ("hotel_id", "a2", "hotel_id")
+    assert find_link(RATES, [WEATHER]) is None  # a number cannot feed a string parameter
+
+
+def test_plans_cover_every_type_with_related_tool_sets() -> None:
+    plans = plan_dialogs(APIS, 120, MIX, candidates=3, rng=random.Random(3), max_segments=3)
+    kinds = Counter(p.dialog_type for p in plans)
+    assert set(kinds) == set(MIX)
+    for plan in plans:
+        assert set(plan.targets) <= set(plan.offered)
+        assert len(plan.offered) == max(3, len(set(plan.targets)))
+        if plan.dialog_type == "multi_turn":
+            assert 2 <= len(plan.segments) <= 3
+        else:
+            assert [s.kind for s in plan.segments] == [plan.dialog_type]
+    dependent = [p for p in plans if p.dialog_type == "dependent"]
+    assert all(p.segments[0].link is not None and len(p.segments[0].targets) == 2 for p in dependent)
+    clar = [s for p in plans for s in p.segments if s.kind == "clarification"]
+    assert clar and all(s.missing_param for s in clar)
+    # a hotel dialog is offered the other hotel API (same tree node) before unrelated distractors
+    hotel = next(p for p in plans if p.dialog_type == "single" and p.targets == ["a1"])
+    assert "a2" in hotel.offered
+
+
+def test_impossible_types_fall_back_and_say_so() -> None:
+    plans = plan_dialogs([RATES], 10, {"clarification": 1.0}, candidates=1, rng=random.Random(0))
+    assert all(p.dialog_type == "single" and p.planned_type == "clarification" for p in plans)
+    plans = plan_dialogs([WEATHER], 5, {"dependent": 1.0}, candidates=1, rng=random.Random(0))
+    assert all(p.dialog_type == "single" and p.planned_type == "dependent" for p in plans)
+
+
+def run(llm: Any, plans: list[DialogPlan], samples: int = 1) -> list:
+    async def main() -> list:
+        gateway = LLMGateway(GatewaySettings(base_url=llm.base_url, model="scripted-model", backoff_base_s=0.01))
+        try:
+            return await generate_dialogs(plans, APIS, gateway, seed=0, decision_samples=samples)
+        finally:
+            await gateway.aclose()
+
+    return asyncio.run(main())
+
+
+def single_plan(index: int = 0) -> DialogPlan:
+    return DialogPlan(index=index, dialog_type="single", offered=["a3", "a4"],
+                      segments=[Segment(kind="single", targets=["a3"])])
+
+
+def test_agreeing_samples_keep_the_decision(llm) -> None:
+    dialog = run(llm, [single_plan()], samples=3)[0]
+    assert dialog.accepted, dialog.reason
+    assert dialog.decision_samples == 3
+    decision_requests = [r for r in llm.requests if r.get("tool_choice") == "required"]
+    assert len(decision_requests) == 3 and len({r["seed"] for r in decision_requests}) == 3
+    assert score_dialog(dialog, 2000) == []
+
+
+def test_disagreeing_samples_reject_with_every_raw_output(llm) -> None:
+    llm.script(lambda body: {"tool_calls": [{"name": "get_weather", "arguments": {"city": f"C{body['seed']}"}}]}
+               if body.get("tool_choice") == "required" else None)
+    dialog = run(llm, [single_plan()], samples=2)[0]
+    assert dialog.rejected_by == AGREEMENT_CHECK
+    assert "2 samples" in str(dialog.reason)
+    assert sum('"C' in raw for raw in dialog.raw_outputs) == 2
+
+
+def dependent_plan() -> DialogPlan:
+    link = find_link(FIND_HOTEL, [BOOK_HOTEL])
+    return DialogPlan(index=1, dialog_type="dependent", offered=["a1", "a2", "a3"],
+                      segments=[Segment(kind="dependent", targets=["a1", "a2"], link=link)])
+
+
+def _dependent_rule(reuse: bool) -> Any:
+    def rule(body: dict[str, Any]) -> dict[str, Any] | None:
+        if body.get("tool_choice") != "required":
+            return None
+        messages = body["messages"]
+        results = [m for m in messages if m["role"] == "tool"]
+        if not results:
+            return {"tool_calls": [{"name": "find_hotel", "arguments": {"city": "Lisbon"}}]}
+        hotel = json.loads(results[-1]["content"])["hotel_id"] if reuse else "made-up"
+        return {"tool_calls": [{"name": "book_hotel", "arguments": {"hotel_id": hotel, "nights": 2}}]}
+    return rule
+
+
+def test_dependent_dialog_reuses_a_returned_value(llm) -> None:
+    llm.script(_dependent_rule(reuse=True))
+    dialog = run(llm, [dependent_plan()], samples=2)[0]
+    assert dialog.accepted, dialog.reason
+    calls = [c for t in dialog.turns for c in t.tool_calls]
+    assert [c.name for c in calls] == ["find_hotel", "book_hotel"]
+    first_result = json.loads(next(t.content for t in dialog.turns if t.role == "tool"))
+    assert calls[1].arguments["hotel_id"] == first_result["hotel_id"]
+    assert dialog.apis_used == ["find_hotel", "book_hotel"]
+    assert score_dialog(dialog, 2000) == []
+
+
+def test_dependent_dialog_that_invents_the_value_is_rejected(llm) -> None:
+    llm.script(_dependent_rule(reuse=False))
+    dialog = run(llm, [dependent_plan()])[0]
+    assert dialog.rejected_by == DEPENDENT_CALL_CHECK and "does not reuse" in str(dialog.reason)
+
+
+def test_multi_turn_dialog_chains_parts(llm) -> None:
+    plan = DialogPlan(index=2, dialog_type="multi_turn", offered=["a3", "a4", "a1"],
+                      segments=[Segment(kind="non_tool"), Segment(kind="single", targets=["a3"]),
+                                Segment(kind="clarification", targets=["a1"], missing_param="city")])
+    dialog = run(llm, [plan])[0]
+    assert dialog.accepted, dialog.reason
+    assert dialog.segments == ["non_tool", "single", "clarification"]
+    roles = [t.role for t in dialog.turns]
+    assert roles.count("user") == 4  # one per part, plus the clarification answer
+    assert score_dialog(dialog, 2000) == []
+
+
+def test_guidance_instruction_reaches_the_user_agent(llm) -> None:
+    plan = single_plan().model_copy(update={"round": 1, "guidance": "Phrase it indirectly."})
+    dialog = run(llm, [plan])[0]
+    assert dialog.accepted
+    assert any("Phrase it indirectly." in str(r["messages"]) for r in llm.requests)
