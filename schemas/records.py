@@ -11,8 +11,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 Status = Literal["accepted", "rejected"]
-DialogType = Literal["single", "parallel", "dependent", "non_tool", "clarification"]
-DIALOG_TYPES: tuple[DialogType, ...] = ("single", "parallel", "dependent", "non_tool", "clarification")
+DialogType = Literal["single", "parallel", "dependent", "non_tool", "clarification", "multi_turn"]
+DIALOG_TYPES: tuple[DialogType, ...] = ("single", "parallel", "dependent", "non_tool", "clarification", "multi_turn")
+SegmentType = Literal["single", "parallel", "dependent", "non_tool", "clarification"]
+SEGMENT_TYPES: tuple[SegmentType, ...] = ("single", "parallel", "dependent", "non_tool", "clarification")
 
 
 class Outcome(BaseModel):
@@ -116,8 +118,15 @@ class Dialog(Outcome):
     domain: str
     tools: list[APISpec]
     turns: list[Turn] = Field(default_factory=list)
+    segments: list[SegmentType] = Field(
+        default_factory=list, description="The dialog types chained in it, in order (one for a one-part dialog)"
+    )
     apis_used: list[str] = Field(default_factory=list)
-    complexity_loss: float | None = None
+    complexity_loss: float | None = Field(None, description="Target model loss of the final version")
+    losses: list[float | None] = Field(default_factory=list, description="Loss of each self-guidance round")
+    guidance_rounds: int = Field(0, description="Rewrites made by self-guidance")
+    guidance: dict[str, Any] | None = Field(None, description="Bounds, per-round loss, verdict and change")
+    decision_samples: int = Field(1, description="Samples of each tool-call decision that had to agree")
 
 
 class StageStats(BaseModel):

@@ -173,8 +173,21 @@ def check_single_language(dialog: Dialog, _: int) -> str | None:
 
 
 def check_dialog_type(dialog: Dialog, _: int) -> str | None:
+    """The turns have the shape the dialog's type promises (per part for a multi-turn dialog)."""
     call_turns = [t for t in dialog.turns if t.role == "assistant" and t.tool_calls]
     kind = dialog.dialog_type
+    if kind == "multi_turn":
+        parts = dialog.segments
+        users = sum(t.role == "user" for t in dialog.turns)
+        needed_users = len(parts) + parts.count("clarification")
+        if len(parts) < 2:
+            return "a multi-turn dialog chains fewer than two parts"
+        if users < needed_users:
+            return f"a multi-turn dialog of {len(parts)} parts has only {users} user turns"
+        needed_calls = sum(1 for p in parts if p != "non_tool") + parts.count("dependent")
+        if len(call_turns) < needed_calls:
+            return f"a multi-turn dialog needs {needed_calls} calling turns, it has {len(call_turns)}"
+        return None
     if kind == "non_tool":
         return "a non-tool dialog holds a function call" if call_turns else None
     if not call_turns:
@@ -183,6 +196,12 @@ def check_dialog_type(dialog: Dialog, _: int) -> str | None:
         return f"a single-call dialog makes {len(call_turns[0].tool_calls)} calls in one turn"
     if kind == "parallel" and len(call_turns[0].tool_calls) < 2:
         return "a parallel dialog makes only one call"
+    if kind == "dependent":
+        if len(call_turns) < 2:
+            return "a dependent dialog makes its calls in fewer than two steps"
+        first_names = {c.name for c in call_turns[0].tool_calls}
+        if {c.name for c in call_turns[1].tool_calls} <= first_names:
+            return "the second step of a dependent dialog calls nothing new"
     if kind == "clarification":
         first_assistant = next(t for t in dialog.turns if t.role == "assistant")
         if first_assistant.tool_calls:
@@ -202,7 +221,7 @@ RULE_CHECKS: tuple[RuleCheck, ...] = (
     RuleCheck("response_length_v1", check_length),
     RuleCheck("invalid_characters_v1", check_characters),
     RuleCheck("single_language_v1", check_single_language),
-    RuleCheck("dialog_type_v1", check_dialog_type),
+    RuleCheck("dialog_type_v2", check_dialog_type),
 )
 
 

@@ -100,7 +100,7 @@ def test_rule_check_names() -> None:
     assert [c.name for c in RULE_CHECKS] == [
         "tool_name_exists_v1", "required_params_v1", "unknown_params_v1", "argument_values_v1",
         "tool_result_schema_v1", "role_order_v1", "call_response_names_v1", "non_empty_turns_v1",
-        "response_length_v1", "invalid_characters_v1", "single_language_v1", "dialog_type_v1",
+        "response_length_v1", "invalid_characters_v1", "single_language_v1", "dialog_type_v2",
     ]
 
 
@@ -355,14 +355,32 @@ def test_dialog_type_valid(kind: DialogType) -> None:
     ("clarification", [user(), call(tc()), result(), answer()], "calls before asking"),
     ("clarification", [user("Weather?"), answer("Which city?"), user("Lisbon"), answer("Sunny.")],
      "holds no function call"),
+    ("dependent", [user(), call(tc()), result(), answer()], "fewer than two steps"),
+    ("dependent", [user(), call(tc("c1")), result("c1"), call(tc("c2")), result("c2"), answer()], "nothing new"),
 ])
 def test_dialog_type_fails(kind: DialogType, turns: list[Turn], phrase: str) -> None:
     d = dialog(turns, dialog_type=kind)
-    assert checks(d) == ["dialog_type_v1"]
-    assert phrase in reason_of(d, "dialog_type_v1")
+    assert checks(d) == ["dialog_type_v2"]
+    assert phrase in reason_of(d, "dialog_type_v2")
 
 
 # --------------------------------------------------------------------------------------------- decide
+
+
+def test_multi_turn_dialog_type() -> None:
+    turns = [user("Hello"), answer("Hi, how can I help?"), user(), call(tc()), result(), answer()]
+    good = dialog(turns, dialog_type="multi_turn")
+    good.segments = ["non_tool", "single"]
+    assert score_dialog(good, MAX_CHARS) == []
+    short = dialog(turns[:2] + turns[3:], dialog_type="multi_turn")
+    short.segments = ["non_tool", "single"]
+    assert "only 1 user turns" in reason_of(short, "dialog_type_v2")
+    no_call = dialog([user("Hello"), answer("Hi"), user("Bye"), answer("Bye!")], dialog_type="multi_turn")
+    no_call.segments = ["non_tool", "single"]
+    assert "needs 1 calling turns" in reason_of(no_call, "dialog_type_v2")
+    one_part = dialog(turns, dialog_type="multi_turn")
+    one_part.segments = ["single"]
+    assert "fewer than two parts" in reason_of(one_part, "dialog_type_v2")
 
 
 def test_decide_rejects_with_first_failure() -> None:
