@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 run: setup
-	$(BIN)/toolace run --apis 8 --dialogs 10
+	$(BIN)/toolace run --apis 8 --dialogs 10 --config configs/embedded-demo.yaml
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -34,7 +34,7 @@ def test_toolace_run_with_embedded_model(tmp_path):
     toolace = Path(sys.executable).parent / "toolace"
     result = subprocess.run(
         [str(toolace), "run", "--corpus", str(corpus), "--out", str(out), "--apis", "3", "--dialogs", "3",
-         "--run-id", "e2e"],
+         "--run-id", "e2e", "--config", str(Path(__file__).parents[1] / "configs" / "embedded-demo.yaml")],
         capture_output=True, text=True, env=env, timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
