@@ -12,15 +12,6 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_image_artifact, create_markdown_artifact, create_table_artifact
-from tasks.self_guidance import (
-    GuidanceRecord,
-    GuidanceRound,
-    LossBounds,
-    calibrate_bounds,
-    fixed_bounds,
-    guidance_instruction,
-    judge,
-)
 
 from schemas.records import APISpec, Dialog, MinedDocument, StageStats
 from tasks import api_synthesis, dialog_generation, publish
@@ -38,6 +29,15 @@ from tasks.prefect_tasks import (
     probe_batch,
     synthesize_batch,
     verify_batch,
+)
+from tasks.self_guidance import (
+    GuidanceRecord,
+    GuidanceRound,
+    LossBounds,
+    calibrate_bounds,
+    fixed_bounds,
+    guidance_instruction,
+    judge,
 )
 from tasks.text_embedding import shared_embedder
 from toolace import progress
