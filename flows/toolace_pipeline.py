@@ -32,12 +32,12 @@ from tasks.prefect_tasks import (
 )
 from tasks.self_guidance import (
     GuidanceRecord,
-    GuidanceRound,
     LossBounds,
+    apply_record,
     calibrate_bounds,
     fixed_bounds,
     guidance_instruction,
-    judge,
+    start_record,
 )
 from tasks.text_embedding import shared_embedder
 from toolace import progress
@@ -346,10 +346,7 @@ def _guide(config: RunConfig, scope: str, settings: GatewaySettings, apis: list[
     records: dict[str, GuidanceRecord] = {}
     for _, dialog in by_plan.values():
         if dialog.accepted:
-            verdict = judge(dialog.complexity_loss, bounds)
-            records[dialog.dialog_id] = GuidanceRecord(
-                bounds=bounds, final_verdict=verdict,
-                rounds=[GuidanceRound(round=0, loss=dialog.complexity_loss, verdict=verdict, change="")])
+            records[dialog.dialog_id] = start_record(bounds, dialog.complexity_loss)
     for round_no in range(1, config.guidance_rounds + 1):
         todo = [(plan, dialog) for plan, dialog in by_plan.values()
                 if dialog.dialog_id in records
@@ -361,22 +358,17 @@ def _guide(config: RunConfig, scope: str, settings: GatewaySettings, apis: list[
             for plan, dialog in todo]
         regenerated, gen, loss = _generate_and_score(config, scope, settings, apis, new_plans, gen, loss)
         for (_, old), plan, new in zip(todo, new_plans, regenerated, strict=True):
-            record = records[old.dialog_id]
             if new.accepted:
-                verdict = judge(new.complexity_loss, bounds)
                 by_plan[old.dialog_id] = (plan, new)
-                record.final_verdict = verdict
+                records[old.dialog_id].add_round(new.complexity_loss, plan.guidance)
             else:
-                verdict = f"rejected ({new.rejected_by}): previous version kept"
-            record.rounds.append(GuidanceRound(round=round_no, loss=new.complexity_loss, verdict=verdict,
-                                               change=plan.guidance))
+                records[old.dialog_id].add_round(new.complexity_loss, plan.guidance,
+                                                 verdict=f"rejected ({new.rejected_by}): previous version kept")
     out: list[Dialog] = []
     for _, dialog in by_plan.values():
         record = records.get(dialog.dialog_id)
         if record is not None:
-            dialog.guidance = record.model_dump(mode="json")
-            dialog.losses = [r.loss for r in record.rounds]
-            dialog.guidance_rounds = len(record.rounds) - 1
+            apply_record(dialog, record)
             if not config.keep_out_of_band and record.final_verdict in ("too_easy", "too_hard"):
                 dialog.reject(OUT_OF_BAND_CHECK, f"loss {dialog.complexity_loss} still {record.final_verdict} "
                                                  f"after {dialog.guidance_rounds} rounds "
