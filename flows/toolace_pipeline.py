@@ -13,7 +13,8 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_image_artifact, create_markdown_artifact, create_table_artifact
 
-from schemas.records import APISpec, Dialog, MinedDocument, StageStats
+from schemas.frames import APIsFrame, DialogsFrame, DocumentsFrame, TreeNodesFrame
+from schemas.records import APISpec, Dialog, MinedDocument, StageStats, TreeNode
 from tasks import api_synthesis, dialog_generation, publish
 from tasks.api_import import merge_into_pool, read_pool
 from tasks.context_tree import tree_nested, tree_shape
@@ -106,7 +107,8 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
     known = ledger.load() if config.reuse_mined else {}
     seen: dict[str, str] = {}
     sink.stage("mining", 0)
-    with publish.TableWriter(f"{run_url}/tables/documents.parquet", MinedDocument) as documents_table:
+    with publish.TableWriter(f"{run_url}/tables/documents.parquet", MinedDocument,
+                                                  DocumentsFrame, "documents") as documents_table:
         for part, batch in enumerate(iter_documents(config.corpus, config.text_column, config.batch_size,
                                                     config.max_doc_bytes)):
             fresh, done = [], list(batch.rejected)
@@ -146,7 +148,8 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
     stats["context_tree"] = StageStats(items_in=stage.accepted, accepted=len(in_tree),
                                        rejected=stage.accepted - len(in_tree),
                                        wall_time_s=round(time.perf_counter() - t0, 3))
-    publish.write_table(publish.records_frame(nodes), f"{run_url}/tables/context_tree_nodes.parquet")
+    publish.write_validated(nodes, TreeNode, TreeNodesFrame, f"{run_url}/tables/context_tree_nodes.parquet",
+                            "context_tree_nodes")
     publish.write_json(tree_nested(nodes), f"{run_url}/context_tree.json")
     logger.info("context tree: %s", shape)
 
@@ -179,7 +182,7 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
     stage.count(apis)
     stage.wall_time_s = round(time.perf_counter() - t0, 3)
     stats["api_synthesis"] = stage
-    publish.write_table(publish.records_frame(apis), f"{run_url}/tables/apis.parquet")
+    publish.write_validated(apis, APISpec, APIsFrame, f"{run_url}/tables/apis.parquet", "apis")
     pool_counts = merge_into_pool(config.pool, [a for a in apis if a.accepted]) if config.pool else None
     api_report = api_synthesis.pool_report(apis)
     api_report["domain_cap"] = grower.domain_cap
@@ -223,7 +226,7 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
         sink.advance("dialogs", sum(d.accepted for d in decided))
     sink.finish("dialogs")
     stats["dialog_generation"], stats["complexity_loss"], stats["verification"] = gen, loss, ver
-    publish.write_table(publish.records_frame(dialogs), f"{run_url}/tables/dialogs.parquet")
+    publish.write_validated(dialogs, Dialog, DialogsFrame, f"{run_url}/tables/dialogs.parquet", "dialogs")
     publish.write_table(publish.records_frame_dicts(verdicts), f"{run_url}/tables/verdicts.parquet")
 
     # 7. publish the accepted dataset and the manifest (written last: it lists every other file)

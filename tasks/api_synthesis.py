@@ -29,8 +29,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import best_match
 from pydantic import BaseModel
 
 from schemas.llm_outputs import (
@@ -43,6 +41,7 @@ from schemas.llm_outputs import (
 )
 from schemas.records import APISpec, TreeNode
 from tasks.context_tree import domain_of
+from tasks.schema_validity import schema_problem
 from toolace.llm.gateway import LLMGateway
 
 STAGE = "api_synthesis"
@@ -63,8 +62,6 @@ OPERATORS: dict[str, str] = {
 NEST_OPERATOR = "nest_parameters"
 NEST_INSTRUCTION = ("add one structured parameter: an array of objects (e.g. a list of items, each with "
                     "fields) or an object whose fields may hold arrays")
-# One validator of the meta-schema, built once: ``check_schema`` builds a new one per call.
-_META_VALIDATOR = Draft202012Validator(Draft202012Validator.META_SCHEMA)
 CONSTRAINT_KEYS = ("enum", "minimum", "maximum", "pattern", "format", "minItems", "maxItems")
 
 
@@ -266,9 +263,9 @@ def check_definition(api: APISpec) -> str | None:
     if not api.parameters["properties"]:
         return "no parameters"
     for label, schema in (("parameters", api.parameters), ("result", api.result_schema)):
-        error = best_match(_META_VALIDATOR.iter_errors(schema))
-        if error is not None:
-            return f"{label} is not a valid JSON Schema: {error.message}"
+        problem = schema_problem(schema)
+        if problem is not None:
+            return f"{label} is not a valid JSON Schema: {problem}"
     for pname, pschema in api.parameters["properties"].items():
         if pschema.get("enum") == []:
             return f"parameter {pname} has an empty enum"

@@ -27,6 +27,7 @@ from pydantic import BaseModel
 from schemas.llm_outputs import UserTurn
 from schemas.records import SEGMENT_TYPES, APISpec, Dialog, DialogType, SegmentType, ToolCall, Turn
 from tasks.call_format import openai_messages
+from tasks.schema_validity import schema_problem
 from toolace.llm.gateway import LLMCallFailed, LLMGateway
 
 STAGE = "dialog_generation"
@@ -35,6 +36,7 @@ EXPECTED_CALL_CHECK = "expected_tool_call_v1"
 OFFERED_TOOL_CHECK = "offered_tool_v1"
 AGREEMENT_CHECK = "decision_agreement_v1"
 DEPENDENT_CALL_CHECK = "dependent_call_v1"
+API_SCHEMA_CHECK = "api_schema_v1"
 _JSON_SCALARS = ("string", "integer", "number")
 
 
@@ -376,8 +378,19 @@ class DialogBuilder:
         await self.assistant_says("Summarise the function results for the user in one or two sentences.")
         self.dialog.apis_used = list(dict.fromkeys([*self.dialog.apis_used, *used]))
 
+    def _check_offered(self) -> None:
+        """Every offered API must have valid parameter and result schemas (before any LLM request): an
+        imported or pooled API with a broken schema would make the tool agent's answer unverifiable."""
+        for api in self.tools:
+            for label, schema in (("parameter", api.parameters), ("result", api.result_schema)):
+                problem = schema_problem(schema)
+                if problem:
+                    raise _Rejected(API_SCHEMA_CHECK, f"offered API {api.name} ({api.api_id}) has an invalid "
+                                                      f"{label} schema: {problem}")
+
     async def run(self) -> Dialog:
         try:
+            self._check_offered()
             for part, segment in enumerate(self.plan.segments):
                 await self.run_segment(segment, part)
         except _Rejected as exc:

@@ -11,10 +11,12 @@ from collections.abc import Iterable
 from typing import Any
 
 import fsspec
+import pandera.polars as pa
 import polars as pl
 import pyarrow.parquet as pq
 from pydantic import BaseModel
 
+from schemas.frames import validate_table
 from schemas.records import Dialog
 from tasks.call_format import openai_messages, render_calls, toolace_system_prompt
 
@@ -85,7 +87,7 @@ def _column_type(annotation: Any) -> pl.DataType | None:
         return _column_type(args[0])
     if origin is typing.Literal:
         return pl.String()
-    if origin is list and args == [str]:
+    if origin is list and (args == [str] or typing.get_origin(args[0]) is typing.Literal):
         return pl.List(pl.String())
     return _SCALARS.get(annotation)
 
@@ -102,14 +104,19 @@ def model_frame(records: Iterable[BaseModel], model: type[BaseModel]) -> pl.Data
 class TableWriter:
     """Appends batches of records to one parquet file, holding none of the earlier batches."""
 
-    def __init__(self, url: str, model: type[BaseModel]) -> None:
+    def __init__(self, url: str, model: type[BaseModel], frame_model: type[pa.DataFrameModel] | None = None,
+                 table: str = "") -> None:
         self.url, self.model, self.rows = url, model, 0
+        self.frame_model, self.table = frame_model, table or url
         self._handle = fsspec.open(url, "wb").open()
         self._writer = pq.ParquetWriter(self._handle, model_frame([], model).to_arrow().schema)
 
     def write(self, records: list[BaseModel]) -> None:
         if records:
-            self._writer.write_table(model_frame(records, self.model).to_arrow())
+            frame = model_frame(records, self.model)
+            if self.frame_model is not None:
+                validate_table(frame, self.frame_model, self.table)
+            self._writer.write_table(frame.to_arrow())
             self.rows += len(records)
 
     def close(self) -> None:
@@ -121,6 +128,14 @@ class TableWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def write_validated(records: list[BaseModel], model: type[BaseModel], frame_model: type[pa.DataFrameModel],
+                    url: str, table: str) -> pl.DataFrame:
+    """Write one stage table after checking it against its pandera model (nothing written on failure)."""
+    frame = validate_table(model_frame(records, model), frame_model, table)
+    write_table(frame, url)
+    return frame
 
 
 def write_table(frame: pl.DataFrame, url: str) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 from schemas.records import APISpec
 from tasks.dialog_generation import (
     AGREEMENT_CHECK,
+    API_SCHEMA_CHECK,
     DEPENDENT_CALL_CHECK,
     DialogPlan,
     Segment,
@@ -167,3 +168,23 @@ def test_guidance_instruction_reaches_the_user_agent(llm) -> None:
     dialog = run(llm, [plan])[0]
     assert dialog.accepted
     assert any("Phrase it indirectly." in str(r["messages"]) for r in llm.requests)
+
+
+def test_offered_api_with_an_invalid_result_schema_is_rejected_before_any_request(llm) -> None:
+    broken = WEATHER.model_copy(update={"api_id": "a9", "result_schema": {"type": "object",
+                                                                           "properties": {"t": {"type": "celsius"}}}})
+
+    async def main() -> list:
+        gateway = LLMGateway(GatewaySettings(base_url=llm.base_url, model="scripted-model", backoff_base_s=0.01))
+        try:
+            plan = DialogPlan(index=0, dialog_type="single", offered=["a9", "a4"],
+                              segments=[Segment(kind="single", targets=["a9"])])
+            return await generate_dialogs([plan], [broken, RATES], gateway, seed=0)
+        finally:
+            await gateway.aclose()
+
+    dialog = asyncio.run(main())[0]
+    assert dialog.rejected_by == API_SCHEMA_CHECK
+    assert "get_weather (a9) has an invalid result schema" in str(dialog.reason)
+    assert "properties/t/type" in str(dialog.reason)
+    assert llm.requests == []
