@@ -15,6 +15,16 @@ argument, an f-string, a lambda, a comprehension, an operator other than a leadi
 :class:`CallParseError` with the reason. Text over :data:`MAX_TEXT_CHARS` characters or nested deeper than
 :data:`MAX_DEPTH` brackets is refused before or while parsing.
 
+Names that are not Python identifiers, as in the ToolACE release (``Market Trends API``,
+``User Feed (Video Posts) V2``, ``/madlibs-diceware``), are resolved against the offered tool names
+(``tool_names``), longest first, where a call may start; a name not offered but written up to its ``(`` is
+still read (so a check can say it is unknown). Arguments named after Python keywords (``from="2025-01-01"``)
+are read too. Both are done by replacing the name with a placeholder identifier before :mod:`ast` sees the
+text, outside string literals only, and mapping it back afterwards.
+
+JSON-style calls (``{"name": ..., "arguments": {...}}``, lists of them, BFCL's decoded
+``[{"func": {"a": 1}}]``) are read by :func:`parse_json_calls`.
+
 Where the calls sit in other text, the candidates are tried in this order: the whole text, the inside of
 each ```code fence```, then the ``[...]`` spans of the text, outermost first (a span's inner spans are
 tried only when the span itself is not a Python expression, e.g. ``[Answer: [f(a=1)]]``). The first
@@ -25,9 +35,12 @@ raised and no other candidate is looked at (so a bad call is never skipped in fa
 from __future__ import annotations
 
 import ast
+import json
+import keyword
 import math
 import re
 from collections import Counter
+from collections.abc import Collection
 from typing import Any
 
 from schemas.records import ToolCall
@@ -192,21 +205,124 @@ def _value(node: ast.expr, depth: int) -> Any:
     raise CallParseError(f"{_describe(node)} is not a literal value")
 
 
-def _tool_call(node: ast.Call, index: int) -> ToolCall:
+def _tool_call(node: ast.Call, index: int, names: _Names | None = None) -> ToolCall:
     name = _func_name(node.func)
+    if names is not None:
+        name = names.original(name)
     if node.args:
         raise CallParseError(f"{name}: positional argument ({_describe(node.args[0])}); use name=value")
     arguments: dict[str, Any] = {}
-    for keyword in node.keywords:
+    for keyword in node.keywords:  # noqa: F402 (the ast node, not the module)
         if keyword.arg is None:
             raise CallParseError(f"{name}: '**' unpacking is not allowed")
-        if keyword.arg in arguments:
-            raise CallParseError(f"{name}: argument {keyword.arg!r} given twice")
+        arg = names.original(keyword.arg) if names is not None else keyword.arg
+        if arg in arguments:
+            raise CallParseError(f"{name}: argument {arg!r} given twice")
         try:
-            arguments[keyword.arg] = _value(keyword.value, 2)
+            arguments[arg] = _value(keyword.value, 2)
         except CallParseError as exc:
-            raise CallParseError(f"{name}, argument {keyword.arg!r}: {exc}") from None
+            raise CallParseError(f"{name}, argument {arg!r}: {exc}") from None
     return ToolCall(id=f"call_{index}", name=name, arguments=arguments)
+
+
+# ------------------------------------------------------------------------------- names that are not identifiers
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+# A name written up to its "(" with spaces, dashes, slashes... (used when no offered name matches).
+_LOOSE_NAME = re.compile(r"[\w/][\w .\-/:@&+]*[\w.\-/:@&+]|[\w/]")
+_KEYWORD_ARG = re.compile(r"(" + "|".join(sorted(keyword.kwlist, key=len, reverse=True)) + r")\s*=(?!=)")
+_PLACEHOLDER = "_toolace_name_{}_"
+
+
+class _Names:
+    """Placeholders for names ast cannot read: tool names with spaces, dashes, slashes or parentheses,
+    and keyword-named arguments. ``rewrite`` replaces them outside string literals; ``original`` maps back."""
+
+    def __init__(self, tool_names: Collection[str] | None) -> None:
+        self.offered = sorted({n for n in (tool_names or ()) if n}, key=len, reverse=True)
+        self.originals: dict[str, str] = {}
+
+    def _placeholder(self, name: str) -> str:
+        for key, value in self.originals.items():
+            if value == name:
+                return key
+        key = _PLACEHOLDER.format(len(self.originals))
+        self.originals[key] = name
+        return key
+
+    def original(self, name: str) -> str:
+        return self.originals.get(name, name)
+
+    def _name_at(self, text: str, i: int) -> tuple[str, int] | None:
+        """The function name starting at ``i`` (followed by ``(``) and where it ends, when it needs a
+        placeholder."""
+        for name in self.offered:
+            if text.startswith(name, i):
+                j = i + len(name)
+                while j < len(text) and text[j] in " \t":
+                    j += 1
+                if j < len(text) and text[j] == "(":
+                    return (None, 0) if _IDENTIFIER.fullmatch(name) else (name, i + len(name))  # type: ignore[return-value]
+        loose = _LOOSE_NAME.match(text, i)
+        if loose:
+            j = loose.end()
+            while j < len(text) and text[j] in " \t":
+                j += 1
+            name = loose.group(0)
+            if j < len(text) and text[j] == "(" and not _IDENTIFIER.fullmatch(name):
+                return name, loose.end()
+        return None
+
+    def rewrite(self, text: str) -> str:
+        if "(" not in text:
+            return text
+        out: list[str] = []
+        stack: list[str] = []
+        i, n = 0, len(text)
+        expect_name = True  # at the text start, after "[" or "," of the call list
+        expect_arg = False  # after "(" or "," of a call's arguments
+        while i < n:
+            char = text[i]
+            if char in " \t\r\n":
+                out.append(char)
+                i += 1
+                continue
+            if expect_name and len(stack) <= 1 and (not stack or stack[-1] == "]"):
+                found = self._name_at(text, i)
+                if found and found[0]:
+                    out.append(self._placeholder(found[0]))
+                    i = found[1]
+                    expect_name = False
+                    continue
+            if expect_arg and stack and stack[-1] == ")":
+                match = _KEYWORD_ARG.match(text, i)
+                if match:
+                    out.append(self._placeholder(match.group(1)) + text[match.end(1):match.end()])
+                    i = match.end()
+                    expect_arg = False
+                    continue
+            expect_name = expect_arg = False
+            if stack and char in "'\"":
+                quote = char * 3 if text.startswith(char * 3, i) else char
+                j = i + len(quote)
+                while j < n and not text.startswith(quote, j):
+                    j += 2 if text[j] == "\\" else 1
+                j = min(n, j + len(quote))
+                out.append(text[i:j])
+                i = j
+                continue
+            if char in _OPEN and (stack or char == "["):
+                stack.append(_OPEN[char])
+                expect_name = char == "[" and len(stack) == 1
+                expect_arg = char == "("
+            elif char in _CLOSE and stack and char == stack[-1]:
+                stack.pop()
+            elif char == ",":
+                expect_name = len(stack) == 1 and stack[-1] == "]"
+                expect_arg = bool(stack) and stack[-1] == ")"
+            out.append(char)
+            i += 1
+        return "".join(out)
 
 
 # ------------------------------------------------------------------------------------------------ the API
@@ -255,8 +371,9 @@ def _search_spans(text: str, offset: int, reasons: list[str]) -> list[ast.Call] 
     return None
 
 
-def parse_calls(text: str) -> list[ToolCall]:
+def parse_calls(text: str, tool_names: Collection[str] | None = None) -> list[ToolCall]:
     """The calls in a model answer, ids ``call_0``, ``call_1`` ...; ``[]`` alone gives an empty list.
+    ``tool_names`` (the offered tools) lets names that are not identifiers be read, longest first.
 
     Raises :class:`CallParseError` (a ValueError) when no call list is found or one breaks the rules.
     """
@@ -267,6 +384,11 @@ def parse_calls(text: str) -> list[ToolCall]:
     stripped = text.strip()
     if not stripped:
         raise CallParseError("empty text: no function call")
+    deepest, _ = _scan("[" + stripped + "]")
+    if deepest - 1 > MAX_DEPTH:
+        raise CallParseError(f"brackets nested deeper than {MAX_DEPTH} levels")
+    names = _Names(tool_names)
+    stripped = names.rewrite(stripped)
     reasons: list[str] = []
     nodes: list[ast.Call] | None = None
     result = _try(stripped, allow_empty=True)
@@ -286,7 +408,48 @@ def parse_calls(text: str) -> list[ToolCall]:
         nodes = result
     if nodes is None:
         raise CallParseError("no function call list found: " + "; ".join(reasons[:5]))
-    return [_tool_call(node, i) for i, node in enumerate(nodes)]
+    return [_tool_call(node, i, names) for i, node in enumerate(nodes)]
+
+
+def _json_call(entry: Any, index: int) -> ToolCall:
+    if not isinstance(entry, dict):
+        raise CallParseError(f"call {index} is a {type(entry).__name__}, not an object")
+    if "name" in entry:
+        name = entry["name"]
+        arguments = entry.get("arguments", entry.get("parameters", {}))
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments) if arguments.strip() else {}
+            except json.JSONDecodeError as exc:
+                raise CallParseError(f"arguments of {name!r} are not valid JSON: {exc.msg}") from None
+    elif len(entry) == 1:  # BFCL's decoded form {"func": {"a": 1}}
+        name, arguments = next(iter(entry.items()))
+    else:
+        raise CallParseError(f"call {index} has no 'name' and is not a one-key {{name: arguments}} object")
+    if not isinstance(name, str) or not name.strip():
+        raise CallParseError(f"call {index} has no function name")
+    if arguments is None:
+        arguments = {}
+    if not isinstance(arguments, dict):
+        raise CallParseError(f"arguments of {name!r} are a {type(arguments).__name__}, not an object")
+    return ToolCall(id=f"call_{index}", name=name, arguments=arguments)
+
+
+def parse_json_calls(value: Any) -> list[ToolCall]:
+    """JSON-style calls: an object or a list of ``{"name", "arguments"|"parameters"}`` (arguments as an
+    object or a JSON string), or BFCL's ``{"func": {"a": 1}}``. A string is decoded first."""
+    if isinstance(value, str):
+        if len(value) > MAX_TEXT_CHARS:
+            raise CallParseError(f"text is {len(value)} characters, over the {MAX_TEXT_CHARS} limit")
+        deepest, _ = _scan("[" + value + "]")
+        if deepest - 1 > MAX_DEPTH:
+            raise CallParseError(f"brackets nested deeper than {MAX_DEPTH} levels")
+        try:
+            value = json.loads(value)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise CallParseError(f"not valid JSON: {getattr(exc, 'msg', exc)}") from None
+    entries = value if isinstance(value, list) else [value]
+    return [_json_call(entry, i) for i, entry in enumerate(entries)]
 
 
 def _normal(value: Any) -> Any:

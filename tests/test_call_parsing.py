@@ -378,3 +378,67 @@ def test_parsed_answer_matches_the_reference_it_was_rendered_from() -> None:
     answer = 'Sure:\n```python\n[get_time(tz="europe/oslo"), get_weather(days=3.0, city="oslo ")]\n```'
     assert calls_match(parse_calls(answer), reference)
     assert calls_match(parse_calls(render_calls(reference)), reference)
+
+
+# ------------------------------------------------------------------------ names and arguments ast cannot read
+
+OFFERED = ["Market Trends API", "User Feed (Video Posts) V2", "User Feed", "math.factorial", "/madlibs-diceware"]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ('[Market Trends API(trend_type="MARKET_INDEXES")]', [("Market Trends API", {"trend_type": "MARKET_INDEXES"})]),
+    ("[math.factorial(number=5)]", [("math.factorial", {"number": 5})]),
+    ('[User Feed (Video Posts) V2(username="x")]', [("User Feed (Video Posts) V2", {"username": "x"})]),
+    ('[User Feed(username="x")]', [("User Feed", {"username": "x"})]),
+    ("[/madlibs-diceware(nphrase=2)]", [("/madlibs-diceware", {"nphrase": 2})]),
+    ('[f(from="2025-01-01", to="b", class=1, lambda=None)]',
+     [("f", {"from": "2025-01-01", "to": "b", "class": 1, "lambda": None})]),
+    ('Market Trends API(trend_type="x")', [("Market Trends API", {"trend_type": "x"})]),
+    # a name that is not offered is still read up to its "(" (the rule layer then says it is unknown)
+    ('[Unknown Thing(a=1), User Feed(u="a, b(")]', [("Unknown Thing", {"a": 1}), ("User Feed", {"u": "a, b("})]),
+    # names inside string values are left alone
+    ('[f(a="Market Trends API(x)", b="from=1")]', [("f", {"a": "Market Trends API(x)", "b": "from=1"})]),
+])
+def test_names_with_spaces_parentheses_and_keyword_arguments(text: str, expected: list) -> None:
+    assert pairs(parse_calls(text, OFFERED)) == expected
+
+
+def test_every_call_of_the_toolace_release_sample_parses() -> None:
+    import json
+    from pathlib import Path
+
+    sample = Path(__file__).resolve().parents[2] / "shared" / "reference" / "toolace-sample.jsonl"
+    call_turns = calls = 0
+    for line in sample.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        start = row["system"].index("[", row["system"].index("Here is a list of functions"))
+        tools, _ = json.JSONDecoder().raw_decode(row["system"][start:])
+        names = [t["name"] for t in tools]
+        for turn, after in zip(row["conversations"], [*row["conversations"][1:], None], strict=True):
+            if turn["from"] == "assistant" and turn["value"].lstrip().startswith("["):
+                parsed = parse_calls(turn["value"], names)
+                assert parsed and all(c.name in names for c in parsed), turn["value"]
+                if after and after["from"] == "tool":
+                    results = [r["name"] for r in json.loads(after["value"])]
+                    assert sorted(c.name for c in parsed) == sorted(results)
+                call_turns += 1
+                calls += len(parsed)
+    assert (call_turns, calls) == (166, 181)
+
+
+def test_json_style_calls() -> None:
+    text = '[{"name": "f", "arguments": "{\\"a\\": 1}"}, {"name": "g", "parameters": {"b": [2]}}, {"h": {"c": -1}}]'
+    assert pairs(call_parsing.parse_json_calls(text)) == [("f", {"a": 1}), ("g", {"b": [2]}), ("h", {"c": -1})]
+    assert pairs(call_parsing.parse_json_calls({"name": "f", "arguments": None})) == [("f", {})]
+    for bad, reason in [('{"name": "f", "arguments": "{oops"}', "not valid JSON"), ("[1]", "not an object"),
+                        ('{"a": 1, "b": 2}', "no 'name'"), ('{"name": "f", "arguments": [1]}', "not an object"),
+                        ("[" * 10_000 + "]" * 10_000, "nested deeper"), ('{"name": "f"', "not valid JSON")]:
+        with pytest.raises(CallParseError, match=reason):
+            call_parsing.parse_json_calls(bad)
+
+
+def test_hostile_sizes_fail_with_a_reason() -> None:
+    with pytest.raises(CallParseError, match="nested deeper"):
+        parse_calls("[f(a=" + "[" * 10_000 + "]" * 10_000 + ")]", OFFERED)
+    with pytest.raises(CallParseError, match="over the 100000 limit"):
+        parse_calls('[f(a="' + "x" * 5_000_000 + '")]', OFFERED)
