@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from schemas.records import APISpec, Dialog, DialogType, ToolCall, Turn
-from tasks.verification import RULE_CHECKS, Failure, decide, score_dialog
+from tasks.verification import RULE_CHECKS, Context, Failure, RuleLimits, decide, sample_from_dialog, score_dialog
 
 MAX_CHARS = 2000
 
@@ -16,11 +16,11 @@ FORECAST_PARAMS: dict[str, Any] = {
     "type": "object",
     "properties": {
         "city": {"type": "string", "description": "City name"},
-        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
-        "days": {"type": "integer", "minimum": 1, "maximum": 7},
-        "date": {"type": "string", "format": "date"},
+        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"], "description": "Unit"},
+        "days": {"type": "integer", "minimum": 1, "maximum": 7, "description": "Days ahead"},
+        "date": {"type": "string", "format": "date", "description": "First day"},
         "stops": {
-            "type": "array",
+            "type": "array", "description": "Stops on the way",
             "items": {
                 "type": "object",
                 "properties": {"name": {"type": "string"}, "hours": {"type": "integer", "minimum": 0}},
@@ -45,7 +45,8 @@ def api(name: str, parameters: dict[str, Any] | None = None, result: dict[str, A
 
 FORECAST = api("get_forecast")
 CONVERT = api("convert_temperature",
-              {"type": "object", "properties": {"value": {"type": "number"}}, "required": ["value"]},
+              {"type": "object", "properties": {"value": {"type": "number", "description": "Degrees"}},
+               "required": ["value"]},
               {"type": "object", "properties": {"value": {"type": "number"}}, "required": ["value"]})
 
 GOOD_ARGS: dict[str, Any] = {
@@ -98,17 +99,20 @@ def reason_of(d: Dialog, check: str, max_chars: int = MAX_CHARS) -> str:
 
 def test_rule_check_names() -> None:
     assert [c.name for c in RULE_CHECKS] == [
-        "tool_name_exists_v1", "required_params_v1", "unknown_params_v1", "argument_values_v1",
-        "tool_result_schema_v1", "role_order_v1", "call_response_names_v1", "non_empty_turns_v1",
-        "response_length_v1", "invalid_characters_v1", "single_language_v1", "dialog_type_v2",
+        "tool_fields_v1", "tool_schema_v1", "call_syntax_v1", "tool_name_exists_v1", "required_params_v1",
+        "unknown_params_v1", "argument_values_v1", "argument_length_v1", "tool_result_schema_v1", "role_order_v2",
+        "tool_turn_follows_call_v1", "call_response_names_v1", "output_format_v1", "non_empty_turns_v1",
+        "response_length_v1", "invalid_characters_v1", "single_language_v1", "response_complete_v1",
+        "dialog_type_v2",
     ]
 
 
 def test_valid_dialog_passes_every_check() -> None:
     d = single_dialog()
     assert score_dialog(d, MAX_CHARS) == []
+    ctx = Context.of(sample_from_dialog(d), RuleLimits())
     for check in RULE_CHECKS:
-        assert check.run(d, MAX_CHARS) is None, check.name
+        assert check.run(ctx) is None, check.name
 
 
 def test_valid_minimal_arguments() -> None:
@@ -183,52 +187,53 @@ def test_tool_result_schema(content: str) -> None:
 
 def test_role_order_tool_turn_without_call() -> None:
     d = dialog([user("Hi"), result("c9"), answer("Hello!")], dialog_type="non_tool")
-    assert checks(d) == ["role_order_v1"]
-    assert "without a matching call" in reason_of(d, "role_order_v1")
+    assert checks(d) == ["tool_turn_follows_call_v1"]
+    assert "without a matching call" in reason_of(d, "tool_turn_follows_call_v1")
 
 
 def test_role_order_starts_with_assistant() -> None:
     d = dialog([answer("Hello, how can I help?"), user("Hi"), answer("Hello!")], dialog_type="non_tool")
-    assert checks(d) == ["role_order_v1"]
-    assert "start with a user turn" in reason_of(d, "role_order_v1")
+    assert checks(d) == ["role_order_v2"]
+    assert "start with a user turn" in reason_of(d, "role_order_v2")
 
 
 def test_role_order_call_without_response() -> None:
     d = dialog([user(), call(tc()), answer()])
-    assert checks(d) == ["role_order_v1"]
-    assert "c1" in reason_of(d, "role_order_v1")
+    assert checks(d) == ["role_order_v2"]
+    assert "c1" in reason_of(d, "role_order_v2")
 
 
 def test_role_order_one_of_two_parallel_calls_unanswered() -> None:
     d = dialog([user(), call(tc("c1"), tc("c2")), result("c1"), answer()], dialog_type="parallel")
-    assert checks(d) == ["role_order_v1"]
-    assert "c2" in reason_of(d, "role_order_v1")
+    assert checks(d) == ["role_order_v2"]
+    assert "c2" in reason_of(d, "role_order_v2")
 
 
 def test_role_order_ends_with_call() -> None:
     d = dialog([user(), call(tc())])
-    assert "role_order_v1" in checks(d)
-    assert "end with an assistant answer" in reason_of(d, "role_order_v1")
+    assert "response_complete_v1" in checks(d)
+    assert "ends with a call" in reason_of(d, "response_complete_v1")
 
 
 def test_role_order_ends_with_user() -> None:
     d = dialog([user("Hi"), answer("Hello"), user("Bye")], dialog_type="non_tool")
-    assert checks(d) == ["role_order_v1"]
+    assert checks(d) == ["role_order_v2"]
 
 
 def test_role_order_two_users_in_a_row() -> None:
     d = dialog([user("Hi"), user("Hello?"), answer("Hello!")], dialog_type="non_tool")
-    assert checks(d) == ["role_order_v1"]
-    assert "two user turns" in reason_of(d, "role_order_v1")
+    assert checks(d) == ["role_order_v2"]
+    assert "two user turns" in reason_of(d, "role_order_v2")
 
 
 def test_role_order_duplicate_response() -> None:
     d = dialog([user(), call(tc()), result(), result(), answer()])
-    assert checks(d) == ["role_order_v1"]
+    assert checks(d) == ["tool_turn_follows_call_v1"]
+    assert "second tool response" in reason_of(d, "tool_turn_follows_call_v1")
 
 
 def test_role_order_empty_dialog() -> None:
-    assert "role_order_v1" in checks(dialog([], dialog_type="non_tool"))
+    assert "role_order_v2" in checks(dialog([], dialog_type="non_tool"))
 
 
 # --------------------------------------------------------------------------------------------- other checks
@@ -388,7 +393,7 @@ def test_decide_rejects_with_first_failure() -> None:
     del args["city"]
     d = dialog([user(), call(tc(**{**args, "colour": "red"})), answer()])
     failures = score_dialog(d, MAX_CHARS)
-    assert [f.check for f in failures] == ["required_params_v1", "unknown_params_v1", "role_order_v1"]
+    assert [f.check for f in failures] == ["required_params_v1", "unknown_params_v1", "role_order_v2"]
     decided = decide(d, failures)
     assert decided is d
     assert decided.status == "rejected"
@@ -406,6 +411,6 @@ def test_decide_keeps_dialog_without_failures() -> None:
 def test_decide_does_not_overwrite_earlier_rejection() -> None:
     d = single_dialog()
     d.reject("structured_output_v1", "no answer")
-    decided = decide(d, [Failure("role_order_v1", "bad order")])
+    decided = decide(d, [Failure(check="role_order_v2", reason="bad order")])
     assert decided.rejected_by == "structured_output_v1"
     assert decided.reason == "no answer"
