@@ -136,9 +136,3 @@ class UserTurn(_Answer):
         description="What the user says, in the user's own words"
     )
 
-
-class JudgeVerdict(_Answer):
-    """Model-layer verification: one sub-question answered by an LLM expert."""
-
-    passed: bool
-    reason: Sentence
