@@ -218,7 +218,9 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
                                           gen, loss)
         t0 = time.perf_counter()
         ready_ids = {d.dialog_id for d in generated if d.accepted}
-        decided, batch_verdicts = verify_batch(scope, generated, config.max_assistant_chars)
+        (decided, batch_verdicts), llm = verify_batch(scope, generated, settings, config.max_assistant_chars,
+                                                      config.model_checks, config.judge_votes)
+        ver = ver.add(llm)
         ver.count([d for d in decided if d.dialog_id in ready_ids])
         ver.wall_time_s = round(ver.wall_time_s + time.perf_counter() - t0, 3)
         dialogs.extend(decided)
@@ -228,6 +230,7 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
     stats["dialog_generation"], stats["complexity_loss"], stats["verification"] = gen, loss, ver
     publish.write_validated(dialogs, Dialog, DialogsFrame, f"{run_url}/tables/dialogs.parquet", "dialogs")
     publish.write_table(publish.records_frame_dicts(verdicts), f"{run_url}/tables/verdicts.parquet")
+    verification_report = failures_per_check(verdicts)
 
     # 7. publish the accepted dataset and the manifest (written last: it lists every other file)
     t0 = time.perf_counter()
@@ -250,23 +253,48 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
         "self_guidance": {"bounds": bounds.model_dump() if bounds else None, "note": guidance_note,
                           "rounds": config.guidance_rounds},
         "api_pool": {"url": config.pool, "apis_before": len(pooled), **pool_counts} if pool_counts else None,
+        "verification": verification_report,
         "dataset": {"dialogs": len(accepted), "toolace": "dataset/toolace.jsonl", "openai": "dataset/openai.jsonl"},
         "files": publish.file_listing(run_url),
     }
     publish.write_json(manifest, f"{run_url}/manifest.json")
-    _report(run_id, run_url, stats, len(accepted))
+    _report(run_id, run_url, stats, len(accepted), verification_report)
     return {"run_id": run_id, "run_dir": run_url, "accepted_dialogs": len(accepted),
             "stages": {name: stats[name].model_dump() for name in STAGES}}
 
 
-def _report(run_id: str, run_url: str, stats: dict[str, StageStats], accepted: int) -> None:
-    """Prefect artifacts for the UI: a stage table and a short markdown summary."""
+def failures_per_check(verdicts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every failure of both layers counted per check (a dialog may fail several), over the dialogs that
+    reached verification."""
+    checked = [v for v in verdicts if v["generated"]]
+    per_check: dict[str, dict[str, Any]] = {}
+    for row in checked:
+        for failure in row["failures"]:
+            entry = per_check.setdefault(failure["check"], {"layer": failure["layer"], "dialogs": 0})
+            entry["dialogs"] += 1
+    return {"dialogs_checked": len(checked), "passed": sum(v["passed"] for v in checked),
+            "rules_passed": sum(v["rules_passed"] for v in checked),
+            "model_judged": sum(v["model_judged"] for v in checked),
+            "failures_per_check": dict(sorted(per_check.items(), key=lambda kv: -kv[1]["dialogs"]))}
+
+
+def _report(run_id: str, run_url: str, stats: dict[str, StageStats], accepted: int,
+            verification_report: dict[str, Any]) -> None:
+    """Prefect artifacts for the UI: a stage table, failures per check and a short markdown summary."""
     rows = [{"stage": name, **{k: v for k, v in stats[name].model_dump().items() if k != "rejected_by"},
              "rejected_by": ", ".join(f"{c}={n}" for c, n in stats[name].rejected_by.items())}
             for name in STAGES]
     create_table_artifact(rows, key="toolace-stages", description=f"Stage counts of run {run_id}")
+    failures = verification_report["failures_per_check"]
+    create_table_artifact([{"check": c, **v} for c, v in failures.items()] or [{"check": "(none)", "dialogs": 0}],
+                          key="toolace-verification", description=f"Verification failures per check, run {run_id}")
+    lines = "\n".join(f"| `{c}` | {v['layer']} | {v['dialogs']} |" for c, v in failures.items())
     create_markdown_artifact(
-        f"# ToolACE run `{run_id}`\n\n**{accepted}** accepted dialogs in `{run_url}/dataset/`.\n",
+        f"# ToolACE run `{run_id}`\n\n**{accepted}** accepted dialogs in `{run_url}/dataset/`.\n\n"
+        f"## Verification\n\n{verification_report['dialogs_checked']} dialogs checked: "
+        f"{verification_report['rules_passed']} passed the rules, {verification_report['model_judged']} were "
+        f"judged by the model layer, {verification_report['passed']} passed both.\n\n"
+        f"| check | layer | dialogs failing |\n|---|---|---|\n{lines}\n",
         key="toolace-summary", description="Run summary")
 
 

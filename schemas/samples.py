@@ -50,7 +50,7 @@ class SampleTurn(Turn):
 class Sample(BaseModel):
     index: int = Field(description="Position in the input (0-based), the verdict's order")
     id: str
-    format: FormatName
+    format: FormatName | None = Field(None, description="The format it was read in (None: not detected)")
     system: str | None = None
     tools: list[ToolSpec] = Field(default_factory=list)
     turns: list[SampleTurn] = Field(default_factory=list)

@@ -16,7 +16,17 @@ from prefect import task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from schemas.records import APISpec, Dialog, Document, MinedDocument, StageStats, TreeNode
-from tasks import api_synthesis, call_parsing, context_tree, dialog_generation, mining, self_guidance, verification
+from tasks import (
+    api_synthesis,
+    call_parsing,
+    context_tree,
+    dialog_generation,
+    dialog_verification,
+    mining,
+    model_judges,
+    self_guidance,
+    verification,
+)
 from tasks.complexity import LossScorer
 from tasks.text_embedding import shared_embedder
 from toolace.llm.gateway import GatewaySettings, LLMGateway
@@ -105,7 +115,7 @@ def probe_batch(run_scope: str, dialogs: list[Dialog], target_model: str) -> lis
     rows: list[dict[str, Any]] = []
     for (dialog, _), answer in zip(probes, answers, strict=True):
         try:
-            predicted = call_parsing.parse_calls(answer)
+            predicted = call_parsing.parse_calls(answer, [t.name for t in dialog.tools])
             correct, error = call_parsing.calls_match(predicted, self_guidance.reference_calls(dialog)), None
         except call_parsing.CallParseError as exc:
             correct, error = False, str(exc)
@@ -114,15 +124,15 @@ def probe_batch(run_scope: str, dialogs: list[Dialog], target_model: str) -> lis
     return rows
 
 
-@task(name="verify-dialogs", persist_result=True, cache_policy=INPUTS + TASK_SOURCE)
-def verify_batch(run_scope: str, dialogs: list[Dialog],
-                 max_assistant_chars: int) -> tuple[list[Dialog], list[dict[str, Any]]]:
-    verdicts, decided = [], []
-    for dialog in dialogs:
-        dialog = dialog.model_copy(deep=True)
-        failures = verification.score_dialog(dialog, max_assistant_chars) if dialog.accepted else []
-        verdicts.append({"dialog_id": dialog.dialog_id, "generated": dialog.accepted,
-                         "passed": dialog.accepted and not failures,
-                         "failures": [{"check": f.check, "reason": f.reason} for f in failures]})
-        decided.append(verification.decide(dialog, failures))
-    return decided, verdicts
+@task(name="verify-dialogs", **BATCH_TASK)
+def verify_batch(run_scope: str, dialogs: list[Dialog], settings: GatewaySettings, max_assistant_chars: int,
+                 model_checks: bool = True,
+                 judge_votes: int = 1) -> tuple[tuple[list[Dialog], list[dict[str, Any]]], StageStats]:
+    """Rule layer, then (``model_checks``) the LLM judges on the dialogs the rules passed."""
+    limits = verification.RuleLimits(max_assistant_chars=max_assistant_chars)
+
+    async def work(gateway: LLMGateway) -> tuple[list[Dialog], list[dict[str, Any]]]:
+        return await dialog_verification.verify_dialogs(dialogs, gateway if model_checks else None, limits,
+                                                        judge_votes)
+
+    return _run_with_gateway(settings, model_judges.STAGE, work)  # type: ignore[arg-type, return-value]

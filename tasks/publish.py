@@ -25,7 +25,8 @@ MANIFEST_PACKAGES = ("toolace-platform", "prefect", "openai", "torch", "transfor
 
 
 def _meta(dialog: Dialog) -> dict[str, Any]:
-    return {"domain": dialog.domain, "dialog_type": dialog.dialog_type, "apis_used": dialog.apis_used,
+    return {"domain": dialog.domain, "dialog_type": dialog.dialog_type, "segments": dialog.segments,
+            "apis_used": dialog.apis_used,
             "complexity_loss": dialog.complexity_loss, "apis_offered": [t.name for t in dialog.tools]}
 
 

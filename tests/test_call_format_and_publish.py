@@ -248,7 +248,8 @@ def test_toolace_row(parallel_dialog: Dialog) -> None:
     assert all(isinstance(c["value"], str) for c in conv)
 
     assert row["meta"] == {
-        "domain": "Weather", "dialog_type": "parallel", "apis_used": ["get_weather", "get_time"],
+        "domain": "Weather", "dialog_type": "parallel", "segments": [],
+        "apis_used": ["get_weather", "get_time"],
         "complexity_loss": 1.25, "apis_offered": ["get_weather", "get_time"],
     }
     json.dumps(row)  # serialisable as one JSONL line

@@ -17,8 +17,9 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
 def run_flow(llm: Any, out: Path, **overrides: Any) -> dict[str, Any]:
-    config = RunConfig(llm_base_url=llm.base_url, llm_model="scripted-model", out=str(out), apis=4, dialogs=6,
-                       target_model=None, run_id="run-a", batch_size=4, **overrides)
+    settings: dict[str, Any] = {"apis": 4, "dialogs": 6, "target_model": None, "run_id": "run-a",
+                                "batch_size": 4, **overrides}
+    config = RunConfig(llm_base_url=llm.base_url, llm_model="scripted-model", out=str(out), **settings)
     return toolace_pipeline(config)
 
 
@@ -123,3 +124,39 @@ def test_run_starts_from_an_api_pool_and_grows_it(llm, tmp_path):
     offered = {name for row in read_jsonl(tmp_path / "out" / "runs" / "run-a" / "dataset" / "openai.jsonl")
                for name in row["meta"]["apis_offered"]}
     assert offered & {api.name for api in imported}  # dialogs draw tools from the pool too
+
+
+def test_model_layer_rejections_are_stored_and_reported(llm, tmp_path):
+    """A judge that fails dialogs rejects them after the rules passed them; the verdicts keep every failure
+    with its layer, the dialogs keep the judge's raw output, the manifest counts failures per check."""
+    from tests.scripted_llm_server import schema_name
+
+    llm.script(lambda body: {"json": {"reason": "The answer ignores the tool result.", "passed": False}}
+               if schema_name(body) == "ConsistencyAnswer" else None)
+    summary = run_flow(llm, tmp_path, dialogs=2)
+    run_dir = tmp_path / "runs" / "run-a"
+    assert summary["accepted_dialogs"] == 0
+    dialogs = pl.read_parquet(run_dir / "tables" / "dialogs.parquet")
+    judged = dialogs.filter(pl.col("rejected_by") == "llm_consistency_v1")
+    assert judged.height > 0
+    assert all("ignores the tool result" in r for r in judged["reason"])
+    assert all(any("ignores the tool result" in raw for raw in raws) for raws in judged["raw_outputs"])
+    verdicts = pl.read_parquet(run_dir / "tables" / "verdicts.parquet")
+    model_failures = [f for fs in verdicts["failures"] for f in json.loads(fs) if f["layer"] == "model"]
+    assert model_failures and {f["check"] for f in model_failures} == {"llm_consistency_v1"}
+    report = json.loads((run_dir / "manifest.json").read_text())["verification"]
+    assert report["failures_per_check"]["llm_consistency_v1"]["layer"] == "model"
+    assert report["failures_per_check"]["llm_consistency_v1"]["dialogs"] == judged.height
+    assert report["model_judged"] >= judged.height and report["passed"] == 0
+    assert json.loads((run_dir / "manifest.json").read_text())["stages"]["verification"]["llm_requests"] > 0
+
+
+def test_model_layer_can_be_switched_off(llm, tmp_path):
+    from tests.conftest import JUDGE_SCHEMAS
+    from tests.scripted_llm_server import schema_name
+
+    summary = run_flow(llm, tmp_path, model_checks=False)
+    assert summary["accepted_dialogs"] == 6
+    assert not [r for r in llm.requests if schema_name(r) in JUDGE_SCHEMAS]
+    report = json.loads((tmp_path / "runs" / "run-a" / "manifest.json").read_text())["verification"]
+    assert report["model_judged"] == 0

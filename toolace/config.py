@@ -99,6 +99,8 @@ class RunConfig(BaseModel):
         True, description="Keep dialogs still outside the loss bounds after the last round (else reject them)"
     )
     max_assistant_chars: int = Field(2000, ge=50)
+    model_checks: bool = Field(True, description="Run the LLM judges (model layer) on dialogs the rules passed")
+    judge_votes: int = Field(1, ge=1, description="Votes per LLM judge; a strict majority of answers must pass")
 
     @field_validator("target_model", mode="before")
     @classmethod
