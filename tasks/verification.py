@@ -228,8 +228,8 @@ def _short(text: str, limit: int = 200) -> str:
 
 
 def _ends_with_answer_required(ctx: Context) -> bool:
-    """Our own dialogs, and any sample with tool responses, must end with an assistant answer; a
-    call-only sample (xLAM, BFCL: the calls are the target) may end with its calls."""
+    """In our own dialogs, and any sample with tool responses, a call is answered by tool turns before the
+    dialog goes on; a call-only sample (xLAM, BFCL: the calls are the target) has no tool turns."""
     return ctx.sample.dialog_type is not None or any(t.role == "tool" for t in ctx.turns)
 
 
@@ -349,11 +349,13 @@ def check_characters(ctx: Context) -> str | None:
 
 
 def check_complete(ctx: Context) -> str | None:
-    """The dialog is finished: no tool result left without the assistant's answer to it."""
+    """The dialog is finished: no tool result left without the assistant's answer to it. Our own dialogs
+    must also end with an answer; in other datasets a final call is the training target (ToolACE's release
+    and xLAM/BFCL samples end with one), so it is complete."""
     turns = ctx.turns
     if turns and turns[-1].role == "tool":
         return "the dialog ends with a tool response: the assistant's answer to it is missing"
-    if turns and turns[-1].role == "assistant" and turns[-1].tool_calls and _ends_with_answer_required(ctx):
+    if turns and turns[-1].role == "assistant" and turns[-1].tool_calls and ctx.sample.dialog_type is not None:
         return "the dialog ends with a call: its response and the answer are missing"
     return None
 

@@ -138,6 +138,79 @@ def import_apis(
                f"rejected {counts['rejected']}: {pool}")
 
 
+FORMAT_NAMES = ("auto", "toolace", "openai", "sharegpt", "xlam", "bfcl")
+
+
+@app.command()
+def verify(
+    input_path: Annotated[str, typer.Argument(metavar="INPUT", help="Dataset: JSON, JSONL or parquet; path or "
+                                              "fsspec URL (s3://...)")],
+    format_: Annotated[str, typer.Option("--format", help="auto|toolace|openai|sharegpt|xlam|bfcl")] = "auto",
+    checks: Annotated[str, typer.Option(help="rules (rule layer) or all (rules, then the LLM judges on the "
+                                        "samples the rules passed)")] = "rules",
+    output: Annotated[str | None, typer.Option(help="Verdicts JSONL (path or URL) [default: stdout]")] = None,
+    llm_base_url: Annotated[str | None, typer.Option(
+        help="Endpoint for --checks all; unset = embedded SmolLM2 [env: OPENAI_BASE_URL]")] = None,
+    llm_model: Annotated[str | None, typer.Option(help="Model name at the endpoint")] = None,
+    votes: Annotated[int, typer.Option(help="Votes per LLM judge (strict majority must pass)")] = 1,
+    concurrency: Annotated[int, typer.Option(help="Maximum LLM requests in flight")] = 8,
+    max_assistant_chars: Annotated[int, typer.Option(help="Longest assistant answer accepted")] = 2000,
+) -> None:
+    """Verify any dataset: one verdict per sample, in input order, then a summary. Exits 0 when the input
+    was read, whatever the verdicts."""
+    from tasks.dataset_verification import summary_lines, verify_dataset
+    from tasks.verification import RuleLimits
+    from toolace.llm.gateway import GatewaySettings
+
+    if format_ not in FORMAT_NAMES:
+        _fail(f"unknown --format {format_!r}: choose one of {', '.join(FORMAT_NAMES)}")
+    if checks not in ("rules", "all"):
+        _fail(f"unknown --checks {checks!r}: choose rules or all")
+    if votes < 1:
+        _fail("--votes must be at least 1")
+    limits = RuleLimits(max_assistant_chars=max_assistant_chars)
+    try:
+        if checks == "rules":
+            summary = verify_dataset(input_path, format_, output, "rules", None, limits,
+                                     out=None if output else sys.stdout)
+        else:
+            from toolace.llm.endpoint import llm_endpoint
+
+            base_url = llm_base_url or os.environ.get("OPENAI_BASE_URL")
+            with llm_endpoint(base_url, llm_model) as endpoint:
+                settings = GatewaySettings(base_url=endpoint.base_url, model=endpoint.model, concurrency=concurrency)
+                summary = verify_dataset(input_path, format_, output, "all", settings, limits, votes,
+                                         out=None if output else sys.stdout)
+    except UserError as exc:
+        _fail(str(exc))
+        return
+    for line in summary_lines(summary):
+        typer.echo(line, err=output is None)
+
+
+@app.command()
+def convert(
+    input_path: Annotated[str, typer.Argument(metavar="INPUT", help="Dataset: JSON, JSONL or parquet; path or URL")],
+    to: Annotated[str, typer.Option(help="toolace|openai|sharegpt|xlam|bfcl")],
+    output: Annotated[str, typer.Option(help="Where to write (.jsonl, .json or .parquet; path or URL)")],
+    format_: Annotated[str, typer.Option("--format", help="Input format: auto|toolace|openai|sharegpt|xlam|bfcl")]
+    = "auto",
+) -> None:
+    """Convert a dataset between formats, losing nothing the target format can hold."""
+    from tasks.dataset_formats import convert as convert_dataset
+
+    if format_ not in FORMAT_NAMES:
+        _fail(f"unknown --format {format_!r}: choose one of {', '.join(FORMAT_NAMES)}")
+    if to not in FORMAT_NAMES[1:]:
+        _fail(f"unknown --to {to!r}: choose one of {', '.join(FORMAT_NAMES[1:])}")
+    try:
+        counts = convert_dataset(input_path, format_, output, to)  # type: ignore[arg-type]
+    except UserError as exc:
+        _fail(str(exc))
+        return
+    typer.echo(", ".join(f"{k} {v}" for k, v in counts.items()) + f": {output}")
+
+
 @app.command("serve-llm")
 def serve_llm(
     host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
