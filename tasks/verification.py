@@ -60,6 +60,24 @@ class _Tool:
     spec: ToolSpec
     schema: dict[str, Any]
     schema_error: str | None
+    key: str  # the parameters as canonical JSON: the cache key of everything derived from them
+
+
+@lru_cache(maxsize=8192)
+def _read_parameters(key: str) -> tuple[dict[str, Any], str | None]:
+    """(the parameters as JSON Schema, what is wrong with them): once per distinct definition."""
+    raw = json.loads(key)
+    schema = to_json_schema(raw) if raw else {"type": "object", "properties": {}}
+    return schema, _schema_error(raw, schema)
+
+
+@lru_cache(maxsize=8192)
+def _arguments_validator(key: str) -> Draft202012Validator:
+    """Validator of a tool's arguments: ``required`` is left to required_params_v1, unknown names to
+    unknown_params_v1, so each failure is reported once, by its own check."""
+    schema, _ = _read_parameters(key)
+    return Draft202012Validator({k: v for k, v in schema.items() if k not in ("required", "additionalProperties")},
+                                format_checker=_FORMAT_CHECKER)
 
 
 @dataclass
@@ -74,8 +92,12 @@ class Context:
     def of(cls, sample: Sample, limits: RuleLimits) -> Context:
         ctx = cls(sample, limits)
         for spec in sample.tools:
-            schema = to_json_schema(spec.parameters) if spec.parameters else {"type": "object", "properties": {}}
-            ctx.tools.setdefault(spec.name, _Tool(spec, schema, _schema_error(spec.parameters, schema)))
+            try:
+                key = json.dumps(spec.parameters, sort_keys=True, ensure_ascii=False)
+            except (TypeError, ValueError, RecursionError):
+                key = "{}"
+            schema, error = _read_parameters(key)
+            ctx.tools.setdefault(spec.name, _Tool(spec, schema, error, key))
         return ctx
 
     @property
@@ -190,9 +212,8 @@ def check_argument_values(ctx: Context) -> str | None:
         tool = ctx.tools.get(call.name)
         if tool is None or tool.schema_error:
             continue
-        schema = {k: v for k, v in tool.schema.items() if k not in ("required", "additionalProperties")}
-        validator = _validator(json.dumps(schema, sort_keys=True, ensure_ascii=False))
-        errors = sorted(validator.iter_errors(call.arguments), key=lambda e: [str(p) for p in e.path])
+        errors = sorted(_arguments_validator(tool.key).iter_errors(call.arguments),
+                        key=lambda e: [str(p) for p in e.path])
         error = errors[0] if errors else None
         if error is not None:
             where = "/".join(str(p) for p in error.path) or "arguments"

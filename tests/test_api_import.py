@@ -11,18 +11,10 @@ from jsonschema import Draft202012Validator, SchemaError
 from typer.testing import CliRunner
 
 from tasks.api_import import (
-    _META_ANY_ARRAY,
-    _META_ANY_STRING,
-    _META_ANYTHING,
-    _META_SUBSCHEMA,
-    _META_SUBSCHEMA_LISTS,
-    _META_SUBSCHEMA_MAPS,
     _YAML_LOADER,
     MAX_NESTING,
     REF_CHECK,
     SCHEMA_CHECK,
-    _meta_keywords,
-    _SchemaChecker,
     apis_from_function_list,
     apis_from_openapi,
     dialect_type,
@@ -30,6 +22,16 @@ from tasks.api_import import (
     read_api_file,
     read_pool,
 )
+from tasks.schema_validity import (
+    _META_ANY_ARRAY,
+    _META_ANY_STRING,
+    _META_ANYTHING,
+    _META_SUBSCHEMA,
+    _META_SUBSCHEMA_LISTS,
+    _META_SUBSCHEMA_MAPS,
+    _meta_keywords,
+)
+from tasks.schema_validity import SchemaChecker as _SchemaChecker
 from toolace.cli import app
 from toolace.errors import UserError
 
