@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import random
 import secrets
 import time
@@ -15,7 +17,7 @@ from prefect.artifacts import create_image_artifact, create_markdown_artifact, c
 
 from schemas.frames import APIsFrame, DialogsFrame, DocumentsFrame, TreeNodesFrame
 from schemas.records import APISpec, Dialog, MinedDocument, StageStats, TreeNode
-from tasks import api_synthesis, dialog_generation, publish
+from tasks import api_synthesis, dialog_generation, publish, run_storage
 from tasks.api_import import merge_into_pool, read_pool
 from tasks.context_tree import tree_nested, tree_shape
 from tasks.corpus import iter_documents
@@ -80,6 +82,14 @@ def toolace_pipeline(config: RunConfig, endpoint: Endpoint | None = None) -> dic
     """
     run_id = config.run_id or new_run_id()
     config = config.model_copy(update={"run_id": run_id})
+    run_storage.configure_s3(config.s3_endpoint_url)
+    run_storage.check_storage(config.out)  # wrong credentials, no bucket, no endpoint: fail before any work
+    location = run_storage.RunLocation(config.out, run_id)
+    if run_storage.is_published(location):  # a published run is never written again
+        manifest = run_storage.read_json(f"{location.published}/manifest.json")
+        get_run_logger().info("run %s is already published at %s: nothing to do", run_id, location.published)
+        return {"run_id": run_id, "run_dir": location.published, "accepted_dialogs": manifest["dataset"]["dialogs"],
+                "stages": manifest["stages"], "already_published": True}
     if endpoint is not None:
         return run_stages(config, endpoint)
     with llm_endpoint(config.llm_base_url, config.llm_model) as resolved:
@@ -89,7 +99,8 @@ def toolace_pipeline(config: RunConfig, endpoint: Endpoint | None = None) -> dic
 def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
     logger = get_run_logger()
     run_id = str(config.run_id)
-    run_url = f"{config.out.rstrip('/')}/runs/{run_id}"
+    location = run_storage.RunLocation(config.out, run_id)
+    run_url = location.staging  # everything is written here; promoted to runs/<run-id>/ at the end
     settings = gateway_settings_from(config, endpoint.base_url, endpoint.model, cache_dir_for(config.out))
     scope = f"{run_url}:{endpoint.model}"  # the Prefect cache key: this run folder and model only
     sink = progress.sink()
@@ -257,9 +268,13 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
         "dataset": {"dialogs": len(accepted), "toolace": "dataset/toolace.jsonl", "openai": "dataset/openai.jsonl"},
         "files": publish.file_listing(run_url),
     }
-    publish.write_json(manifest, f"{run_url}/manifest.json")
-    _report(run_id, run_url, stats, len(accepted), verification_report)
-    return {"run_id": run_id, "run_dir": run_url, "accepted_dialogs": len(accepted),
+    manifest["status"] = "promoted"
+    manifest_bytes = json.dumps(manifest, ensure_ascii=False, indent=2, default=str).encode()
+    publish.write_bytes(manifest_bytes, f"{run_url}/manifest.json")
+    pointer = run_storage.promote(location, hashlib.sha256(manifest_bytes).hexdigest())
+    logger.info("run %s promoted to %s; %s points at it", run_id, location.published, location.latest)
+    _report(run_id, location.published, stats, len(accepted), verification_report)
+    return {"run_id": run_id, "run_dir": pointer["url"], "accepted_dialogs": len(accepted),
             "stages": {name: stats[name].model_dump() for name in STAGES}}
 
 

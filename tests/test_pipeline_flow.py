@@ -16,7 +16,7 @@ from toolace.config import RunConfig
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
-def run_flow(llm: Any, out: Path, **overrides: Any) -> dict[str, Any]:
+def run_flow(llm: Any, out: Path | str, **overrides: Any) -> dict[str, Any]:
     settings: dict[str, Any] = {"apis": 4, "dialogs": 6, "target_model": None, "run_id": "run-a",
                                 "batch_size": 4, **overrides}
     config = RunConfig(llm_base_url=llm.base_url, llm_model="scripted-model", out=str(out), **settings)
@@ -160,3 +160,27 @@ def test_model_layer_can_be_switched_off(llm, tmp_path):
     assert not [r for r in llm.requests if schema_name(r) in JUDGE_SCHEMAS]
     report = json.loads((tmp_path / "runs" / "run-a" / "manifest.json").read_text())["verification"]
     assert report["model_judged"] == 0
+
+
+def test_run_on_s3_is_staged_then_promoted(llm, s3_server):
+    """Every path a URL: the run writes to s3://.../staging/<id>/, is copied to runs/<id>/ and latest.json
+    is written last; the manifest lists every file with its size and checksum."""
+    import s3fs
+
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": s3_server}, skip_instance_cache=True)
+    fs.mkdir("flow-bucket")
+    summary = run_flow(llm, "s3://flow-bucket/toolace", s3_endpoint_url=s3_server, dialogs=2)
+    assert summary["run_dir"] == "s3://flow-bucket/toolace/runs/run-a"
+    assert not fs.exists("flow-bucket/toolace/staging/run-a")
+    pointer = json.loads(fs.cat("flow-bucket/toolace/latest.json"))
+    assert pointer["run_id"] == "run-a"
+    manifest_bytes = fs.cat("flow-bucket/toolace/runs/run-a/manifest.json")
+    import hashlib
+
+    assert pointer["manifest_sha256"] == hashlib.sha256(manifest_bytes).hexdigest()
+    manifest = json.loads(manifest_bytes)
+    assert manifest["status"] == "promoted"
+    for entry in manifest["files"]:
+        assert fs.size(f"flow-bucket/toolace/runs/run-a/{entry['path']}") == entry["bytes"]
+    again = run_flow(llm, "s3://flow-bucket/toolace", s3_endpoint_url=s3_server, dialogs=2)
+    assert again["already_published"] is True

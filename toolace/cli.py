@@ -36,7 +36,10 @@ def run(
     text_column: Annotated[str | None, typer.Option(help="Text field of JSONL/parquet corpora [default: text]")] = None,
     reuse_mined: Annotated[bool | None, typer.Option(
         "--reuse-mined/--remine", help="Reuse mining results of earlier runs under --out [default: reuse]")] = None,
-    out: Annotated[str | None, typer.Option(help="Output root, local path or URL [default: ./data]")] = None,
+    out: Annotated[str | None, typer.Option(help="Output root, local path or URL such as s3://bucket/prefix "
+                                            "[default: ./data]")] = None,
+    s3_endpoint_url: Annotated[str | None, typer.Option(
+        help="S3-compatible endpoint for s3:// paths (MinIO, moto); credentials from AWS_* variables")] = None,
     apis: Annotated[int | None, typer.Option(help="APIs to synthesise [default: 20]")] = None,
     pool: Annotated[str | None, typer.Option(help="API pool (.jsonl/.parquet) to start from and grow, "
                                              "e.g. one filled by `toolace import-apis`")] = None,
@@ -56,7 +59,8 @@ def run(
     from toolace.config import load_config
 
     overrides: dict[str, Any] = {
-        "corpus": corpus, "text_column": text_column, "reuse_mined": reuse_mined, "out": out, "apis": apis,
+        "corpus": corpus, "text_column": text_column, "reuse_mined": reuse_mined, "out": out,
+        "s3_endpoint_url": s3_endpoint_url, "apis": apis,
         "pool": pool, "dialogs": dialogs, "llm_base_url": llm_base_url,
         "llm_model": llm_model, "concurrency": concurrency, "target_model": target_model, "run_id": run_id,
         "seed": seed,
@@ -72,9 +76,12 @@ def _run(cfg: Any) -> None:
     from rich.console import Console
 
     from tasks.corpus import iter_documents
+    from tasks.run_storage import check_storage, configure_s3
     from toolace.llm.endpoint import llm_endpoint
 
     console = Console(stderr=True)
+    configure_s3(cfg.s3_endpoint_url)
+    check_storage(cfg.out)  # fail fast on storage that cannot be written, before the model starts
     next(iter_documents(cfg.corpus, cfg.text_column, batch_size=1))  # fail fast on a bad corpus
     if cfg.pool:
         from tasks.api_import import read_pool
@@ -232,6 +239,30 @@ def serve_llm(
         serve(host, port, model_path)
     except FileNotFoundError as exc:
         _fail(str(exc))
+
+
+@app.command()
+def deploy(
+    prefect_file: Annotated[Path, typer.Option(help="prefect.yaml to apply (relative paths also tried from the "
+                                               "repository root)")] = Path("deployments/prefect.yaml"),
+    name: Annotated[list[str] | None, typer.Option(help="Deployment to apply (repeatable) [default: all]")] = None,
+    pool: Annotated[str | None, typer.Option(help="Work pool for every applied deployment, created as a process "
+                                             "pool if missing [default: each deployment's own, toolace-process]")]
+    = None,
+    api_url: Annotated[str | None, typer.Option(help="Prefect API URL [env: PREFECT_API_URL]")] = None,
+) -> None:
+    """Apply the Prefect deployments (scheduled refresh included) to a running Prefect server or Cloud."""
+    _prepare_prefect_env()
+    from toolace.deploy import deploy as apply_deployments
+    from toolace.deploy import summary_lines
+
+    try:
+        result = apply_deployments(prefect_file, name, pool, api_url)
+    except UserError as exc:
+        _fail(str(exc))
+        return
+    for line in summary_lines(result):
+        typer.echo(line)
 
 
 def main() -> None:

@@ -31,6 +31,9 @@ class RunConfig(BaseModel):
     corpus: str = Field(SAMPLE_CORPUS, description="Folder, file or fsspec URL of documents")
     text_column: str = Field("text", description="Text column of JSONL/parquet corpora")
     out: str = Field("./data", description="Output root (local path or fsspec URL)")
+    s3_endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint for s3:// paths (MinIO, moto...); credentials come from the "
+                          "environment (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or a profile), never from config")
     run_id: str | None = Field(None, description="Run folder name; reuse it to resume a run")
     apis: int = Field(20, ge=1, description="APIs to synthesise")
     pool: str | None = Field(
@@ -124,6 +127,7 @@ class RunConfig(BaseModel):
         endpoint URL (``https://user:pass@host``) are removed."""
         data = self.model_dump(mode="json")
         data["llm_base_url"] = redact_url(data["llm_base_url"])
+        data["s3_endpoint_url"] = redact_url(data["s3_endpoint_url"])
         return data
 
 

@@ -1,0 +1,127 @@
+"""Where a run's files live, and how a finished run is published: staging, promotion, the ``latest`` pointer.
+
+Every path is an fsspec URL (a local path, ``file://``, ``s3://`` through s3fs, ...). A run writes only under
+``<out>/staging/<run-id>/``. When it has finished and its dataset passed the expectation suite, the staging
+folder is copied to ``<out>/runs/<run-id>/`` and then ``<out>/latest.json`` is written, last, naming it: a
+reader that follows ``latest.json`` never sees a half-written run. A run folder under ``runs/`` is never
+written again (a rerun of a published run id changes nothing), and a run whose suite failed stays in staging
+with ``FAILED.json`` beside its manifest.
+
+Before any generation work, :func:`check_storage` writes and deletes a probe object under ``<out>``, so wrong
+S3 credentials, a missing bucket or an unreachable endpoint are a clear error at once, not after hours.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+
+from toolace.errors import UserError
+
+LATEST = "latest.json"
+FAILED_MARKER = "FAILED.json"
+
+
+@dataclass(frozen=True)
+class RunLocation:
+    out: str
+    run_id: str
+
+    @property
+    def staging(self) -> str:
+        return f"{self.out.rstrip('/')}/staging/{self.run_id}"
+
+    @property
+    def published(self) -> str:
+        return f"{self.out.rstrip('/')}/runs/{self.run_id}"
+
+    @property
+    def latest(self) -> str:
+        return f"{self.out.rstrip('/')}/{LATEST}"
+
+
+def configure_s3(endpoint_url: str | None) -> None:
+    """Point every s3fs filesystem at ``endpoint_url`` (MinIO, moto, another region's gateway ...).
+    Credentials stay where boto looks for them (environment, profile, instance role): never in config."""
+    if endpoint_url:
+        conf = fsspec.config.conf.setdefault("s3", {})
+        conf.setdefault("client_kwargs", {})["endpoint_url"] = endpoint_url
+
+
+def _explain(url: str, exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    lowered = text.lower()
+    if "nosuchbucket" in lowered or "bucket does not exist" in lowered or "not found" in lowered \
+            or isinstance(exc, FileNotFoundError):
+        hint = "the bucket does not exist: create it or fix --out"
+    elif any(k in lowered for k in ("invalidaccesskeyid", "signaturedoesnotmatch", "accessdenied", "forbidden",
+                                     "403", "credentials", "permission")) or isinstance(exc, PermissionError):
+        hint = "the storage refused the credentials: check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or the profile)"
+    elif any(k in lowered for k in ("connect", "timeout", "timed out", "name or service", "unreachable")):
+        hint = "the storage endpoint cannot be reached: check --s3-endpoint-url / AWS_ENDPOINT_URL and the network"
+    else:
+        hint = "the output location cannot be written"
+    return f"cannot write to {url}: {hint} ({text[:300]})"
+
+
+def check_storage(out: str) -> None:
+    """Write, read back and delete a small probe under ``out``; raise UserError saying what is wrong."""
+    probe = f"{out.rstrip('/')}/.toolace-probe-{secrets.token_hex(4)}"
+    try:
+        fs, path = fsspec.core.url_to_fs(probe)
+        parent = path.rsplit("/", 1)[0]
+        if "file" in fs.protocol:
+            fs.makedirs(parent, exist_ok=True)
+        with fs.open(path, "wb") as handle:
+            handle.write(b"ok")
+        if fs.cat_file(path) != b"ok":
+            raise OSError("the probe object read back differs")
+        fs.rm_file(path)
+    except UserError:
+        raise
+    except Exception as exc:  # every storage backend raises its own kinds: all become one clear message
+        raise UserError(_explain(out, exc)) from exc
+
+
+def is_published(location: RunLocation) -> bool:
+    fs, path = fsspec.core.url_to_fs(f"{location.published}/manifest.json")
+    return bool(fs.exists(path))
+
+
+def read_json(url: str) -> Any:
+    with fsspec.open(url, "r", encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def promote(location: RunLocation, manifest_sha256: str) -> dict[str, Any]:
+    """Copy the staging folder to ``runs/<run-id>/`` (never over an existing one), then write the
+    ``latest`` pointer, last. Returns the pointer."""
+    fs, staging = fsspec.core.url_to_fs(location.staging)
+    _, published = fsspec.core.url_to_fs(location.published)
+    if fs.exists(f"{published}/manifest.json"):
+        raise UserError(f"run {location.run_id} is already published at {location.published}: choose a new run id")
+    files = [f for f in fs.find(staging) if not f.endswith(FAILED_MARKER)]
+    for source in files:  # copied one by one: on S3 each is a server-side copy
+        target = published + source[len(staging):]
+        if "file" in fs.protocol:
+            fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+        fs.copy(source, target)
+    pointer = {"run_id": location.run_id, "url": location.published, "manifest_sha256": manifest_sha256,
+               "promoted_at": dt.datetime.now(dt.UTC).isoformat()}
+    with fsspec.open(location.latest, "w", encoding="utf-8") as handle:  # one object: the atomic switch
+        json.dump(pointer, handle, indent=2)
+    fs.rm(staging, recursive=True)
+    return pointer
+
+
+def mark_failed(location: RunLocation, reason: dict[str, Any]) -> str:
+    url = f"{location.staging}/{FAILED_MARKER}"
+    with fsspec.open(url, "w", encoding="utf-8") as handle:
+        json.dump({"run_id": location.run_id, "at": dt.datetime.now(dt.UTC).isoformat(), **reason}, handle,
+                  indent=2, default=str)
+    return url
