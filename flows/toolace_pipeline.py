@@ -9,19 +9,19 @@ import json
 import random
 import secrets
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_image_artifact, create_markdown_artifact, create_table_artifact
 
-from schemas.frames import APIsFrame, DialogsFrame, DocumentsFrame, TreeNodesFrame
+from schemas.frames import APIsFrame, DialogsFrame, DocumentsFrame, TreeNodesFrame, verdicts_frame
 from schemas.records import APISpec, Dialog, MinedDocument, StageStats, TreeNode
-from tasks import api_synthesis, dialog_generation, publish, run_storage
+from tasks import api_synthesis, dataset_card, dialog_generation, publish, run_storage
 from tasks.api_import import merge_into_pool, read_pool
 from tasks.context_tree import tree_nested, tree_shape
 from tasks.corpus import iter_documents
-from tasks.domain_chart import domain_chart_png, png_data_uri
 from tasks.mining_ledger import MiningLedger, mining_fingerprint
 from tasks.near_duplicates import NearDuplicateIndex
 from tasks.prefect_tasks import (
@@ -33,6 +33,8 @@ from tasks.prefect_tasks import (
     synthesize_batch,
     verify_batch,
 )
+from tasks.run_charts import dialog_type_chart_png, domain_chart_png, loss_histogram_png, png_data_uri
+from tasks.run_progress import PrefectProgress
 from tasks.self_guidance import (
     GuidanceRecord,
     LossBounds,
@@ -103,7 +105,7 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
     run_url = location.staging  # everything is written here; promoted to runs/<run-id>/ at the end
     settings = gateway_settings_from(config, endpoint.base_url, endpoint.model, cache_dir_for(config.out))
     scope = f"{run_url}:{endpoint.model}"  # the Prefect cache key: this run folder and model only
-    sink = progress.sink()
+    sink = PrefectProgress(progress.sink(), run_id)  # the CLI's bar (if any) and the Prefect UI's
     stats: dict[str, StageStats] = {}
     started_at = dt.datetime.now(dt.UTC).isoformat()
     logger.info("run %s: model %s at %s, writing to %s", run_id, endpoint.model,
@@ -240,14 +242,18 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
     sink.finish("dialogs")
     stats["dialog_generation"], stats["complexity_loss"], stats["verification"] = gen, loss, ver
     publish.write_validated(dialogs, Dialog, DialogsFrame, f"{run_url}/tables/dialogs.parquet", "dialogs")
-    publish.write_table(publish.records_frame_dicts(verdicts), f"{run_url}/tables/verdicts.parquet")
+    publish.write_table(verdicts_frame(verdicts), f"{run_url}/tables/verdicts.parquet")
     verification_report = failures_per_check(verdicts)
 
-    # 7. publish the accepted dataset and the manifest (written last: it lists every other file)
+    # 7. publish the accepted dataset (JSONL, parquet shards, card, charts) and the manifest (written last:
+    # it lists every other file); then promote the staging folder, the latest pointer written last of all
     t0 = time.perf_counter()
     accepted = [d for d in dialogs if d.accepted]
-    publish.write_jsonl((publish.toolace_row(d) for d in accepted), f"{run_url}/dataset/toolace.jsonl")
-    publish.write_jsonl((publish.openai_row(d) for d in accepted), f"{run_url}/dataset/openai.jsonl")
+    dataset_url = f"{run_url}/dataset"
+    publish.write_jsonl((publish.toolace_row(d) for d in accepted), f"{dataset_url}/toolace.jsonl")
+    publish.write_jsonl((publish.openai_row(d) for d in accepted), f"{dataset_url}/openai.jsonl")
+    shards = dataset_card.write_shards(accepted, dataset_url)
+    charts = _charts(run_id, run_url, config, accepted, bounds)
     stats["publish"] = StageStats(items_in=len(accepted), accepted=len(accepted),
                                   wall_time_s=round(time.perf_counter() - t0, 3))
     manifest = {
@@ -265,9 +271,13 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
                           "rounds": config.guidance_rounds},
         "api_pool": {"url": config.pool, "apis_before": len(pooled), **pool_counts} if pool_counts else None,
         "verification": verification_report,
-        "dataset": {"dialogs": len(accepted), "toolace": "dataset/toolace.jsonl", "openai": "dataset/openai.jsonl"},
-        "files": publish.file_listing(run_url),
+        "loss": dataset_card.loss_summary(accepted),
+        "charts": charts,
+        "dataset": {"dialogs": len(accepted), "toolace": "dataset/toolace.jsonl", "openai": "dataset/openai.jsonl",
+                    "parquet": [f"dataset/{p}" for p in shards], "card": "dataset/README.md"},
     }
+    publish.write_bytes(dataset_card.dataset_card(manifest, accepted, shards).encode(), f"{dataset_url}/README.md")
+    manifest["files"] = publish.file_listing(run_url)
     manifest["status"] = "promoted"
     manifest_bytes = json.dumps(manifest, ensure_ascii=False, indent=2, default=str).encode()
     publish.write_bytes(manifest_bytes, f"{run_url}/manifest.json")
@@ -276,6 +286,25 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
     _report(run_id, location.published, stats, len(accepted), verification_report)
     return {"run_id": run_id, "run_dir": pointer["url"], "accepted_dialogs": len(accepted),
             "stages": {name: stats[name].model_dump() for name in STAGES}}
+
+
+def _charts(run_id: str, run_url: str, config: RunConfig, accepted: list[Dialog],
+            bounds: LossBounds | None) -> dict[str, str]:
+    """The dialog-type mix and the loss distribution as PNGs in reports/ and as Prefect image artifacts."""
+    types = dict(Counter(d.dialog_type for d in accepted))
+    losses = [d.complexity_loss for d in accepted if d.complexity_loss is not None]
+    pngs = {
+        "dialog_types": dialog_type_chart_png(types, config.dialog_mix, f"Dialog types (run {run_id})"),
+        "loss": loss_histogram_png(losses, (bounds.lower, bounds.upper) if bounds else None,
+                                   f"Complexity loss (run {run_id})"),
+    }
+    paths = {}
+    for name, png in pngs.items():
+        paths[name] = f"reports/{name}.png"
+        publish.write_bytes(png, f"{run_url}/{paths[name]}")
+        create_image_artifact(png_data_uri(png), key=f"toolace-{name.replace('_', '-')}",
+                              description=f"{name.replace('_', ' ')} of run {run_id}")
+    return paths
 
 
 def failures_per_check(verdicts: list[dict[str, Any]]) -> dict[str, Any]:

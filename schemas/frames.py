@@ -8,6 +8,7 @@ check, so a bad batch stops the stage instead of landing in the dataset.
 from __future__ import annotations
 
 import json
+import re
 
 import pandera.polars as pa
 import polars as pl
@@ -202,6 +203,42 @@ class DialogsFrame(OutcomeFrame):
 
     class Config:
         strict = True
+
+
+class VerdictsFrame(pa.DataFrameModel):
+    """tables/verdicts.parquet: one row per dialog, every failure of both layers (JSON list)."""
+
+    dialog_id: str = pa.Field(unique=True, str_length={"min_value": 1})
+    generated: bool = pa.Field()
+    passed: bool = pa.Field()
+    rules_passed: bool = pa.Field()
+    model_judged: bool = pa.Field()
+    failures: str = pa.Field()
+
+    @pa.dataframe_check
+    def passed_means_no_failure(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        def agrees(row: dict[str, object]) -> bool:
+            failures = json.loads(str(row["failures"]))
+            names_ok = all(isinstance(f, dict) and re.fullmatch(VERSIONED_CHECK, str(f.get("check", "")))
+                           and f.get("reason") for f in failures)
+            return names_ok and (not row["passed"] or not failures) and (row["generated"] or not row["passed"])
+
+        return data.lazyframe.select(pl.struct("failures", "passed", "generated").map_elements(
+            agrees, return_dtype=pl.Boolean))
+
+    class Config:
+        strict = True
+
+
+VERDICT_SCHEMA = {"dialog_id": pl.String, "generated": pl.Boolean, "passed": pl.Boolean, "rules_passed": pl.Boolean,
+                  "model_judged": pl.Boolean, "failures": pl.String}
+
+
+def verdicts_frame(rows: list[dict[str, object]]) -> pl.DataFrame:
+    """The verdict rows with a fixed schema (failures as a JSON list), validated."""
+    frame = pl.DataFrame([{**r, "failures": json.dumps(r["failures"], ensure_ascii=False)} for r in rows],
+                         schema=VERDICT_SCHEMA)
+    return validate_table(frame, VerdictsFrame, "verdicts")
 
 
 def _failure_rows(error: SchemaErrors | SchemaError) -> list[dict[str, object]]:

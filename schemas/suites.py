@@ -155,7 +155,6 @@ def samples_suite(bounds: SuiteBounds) -> gx.ExpectationSuite:
     import great_expectations as gx
     import great_expectations.expectations as gxe
 
-    suite = gx.ExpectationSuite(name=SAMPLES_SUITE, meta={"notes": "Published ToolACE dataset, one row per sample"})
     expectations = [
         gxe.ExpectTableRowCountToBeBetween(min_value=bounds.min_rows, meta=_meta(ROW_COUNT),
                                            notes="The dataset holds at least min_rows samples."),
@@ -176,9 +175,8 @@ def samples_suite(bounds: SuiteBounds) -> gx.ExpectationSuite:
         gxe.ExpectColumnValuesToBeInSet(column="dialog_type", value_set=bounds.dialog_types(),
                                         meta=_meta(KNOWN_DIALOG_TYPES), notes="Each sample has a known dialog type."),
     ]
-    for expectation in expectations:
-        suite.add_expectation(expectation)
-    return suite
+    return gx.ExpectationSuite(name=SAMPLES_SUITE, expectations=expectations,
+                               notes="Published ToolACE dataset, one row per sample")
 
 
 def summary_suite(bounds: SuiteBounds, rows: int | None = None) -> gx.ExpectationSuite:
@@ -186,16 +184,16 @@ def summary_suite(bounds: SuiteBounds, rows: int | None = None) -> gx.Expectatio
     import great_expectations as gx
     import great_expectations.expectations as gxe
 
-    suite = gx.ExpectationSuite(name=SUMMARY_SUITE, meta={"notes": "Published ToolACE dataset, whole-dataset figures"})
-    suite.add_expectation(gxe.ExpectColumnValuesToBeBetween(
+    expectations: list[gxe.Expectation] = [gxe.ExpectColumnValuesToBeBetween(
         column="acceptance_rate", min_value=bounds.min_acceptance_rate, max_value=1.0, meta=_meta(ACCEPTANCE_RATE),
-        notes="Accepted / generated dialogs of the run."))
+        notes="Accepted / generated dialogs of the run.")]
     expected = bounds.expected_shares()
     for dialog_type, (low, high) in bounds.share_bounds(rows).items():
-        suite.add_expectation(gxe.ExpectColumnValuesToBeBetween(
+        expectations.append(gxe.ExpectColumnValuesToBeBetween(
             column=share_column(dialog_type), min_value=low, max_value=high, meta=_meta(mix_expectation(dialog_type)),
             notes=f"Share of {dialog_type} dialogs (expected {expected[dialog_type]:.3f} +/- {bounds.mix_tolerance})."))
-    return suite
+    return gx.ExpectationSuite(name=SUMMARY_SUITE, expectations=expectations,
+                               notes="Published ToolACE dataset, whole-dataset figures")
 
 
 def published_dataset_suites(bounds: SuiteBounds, rows: int | None = None) -> dict[str, gx.ExpectationSuite]:

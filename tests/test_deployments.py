@@ -1,16 +1,38 @@
-"""What deployments/prefect.yaml deploys must import and its parameters must validate."""
+"""What deployments/prefect.yaml deploys must import and its parameters must validate; the refresh deployment is
+scheduled and incremental; the CI workflow triggers and watches it; `toolace deploy` fails clearly. No server."""
 
 from __future__ import annotations
 
 import importlib
+import re
+import socket
 from pathlib import Path
 
+import pytest
 import yaml
 from prefect import Flow
+from typer.testing import CliRunner
 
+from toolace.cli import app
 from toolace.config import RunConfig
+from toolace.deploy import DeployedDeployment, DeployResult, summary_lines, with_pool
 
-PREFECT_YAML = Path(__file__).parents[1] / "deployments" / "prefect.yaml"
+DEPLOYMENTS = Path(__file__).parents[1] / "deployments"
+PREFECT_YAML = DEPLOYMENTS / "prefect.yaml"
+CI_TRIGGER = DEPLOYMENTS / "ci-trigger.yml"
+SECRET_WORDS = ("api_key", "apikey", "secret", "password", "token")
+
+
+def deployments() -> dict[str, dict]:
+    return {d["name"]: d for d in yaml.safe_load(PREFECT_YAML.read_text())["deployments"]}
+
+
+def keys_of(value: object) -> list[str]:
+    if isinstance(value, dict):
+        return [str(k) for k in value] + [k for v in value.values() for k in keys_of(v)]
+    if isinstance(value, list):
+        return [k for v in value for k in keys_of(v)]
+    return []
 
 
 def test_every_deployment_points_at_a_flow_with_valid_parameters():
@@ -23,3 +45,112 @@ def test_every_deployment_points_at_a_flow_with_valid_parameters():
         assert isinstance(flow, Flow)
         RunConfig(**deployment["parameters"]["config"])
         assert "api_key" not in str(deployment).lower()
+
+
+def test_refresh_deployment_is_scheduled_on_the_process_pool_and_incremental():
+    refresh = deployments()["toolace-refresh"]
+    assert deployments()["toolace-run"]  # the one-off deployment stays
+    assert refresh["work_pool"]["name"] == "toolace-process"
+    [schedule] = refresh["schedules"]
+    assert len(schedule["cron"].split()) == 5 and schedule["timezone"] == "UTC" and schedule["active"] is True
+    config = RunConfig(**refresh["parameters"]["config"])
+    assert config.reuse_mined is True  # documents mined before come from the ledger: only new ones are mined
+    assert config.pool and config.pool.startswith(config.out.rstrip("/") + "/")  # the pool grows beside the runs
+    assert config.corpus != RunConfig().corpus  # new documents, not the bundled sample corpus
+    assert config.run_id is None  # every refresh is a new run folder
+    assert refresh.get("concurrency_limit") == 1  # runs share the pool and the ledger
+
+
+def test_prefect_file_holds_no_secret_or_endpoint():
+    spec = yaml.safe_load(PREFECT_YAML.read_text())
+    for key in keys_of(spec):
+        assert not any(word in key.lower() for word in SECRET_WORDS), key
+    for deployment in spec["deployments"]:
+        config = deployment["parameters"]["config"]
+        assert "llm_base_url" not in config  # the worker's OPENAI_BASE_URL decides
+        assert not (deployment.get("work_pool") or {}).get("job_variables", {}).get("env")
+
+
+def test_ci_workflow_triggers_the_refresh_and_waits_for_it():
+    workflow = yaml.safe_load(CI_TRIGGER.read_text())
+    triggers = workflow.get("on", workflow.get(True))  # YAML 1.1 reads a bare `on` as true
+    assert "workflow_dispatch" in triggers
+    [job] = workflow["jobs"].values()
+    assert job["env"]["PREFECT_API_URL"] == "${{ secrets.PREFECT_API_URL }}"
+    assert job["env"]["PREFECT_API_KEY"] == "${{ secrets.PREFECT_API_KEY }}"
+    assert "toolace-pipeline/toolace-refresh" in job["env"]["DEPLOYMENT"]
+    commands = "\n".join(step.get("run", "") for step in job["steps"])
+    assert re.search(r"prefect deployment run \S+ --watch --watch-timeout \S+", commands)
+    assert "pip install" in commands
+    assert not any("continue-on-error" in step for step in job["steps"])  # a failed run fails the job
+
+
+def test_with_pool_rewrites_only_the_selected_deployments():
+    spec = yaml.safe_load(PREFECT_YAML.read_text())
+    refresh = [d for d in spec["deployments"] if d["name"] == "toolace-refresh"]
+    derived = with_pool(spec, refresh, "other-pool")
+    pools = {d["name"]: d["work_pool"]["name"] for d in derived["deployments"]}
+    assert pools == {"toolace-run": "toolace-process", "toolace-refresh": "other-pool"}
+    assert spec["deployments"][1]["work_pool"]["name"] == "toolace-process"  # the original is untouched
+
+
+def test_summary_says_what_was_deployed_and_how_to_start_a_worker():
+    result = DeployResult(api_url="http://127.0.0.1:4200/api", prefect_file=PREFECT_YAML,
+                          pools_created=["toolace-process"],
+                          deployed=[DeployedDeployment("toolace-pipeline/toolace-refresh", "toolace-process",
+                                                       ["cron 0 3 * * * (UTC)"])])
+    text = "\n".join(summary_lines(result))
+    assert "work pool toolace-process: created" in text
+    assert "deployed toolace-pipeline/toolace-refresh (pool toolace-process, cron 0 3 * * * (UTC))" in text
+    assert "prefect worker start --pool toolace-process" in text
+    assert "prefect deployment run 'toolace-pipeline/toolace-refresh' --watch" in text
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def invoke_deploy(*args: str, env: dict[str, str] | None = None):
+    return CliRunner().invoke(app, ["deploy", *args], env=env)
+
+
+def assert_user_error(result, *fragments: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in result.output
+
+
+def test_deploy_to_an_unreachable_api_names_prefect_api_url():
+    url = f"http://127.0.0.1:{closed_port()}/api"
+    assert_user_error(invoke_deploy("--api-url", url), "PREFECT_API_URL", url, "not reachable", "prefect server start")
+    assert_user_error(invoke_deploy(env={"PREFECT_API_URL": url}), "PREFECT_API_URL", url)
+
+
+def test_deploy_without_any_api_url_says_to_set_one(monkeypatch):
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        assert_user_error(invoke_deploy(), "PREFECT_API_URL is not set")
+
+
+def test_deploy_with_a_missing_prefect_file(tmp_path):
+    missing = tmp_path / "nowhere.yaml"
+    assert_user_error(invoke_deploy("--prefect-file", str(missing)), str(missing), "does not exist")
+
+
+@pytest.mark.parametrize("text, fragment", [("deployments: [\n", "not valid YAML"),
+                                            ("name: x\n", "no `deployments:` list"),
+                                            ("deployments:\n  - name: a\n", "needs a name and an entrypoint")])
+def test_deploy_with_a_broken_prefect_file(tmp_path, text, fragment):
+    path = tmp_path / "prefect.yaml"
+    path.write_text(text)
+    assert_user_error(invoke_deploy("--prefect-file", str(path)), fragment)
+
+
+def test_deploy_of_an_unknown_deployment_lists_the_known_ones():
+    assert_user_error(invoke_deploy("--name", "nope", "--api-url", "http://127.0.0.1:1/api"),
+                      "no deployment named nope", "toolace-refresh")

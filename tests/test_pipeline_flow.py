@@ -184,3 +184,31 @@ def test_run_on_s3_is_staged_then_promoted(llm, s3_server):
         assert fs.size(f"flow-bucket/toolace/runs/run-a/{entry['path']}") == entry["bytes"]
     again = run_flow(llm, "s3://flow-bucket/toolace", s3_endpoint_url=s3_server, dialogs=2)
     assert again["already_published"] is True
+
+
+def test_published_dataset_loads_with_datasets_and_has_a_card(llm, tmp_path):
+    import datasets
+
+    summary = run_flow(llm, tmp_path)
+    dataset_dir = tmp_path / "runs" / "run-a" / "dataset"
+    loaded = datasets.load_dataset("parquet", data_files=str(dataset_dir / "data" / "train-*.parquet"),
+                                   cache_dir=str(tmp_path / "hf-cache"))["train"]
+    assert loaded.num_rows == summary["accepted_dialogs"] == 6
+    toolace = read_jsonl(dataset_dir / "toolace.jsonl")
+    assert loaded["id"] == [r["id"] for r in toolace]
+    assert loaded[0]["conversations"] == toolace[0]["conversations"]
+    first = loaded[0]["messages"]
+    assert first[0]["role"] == "user" and json.loads(loaded[0]["tools"])[0]["type"] == "function"
+    calls = [c for m in first for c in (m["tool_calls"] or [])]
+    assert all(isinstance(json.loads(c["function"]["arguments"]), dict) for c in calls)
+    card = (dataset_dir / "README.md").read_text()
+    assert card.startswith("---\nlicense: apache-2.0")
+    manifest = json.loads((tmp_path / "runs" / "run-a" / "manifest.json").read_text())
+    for fragment in ("scripted-model", "## Counts", "## Acceptance per stage and check", "## Complexity",
+                     "## License and provenance", manifest["packages"]["prefect"]):
+        assert fragment in card
+    for row in loaded:
+        assert f"| {row['dialog_type']} |" in card
+    for chart in ("reports/dialog_types.png", "reports/loss.png"):
+        assert (tmp_path / "runs" / "run-a" / chart).read_bytes().startswith(b"\x89PNG")
+    assert {"dataset/README.md", "dataset/data/train-00000-of-00001.parquet"} <= {f["path"] for f in manifest["files"]}

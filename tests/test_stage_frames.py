@@ -105,3 +105,18 @@ def test_accepted_api_names_are_unique() -> None:
     with pytest.raises(TableValidationError) as info:
         validate_table(model_frame([API, twin], APISpec), APIsFrame, "apis")
     assert (1, "APIsFrame", "accepted_names_unique") in failures(info.value)
+
+
+def test_verdicts_table() -> None:
+    from schemas.frames import verdicts_frame
+
+    good = [{"dialog_id": "d1", "generated": True, "passed": True, "rules_passed": True, "model_judged": True,
+             "failures": []},
+            {"dialog_id": "d2", "generated": True, "passed": False, "rules_passed": True, "model_judged": True,
+             "failures": [{"check": "llm_consistency_v1", "reason": "off topic", "layer": "model"}]}]
+    assert verdicts_frame(good).height == 2
+    bad = [{**good[0], "failures": [{"check": "oops", "reason": "x"}]}, {**good[1], "passed": True}]
+    with pytest.raises(TableValidationError) as info:
+        verdicts_frame(bad)
+    assert {(f["row"], f["check"]) for f in info.value.failures} == {(0, "passed_means_no_failure"),
+                                                                     (1, "passed_means_no_failure")}

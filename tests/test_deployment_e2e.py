@@ -1,0 +1,236 @@
+"""Integration: a real Prefect server, `toolace deploy`, a process worker and `prefect deployment run --watch`.
+
+The refresh deployment of deployments/prefect.yaml is deployed with its parameters pointed at a tiny corpus, a
+temporary output folder and the scripted LLM server; a worker started from the repository root runs it in a
+subprocess, twice: the second run mines only the document added since the first and grows the same pool.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from toolace.config import SAMPLE_CORPUS
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
+
+ROOT = Path(__file__).resolve().parents[1]
+PREFECT_YAML = ROOT / "deployments" / "prefect.yaml"
+DEPLOYMENT = "toolace-refresh"
+POOL = "toolace-process"
+SERVER_START_TIMEOUT_S = 120
+WATCH_TIMEOUT_S = 240
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM the process's group and every descendant (a flow run may sit in a session of its own), then
+    SIGKILL what is left."""
+    if process.poll() is not None:
+        return
+    try:
+        import psutil
+
+        children = psutil.Process(process.pid).children(recursive=True)
+    except Exception:
+        children = []
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for child in children:
+            try:
+                os.kill(child.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        try:
+            os.killpg(process.pid, sig)  # started with start_new_session: its group id is its pid
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=10)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else "(no log)"
+
+
+class Background:
+    """Long-running subprocesses with their logs in files, all stopped at the end."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.started: list[tuple[subprocess.Popen, Path]] = []
+
+    def start(self, name: str, command: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, Path]:
+        log = self.folder / f"{name}.log"
+        with log.open("wb") as handle:
+            process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, start_new_session=True)
+        self.started.append((process, log))
+        return process, log
+
+    def stop_all(self) -> None:
+        for process, _ in reversed(self.started):
+            stop(process)
+
+
+@pytest.fixture
+def background(tmp_path: Path) -> Iterator[Background]:
+    processes = Background(tmp_path)
+    try:
+        yield processes
+    finally:
+        processes.stop_all()
+
+
+def prefect_env(home: Path, api_url: str | None = None) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("PREFECT_", "OPENAI_")) and key != "PYTEST_CURRENT_TEST"}
+    env.update({"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
+                "PREFECT_SERVER_UI_ENABLED": "false", "PREFECT_WORKER_QUERY_SECONDS": "2",
+                "PYTHONUNBUFFERED": "1"})
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    return env
+
+
+def start_server(background: Background, env: dict[str, str]) -> str:
+    port = free_port()
+    process, log = background.start("server", [sys.executable, "-m", "prefect", "server", "start",
+                                               "--host", "127.0.0.1", "--port", str(port)], env)
+    api_url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"prefect server exited with {process.returncode}:\n{tail(log)}")
+        try:
+            if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
+                return api_url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"prefect server did not answer /api/health in {SERVER_START_TIMEOUT_S} s:\n{tail(log)}")
+
+
+def tiny_corpus(folder: Path, count: int) -> list[Path]:
+    """The first ``count`` API documents of the bundled sample corpus."""
+    folder.mkdir(parents=True, exist_ok=True)
+    docs = sorted(p for p in Path(SAMPLE_CORPUS).iterdir() if p.suffix == ".md" and "api" in p.name)[:count]
+    assert len(docs) == count
+    return [Path(shutil.copy(doc, folder / doc.name)) for doc in docs]
+
+
+def refresh_prefect_file(tmp_path: Path, base_url: str) -> Path:
+    """deployments/prefect.yaml with only the refresh deployment, its schedule paused, pointed at tmp_path."""
+    spec = yaml.safe_load(PREFECT_YAML.read_text())
+    [refresh] = [d for d in spec["deployments"] if d["name"] == DEPLOYMENT]
+    config = refresh["parameters"]["config"]
+    config.update({"corpus": str(tmp_path / "incoming"), "out": str(tmp_path / "out"),
+                   "pool": str(tmp_path / "out" / "api_pool.jsonl"), "apis": 2, "dialogs": 2, "batch_size": 4,
+                   "target_model": None, "llm_base_url": base_url, "llm_model": "scripted-model"})
+    for schedule in refresh["schedules"]:
+        schedule["active"] = False  # the cron is deployed and parsed, but no nightly run is scheduled here
+    path = tmp_path / "prefect.yaml"
+    path.write_text(yaml.safe_dump({**spec, "deployments": [refresh]}, sort_keys=False))
+    return path
+
+
+def run_command(command: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+def trigger(env: dict[str, str], worker_log: Path) -> tuple[str, float]:
+    """`prefect deployment run --watch` from the CLI: exit 0 and the flow run's id."""
+    started = time.monotonic()
+    done = run_command([sys.executable, "-m", "prefect", "deployment", "run", f"toolace-pipeline/{DEPLOYMENT}",
+                        "--watch", "--watch-timeout", str(WATCH_TIMEOUT_S)], env, WATCH_TIMEOUT_S + 60)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, f"{output[-4000:]}\n--- worker ---\n{tail(worker_log, 80)}"
+    match = re.search(r"UUID: ([0-9a-f-]{36})", output)
+    assert match, output
+    return match.group(1), time.monotonic() - started
+
+
+def flow_run(api_url: str, run_id: str) -> dict[str, Any]:
+    response = httpx.get(f"{api_url}/flow_runs/{run_id}", timeout=10)
+    response.raise_for_status()
+    return response.json()
+
+
+def manifests(out: Path) -> list[dict[str, Any]]:
+    found = [json.loads(p.read_text()) for p in (out / "runs").glob("*/manifest.json")]
+    return sorted(found, key=lambda m: m["started_at"])
+
+
+def test_deploy_then_trigger_the_refresh_from_the_cli(llm, tmp_path, background):
+    timings: dict[str, float] = {}
+    try:
+        t0 = time.monotonic()
+        home = tmp_path / "prefect-home"
+        api_url = start_server(background, prefect_env(home))
+        timings["server"] = time.monotonic() - t0
+        env = prefect_env(home, api_url)
+
+        docs = tiny_corpus(tmp_path / "incoming", 4)
+        extra = docs.pop()
+        extra_text = extra.read_bytes()
+        extra.unlink()  # added before the second run
+        prefect_file = refresh_prefect_file(tmp_path, llm.base_url)
+
+        t0 = time.monotonic()
+        deployed = run_command([sys.executable, "-m", "toolace.cli", "deploy", "--prefect-file", str(prefect_file)],
+                               env, 300)
+        timings["deploy"] = time.monotonic() - t0
+        assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+        assert f"work pool {POOL}: created (process)" in deployed.stdout
+        assert f"deployed toolace-pipeline/{DEPLOYMENT} (pool {POOL}, cron 0 3 * * * (UTC), paused)" in \
+            deployed.stdout
+        assert f"prefect worker start --pool {POOL}" in deployed.stdout
+
+        _, worker_log = background.start("worker", [sys.executable, "-m", "prefect", "worker", "start",
+                                                    "--pool", POOL, "--limit", "1"], env)
+
+        first_id, timings["first_run"] = trigger(env, worker_log)
+        assert flow_run(api_url, first_id)["state_type"] == "COMPLETED"
+        [first] = manifests(tmp_path / "out")
+        assert first["stages"]["mining"]["items_in"] == 3 and first["stages"]["mining"]["reused"] == 0
+        assert first["config"]["corpus"] == str(tmp_path / "incoming")
+        assert first["api_pool"]["apis_before"] == 0 and first["api_pool"]["added"] >= 1
+        assert first["dataset"]["dialogs"] == 2
+        mined_first = first["stages"]["mining"]["llm_requests"]
+
+        (tmp_path / "incoming" / extra.name).write_bytes(extra_text)  # one new document arrives
+        second_id, timings["second_run"] = trigger(env, worker_log)
+        assert flow_run(api_url, second_id)["state_type"] == "COMPLETED"
+        first, second = manifests(tmp_path / "out")
+        assert second["stages"]["mining"]["items_in"] == 4
+        assert second["stages"]["mining"]["reused"] == 3  # only the new document was mined
+        assert 0 < second["stages"]["mining"]["llm_requests"] <= mined_first
+        assert second["api_pool"]["apis_before"] == first["api_pool"]["apis_before"] + first["api_pool"]["added"]
+        assert second["api_pool"]["added"] >= 1
+        pool_rows = (tmp_path / "out" / "api_pool.jsonl").read_text().splitlines()
+        assert len(pool_rows) >= first["api_pool"]["added"] + second["api_pool"]["added"]
+    finally:
+        background.stop_all()
+        print("e2e timings (s):", {k: round(v, 1) for k, v in timings.items()})
