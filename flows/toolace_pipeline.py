@@ -74,6 +74,28 @@ def cache_dir_for(out: str) -> str:
     return str(Path(out.removeprefix("file://")) / "cache" / "llm")
 
 
+def on_runner(task: Any, *args: Any) -> Any:
+    """Run one batch task on the flow's task runner (threads, or Dask workers) and wait for its result."""
+    return task.submit(*args).result()
+
+
+def dask_runner(config: RunConfig) -> Any:
+    """A Dask task runner: an existing cluster at ``dask_address``, or a local cluster of ``dask_workers``
+    worker processes started for the run."""
+    from prefect_dask import DaskTaskRunner
+
+    if config.dask_address:
+        return DaskTaskRunner(address=config.dask_address)
+    return DaskTaskRunner(cluster_kwargs={"n_workers": config.dask_workers, "threads_per_worker": 1,
+                                          "processes": True, "dashboard_address": None})
+
+
+@flow(name="toolace-pipeline-on-dask", log_prints=True)
+def _pipeline_on_dask(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
+    """The same stages with the batch tasks on Dask (the task runner is set by ``with_options``)."""
+    return run_stages(config, endpoint)
+
+
 @flow(name="toolace-pipeline", log_prints=True)
 def toolace_pipeline(config: RunConfig, endpoint: Endpoint | None = None) -> dict[str, Any]:
     """Make a function-calling dataset from a corpus.
@@ -93,9 +115,15 @@ def toolace_pipeline(config: RunConfig, endpoint: Endpoint | None = None) -> dic
         return {"run_id": run_id, "run_dir": location.published, "accepted_dialogs": manifest["dataset"]["dialogs"],
                 "stages": manifest["stages"], "already_published": True}
     if endpoint is not None:
-        return run_stages(config, endpoint)
+        return _stages(config, endpoint)
     with llm_endpoint(config.llm_base_url, config.llm_model) as resolved:
-        return run_stages(config, resolved)
+        return _stages(config, resolved)
+
+
+def _stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
+    if config.task_runner == "dask":
+        return _pipeline_on_dask.with_options(task_runner=dask_runner(config))(config, endpoint)
+    return run_stages(config, endpoint)
 
 
 def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
@@ -139,7 +167,7 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
                     fresh.append(doc)
                 seen.setdefault(doc.doc_id, doc.source)
             if fresh:
-                records, llm = mine_batch(scope, fresh, settings, config.relevance_threshold,
+                records, llm = on_runner(mine_batch, scope, fresh, settings, config.relevance_threshold,
                                           config.max_doc_chars, config.embedding_model)
                 ledger.append(run_id, part, records)
                 stage = stage.add(llm)
@@ -154,7 +182,7 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
 
     # 2. context tree
     t0 = time.perf_counter()
-    nodes = build_tree(scope, kept, config.embedding_model, config.tree_merge_threshold,
+    nodes = on_runner(build_tree, scope, kept, config.embedding_model, config.tree_merge_threshold,
                        config.leaf_merge_threshold)
     shape = tree_shape(nodes)
     in_tree = {d for n in nodes for d in n.doc_ids}
@@ -186,7 +214,7 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
             logger.warning("every domain reached its cap of %d new APIs: raise max_domain_share or add documents",
                            grower.domain_cap)
             break
-        specs, llm = synthesize_batch(scope, batch_plans, settings, grower.examples(batch_plans))
+        specs, llm = on_runner(synthesize_batch, scope, batch_plans, settings, grower.examples(batch_plans))
         before = grower.accepted
         apis.extend(grower.admit(batch_plans, specs))
         stage = stage.add(llm)
@@ -231,7 +259,7 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
                                           gen, loss)
         t0 = time.perf_counter()
         ready_ids = {d.dialog_id for d in generated if d.accepted}
-        (decided, batch_verdicts), llm = verify_batch(scope, generated, settings, config.max_assistant_chars,
+        (decided, batch_verdicts), llm = on_runner(verify_batch, scope, generated, settings, config.max_assistant_chars,
                                                       config.model_checks, config.judge_votes)
         ver = ver.add(llm)
         ver.count([d for d in decided if d.dialog_id in ready_ids])
@@ -365,14 +393,15 @@ def _generate_and_score(config: RunConfig, scope: str, settings: GatewaySettings
     """One batch of dialogs from the agents, then the target model's loss (a score; a dialog longer than
     the model's context is rejected here with that reason)."""
     t0 = time.perf_counter()
-    generated, llm = generate_dialog_batch(scope, plans, apis, settings, config.seed, config.decision_samples)
+    generated, llm = on_runner(generate_dialog_batch, scope, plans, apis, settings, config.seed,
+                               config.decision_samples)
     gen = gen.add(llm)
     gen.count(generated)
     gen.wall_time_s = round(gen.wall_time_s + time.perf_counter() - t0, 3)
     if config.target_model:
         t0 = time.perf_counter()
         ready = {d.dialog_id for d in generated if d.accepted}
-        generated = complexity_batch(scope, generated, config.target_model)
+        generated = on_runner(complexity_batch, scope, generated, config.target_model)
         loss.count([d for d in generated if d.dialog_id in ready])
         for dialog in generated:
             if dialog.dialog_id in ready:
@@ -395,11 +424,11 @@ def _loss_bounds(config: RunConfig, scope: str, settings: GatewaySettings, apis:
     plans = dialog_generation.plan_dialogs(apis, config.probe_size, {"single": 1.0}, config.candidate_tools,
                                            seeded(config.seed, "probe"))
     plans = [p.model_copy(update={"index": PROBE_INDEX + p.index}) for p in plans]
-    probes, llm = generate_dialog_batch(scope, plans, apis, settings, config.seed, config.decision_samples)
+    probes, llm = on_runner(generate_dialog_batch, scope, plans, apis, settings, config.seed, config.decision_samples)
     stats = stats.add(llm)
-    probes = complexity_batch(scope, probes, config.target_model)
+    probes = on_runner(complexity_batch, scope, probes, config.target_model)
     stats.count(probes)
-    rows = probe_batch(scope, [d for d in probes if d.accepted and d.complexity_loss is not None],
+    rows = on_runner(probe_batch, scope, [d for d in probes if d.accepted and d.complexity_loss is not None],
                        config.target_model)
     publish.write_table(publish.records_frame_dicts(rows) if rows else publish.records_frame([]),
                         f"{run_url}/tables/probes.parquet")

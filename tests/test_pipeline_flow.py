@@ -212,3 +212,21 @@ def test_published_dataset_loads_with_datasets_and_has_a_card(llm, tmp_path):
     for chart in ("reports/dialog_types.png", "reports/loss.png"):
         assert (tmp_path / "runs" / "run-a" / chart).read_bytes().startswith(b"\x89PNG")
     assert {"dataset/README.md", "dataset/data/train-00000-of-00001.parquet"} <= {f["path"] for f in manifest["files"]}
+
+
+def test_dask_task_runner_gives_the_same_dataset(llm, tmp_path):
+    """The batch tasks on a real local Dask cluster (worker processes) make the same accepted dataset."""
+    threads = run_flow(llm, tmp_path / "threads", dialogs=3)
+    on_dask = run_flow(llm, tmp_path / "dask", dialogs=3, task_runner="dask", dask_workers=1)
+    assert threads["accepted_dialogs"] == on_dask["accepted_dialogs"] == 3
+    rows_threads = read_jsonl(tmp_path / "threads" / "runs" / "run-a" / "dataset" / "toolace.jsonl")
+    rows_dask = read_jsonl(tmp_path / "dask" / "runs" / "run-a" / "dataset" / "toolace.jsonl")
+    assert rows_threads == rows_dask
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["toolace-pipeline-on-dask"])))
+        assert runs and all(r.state and r.state.is_completed() for r in runs)
+        tasks = client.read_task_runs()
+    assert any(t.flow_run_id == runs[-1].id and t.name.startswith("mine-documents") for t in tasks)

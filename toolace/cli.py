@@ -54,6 +54,11 @@ def run(
     config: Annotated[Path | None, typer.Option(help="YAML or TOML file setting any option")] = None,
     run_id: Annotated[str | None, typer.Option(help="Run folder name; reuse it to resume")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed [default: 0]")] = None,
+    task_runner: Annotated[str | None, typer.Option(
+        help="thread (batch tasks in this process) or dask (on Dask workers, via prefect-dask) [default: thread]")]
+    = None,
+    dask_address: Annotated[str | None, typer.Option(
+        help="Existing Dask scheduler, e.g. tcp://10.0.0.5:8786 [default: a local cluster for the run]")] = None,
 ) -> None:
     """Run the whole pipeline and publish a dataset under OUT/runs/RUN_ID/."""
     from toolace.config import load_config
@@ -63,7 +68,7 @@ def run(
         "s3_endpoint_url": s3_endpoint_url, "apis": apis,
         "pool": pool, "dialogs": dialogs, "llm_base_url": llm_base_url,
         "llm_model": llm_model, "concurrency": concurrency, "target_model": target_model, "run_id": run_id,
-        "seed": seed,
+        "seed": seed, "task_runner": task_runner, "dask_address": dask_address,
     }
     try:
         cfg = load_config(config, overrides)

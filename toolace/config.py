@@ -10,7 +10,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -102,6 +102,11 @@ class RunConfig(BaseModel):
         True, description="Keep dialogs still outside the loss bounds after the last round (else reject them)"
     )
     max_assistant_chars: int = Field(2000, ge=50)
+    task_runner: Literal["thread", "dask"] = Field(
+        "thread", description="Where batch tasks run: threads in the flow's process, or Dask workers")
+    dask_address: str | None = Field(None, description="Existing Dask scheduler (tcp://host:8786); none = a "
+                                                       "local cluster started for the run")
+    dask_workers: int = Field(2, ge=1, description="Worker processes of the local Dask cluster")
     model_checks: bool = Field(True, description="Run the LLM judges (model layer) on dialogs the rules passed")
     judge_votes: int = Field(1, ge=1, description="Votes per LLM judge; a strict majority of answers must pass")
 
