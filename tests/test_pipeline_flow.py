@@ -230,3 +230,29 @@ def test_dask_task_runner_gives_the_same_dataset(llm, tmp_path):
         assert runs and all(r.state and r.state.is_completed() for r in runs)
         tasks = client.read_task_runs()
     assert any(t.flow_run_id == runs[-1].id and t.name.startswith("mine-documents") for t in tasks)
+
+
+def test_failed_run_resumes_from_its_finished_batches(llm, tmp_path):
+    """A run that fails after the API stage (here: a target model that does not exist, found when the
+    calibration probes are scored) leaves its finished batches persisted; the rerun with the same run id
+    takes the API batches from Prefect's result store (Cached) and the mining decisions from the mining
+    ledger, so neither is computed again, and nothing was promoted in between."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with pytest.raises(Exception, match="does not exist|not found|No such"):
+        run_flow(llm, tmp_path, target_model=str(tmp_path / "missing-model"))
+    assert not (tmp_path / "runs" / "run-a").exists() and not (tmp_path / "latest.json").exists()
+    assert (tmp_path / "staging" / "run-a").exists()
+    llm.clear_requests()
+    summary = run_flow(llm, tmp_path)
+    assert summary["accepted_dialogs"] == 6
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_runs(limit=1, sort="START_TIME_DESC")[0]
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+    synthesis = [t for t in tasks if t.name.startswith("synthesize-apis")]
+    assert synthesis and all(t.state_name == "Cached" for t in synthesis)
+    assert not [t for t in tasks if t.name.startswith("mine-documents")]
+    manifest = json.loads((tmp_path / "runs" / "run-a" / "manifest.json").read_text())
+    assert manifest["stages"]["mining"]["reused"] == manifest["stages"]["mining"]["items_in"] > 0
+    assert not [r for r in llm.requests if "Functionalities the API must provide" in json.dumps(r["messages"])]
