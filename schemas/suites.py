@@ -146,8 +146,10 @@ class SuiteBounds(BaseModel):
         return [*SAMPLE_EXPECTATIONS, ACCEPTANCE_RATE, *(mix_expectation(t) for t in self.dialog_types())]
 
 
-def _meta(name: str) -> dict[str, Any]:
-    return {"name": name}
+def _named(name: str, description: str) -> dict[str, Any]:
+    """The versioned name in ``meta`` and, for Data Docs (which render the description in place of GX's own
+    sentence), the name with what is checked."""
+    return {"meta": {"name": name}, "description": f"{name}: {description}"}
 
 
 def samples_suite(bounds: SuiteBounds) -> gx.ExpectationSuite:
@@ -156,24 +158,30 @@ def samples_suite(bounds: SuiteBounds) -> gx.ExpectationSuite:
     import great_expectations.expectations as gxe
 
     expectations = [
-        gxe.ExpectTableRowCountToBeBetween(min_value=bounds.min_rows, meta=_meta(ROW_COUNT),
-                                           notes="The dataset holds at least min_rows samples."),
-        gxe.ExpectColumnValuesToNotBeNull(column="id", meta=_meta(IDS_PRESENT), notes="Every sample has an id."),
-        gxe.ExpectColumnValuesToBeUnique(column="id", meta=_meta(UNIQUE_IDS), notes="Sample ids are unique."),
-        gxe.ExpectColumnValuesToBeBetween(column="empty_turns", min_value=0, max_value=0, meta=_meta(NON_EMPTY_TURNS),
-                                          notes="No turn with blank text and no call."),
-        gxe.ExpectColumnValuesToBeBetween(column="n_tools", min_value=bounds.min_tools, max_value=bounds.max_tools,
-                                          meta=_meta(TOOL_COUNT), notes="Tools offered per sample."),
-        gxe.ExpectColumnValuesToBeBetween(column="n_turns", min_value=1, max_value=bounds.max_turns,
-                                          meta=_meta(TURN_COUNT), notes="Turns per sample (tool results one each)."),
-        gxe.ExpectColumnValuesToBeBetween(column="max_assistant_chars", min_value=0,
-                                          max_value=bounds.max_assistant_chars, meta=_meta(ASSISTANT_LENGTH),
-                                          notes="Longest assistant text answer of a sample."),
-        gxe.ExpectColumnValuesToBeInSet(column="calls_valid", value_set=[True], meta=_meta(CALLS_VALID),
-                                        notes="Every call parses, names an offered tool and fits its parameters "
-                                              "(the rule layer's call checks, re-run on the published row)."),
-        gxe.ExpectColumnValuesToBeInSet(column="dialog_type", value_set=bounds.dialog_types(),
-                                        meta=_meta(KNOWN_DIALOG_TYPES), notes="Each sample has a known dialog type."),
+        gxe.ExpectTableRowCountToBeBetween(
+            min_value=bounds.min_rows, **_named(ROW_COUNT, f"the dataset holds at least {bounds.min_rows} samples.")),
+        gxe.ExpectColumnValuesToNotBeNull(column="id", **_named(IDS_PRESENT, "every sample has an id.")),
+        gxe.ExpectColumnValuesToBeUnique(column="id", **_named(UNIQUE_IDS, "sample ids are unique.")),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="empty_turns", min_value=0, max_value=0,
+            **_named(NON_EMPTY_TURNS, "no turn has blank text and no call (empty_turns is 0).")),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="n_tools", min_value=bounds.min_tools, max_value=bounds.max_tools,
+            **_named(TOOL_COUNT, f"every sample offers {bounds.min_tools} to {bounds.max_tools} tools (n_tools).")),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="n_turns", min_value=1, max_value=bounds.max_turns,
+            **_named(TURN_COUNT, f"every sample has 1 to {bounds.max_turns} turns, each tool result one (n_turns).")),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="max_assistant_chars", min_value=0, max_value=bounds.max_assistant_chars,
+            **_named(ASSISTANT_LENGTH, f"no assistant text answer is longer than {bounds.max_assistant_chars} "
+                                       "characters (max_assistant_chars).")),
+        gxe.ExpectColumnValuesToBeInSet(
+            column="calls_valid", value_set=[True],
+            **_named(CALLS_VALID, "every call parses, names an offered tool and fits its parameters: the rule "
+                                  "layer's call checks, re-run on the published row (calls_valid).")),
+        gxe.ExpectColumnValuesToBeInSet(
+            column="dialog_type", value_set=bounds.dialog_types(),
+            **_named(KNOWN_DIALOG_TYPES, f"every sample has a known type ({', '.join(bounds.dialog_types())}).")),
     ]
     return gx.ExpectationSuite(name=SAMPLES_SUITE, expectations=expectations,
                                notes="Published ToolACE dataset, one row per sample")
@@ -185,13 +193,16 @@ def summary_suite(bounds: SuiteBounds, rows: int | None = None) -> gx.Expectatio
     import great_expectations.expectations as gxe
 
     expectations: list[gxe.Expectation] = [gxe.ExpectColumnValuesToBeBetween(
-        column="acceptance_rate", min_value=bounds.min_acceptance_rate, max_value=1.0, meta=_meta(ACCEPTANCE_RATE),
-        notes="Accepted / generated dialogs of the run.")]
+        column="acceptance_rate", min_value=bounds.min_acceptance_rate, max_value=1.0,
+        **_named(ACCEPTANCE_RATE, f"accepted / generated dialogs is at least {bounds.min_acceptance_rate:g}."))]
     expected = bounds.expected_shares()
     for dialog_type, (low, high) in bounds.share_bounds(rows).items():
+        text = (f"the share of {dialog_type} dialogs is between {low:.3f} and {high:.3f} (expected "
+                f"{expected[dialog_type]:.3f}, tolerance {bounds.mix_tolerance:g}"
+                + (f", rounded to whole dialogs of {rows}" if rows else "") + ").")
         expectations.append(gxe.ExpectColumnValuesToBeBetween(
-            column=share_column(dialog_type), min_value=low, max_value=high, meta=_meta(mix_expectation(dialog_type)),
-            notes=f"Share of {dialog_type} dialogs (expected {expected[dialog_type]:.3f} +/- {bounds.mix_tolerance})."))
+            column=share_column(dialog_type), min_value=low, max_value=high,
+            **_named(mix_expectation(dialog_type), text)))
     return gx.ExpectationSuite(name=SUMMARY_SUITE, expectations=expectations,
                                notes="Published ToolACE dataset, whole-dataset figures")
 

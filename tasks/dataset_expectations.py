@@ -70,6 +70,7 @@ CALL_CHECKS = frozenset({"call_syntax_v1", "tool_name_exists_v1", "required_para
 UNREADABLE_CHECKS = frozenset({"sample_json_v1", "sample_fields_v1", "format_detect_v1", "tools_present_v1",
                                "tools_json_v1"})
 SITE_NAME = "toolace_dataset"
+MISSING_TYPE = "(missing)"  # a row without meta.dialog_type: a value (GX skips nulls) that no type set holds
 DETAIL_LIMIT = 20  # ids / values listed per failing expectation
 _GX_LOCK = threading.Lock()
 
@@ -142,7 +143,7 @@ def sample_records(rows: list[dict[str, Any]], bounds: SuiteBounds,
             problems[index] = found
         records.append({
             "id": str(raw_id) if raw_id is not None and str(raw_id).strip() else None,
-            "dialog_type": dialog_type if isinstance(dialog_type, str) else None,
+            "dialog_type": dialog_type if isinstance(dialog_type, str) else MISSING_TYPE,
             "n_tools": len(sample.tools),
             "n_turns": len(sample.turns),
             "max_assistant_chars": max((len(t.content or "") for t in sample.turns if t.role == "assistant"),
@@ -253,8 +254,10 @@ def _validate(samples: pd.DataFrame, summary: pd.DataFrame, bounds: SuiteBounds,
     """Run both suites in a fresh ephemeral context; build the Data Docs into ``docs_build_dir``.
     Returns the validation results by suite name and the docs error (None when built or not asked)."""
     import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)  # no tqdm bars on the CLI's stderr
     for site in list(context.list_data_docs_sites()):
         context.delete_data_docs_site(site)  # the ephemeral context's default temp site: never built
     source = context.data_sources.add_pandas("published_dataset")

@@ -44,12 +44,13 @@ import copy
 import hashlib
 import json
 import math
+import random
 import re
 import socket
 import threading
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from re import _constants as _re_constants  # private, but stable since Python 3.11
 from re import _parser as _re_parser
@@ -811,6 +812,10 @@ class ScriptedLLMServer:
         self._errors: list[BaseException] = []
         self._rules: list[_ScriptEntry] = []
         self._faults: deque[RuleResult] = deque()
+        self._fault_rates: dict[str, float] = {}
+        self._fault_rng = random.Random(0)
+        self._fault_settings: dict[str, float] = {}
+        self.faults_injected: Counter[str] = Counter()
         self._server: uvicorn.Server | None = None
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -947,6 +952,8 @@ class ScriptedLLMServer:
             self._errors.clear()
             self._rules.clear()
             self._faults.clear()
+            self._fault_rates = {}
+            self.faults_injected = Counter()
 
     # -- scripting -----------------------------------------------------------------------------------
 
@@ -988,6 +995,77 @@ class ScriptedLLMServer:
             fault["delay"] = delay
         with self._lock:
             self._faults.extend(copy.deepcopy(fault) for _ in range(n))
+
+    FAULT_KINDS = ("latency", "rate_limit", "server_error", "timeout", "drop", "truncated_json",
+                   "schema_violation")
+
+    def set_fault_rates(self, rates: Mapping[str, float] | None = None, *, seed: int = 0, latency_s: float = 0.2,
+                        retry_after_s: float = 0.05, timeout_s: float = 3.0) -> None:
+        """Inject faults at random into chat requests, each kind at its rate (0-1; the rates are summed, at
+        most one fault per request), reproducibly for a ``seed``:
+
+        - ``latency``: the answer comes ``latency_s`` late;
+        - ``rate_limit``: HTTP 429 with ``Retry-After: retry_after_s``;
+        - ``server_error``: HTTP 500;
+        - ``timeout``: no answer for ``timeout_s`` (set the client's timeout below it), then a 504;
+        - ``drop``: the connection is closed in the middle of the answer;
+        - ``truncated_json``: a 200 whose content is the real answer cut in half;
+        - ``schema_violation``: a 200 whose content is valid JSON that fits no answer schema.
+
+        ``faults_injected`` counts what was injected. ``None`` or ``{}`` turns injection off."""
+        unknown = set(rates or {}) - set(self.FAULT_KINDS)
+        if unknown:
+            raise ValueError(f"unknown fault kinds: {sorted(unknown)}")
+        if sum((rates or {}).values()) > 1:
+            raise ValueError("fault rates must sum to at most 1")
+        with self._lock:
+            self._fault_rates = dict(rates or {})
+            self._fault_rng = random.Random(seed)
+            self._fault_settings = {"latency_s": latency_s, "retry_after_s": retry_after_s, "timeout_s": timeout_s}
+            self.faults_injected = Counter()
+
+    def _random_fault(self) -> str | None:
+        with self._lock:
+            if not self._fault_rates:
+                return None
+            draw = self._fault_rng.random()
+            for kind, rate in self._fault_rates.items():
+                if draw < rate:
+                    self.faults_injected[kind] += 1
+                    return kind
+                draw -= rate
+        return None
+
+    async def _inject(self, kind: str, body: dict[str, Any]) -> Response | None:
+        """The response of an injected fault (None: answer normally after a delay, for ``latency``)."""
+        settings = self._fault_settings
+        if kind == "latency":
+            await self._sleep(settings["latency_s"])
+            return None
+        if kind == "rate_limit":
+            return JSONResponse(error_body(429), status_code=429,
+                                headers={"Retry-After": str(settings["retry_after_s"])})
+        if kind == "server_error":
+            return JSONResponse(error_body(500), status_code=500)
+        if kind == "timeout":
+            await self._sleep(settings["timeout_s"])
+            return JSONResponse(error_body(504), status_code=504)
+        if kind == "drop":
+            async def broken() -> AsyncIterator[bytes]:
+                yield b'{"id": "chatcmpl-dropped", "choices": [{"mess'
+                raise ConnectionResetError("scripted fault: connection dropped")
+
+            return StreamingResponse(broken(), media_type="application/json")
+        completion = self._completion(body, {**default_reply(body)})
+        message = completion["choices"][0]["message"]
+        if kind == "truncated_json":
+            text = message.get("content") or json.dumps(message.get("tool_calls") or {})
+            message["content"], message["tool_calls"] = text[: max(1, len(text) // 2)], None
+        else:  # schema_violation
+            message["content"], message["tool_calls"] = json.dumps({"unexpected_field": [1, 2, 3]}), None
+        message.pop("tool_calls", None)
+        completion["choices"][0]["finish_reason"] = "stop"
+        return JSONResponse(completion)
 
     @property
     def pending_faults(self) -> int:
@@ -1070,6 +1148,11 @@ class ScriptedLLMServer:
             fault = self._faults.popleft() if self._faults else None
         if fault is not None:
             return await self._respond(body, fault)
+        injected = self._random_fault()
+        if injected is not None:
+            response = await self._inject(injected, body)
+            if response is not None:
+                return response
         model = body.get("model")
         if not isinstance(model, str):
             return JSONResponse(error_body(400, "you must provide a model parameter"), 400)

@@ -177,3 +177,12 @@ def test_empty_dataset_fails_without_crashing() -> None:
     assert not outcome.success
     assert set(outcome.failed) == {"gx_row_count_v1", "gx_acceptance_rate_v1"}
     assert outcome.rows == 0 and outcome.result("gx_row_count_v1").observed == 0
+
+
+def test_unreadable_rows_fail_without_crashing() -> None:
+    rows: list[Any] = [{"id": "x"}, {"id": "y", "system": "no tools here", "conversations": "not a list"}]
+    outcome = check_published(rows, ACCEPTANCE, BOUNDS, None)
+    assert {"gx_calls_valid_v1", "gx_tool_count_v1", "gx_turn_count_v1", "gx_known_dialog_types_v1"} <= set(
+        outcome.failed)
+    problems = outcome.result("gx_calls_valid_v1").details["call_problems"]
+    assert problems["x"][0].startswith("tools_present_v1") and problems["y"][0].startswith("tools_present_v1")

@@ -24,6 +24,7 @@ import httpx
 import pytest
 import yaml
 
+from tests.scripted_llm_server import schema_name
 from toolace.config import SAMPLE_CORPUS
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
@@ -34,6 +35,29 @@ DEPLOYMENT = "toolace-refresh"
 POOL = "toolace-process"
 SERVER_START_TIMEOUT_S = 120
 WATCH_TIMEOUT_S = 240
+
+
+DOCS = ("01-skycast-current-conditions-api.md", "05-aerotrack-flight-status-api.md",
+        "07-shelfwise-catalog-search-api.md", "08-relaytext-sms-api.md")
+# what mining extracts from each document of the tiny corpus (the default answer to the mining schema is a
+# random verdict, which may reject all of them)
+EXTRACTIONS = {
+    "SkyCast": ("Weather", "Current Conditions", "get current weather conditions for a location"),
+    "AeroTrack": ("Travel", "Flight Status", "look up the live status of a flight"),
+    "Shelfwise": ("Ecommerce", "Catalog Search", "search products in a store catalog"),
+    "RelayText": ("Messaging", "SMS", "send a transactional text message"),
+}
+
+
+def mining_answers(body: dict[str, Any]) -> dict[str, Any] | None:
+    if schema_name(body) != "DocumentExtraction":
+        return None
+    text = str(body["messages"])
+    for brand, (domain, subdomain, functionality) in EXTRACTIONS.items():
+        if brand in text:
+            return {"json": {"describes_functionality": True, "domain": domain, "subdomains": [subdomain],
+                             "functionalities": [functionality]}}
+    return None
 
 
 def free_port() -> int:
@@ -132,12 +156,10 @@ def start_server(background: Background, env: dict[str, str]) -> str:
     pytest.fail(f"prefect server did not answer /api/health in {SERVER_START_TIMEOUT_S} s:\n{tail(log)}")
 
 
-def tiny_corpus(folder: Path, count: int) -> list[Path]:
-    """The first ``count`` API documents of the bundled sample corpus."""
+def tiny_corpus(folder: Path) -> list[Path]:
+    """Four API documents of the bundled sample corpus, one per brand of EXTRACTIONS."""
     folder.mkdir(parents=True, exist_ok=True)
-    docs = sorted(p for p in Path(SAMPLE_CORPUS).iterdir() if p.suffix == ".md" and "api" in p.name)[:count]
-    assert len(docs) == count
-    return [Path(shutil.copy(doc, folder / doc.name)) for doc in docs]
+    return [Path(shutil.copy(Path(SAMPLE_CORPUS) / name, folder / name)) for name in DOCS]
 
 
 def refresh_prefect_file(tmp_path: Path, base_url: str) -> Path:
@@ -184,6 +206,7 @@ def manifests(out: Path) -> list[dict[str, Any]]:
 
 
 def test_deploy_then_trigger_the_refresh_from_the_cli(llm, tmp_path, background):
+    llm.script(mining_answers)
     timings: dict[str, float] = {}
     try:
         t0 = time.monotonic()
@@ -192,7 +215,7 @@ def test_deploy_then_trigger_the_refresh_from_the_cli(llm, tmp_path, background)
         timings["server"] = time.monotonic() - t0
         env = prefect_env(home, api_url)
 
-        docs = tiny_corpus(tmp_path / "incoming", 4)
+        docs = tiny_corpus(tmp_path / "incoming")
         extra = docs.pop()
         extra_text = extra.read_bytes()
         extra.unlink()  # added before the second run
@@ -215,6 +238,7 @@ def test_deploy_then_trigger_the_refresh_from_the_cli(llm, tmp_path, background)
         assert flow_run(api_url, first_id)["state_type"] == "COMPLETED"
         [first] = manifests(tmp_path / "out")
         assert first["stages"]["mining"]["items_in"] == 3 and first["stages"]["mining"]["reused"] == 0
+        assert first["stages"]["mining"]["accepted"] == 3
         assert first["config"]["corpus"] == str(tmp_path / "incoming")
         assert first["api_pool"]["apis_before"] == 0 and first["api_pool"]["added"] >= 1
         assert first["dataset"]["dialogs"] == 2
