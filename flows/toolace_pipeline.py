@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import random
 import secrets
 import time
@@ -14,14 +15,21 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_image_artifact, create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_image_artifact,
+    create_link_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
 
 from schemas.frames import APIsFrame, DialogsFrame, DocumentsFrame, TreeNodesFrame, verdicts_frame
 from schemas.records import APISpec, Dialog, MinedDocument, StageStats, TreeNode
+from schemas.suites import SuiteBounds
 from tasks import api_synthesis, dataset_card, dialog_generation, publish, run_storage
 from tasks.api_import import merge_into_pool, read_pool
 from tasks.context_tree import tree_nested, tree_shape
 from tasks.corpus import iter_documents
+from tasks.dataset_expectations import SuiteOutcome, check_published
 from tasks.mining_ledger import MiningLedger, mining_fingerprint
 from tasks.near_duplicates import NearDuplicateIndex
 from tasks.prefect_tasks import (
@@ -47,6 +55,7 @@ from tasks.self_guidance import (
 from tasks.text_embedding import shared_embedder
 from toolace import progress
 from toolace.config import RunConfig, redact_url
+from toolace.errors import UserError
 from toolace.llm.endpoint import Endpoint, llm_endpoint
 from toolace.llm.gateway import GatewaySettings, gateway_settings_from
 
@@ -116,7 +125,8 @@ def toolace_pipeline(config: RunConfig, endpoint: Endpoint | None = None) -> dic
                 "stages": manifest["stages"], "already_published": True}
     if endpoint is not None:
         return _stages(config, endpoint)
-    with llm_endpoint(config.llm_base_url, config.llm_model) as resolved:
+    # a deployed run takes the endpoint from the worker's environment, like the CLI does
+    with llm_endpoint(config.llm_base_url or os.environ.get("OPENAI_BASE_URL"), config.llm_model) as resolved:
         return _stages(config, resolved)
 
 
@@ -278,10 +288,16 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
     t0 = time.perf_counter()
     accepted = [d for d in dialogs if d.accepted]
     dataset_url = f"{run_url}/dataset"
-    publish.write_jsonl((publish.toolace_row(d) for d in accepted), f"{dataset_url}/toolace.jsonl")
+    toolace_rows = [publish.toolace_row(d) for d in accepted]
+    publish.write_jsonl(toolace_rows, f"{dataset_url}/toolace.jsonl")
     publish.write_jsonl((publish.openai_row(d) for d in accepted), f"{dataset_url}/openai.jsonl")
     shards = dataset_card.write_shards(accepted, dataset_url)
     charts = _charts(run_id, run_url, config, accepted, bounds)
+    suite = check_published(toolace_rows, {"generated": len(dialogs), "accepted": len(accepted)},
+                            SuiteBounds.from_config(config, mix_tolerance=config.mix_tolerance,
+                                                    min_acceptance_rate=config.min_acceptance_rate),
+                            f"{dataset_url}/data_docs")
+    publish.write_json(suite.model_dump(mode="json"), f"{dataset_url}/expectations.json")
     stats["publish"] = StageStats(items_in=len(accepted), accepted=len(accepted),
                                   wall_time_s=round(time.perf_counter() - t0, 3))
     manifest = {
@@ -303,17 +319,42 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
         "charts": charts,
         "dataset": {"dialogs": len(accepted), "toolace": "dataset/toolace.jsonl", "openai": "dataset/openai.jsonl",
                     "parquet": [f"dataset/{p}" for p in shards], "card": "dataset/README.md"},
+        "expectations": {"success": suite.success, "failed": suite.failed, "acceptance_rate": suite.acceptance_rate,
+                         "results": "dataset/expectations.json",
+                         "data_docs": "dataset/data_docs/index.html" if suite.data_docs_index else None},
     }
     publish.write_bytes(dataset_card.dataset_card(manifest, accepted, shards).encode(), f"{dataset_url}/README.md")
     manifest["files"] = publish.file_listing(run_url)
-    manifest["status"] = "promoted"
+    manifest["status"] = "promoted" if suite.success else "failed"
     manifest_bytes = json.dumps(manifest, ensure_ascii=False, indent=2, default=str).encode()
     publish.write_bytes(manifest_bytes, f"{run_url}/manifest.json")
+    if not suite.success:  # the dataset is not promoted: it stays in staging, marked failed
+        marker = run_storage.mark_failed(location, {"reason": "expectation suite failed", "failed": suite.failed})
+        _report_expectations(run_id, suite, run_url)
+        _report(run_id, run_url, stats, len(accepted), verification_report)
+        raise DatasetRejected(f"run {run_id}: the published-dataset expectation suite failed "
+                              f"({', '.join(suite.failed)}); the run stays in {run_url} ({marker}), not promoted")
     pointer = run_storage.promote(location, hashlib.sha256(manifest_bytes).hexdigest())
     logger.info("run %s promoted to %s; %s points at it", run_id, location.published, location.latest)
+    _report_expectations(run_id, suite, location.published)
     _report(run_id, location.published, stats, len(accepted), verification_report)
     return {"run_id": run_id, "run_dir": pointer["url"], "accepted_dialogs": len(accepted),
             "stages": {name: stats[name].model_dump() for name in STAGES}}
+
+
+class DatasetRejected(UserError):
+    """The dataset failed its expectation suite: the run is kept in staging, marked failed."""
+
+
+def _report_expectations(run_id: str, suite: SuiteOutcome, run_url: str) -> None:
+    """The suite's results as a table artifact and a link to its Data Docs where the run now lives."""
+    create_table_artifact(suite.table(), key="toolace-expectations",
+                          description=f"Expectation suite results of run {run_id}")
+    if suite.data_docs_index:
+        index = f"{run_url}/dataset/data_docs/index.html"
+        link = index if "://" in index else f"file://{Path(index).resolve()}"
+        create_link_artifact(link, link_text="Great Expectations Data Docs", key="toolace-data-docs",
+                             description=f"Data Docs of run {run_id}")
 
 
 def _charts(run_id: str, run_url: str, config: RunConfig, accepted: list[Dialog],

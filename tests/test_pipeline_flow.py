@@ -10,7 +10,7 @@ from typing import Any
 import polars as pl
 import pytest
 
-from flows.toolace_pipeline import STAGES, toolace_pipeline
+from flows.toolace_pipeline import STAGES, DatasetRejected, toolace_pipeline
 from toolace.config import RunConfig
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -90,8 +90,18 @@ def test_every_item_ends_accepted_or_rejected_with_reason_and_raw_output(llm, tm
     llm.on_schema("ToolResult", lambda body: "not json")
     llm.script(lambda body: {"content": "{}"} if "Functionalities the API must provide" in str(body["messages"]) and
                body.get("seed") == 1 else None)
-    summary = run_flow(llm, tmp_path)
-    run_dir = tmp_path / "runs" / "run-a"
+    # only non-tool dialogs survive: the published-dataset suite fails (dialog mix, acceptance rate), so the
+    # run is not promoted and stays in staging, marked failed, with every table, the Data Docs and manifest
+    with pytest.raises(DatasetRejected, match="expectation suite failed") as info:
+        run_flow(llm, tmp_path)
+    assert "gx_acceptance_rate_v1" in str(info.value)
+    run_dir = tmp_path / "staging" / "run-a"
+    assert not (tmp_path / "runs" / "run-a").exists() and not (tmp_path / "latest.json").exists()
+    assert json.loads((run_dir / "FAILED.json").read_text())["failed"]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and not manifest["expectations"]["success"]
+    assert (run_dir / "dataset" / "data_docs" / "index.html").exists()
+    summary = {"stages": manifest["stages"]}
     for table in ("apis", "dialogs"):
         frame = pl.read_parquet(run_dir / "tables" / f"{table}.parquet")
         rejected = frame.filter(pl.col("status") == "rejected")
@@ -133,9 +143,9 @@ def test_model_layer_rejections_are_stored_and_reported(llm, tmp_path):
 
     llm.script(lambda body: {"json": {"reason": "The answer ignores the tool result.", "passed": False}}
                if schema_name(body) == "ConsistencyAnswer" else None)
-    summary = run_flow(llm, tmp_path, dialogs=2)
-    run_dir = tmp_path / "runs" / "run-a"
-    assert summary["accepted_dialogs"] == 0
+    with pytest.raises(DatasetRejected, match="gx_row_count_v1"):  # nothing accepted: nothing promoted
+        run_flow(llm, tmp_path, dialogs=2)
+    run_dir = tmp_path / "staging" / "run-a"
     dialogs = pl.read_parquet(run_dir / "tables" / "dialogs.parquet")
     judged = dialogs.filter(pl.col("rejected_by") == "llm_consistency_v1")
     assert judged.height > 0

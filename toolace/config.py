@@ -107,6 +107,10 @@ class RunConfig(BaseModel):
     dask_address: str | None = Field(None, description="Existing Dask scheduler (tcp://host:8786); none = a "
                                                        "local cluster started for the run")
     dask_workers: int = Field(2, ge=1, description="Worker processes of the local Dask cluster")
+    mix_tolerance: float = Field(0.25, ge=0, le=1, description="Published dialog-type shares may differ from "
+                                 "dialog_mix by this much (Great Expectations suite)")
+    min_acceptance_rate: float = Field(0.2, ge=0, le=1, description="Least share of generated dialogs that must "
+                                       "be accepted for the dataset to be promoted")
     model_checks: bool = Field(True, description="Run the LLM judges (model layer) on dialogs the rules passed")
     judge_votes: int = Field(1, ge=1, description="Votes per LLM judge; a strict majority of answers must pass")
 
