@@ -16,16 +16,17 @@ domain and dialog type, acceptance per check, the loss distribution, license and
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from collections import Counter
 from typing import Any
 
-import fsspec
 import polars as pl
 
 from schemas.records import Dialog
 from tasks.publish import openai_row, toolace_row
+from tasks.run_storage import put_bytes
 
 ROWS_PER_SHARD = 5_000
 LICENSE = "apache-2.0"
@@ -62,8 +63,9 @@ def write_shards(dialogs: list[Dialog], dataset_url: str, rows_per_shard: int = 
         part = dialogs[shard * rows_per_shard:(shard + 1) * rows_per_shard]
         frame = pl.DataFrame([shard_row(d) for d in part], schema=SHARD_SCHEMA)
         path = f"data/train-{shard:05d}-of-{count:05d}.parquet"
-        with fsspec.open(f"{dataset_url.rstrip('/')}/{path}", "wb", auto_mkdir=True) as handle:
-            frame.write_parquet(handle)
+        buffer = io.BytesIO()
+        frame.write_parquet(buffer)
+        put_bytes(buffer.getvalue(), f"{dataset_url.rstrip('/')}/{path}")
         paths.append(path)
     return paths
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import io
 import json
 import types
 import typing
@@ -19,6 +20,7 @@ from pydantic import BaseModel
 from schemas.frames import validate_table
 from schemas.records import Dialog
 from tasks.call_format import openai_messages, render_calls, toolace_system_prompt
+from tasks.run_storage import put_bytes
 
 MANIFEST_PACKAGES = ("toolace-platform", "prefect", "openai", "torch", "transformers", "polars", "pydantic",
                      "llama_cpp_python", "pandera", "great-expectations", "s3fs")
@@ -140,27 +142,23 @@ def write_validated(records: list[BaseModel], model: type[BaseModel], frame_mode
 
 
 def write_table(frame: pl.DataFrame, url: str) -> None:
-    with fsspec.open(url, "wb") as handle:
-        frame.write_parquet(handle)
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer)
+    put_bytes(buffer.getvalue(), url)
 
 
 def write_jsonl(rows: Iterable[dict[str, Any]], url: str) -> int:
-    count = 0
-    with fsspec.open(url, "w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-            count += 1
-    return count
+    lines = [json.dumps(row, ensure_ascii=False) + "\n" for row in rows]
+    put_bytes("".join(lines).encode("utf-8"), url)
+    return len(lines)
 
 
 def write_bytes(data: bytes, url: str) -> None:
-    with fsspec.open(url, "wb") as handle:
-        handle.write(data)
+    put_bytes(data, url)
 
 
 def write_json(value: Any, url: str) -> None:
-    with fsspec.open(url, "w", encoding="utf-8") as handle:
-        json.dump(value, handle, ensure_ascii=False, indent=2, default=str)
+    put_bytes(json.dumps(value, ensure_ascii=False, indent=2, default=str).encode("utf-8"), url)
 
 
 def package_versions() -> dict[str, str]:

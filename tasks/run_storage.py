@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import fsspec
 
@@ -25,6 +28,37 @@ from toolace.errors import UserError
 
 LATEST = "latest.json"
 FAILED_MARKER = "FAILED.json"
+# A storage error that may pass (a dropped connection, a timeout, a 5xx the client library gave up on) is
+# retried this many times with a doubling pause; one that will not (no bucket, no permission) is not.
+STORAGE_ATTEMPTS = 4
+STORAGE_BACKOFF_S = 0.5
+_PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, UserError)
+T = TypeVar("T")
+
+
+def with_retries(action: Callable[[], T], what: str) -> T:
+    """Run one storage action, retrying transient errors; the last error is raised with ``what`` named."""
+    for attempt in range(STORAGE_ATTEMPTS):
+        try:
+            return action()
+        except _PERMANENT:
+            raise
+        except (OSError, ConnectionError, TimeoutError) as exc:
+            if attempt == STORAGE_ATTEMPTS - 1:
+                raise OSError(f"{what} failed after {STORAGE_ATTEMPTS} attempts: {exc}") from exc
+            logging.getLogger(__name__).warning("%s failed (%s), retrying", what, exc)
+            time.sleep(STORAGE_BACKOFF_S * 2 ** attempt)
+    raise AssertionError("unreachable")
+
+
+def put_bytes(data: bytes, url: str) -> None:
+    """Write one whole object (all or nothing for object stores), retrying transient errors."""
+
+    def put() -> None:
+        with fsspec.open(url, "wb", auto_mkdir=True) as handle:
+            handle.write(data)
+
+    with_retries(put, f"writing {url}")
 
 
 @dataclass(frozen=True)
@@ -110,18 +144,16 @@ def promote(location: RunLocation, manifest_sha256: str) -> dict[str, Any]:
         target = published + source[len(staging):]
         if "file" in fs.protocol:
             fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
-        fs.copy(source, target)
+        with_retries(lambda s=source, t=target: fs.copy(s, t), f"copying {source} to {target}")
     pointer = {"run_id": location.run_id, "url": location.published, "manifest_sha256": manifest_sha256,
                "promoted_at": dt.datetime.now(dt.UTC).isoformat()}
-    with fsspec.open(location.latest, "w", encoding="utf-8") as handle:  # one object: the atomic switch
-        json.dump(pointer, handle, indent=2)
-    fs.rm(staging, recursive=True)
+    put_bytes(json.dumps(pointer, indent=2).encode(), location.latest)  # one object: the atomic switch
+    with_retries(lambda: fs.rm(staging, recursive=True), f"removing {location.staging}")
     return pointer
 
 
 def mark_failed(location: RunLocation, reason: dict[str, Any]) -> str:
     url = f"{location.staging}/{FAILED_MARKER}"
-    with fsspec.open(url, "w", encoding="utf-8") as handle:
-        json.dump({"run_id": location.run_id, "at": dt.datetime.now(dt.UTC).isoformat(), **reason}, handle,
-                  indent=2, default=str)
+    marker = {"run_id": location.run_id, "at": dt.datetime.now(dt.UTC).isoformat(), **reason}
+    put_bytes(json.dumps(marker, indent=2, default=str).encode(), url)
     return url

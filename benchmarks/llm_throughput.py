@@ -1,0 +1,156 @@
+"""Does the pipeline keep a shared LLM server busy? Completed requests/s of the pipeline against the scripted
+server (fixed 200 ms latency, concurrency 64), divided by what a bare asyncio loop of the same `openai` client
+reaches against the same server in the same run.
+
+    .venv/bin/python benchmarks/llm_throughput.py [--docs 400] [--apis 120] [--dialogs 120] [--bare 2000]
+
+The scripted server runs in its own process (its CPU is not the pipeline's). The pipeline is the real flow
+(mining, API synthesis, dialog generation with 3 agents, both verification layers; no loss model, so every
+stage is LLM-bound) over a generated corpus, with a cold response cache. Printed: requests/s of the bare
+loop, of the whole flow and of its LLM stages (their requests over their wall time), the ratio, and the
+pipeline's CPU seconds per request spent outside the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import openai
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+LLM_STAGES = ("mining", "api_synthesis", "dialog_generation", "verification")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(latency: float) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "tests.scripted_llm_server", "--port", str(port),
+                                "--latency", str(latency)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return process, f"{url}/v1"
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("the scripted server did not start")
+
+
+async def bare_loop(base_url: str, requests: int, concurrency: int) -> float:
+    """Requests/s of a plain asyncio loop: `concurrency` requests in flight through one AsyncOpenAI client."""
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="bench", max_retries=0, timeout=60)
+    limit = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> None:
+        async with limit:
+            await client.chat.completions.create(model="scripted-model", max_tokens=64,
+                                                 messages=[{"role": "user", "content": f"request {i}"}])
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(requests)))
+    elapsed = time.perf_counter() - started
+    await client.close()
+    return requests / elapsed
+
+
+def make_corpus(folder: Path, docs: int) -> None:
+    """`docs` distinct API documents made from the bundled sample corpus (a numbered edition of each)."""
+    from toolace.config import SAMPLE_CORPUS
+
+    sources = sorted(p for p in Path(SAMPLE_CORPUS).iterdir() if p.suffix in (".md", ".txt", ".html"))
+    folder.mkdir(parents=True)
+    for i in range(docs):
+        source = sources[i % len(sources)]
+        text = source.read_text(encoding="utf-8")
+        (folder / f"{i:05d}-{source.name}").write_text(f"{text}\n\nEdition {i}: revised endpoint notes.\n")
+
+
+def run_pipeline(base_url: str, corpus: Path, out: Path, args: argparse.Namespace) -> tuple[dict, float, float]:
+    from flows.toolace_pipeline import DatasetRejected, toolace_pipeline
+    from toolace.config import RunConfig
+
+    config = RunConfig(llm_base_url=base_url, llm_model="scripted-model", corpus=str(corpus), out=str(out),
+                       apis=args.apis, dialogs=args.dialogs, target_model=None, run_id="bench",
+                       concurrency=args.concurrency, batch_size=args.batch_size, mix_tolerance=1.0,
+                       min_acceptance_rate=0.0)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    try:
+        toolace_pipeline(config)
+        folder = out / "runs" / "bench"
+    except DatasetRejected:
+        folder = out / "staging" / "bench"
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    return json.loads((folder / "manifest.json").read_text()), wall, cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--docs", type=int, default=400)
+    parser.add_argument("--apis", type=int, default=120)
+    parser.add_argument("--dialogs", type=int, default=120)
+    parser.add_argument("--bare", type=int, default=2000, help="requests of the bare loop")
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--latency", type=float, default=0.2)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="toolace-throughput-"))
+    os.environ["PREFECT_HOME"] = str(tmp / "prefect")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    server, base_url = start_server(args.latency)
+    try:
+        make_corpus(tmp / "corpus", args.docs)
+        bare_before = asyncio.run(bare_loop(base_url, args.bare, args.concurrency))
+        manifest, wall, cpu = run_pipeline(base_url, tmp / "corpus", tmp / "out", args)
+        bare_after = asyncio.run(bare_loop(base_url, args.bare, args.concurrency))
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        shutil.rmtree(tmp, ignore_errors=True)
+    stages = manifest["stages"]
+    requests = sum(s["llm_requests"] for s in stages.values())
+    stage_requests = sum(stages[s]["llm_requests"] for s in LLM_STAGES)
+    stage_wall = sum(stages[s]["wall_time_s"] for s in LLM_STAGES)
+    bare = (bare_before + bare_after) / 2
+    ideal = args.concurrency / args.latency
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; scripted "
+          f"server in its own process, latency {args.latency * 1000:.0f} ms, concurrency {args.concurrency}")
+    print(f"bare asyncio loop ({args.bare} requests, before/after the pipeline): {bare_before:.1f} / "
+          f"{bare_after:.1f} req/s (mean {bare:.1f}; {bare / ideal:.2f} of the ideal {ideal:.0f})")
+    print(f"pipeline, whole flow: {requests} requests in {wall:.1f} s = {requests / wall:.1f} req/s "
+          f"(ratio to bare {requests / wall / bare:.2f})")
+    print(f"pipeline, LLM stages: {stage_requests} requests in {stage_wall:.1f} s = "
+          f"{stage_requests / stage_wall:.1f} req/s (ratio to bare {stage_requests / stage_wall / bare:.2f})")
+    for name in LLM_STAGES:
+        s = stages[name]
+        rate = s["llm_requests"] / s["wall_time_s"] if s["wall_time_s"] else 0.0
+        print(f"  {name:<18} {s['llm_requests']:>6} requests {s['wall_time_s']:>7.1f} s {rate:>7.1f} req/s "
+              f"({s['items_in']} items)")
+    print(f"pipeline CPU outside the server: {cpu:.1f} s = {1000 * cpu / max(requests, 1):.1f} ms per request; "
+          f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
