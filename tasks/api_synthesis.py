@@ -352,6 +352,7 @@ class PoolGrower:
         self.new_per_domain: Counter[str] = Counter()
         self.names: set[str] = set()
         self.signatures: dict[str, str] = {}
+        self.ids: set[str] = set()  # api_ids handed out in this run (every record keeps a distinct one)
         self.buffer: list[APISpec] = []
         self.buffer_size = buffer_size
         self.planned = 0
@@ -400,8 +401,11 @@ class PoolGrower:
 
     def admit(self, plans: list[APIPlan], specs: list[APISpec]) -> list[APISpec]:
         """Apply the duplicate and balance checks to one generated batch; updates the pool state."""
-        for plan in plans:
+        for plan, spec in zip(plans, specs, strict=True):
             self.pending[plan.domain_id] -= 1
+            if spec.api_id in self.ids:  # the same content generated twice: each record keeps its own id
+                spec.api_id = f"{spec.api_id}-{plan.index}"
+            self.ids.add(spec.api_id)
         candidates = [(p, s) for p, s in zip(plans, specs, strict=True) if s.accepted]
         vectors = self.embed([api_text(s) for _, s in candidates]) if candidates else np.zeros((0, 1))
         for (plan, spec), vector in zip(candidates, vectors, strict=True):

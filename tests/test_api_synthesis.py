@@ -225,6 +225,8 @@ def test_admission_rejects_duplicates_with_reasons(nodes: list) -> None:
     assert admitted[2].rejected_by == DUPLICATE_CHECK and "same description and parameters" in str(admitted[2].reason)
     assert admitted[3].rejected_by == NEAR_DUPLICATE_CHECK and "get_weather" in str(admitted[3].reason)
     assert admitted[5].rejected_by == DEFINITION_CHECK  # an earlier rejection is left as it was
+    # the same content twice keeps one row per record in the APIs table: ids stay distinct
+    assert len({s.api_id for s in admitted}) == 6 and admitted[1].api_id == f"get_weather-{plans[1].index}"
     assert g.accepted == 2 and [a.name for a in g.buffer] == ["get_weather", "zeta_lookup"]
     assert sum(g.pending.values()) == 0
 
@@ -315,3 +317,4 @@ def test_repeated_parameters_dropped_and_name_clashes_renamed() -> None:
     props = to_api_spec(answer, plan(nested=True), None).parameters["properties"]
     assert list(props) == ["city", "items", "items_2"]
     assert props["items_2"]["type"] == "array" and props["items"]["type"] == "integer"
+
