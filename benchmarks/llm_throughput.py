@@ -87,9 +87,16 @@ def make_corpus(folder: Path, docs: int) -> None:
 
 
 def run_pipeline(base_url: str, corpus: Path, out: Path, args: argparse.Namespace) -> tuple[dict, float, float]:
+    from prefect import flow
+
     from flows.toolace_pipeline import DatasetRejected, toolace_pipeline
     from toolace.config import RunConfig
 
+    @flow(name="warm-up")
+    def warm_up() -> None:
+        """Start Prefect's temporary server before the clock starts (it takes ~15 s here)."""
+
+    warm_up()
     config = RunConfig(llm_base_url=base_url, llm_model="scripted-model", corpus=str(corpus), out=str(out),
                        apis=args.apis, dialogs=args.dialogs, target_model=None, run_id="bench",
                        concurrency=args.concurrency, batch_size=args.batch_size, mix_tolerance=1.0,

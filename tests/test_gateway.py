@@ -138,7 +138,8 @@ class _FakeCompletions:
         self.in_flight = 0
         self.peak = 0
 
-    async def create(self, **body: Any) -> Any:
+    async def post(self, path: str, *, body: dict[str, Any], **options: Any) -> Any:
+        assert path == "/chat/completions"
         self.in_flight += 1
         self.peak = max(self.peak, self.in_flight)
         await asyncio.sleep(0.02)
@@ -150,7 +151,7 @@ class _FakeCompletions:
 
 def test_concurrency_limit_caps_requests_in_flight():
     completions = _FakeCompletions()
-    client = SimpleNamespace(chat=SimpleNamespace(completions=completions), close=lambda: asyncio.sleep(0))
+    client = SimpleNamespace(post=completions.post, close=lambda: asyncio.sleep(0))
     gw = LLMGateway(GatewaySettings(base_url="http://unused/v1", model="m", concurrency=3), client=client)
 
     async def main() -> None:

@@ -21,6 +21,8 @@ from typing import Any, Generic, TypeVar
 
 import jsonschema
 import openai
+from openai._base_client import make_request_options
+from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ValidationError
 
 from toolace.errors import EndpointError
@@ -29,6 +31,10 @@ from toolace.llm.response_cache import ResponseCache, request_key
 from toolace.llm.response_format import json_schema_response_format, response_format_for
 
 T = TypeVar("T")
+# The body goes out as it is, with the client's bearer auth: ``chat.completions.create`` would first walk every
+# nested value of it (JSON schemas, tool lists) through the SDK's type-driven transform, about 4 ms of CPU a
+# request here, a third of the pipeline's CPU per request. Our bodies are already plain JSON.
+_CHAT_OPTIONS = make_request_options(security={"bearer_auth": True})
 M = TypeVar("M", bound=BaseModel)
 
 STRUCTURED_OUTPUT_CHECK = "structured_output_v1"
@@ -205,7 +211,8 @@ class LLMGateway:
                 async with self._in_flight():
                     started = time.perf_counter()
                     stats.requests += 1
-                    response = await self.client.chat.completions.create(**body)
+                    response = await self.client.post("/chat/completions", body=body, cast_to=ChatCompletion,
+                                                      options=_CHAT_OPTIONS)
                     stats.latency_s += time.perf_counter() - started
                 raw = response.model_dump(mode="json")
                 if not raw.get("choices"):
