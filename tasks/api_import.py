@@ -25,6 +25,7 @@ from schemas.records import APISpec
 from tasks.api_synthesis import snake_case
 from tasks.publish import records_frame, write_table
 from tasks.schema_validity import SchemaChecker as _SchemaChecker
+from tasks.type_dialects import DIALECT_TYPES, JSON_TYPES
 from toolace.errors import UserError
 
 REF_CHECK = "openapi_ref_v1"
@@ -39,14 +40,10 @@ OBJECT: dict[str, Any] = {"type": "object"}
 _DATA_KEYWORDS = {"example", "examples", "default", "enum", "const"}
 _SWAGGER_PARAM_META = {"name", "in", "required", "description", "collectionFormat", "allowEmptyValue", "style",
                        "explode", "allowReserved", "deprecated", "example", "examples"}
-# The BFCL / ToolACE / xLAM type dialect, lower-cased; None means "any type" (no "type" keyword).
-_DIALECT_TYPES: dict[str, str | None] = {
-    "dict": "object", "object": "object", "float": "number", "number": "number", "double": "number",
-    "int": "integer", "integer": "integer", "long": "integer", "str": "string", "string": "string",
-    "bool": "boolean", "boolean": "boolean", "tuple": "array", "list": "array", "array": "array",
-    "set": "array", "null": "null", "none": "null", "any": None,
-}
-_JSON_TYPES = {"object", "number", "integer", "string", "boolean", "array", "null"}
+# The BFCL / ToolACE / xLAM type dialect (lower-cased; None means "any type") and JSON Schema's own types:
+# one table for the importer and the verifier.
+_DIALECT_TYPES = DIALECT_TYPES
+_JSON_TYPES = JSON_TYPES
 _SCHEMA_MAP_KEYWORDS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
 _SCHEMA_KEYWORDS = ("items", "additionalProperties", "not", "contains", "propertyNames", "if", "then", "else",
                     "unevaluatedItems", "unevaluatedProperties", "additionalItems")
