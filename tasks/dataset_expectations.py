@@ -64,6 +64,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 logger = logging.getLogger(__name__)
+# GX narrates its temporary folders at INFO; its warnings and errors still come through.
+logging.getLogger("great_expectations").setLevel(logging.WARNING)
 
 CALL_CHECKS = frozenset({"call_syntax_v1", "tool_name_exists_v1", "required_params_v1", "unknown_params_v1",
                          "argument_values_v1", "argument_length_v1"})
