@@ -100,7 +100,7 @@ def run_pipeline(base_url: str, corpus: Path, out: Path, args: argparse.Namespac
     config = RunConfig(llm_base_url=base_url, llm_model="scripted-model", corpus=str(corpus), out=str(out),
                        apis=args.apis, dialogs=args.dialogs, target_model=None, run_id="bench",
                        concurrency=args.concurrency, batch_size=args.batch_size, mix_tolerance=1.0,
-                       min_acceptance_rate=0.0)
+                       min_acceptance_rate=0.0, model_checks=getattr(args, "model_checks", True))
     cpu0, wall0 = time.process_time(), time.perf_counter()
     try:
         toolace_pipeline(config)
