@@ -35,6 +35,16 @@ sys.path.insert(0, str(ROOT))
 LLM_STAGES = ("mining", "api_synthesis", "dialog_generation", "verification")
 
 
+def benchmark_folder(prefix: str) -> Path:
+    """A temporary folder for one benchmark run, with Prefect's home inside it and Prefect kept offline."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    os.environ["PREFECT_HOME"] = str(tmp / "prefect")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    return tmp
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -121,11 +131,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--latency", type=float, default=0.2)
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="toolace-throughput-"))
-    os.environ["PREFECT_HOME"] = str(tmp / "prefect")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    tmp = benchmark_folder("toolace-throughput-")
     server, base_url = start_server(args.latency)
     try:
         make_corpus(tmp / "corpus", args.docs)

@@ -14,12 +14,11 @@ import os
 import resource
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.llm_throughput import make_corpus, run_pipeline, start_server  # noqa: E402
+from benchmarks.llm_throughput import benchmark_folder, make_corpus, run_pipeline, start_server  # noqa: E402
 
 
 def main() -> None:
@@ -34,11 +33,7 @@ def main() -> None:
                         help="rules-only verification (the scripted server's judges answer at random, so with the "
                              "model layer most dialogs are rejected and the dialog target is not reached)")
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="toolace-scale-"))
-    os.environ["PREFECT_HOME"] = str(tmp / "prefect")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    tmp = benchmark_folder("toolace-scale-")
     server, base_url = start_server(args.latency)
     try:
         make_corpus(tmp / "corpus", args.docs)

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import Field, StringConstraints
+
+from schemas.llm_outputs import _Answer
 
 Reason = Annotated[str, StringConstraints(min_length=1, max_length=300)]
 QuotedValue = Annotated[str, StringConstraints(min_length=1, max_length=120)]
-
-
-class _Answer(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class JudgeAnswer(_Answer):

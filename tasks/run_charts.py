@@ -24,21 +24,16 @@ def domain_chart_png(counts: dict[str, int], title: str = "APIs per domain") -> 
     labels = [k for k, _ in items][::-1]
     values = [v for _, v in items][::-1]
     fig, ax = plt.subplots(figsize=(7, max(2.0, 0.28 * len(items) + 1.0)), dpi=100)
-    try:
-        ax.barh(labels or ["(none)"], values or [0], color="#3b73b9")
-        ax.set_xlabel("APIs")
-        ax.set_title(title)
-        for y, value in enumerate(values):
-            ax.text(value, y, f" {value}", va="center", fontsize=8)
-        fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png")
-    finally:
-        plt.close(fig)
-    return buffer.getvalue()
+    ax.barh(labels or ["(none)"], values or [0], color="#3b73b9")
+    ax.set_xlabel("APIs")
+    ax.set_title(title)
+    for y, value in enumerate(values):
+        ax.text(value, y, f" {value}", va="center", fontsize=8)
+    return _png(fig)
 
 
 def _png(fig: Any) -> bytes:
+    """The figure as PNG bytes; the figure is closed even when drawing failed."""
     try:
         fig.tight_layout()
         buffer = io.BytesIO()

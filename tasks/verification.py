@@ -72,6 +72,20 @@ def _read_parameters(key: str) -> tuple[dict[str, Any], str | None]:
 
 
 @lru_cache(maxsize=8192)
+def _result_validator(key: str) -> Draft202012Validator | str:
+    """Validator of a tool's results (its result schema as canonical JSON), or why the schema is invalid:
+    once per distinct result schema, for tool_schema_v1 and tool_result_schema_v1 alike."""
+    schema = to_json_schema(json.loads(key))
+    problem = schema_problem(schema)
+    return f"result schema is not a valid JSON Schema: {problem}" if problem else \
+        Draft202012Validator(schema, format_checker=_FORMAT_CHECKER)
+
+
+def _result_key(spec: ToolSpec) -> str | None:
+    return json.dumps(spec.result_schema, sort_keys=True, ensure_ascii=False) if spec.result_schema else None
+
+
+@lru_cache(maxsize=8192)
 def _arguments_validator(key: str) -> Draft202012Validator:
     """Validator of a tool's arguments: ``required`` is left to required_params_v1, unknown names to
     unknown_params_v1, so each failure is reported once, by its own check."""
@@ -130,11 +144,6 @@ def _schema_error(raw: dict[str, Any], schema: Any) -> str | None:
     return None
 
 
-@lru_cache(maxsize=4096)
-def _validator(schema_json: str) -> Draft202012Validator:
-    return Draft202012Validator(json.loads(schema_json), format_checker=_FORMAT_CHECKER)
-
-
 # ------------------------------------------------------------------------------- API definition clarity
 
 
@@ -164,10 +173,9 @@ def check_tool_schema(ctx: Context) -> str | None:
     for name, tool in ctx.tools.items():
         if tool.schema_error:
             return f"tool {name}: parameters {tool.schema_error}"
-        if tool.spec.result_schema is not None:
-            problem = schema_problem(to_json_schema(tool.spec.result_schema))
-            if problem:
-                return f"tool {name}: result schema is not a valid JSON Schema: {problem}"
+        key = _result_key(tool.spec)
+        if key is not None and isinstance(problem := _result_validator(key), str):
+            return f"tool {name}: {problem}"
     return None
 
 
@@ -326,16 +334,15 @@ def check_output_format(ctx: Context) -> str | None:
 def check_tool_results(ctx: Context) -> str | None:
     for turn in ctx.turns:
         tool = ctx.tools.get(turn.name or "")
-        if turn.role != "tool" or tool is None or not tool.spec.result_schema:
-            continue
-        result_schema = to_json_schema(tool.spec.result_schema)
-        if schema_problem(result_schema):
-            continue  # reported by tool_schema_v1
+        key = _result_key(tool.spec) if turn.role == "tool" and tool is not None else None
+        validator = _result_validator(key) if key is not None else None
+        if not isinstance(validator, Draft202012Validator):
+            continue  # no result schema, or an invalid one (reported by tool_schema_v1)
         try:
             value = json.loads(turn.content or "")
         except json.JSONDecodeError:
             return f"result of {turn.name} is not JSON"
-        error = best_match(_validator(json.dumps(result_schema, sort_keys=True)).iter_errors(value))
+        error = best_match(validator.iter_errors(value))
         if error is not None:
             return f"result of {turn.name} disagrees with its result schema: {_short(error.message)}"
     return None
