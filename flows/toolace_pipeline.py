@@ -10,7 +10,6 @@ import os
 import random
 import secrets
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +21,15 @@ from prefect.artifacts import (
     create_table_artifact,
 )
 
-from schemas.frames import APIsFrame, DialogsFrame, DocumentsFrame, TreeNodesFrame, verdicts_frame
+from schemas.frames import APIsFrame, DocumentsFrame, TreeNodesFrame
 from schemas.records import APISpec, Dialog, MinedDocument, StageStats, TreeNode
 from schemas.suites import SuiteBounds
 from tasks import api_synthesis, dataset_card, dialog_generation, publish, run_storage
 from tasks.api_import import merge_into_pool, read_pool
 from tasks.context_tree import tree_nested, tree_shape
 from tasks.corpus import iter_documents
-from tasks.dataset_expectations import SuiteOutcome, check_published
+from tasks.dataset_expectations import SuiteOutcome, check_records
+from tasks.dataset_stream import DatasetTally, DialogStream
 from tasks.mining_ledger import MiningLedger, mining_fingerprint
 from tasks.near_duplicates import NearDuplicateIndex
 from tasks.prefect_tasks import (
@@ -250,55 +250,53 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
     stats["calibration"].wall_time_s = round(time.perf_counter() - t0, 3)
     logger.info("self-guidance: %s", guidance_note)
 
-    # 5-7. dialogs: each batch is generated, scored, guided into the loss bounds and verified before the next
+    # 5-7. dialogs: each batch is generated, scored, guided into the loss bounds and verified before the
+    # next, then written at once (tables, dataset files, shards): only per-row figures stay in memory.
     gen, loss, ver = StageStats(), StageStats(), StageStats()
-    dialogs: list[Dialog] = []
-    verdicts: list[dict[str, Any]] = []
+    suite_bounds = SuiteBounds.from_config(config, mix_tolerance=config.mix_tolerance,
+                                           min_acceptance_rate=config.min_acceptance_rate)
+    apis_by_id = {a.api_id: a for a in all_apis}
     all_dialog_plans = dialog_generation.plan_dialogs(
         all_apis, config.dialogs * MAX_ATTEMPT_FACTOR, config.dialog_mix, config.candidate_tools,
         seeded(config.seed, "dialogs"), config.max_segments)
     sink.stage("dialogs", config.dialogs)
     cursor = 0
-    while sum(d.accepted for d in dialogs) < config.dialogs and cursor < len(all_dialog_plans):
-        need = config.dialogs - sum(d.accepted for d in dialogs)
-        batch_plans = all_dialog_plans[cursor:cursor + min(config.batch_size, need)]
-        cursor += len(batch_plans)
-        generated, gen, loss = _generate_and_score(config, scope, settings, all_apis, batch_plans, gen, loss)
-        if bounds is not None:
-            generated, gen, loss = _guide(config, scope, settings, all_apis, batch_plans, generated, bounds,
-                                          gen, loss)
-        t0 = time.perf_counter()
-        ready_ids = {d.dialog_id for d in generated if d.accepted}
-        (decided, batch_verdicts), llm = on_runner(verify_batch, scope, generated, settings, config.max_assistant_chars,
-                                                      config.model_checks, config.judge_votes)
-        ver = ver.add(llm)
-        ver.count([d for d in decided if d.dialog_id in ready_ids])
-        ver.wall_time_s = round(ver.wall_time_s + time.perf_counter() - t0, 3)
-        dialogs.extend(decided)
-        verdicts.extend(batch_verdicts)
-        sink.advance("dialogs", sum(d.accepted for d in decided))
+    with DialogStream(run_url, suite_bounds) as stream:
+        while stream.tally.accepted < config.dialogs and cursor < len(all_dialog_plans):
+            need = config.dialogs - stream.tally.accepted
+            batch_plans = all_dialog_plans[cursor:cursor + min(config.batch_size, need)]
+            cursor += len(batch_plans)
+            offered = offered_apis(apis_by_id, batch_plans)
+            generated, gen, loss = _generate_and_score(config, scope, settings, offered, batch_plans, gen, loss)
+            if bounds is not None:
+                generated, gen, loss = _guide(config, scope, settings, offered, batch_plans, generated, bounds,
+                                              gen, loss)
+            t0 = time.perf_counter()
+            ready_ids = {d.dialog_id for d in generated if d.accepted}
+            (decided, batch_verdicts), llm = on_runner(verify_batch, scope, generated, settings,
+                                                       config.max_assistant_chars, config.model_checks,
+                                                       config.judge_votes)
+            ver = ver.add(llm)
+            ver.count([d for d in decided if d.dialog_id in ready_ids])
+            ver.wall_time_s = round(ver.wall_time_s + time.perf_counter() - t0, 3)
+            stream.write(decided, batch_verdicts)
+            sink.advance("dialogs", sum(d.accepted for d in decided))
     sink.finish("dialogs")
     stats["dialog_generation"], stats["complexity_loss"], stats["verification"] = gen, loss, ver
-    publish.write_validated(dialogs, Dialog, DialogsFrame, f"{run_url}/tables/dialogs.parquet", "dialogs")
-    publish.write_table(verdicts_frame(verdicts), f"{run_url}/tables/verdicts.parquet")
-    verification_report = failures_per_check(verdicts)
+    verification_report = stream.verification.report()
+    tally = stream.tally
 
-    # 7. publish the accepted dataset (JSONL, parquet shards, card, charts) and the manifest (written last:
-    # it lists every other file); then promote the staging folder, the latest pointer written last of all
+    # 7. publish: the dataset files are written; the expectation suite, the card, the charts and the
+    # manifest (written last: it lists every other file); then promote the staging folder, the latest
+    # pointer written last of all
     t0 = time.perf_counter()
-    accepted = [d for d in dialogs if d.accepted]
     dataset_url = f"{run_url}/dataset"
-    toolace_rows = [publish.toolace_row(d) for d in accepted]
-    publish.write_jsonl(toolace_rows, f"{dataset_url}/toolace.jsonl")
-    publish.write_jsonl((publish.openai_row(d) for d in accepted), f"{dataset_url}/openai.jsonl")
-    shards = dataset_card.write_shards(accepted, dataset_url)
-    charts = _charts(run_id, run_url, config, accepted, bounds)
-    suite = check_published(toolace_rows, {"generated": len(dialogs), "accepted": len(accepted)},
-                            SuiteBounds.from_config(config, mix_tolerance=config.mix_tolerance,
-                                                    min_acceptance_rate=config.min_acceptance_rate),
-                            f"{dataset_url}/data_docs")
+    charts = _charts(run_id, run_url, config, tally, bounds)
+    suite = check_records(tally.suite_records, tally.suite_problems,
+                          {"generated": tally.generated, "accepted": tally.accepted}, suite_bounds,
+                          f"{dataset_url}/data_docs")
     publish.write_json(suite.model_dump(mode="json"), f"{dataset_url}/expectations.json")
-    stats["publish"] = StageStats(items_in=len(accepted), accepted=len(accepted),
+    stats["publish"] = StageStats(items_in=tally.accepted, accepted=tally.accepted,
                                   wall_time_s=round(time.perf_counter() - t0, 3))
     manifest = {
         "run_id": run_id,
@@ -315,15 +313,17 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
                           "rounds": config.guidance_rounds},
         "api_pool": {"url": config.pool, "apis_before": len(pooled), **pool_counts} if pool_counts else None,
         "verification": verification_report,
-        "loss": dataset_card.loss_summary(accepted),
+        "loss": tally.loss_summary(),
         "charts": charts,
-        "dataset": {"dialogs": len(accepted), "toolace": "dataset/toolace.jsonl", "openai": "dataset/openai.jsonl",
-                    "parquet": [f"dataset/{p}" for p in shards], "card": "dataset/README.md"},
+        "dataset": {"dialogs": tally.accepted, "toolace": "dataset/toolace.jsonl",
+                    "openai": "dataset/openai.jsonl",
+                    "parquet": [f"dataset/{p}" for p in stream.shards], "card": "dataset/README.md"},
         "expectations": {"success": suite.success, "failed": suite.failed, "acceptance_rate": suite.acceptance_rate,
                          "results": "dataset/expectations.json",
                          "data_docs": "dataset/data_docs/index.html" if suite.data_docs_index else None},
     }
-    publish.write_bytes(dataset_card.dataset_card(manifest, accepted, shards).encode(), f"{dataset_url}/README.md")
+    card = dataset_card.dataset_card(manifest, tally.types, tally.domains, stream.shards)
+    publish.write_bytes(card.encode(), f"{dataset_url}/README.md")
     manifest["files"] = publish.file_listing(run_url)
     manifest["status"] = "promoted" if suite.success else "failed"
     manifest_bytes = json.dumps(manifest, ensure_ascii=False, indent=2, default=str).encode()
@@ -331,14 +331,14 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
     if not suite.success:  # the dataset is not promoted: it stays in staging, marked failed
         marker = run_storage.mark_failed(location, {"reason": "expectation suite failed", "failed": suite.failed})
         _report_expectations(run_id, suite, run_url)
-        _report(run_id, run_url, stats, len(accepted), verification_report)
+        _report(run_id, run_url, stats, tally.accepted, verification_report)
         raise DatasetRejected(f"run {run_id}: the published-dataset expectation suite failed "
                               f"({', '.join(suite.failed)}); the run stays in {run_url} ({marker}), not promoted")
     pointer = run_storage.promote(location, hashlib.sha256(manifest_bytes).hexdigest())
     logger.info("run %s promoted to %s; %s points at it", run_id, location.published, location.latest)
     _report_expectations(run_id, suite, location.published)
-    _report(run_id, location.published, stats, len(accepted), verification_report)
-    return {"run_id": run_id, "run_dir": pointer["url"], "accepted_dialogs": len(accepted),
+    _report(run_id, location.published, stats, tally.accepted, verification_report)
+    return {"run_id": run_id, "run_dir": pointer["url"], "accepted_dialogs": tally.accepted,
             "stages": {name: stats[name].model_dump() for name in STAGES}}
 
 
@@ -357,11 +357,10 @@ def _report_expectations(run_id: str, suite: SuiteOutcome, run_url: str) -> None
                              description=f"Data Docs of run {run_id}")
 
 
-def _charts(run_id: str, run_url: str, config: RunConfig, accepted: list[Dialog],
+def _charts(run_id: str, run_url: str, config: RunConfig, tally: DatasetTally,
             bounds: LossBounds | None) -> dict[str, str]:
     """The dialog-type mix and the loss distribution as PNGs in reports/ and as Prefect image artifacts."""
-    types = dict(Counter(d.dialog_type for d in accepted))
-    losses = [d.complexity_loss for d in accepted if d.complexity_loss is not None]
+    types, losses = dict(tally.types), tally.losses
     pngs = {
         "dialog_types": dialog_type_chart_png(types, config.dialog_mix, f"Dialog types (run {run_id})"),
         "loss": loss_histogram_png(losses, (bounds.lower, bounds.upper) if bounds else None,
@@ -374,21 +373,6 @@ def _charts(run_id: str, run_url: str, config: RunConfig, accepted: list[Dialog]
         create_image_artifact(png_data_uri(png), key=f"toolace-{name.replace('_', '-')}",
                               description=f"{name.replace('_', ' ')} of run {run_id}")
     return paths
-
-
-def failures_per_check(verdicts: list[dict[str, Any]]) -> dict[str, Any]:
-    """Every failure of both layers counted per check (a dialog may fail several), over the dialogs that
-    reached verification."""
-    checked = [v for v in verdicts if v["generated"]]
-    per_check: dict[str, dict[str, Any]] = {}
-    for row in checked:
-        for failure in row["failures"]:
-            entry = per_check.setdefault(failure["check"], {"layer": failure["layer"], "dialogs": 0})
-            entry["dialogs"] += 1
-    return {"dialogs_checked": len(checked), "passed": sum(v["passed"] for v in checked),
-            "rules_passed": sum(v["rules_passed"] for v in checked),
-            "model_judged": sum(v["model_judged"] for v in checked),
-            "failures_per_check": dict(sorted(per_check.items(), key=lambda kv: -kv[1]["dialogs"]))}
 
 
 def _report(run_id: str, run_url: str, stats: dict[str, StageStats], accepted: int,
@@ -428,6 +412,13 @@ def _report_pool(run_id: str, report: dict[str, Any], chart: bytes) -> None:
         key="toolace-api-pool", description=f"API pool report, run {run_id}")
 
 
+def offered_apis(apis_by_id: dict[str, APISpec], plans: list[dialog_generation.DialogPlan]) -> list[APISpec]:
+    """The APIs a batch of plans offers (a batch task gets these, not the whole pool: its inputs are hashed
+    for the cache key and shipped to Dask workers)."""
+    wanted = dict.fromkeys(api_id for plan in plans for api_id in plan.offered)
+    return [apis_by_id[api_id] for api_id in wanted if api_id in apis_by_id]
+
+
 def _generate_and_score(config: RunConfig, scope: str, settings: GatewaySettings, apis: list[APISpec],
                         plans: list[dialog_generation.DialogPlan], gen: StageStats,
                         loss: StageStats) -> tuple[list[Dialog], StageStats, StageStats]:
@@ -465,7 +456,9 @@ def _loss_bounds(config: RunConfig, scope: str, settings: GatewaySettings, apis:
     plans = dialog_generation.plan_dialogs(apis, config.probe_size, {"single": 1.0}, config.candidate_tools,
                                            seeded(config.seed, "probe"))
     plans = [p.model_copy(update={"index": PROBE_INDEX + p.index}) for p in plans]
-    probes, llm = on_runner(generate_dialog_batch, scope, plans, apis, settings, config.seed, config.decision_samples)
+    offered = offered_apis({a.api_id: a for a in apis}, plans)
+    probes, llm = on_runner(generate_dialog_batch, scope, plans, offered, settings, config.seed,
+                            config.decision_samples)
     stats = stats.add(llm)
     probes = on_runner(complexity_batch, scope, probes, config.target_model)
     stats.count(probes)

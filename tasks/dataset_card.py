@@ -16,9 +16,7 @@ domain and dialog type, acceptance per check, the loss distribution, license and
 
 from __future__ import annotations
 
-import io
 import json
-import math
 from collections import Counter
 from typing import Any
 
@@ -26,7 +24,6 @@ import polars as pl
 
 from schemas.records import Dialog
 from tasks.publish import openai_row, toolace_row
-from tasks.run_storage import put_bytes
 
 ROWS_PER_SHARD = 5_000
 LICENSE = "apache-2.0"
@@ -55,45 +52,17 @@ def shard_row(dialog: Dialog) -> dict[str, Any]:
             "tools": json.dumps(openai["tools"], ensure_ascii=False)}
 
 
-def write_shards(dialogs: list[Dialog], dataset_url: str, rows_per_shard: int = ROWS_PER_SHARD) -> list[str]:
-    """Write the accepted dialogs as ``data/train-NNNNN-of-MMMMM.parquet`` under ``dataset_url``."""
-    count = max(1, math.ceil(len(dialogs) / rows_per_shard))
-    paths = []
-    for shard in range(count):
-        part = dialogs[shard * rows_per_shard:(shard + 1) * rows_per_shard]
-        frame = pl.DataFrame([shard_row(d) for d in part], schema=SHARD_SCHEMA)
-        path = f"data/train-{shard:05d}-of-{count:05d}.parquet"
-        buffer = io.BytesIO()
-        frame.write_parquet(buffer)
-        put_bytes(buffer.getvalue(), f"{dataset_url.rstrip('/')}/{path}")
-        paths.append(path)
-    return paths
-
-
-def loss_summary(dialogs: list[Dialog]) -> dict[str, Any]:
-    losses = sorted(d.complexity_loss for d in dialogs if d.complexity_loss is not None)
-    if not losses:
-        return {"count": 0}
-
-    def quantile(q: float) -> float:
-        return round(losses[min(len(losses) - 1, int(q * (len(losses) - 1) + 0.5))], 4)
-
-    return {"count": len(losses), "min": round(losses[0], 4), "p25": quantile(0.25), "median": quantile(0.5),
-            "p75": quantile(0.75), "max": round(losses[-1], 4), "mean": round(sum(losses) / len(losses), 4)}
-
-
 def _table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
-def dataset_card(manifest: dict[str, Any], dialogs: list[Dialog], shards: list[str]) -> str:
-    """The dataset card (Hugging Face README.md with YAML front matter), from the run's manifest."""
+def dataset_card(manifest: dict[str, Any], types: Counter[str], domains: Counter[str], shards: list[str]) -> str:
+    """The dataset card (Hugging Face README.md with YAML front matter), from the run's manifest and the
+    accepted dialogs' counts per type and domain."""
     config, endpoint = manifest["config"], manifest["llm_endpoint"]
-    domains = Counter(d.domain for d in dialogs)
-    types = Counter(d.dialog_type for d in dialogs)
-    loss = loss_summary(dialogs)
+    loss = manifest["loss"]
     stages = manifest["stages"]
     checks = sorted(((stage, check, n) for stage, s in stages.items() for check, n in s["rejected_by"].items()),
                     key=lambda r: -r[2])
@@ -109,7 +78,7 @@ def dataset_card(manifest: dict[str, Any], dialogs: list[Dialog], shards: list[s
 
 # ToolACE-style function-calling dialogs, run `{manifest['run_id']}`
 
-{len(dialogs)} verified multi-agent dialogs made by toolace-platform (the ToolACE method: API pool
+{manifest['dataset']['dialogs']} verified multi-agent dialogs made by toolace-platform (the ToolACE method: API pool
 synthesis from documents, self-guided dialog generation, dual-layer verification).{embedded}
 
 ## Loading

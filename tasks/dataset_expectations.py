@@ -313,6 +313,14 @@ def check_published(rows: list[dict[str, Any]], acceptance: Mapping[str, int], b
     """
     started = time.perf_counter()
     records, problems = sample_records(rows, bounds, fmt)
+    return check_records(records, problems, acceptance, bounds, docs_dir, started)
+
+
+def check_records(records: list[dict[str, Any]], problems: dict[int, list[str]], acceptance: Mapping[str, int],
+                  bounds: SuiteBounds, docs_dir: str | None, started: float | None = None) -> SuiteOutcome:
+    """:func:`check_published` on the rows' records (from :func:`sample_records`, possibly gathered batch by
+    batch while the rows were written, so the rows themselves need not be held)."""
+    started = time.perf_counter() if started is None else started
     summary = summary_record(records, acceptance, bounds)
     samples_frame, summary_frame = _frames(records, summary)
     ids = [r["id"] for r in records]

@@ -1,0 +1,188 @@
+"""The dialogs stage's output, written batch by batch as each batch is decided, so a run's memory does not
+grow with its number of dialogs.
+
+Every decided dialog (accepted or rejected) goes to ``tables/dialogs.parquet`` and its verdict to
+``tables/verdicts.parquet``; the accepted ones go at once to ``dataset/toolace.jsonl``,
+``dataset/openai.jsonl`` and the parquet shards. What the end of the run needs (the expectation suite, the
+dataset card, the charts, the verification report) is kept as small per-row figures only
+(:class:`DatasetTally`), never the dialogs themselves.
+
+Shards are written as ``data/train-NNNNN.parquet`` while the run goes and renamed to the Hugging Face
+layout ``data/train-NNNNN-of-MMMMM.parquet`` when the stream closes (the count is known only then).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import fsspec
+import polars as pl
+import pyarrow.parquet as pq
+
+from schemas.frames import VERDICT_SCHEMA, DialogsFrame, verdicts_frame
+from schemas.records import Dialog
+from schemas.suites import SuiteBounds
+from tasks import publish
+from tasks.dataset_card import ROWS_PER_SHARD, SHARD_SCHEMA, shard_row
+from tasks.dataset_expectations import sample_records
+from tasks.run_storage import with_retries
+
+
+@dataclass
+class VerificationTally:
+    """Every failure of both verification layers counted per check (a dialog may fail several), over the
+    dialogs that reached verification; fed one batch of verdict rows at a time."""
+
+    checked: int = 0
+    passed: int = 0
+    rules_passed: int = 0
+    model_judged: int = 0
+    per_check: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def add(self, verdicts: list[dict[str, Any]]) -> None:
+        for row in verdicts:
+            if not row["generated"]:
+                continue
+            self.checked += 1
+            self.passed += bool(row["passed"])
+            self.rules_passed += bool(row["rules_passed"])
+            self.model_judged += bool(row["model_judged"])
+            for failure in row["failures"]:
+                entry = self.per_check.setdefault(failure["check"], {"layer": failure["layer"], "dialogs": 0})
+                entry["dialogs"] += 1
+
+    def report(self) -> dict[str, Any]:
+        return {"dialogs_checked": self.checked, "passed": self.passed, "rules_passed": self.rules_passed,
+                "model_judged": self.model_judged,
+                "failures_per_check": dict(sorted(self.per_check.items(), key=lambda kv: -kv[1]["dialogs"]))}
+
+
+@dataclass
+class DatasetTally:
+    """What the end of a run needs of the accepted dialogs: counts per type and domain, their losses, and
+    the expectation suite's per-row records (a few scalars each, see
+    :func:`tasks.dataset_expectations.sample_records`) with the call problems of the rows that have any."""
+
+    generated: int = 0
+    accepted: int = 0
+    types: Counter[str] = field(default_factory=Counter)
+    domains: Counter[str] = field(default_factory=Counter)
+    losses: list[float] = field(default_factory=list)
+    suite_records: list[dict[str, Any]] = field(default_factory=list)
+    suite_problems: dict[int, list[str]] = field(default_factory=dict)
+
+    def loss_summary(self) -> dict[str, Any]:
+        losses = sorted(self.losses)
+        if not losses:
+            return {"count": 0}
+
+        def quantile(q: float) -> float:
+            return round(losses[min(len(losses) - 1, int(q * (len(losses) - 1) + 0.5))], 4)
+
+        return {"count": len(losses), "min": round(losses[0], 4), "p25": quantile(0.25), "median": quantile(0.5),
+                "p75": quantile(0.75), "max": round(losses[-1], 4), "mean": round(sum(losses) / len(losses), 4)}
+
+
+class _JsonlWriter:
+    """Appends JSON lines to one file (a multipart upload on object stores, completed on close)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._file = fsspec.open(url, "wb", auto_mkdir=True)
+        self._handle: IO[bytes] = self._file.open()
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            self._handle.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8"))
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+class _VerdictsWriter:
+    """Appends verdict rows (validated against ``VerdictsFrame`` batch by batch) to one parquet file."""
+
+    def __init__(self, url: str) -> None:
+        self._handle = fsspec.open(url, "wb", auto_mkdir=True).open()
+        self._writer = pq.ParquetWriter(self._handle, pl.DataFrame(schema=VERDICT_SCHEMA).to_arrow().schema)
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            self._writer.write_table(verdicts_frame(rows).to_arrow())
+
+    def close(self) -> None:
+        self._writer.close()
+        self._handle.close()
+
+
+class DialogStream:
+    """Writes each decided batch of dialogs to the run folder as it comes (see the module docstring).
+
+    Use as a context manager; :attr:`shards` holds the final shard paths (relative to ``dataset/``) once
+    it is closed. ``rows_per_shard`` accepted dialogs at most are held in memory, for the next shard."""
+
+    def __init__(self, run_url: str, bounds: SuiteBounds, rows_per_shard: int = ROWS_PER_SHARD) -> None:
+        self.run_url, self.dataset_url = run_url, f"{run_url}/dataset"
+        self.bounds, self.rows_per_shard = bounds, rows_per_shard
+        self.tally = DatasetTally()
+        self.verification = VerificationTally()
+        self.shards: list[str] = []
+        self._pending: list[dict[str, Any]] = []
+        self._temporary: list[str] = []
+        self._dialogs = publish.TableWriter(f"{run_url}/tables/dialogs.parquet", Dialog, DialogsFrame, "dialogs")
+        self._verdicts = _VerdictsWriter(f"{run_url}/tables/verdicts.parquet")
+        self._toolace = _JsonlWriter(f"{self.dataset_url}/toolace.jsonl")
+        self._openai = _JsonlWriter(f"{self.dataset_url}/openai.jsonl")
+
+    def write(self, decided: list[Dialog], verdicts: list[dict[str, Any]]) -> None:
+        """One decided batch: every dialog and verdict to the tables, the accepted dialogs to the dataset."""
+        self._dialogs.write(decided)
+        self._verdicts.write(verdicts)
+        self.verification.add(verdicts)
+        accepted = [d for d in decided if d.accepted]
+        tally = self.tally
+        tally.generated += len(decided)
+        toolace_rows = [publish.toolace_row(d) for d in accepted]
+        records, problems = sample_records(toolace_rows, self.bounds)
+        offset = len(tally.suite_records)
+        tally.suite_records.extend(records)
+        tally.suite_problems.update({offset + i: found for i, found in problems.items()})
+        self._toolace.write(toolace_rows)
+        self._openai.write([publish.openai_row(d) for d in accepted])
+        for dialog in accepted:
+            tally.accepted += 1
+            tally.types[dialog.dialog_type] += 1
+            tally.domains[dialog.domain] += 1
+            if dialog.complexity_loss is not None:
+                tally.losses.append(dialog.complexity_loss)
+            self._pending.append(shard_row(dialog))
+            if len(self._pending) >= self.rows_per_shard:
+                self._flush_shard()
+
+    def _flush_shard(self) -> None:
+        path = f"data/train-{len(self._temporary):05d}.parquet"
+        publish.write_table(pl.DataFrame(self._pending, schema=SHARD_SCHEMA), f"{self.dataset_url}/{path}")
+        self._temporary.append(path)
+        self._pending = []
+
+    def close(self) -> None:
+        """Finish every file; shards get their final ``-of-MMMMM`` names (one empty shard for no rows)."""
+        for writer in (self._dialogs, self._verdicts, self._toolace, self._openai):
+            writer.close()
+        if self._pending or not self._temporary:
+            self._flush_shard()
+        fs, root = fsspec.core.url_to_fs(self.dataset_url)
+        count = len(self._temporary)
+        for number, path in enumerate(self._temporary):
+            final = f"data/train-{number:05d}-of-{count:05d}.parquet"
+            with_retries(lambda s=path, f=final: fs.mv(f"{root}/{s}", f"{root}/{f}"), f"renaming shard {path}")
+            self.shards.append(final)
+
+    def __enter__(self) -> DialogStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
