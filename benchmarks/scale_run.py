@@ -14,11 +14,32 @@ import os
 import resource
 import shutil
 import sys
+import threading
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.llm_throughput import benchmark_folder, make_corpus, run_pipeline, start_server  # noqa: E402
+
+
+class RssSampler(threading.Thread):
+    """This process's resident memory, sampled every second, so memory can be read per stage."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.samples: list[tuple[float, float]] = []  # (seconds since start, MiB)
+        self.started_at = time.perf_counter()
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(1.0):
+            with open("/proc/self/statm") as statm:
+                pages = int(statm.read().split()[1])
+            self.samples.append((time.perf_counter() - self.started_at, pages * os.sysconf("SC_PAGE_SIZE") / 2**20))
+
+    def peak(self, start: float, end: float) -> float:
+        return max((mib for t, mib in self.samples if start <= t <= end), default=float("nan"))
 
 
 def main() -> None:
@@ -37,7 +58,10 @@ def main() -> None:
     server, base_url = start_server(args.latency)
     try:
         make_corpus(tmp / "corpus", args.docs)
+        sampler = RssSampler()
+        sampler.start()
         manifest, wall, cpu = run_pipeline(base_url, tmp / "corpus", tmp / "out", args)
+        sampler.stop.set()
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -51,6 +75,17 @@ def main() -> None:
     print(f"wall {wall / 60:.1f} min, {requests} LLM requests = {requests / wall:.1f} req/s, CPU {cpu:.0f} s, "
           f"peak RSS {peak:.0f} MiB; accepted APIs {stages['api_synthesis']['accepted']}, "
           f"accepted dialogs {manifest['dataset']['dialogs']}")
+    # the dialogs loop starts after mining, tree, APIs and calibration (their wall times, in this order) and
+    # ends before publish; the flow started wall seconds before the sampler's last sample
+    offset = sampler.samples[-1][0] - wall if sampler.samples else 0.0
+    loop_start = offset + sum(stages[n]["wall_time_s"] for n in ("mining", "context_tree", "api_synthesis",
+                                                                  "calibration"))
+    loop_end = offset + wall - stages["publish"]["wall_time_s"]
+    third = (loop_end - loop_start) / 3
+    before, publishing = sampler.peak(0, loop_start), sampler.peak(loop_end, offset + wall + 5)
+    thirds = [sampler.peak(loop_start + k * third, loop_start + (k + 1) * third) for k in range(3)]
+    print(f"RSS before the dialogs loop {before:.0f} MiB; peak in the loop's first / second / last third "
+          f"{thirds[0]:.0f} / {thirds[1]:.0f} / {thirds[2]:.0f} MiB; peak while publishing {publishing:.0f} MiB")
     for name, s in stages.items():
         print(f"  {name:<18} in {s['items_in']:>6} acc {s['accepted']:>6} {s['wall_time_s']:>8.1f} s "
               f"{s['llm_requests']:>7} requests")

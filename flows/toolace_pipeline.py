@@ -10,6 +10,7 @@ import os
 import random
 import secrets
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -158,8 +159,24 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
     known = ledger.load() if config.reuse_mined else {}
     seen: dict[str, str] = {}
     sink.stage("mining", 0)
+    # Two batches are in flight: the next batch's first pass (embedding, CPU) overlaps this batch's LLM calls.
+    in_flight: deque[tuple[int, list[MinedDocument], Any]] = deque()
     with publish.TableWriter(f"{run_url}/tables/documents.parquet", MinedDocument,
-                                                  DocumentsFrame, "documents") as documents_table:
+                             DocumentsFrame, "documents") as documents_table:
+
+        def finish_oldest() -> None:
+            nonlocal stage
+            part, done, mining = in_flight.popleft()
+            if mining is not None:
+                records, llm = mining.result()
+                ledger.append(run_id, part, records)
+                stage = stage.add(llm)
+                done.extend(records)
+            documents_table.write(done)
+            stage.count(done)
+            kept.extend(r for r in done if r.accepted)
+            sink.advance("mining", len(done))
+
         for part, batch in enumerate(iter_documents(config.corpus, config.text_column, config.batch_size,
                                                     config.max_doc_bytes)):
             fresh, done = [], list(batch.rejected)
@@ -176,16 +193,13 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
                 else:
                     fresh.append(doc)
                 seen.setdefault(doc.doc_id, doc.source)
-            if fresh:
-                records, llm = on_runner(mine_batch, scope, fresh, settings, config.relevance_threshold,
-                                          config.max_doc_chars, config.embedding_model)
-                ledger.append(run_id, part, records)
-                stage = stage.add(llm)
-                done.extend(records)
-            documents_table.write(done)
-            stage.count(done)
-            kept.extend(r for r in done if r.accepted)
-            sink.advance("mining", len(done))
+            mining = mine_batch.submit(scope, fresh, settings, config.relevance_threshold, config.max_doc_chars,
+                                       config.embedding_model) if fresh else None
+            in_flight.append((part, done, mining))
+            if len(in_flight) > 1:
+                finish_oldest()
+        while in_flight:
+            finish_oldest()
     sink.finish("mining")
     stage.wall_time_s = round(time.perf_counter() - t0, 3)
     stats["mining"] = stage
@@ -217,18 +231,37 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
     grower.seed(pooled)
     max_attempts = config.apis * MAX_ATTEMPT_FACTOR
     sink.stage("api_synthesis", config.apis)
-    while grower.accepted < config.apis and grower.planned < max_attempts:
-        want = min(config.batch_size, config.apis - grower.accepted, max_attempts - grower.planned)
+    # The next batch is generated while this one is admitted (embedded, compared with the pool); its plans
+    # count the batch being admitted as if all of it were accepted, so the target is never overshot.
+    api_batches: deque[tuple[list[api_synthesis.APIPlan], Any]] = deque()
+    capped = False
+
+    def start_api_batch(reserved: int) -> None:
+        nonlocal capped
+        want = min(config.batch_size, config.apis - grower.accepted - reserved, max_attempts - grower.planned)
+        if want <= 0:
+            return
         batch_plans = grower.next_plans(want)
         if not batch_plans:
-            logger.warning("every domain reached its cap of %d new APIs: raise max_domain_share or add documents",
-                           grower.domain_cap)
-            break
-        specs, llm = on_runner(synthesize_batch, scope, batch_plans, settings, grower.examples(batch_plans))
+            capped = True
+            return
+        api_batches.append((batch_plans, synthesize_batch.submit(scope, batch_plans, settings,
+                                                                 grower.examples(batch_plans))))
+
+    start_api_batch(0)
+    while api_batches:
+        batch_plans, synthesis = api_batches.popleft()
+        specs, llm = synthesis.result()
+        start_api_batch(len(batch_plans))
         before = grower.accepted
         apis.extend(grower.admit(batch_plans, specs))
         stage = stage.add(llm)
         sink.advance("api_synthesis", grower.accepted - before)
+        if not api_batches:
+            start_api_batch(0)
+    if capped and grower.accepted < config.apis:
+        logger.warning("every domain reached its cap of %d new APIs: raise max_domain_share or add documents",
+                       grower.domain_cap)
     sink.finish("api_synthesis")
     stage.count(apis)
     stage.wall_time_s = round(time.perf_counter() - t0, 3)
@@ -261,26 +294,43 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
         seeded(config.seed, "dialogs"), config.max_segments)
     sink.stage("dialogs", config.dialogs)
     cursor = 0
+
+    def start_dialogs(reserved: int) -> tuple[list[dialog_generation.DialogPlan], list[APISpec], Any, float] | None:
+        """Submit the next batch's generation; ``reserved`` dialogs (generated, not yet verified) count as
+        accepted, so no more are generated than the target can use."""
+        nonlocal cursor
+        need = config.dialogs - stream.tally.accepted - reserved
+        if need <= 0 or cursor >= len(all_dialog_plans):
+            return None
+        batch_plans = all_dialog_plans[cursor:cursor + min(config.batch_size, need)]
+        cursor += len(batch_plans)
+        offered = offered_apis(apis_by_id, batch_plans)
+        return batch_plans, offered, generate_dialog_batch.submit(scope, batch_plans, offered, settings, config.seed,
+                                                                  config.decision_samples), time.perf_counter()
+
     with DialogStream(run_url, suite_bounds) as stream:
-        while stream.tally.accepted < config.dialogs and cursor < len(all_dialog_plans):
-            need = config.dialogs - stream.tally.accepted
-            batch_plans = all_dialog_plans[cursor:cursor + min(config.batch_size, need)]
-            cursor += len(batch_plans)
-            offered = offered_apis(apis_by_id, batch_plans)
-            generated, gen, loss = _generate_and_score(config, scope, settings, offered, batch_plans, gen, loss)
+        next_batch = start_dialogs(0)
+        while next_batch is not None:
+            batch_plans, offered, generating, started = next_batch
+            generated, llm = generating.result()
+            gen = _count_generation(gen, generated, llm, started)
+            generated, loss = _score(config, scope, generated, loss)
             if bounds is not None:
                 generated, gen, loss = _guide(config, scope, settings, offered, batch_plans, generated, bounds,
                                               gen, loss)
             t0 = time.perf_counter()
             ready_ids = {d.dialog_id for d in generated if d.accepted}
-            (decided, batch_verdicts), llm = on_runner(verify_batch, scope, generated, settings,
-                                                       config.max_assistant_chars, config.model_checks,
-                                                       config.judge_votes)
+            verifying = verify_batch.submit(scope, generated, settings, config.max_assistant_chars,
+                                            config.model_checks, config.judge_votes)
+            next_batch = start_dialogs(len(ready_ids))  # generated while this batch is verified
+            (decided, batch_verdicts), llm = verifying.result()
             ver = ver.add(llm)
             ver.count([d for d in decided if d.dialog_id in ready_ids])
             ver.wall_time_s = round(ver.wall_time_s + time.perf_counter() - t0, 3)
             stream.write(decided, batch_verdicts)
             sink.advance("dialogs", sum(d.accepted for d in decided))
+            if next_batch is None:
+                next_batch = start_dialogs(0)
     sink.finish("dialogs")
     stats["dialog_generation"], stats["complexity_loss"], stats["verification"] = gen, loss, ver
     verification_report = stream.verification.report()
@@ -419,26 +469,38 @@ def offered_apis(apis_by_id: dict[str, APISpec], plans: list[dialog_generation.D
     return [apis_by_id[api_id] for api_id in wanted if api_id in apis_by_id]
 
 
+def _count_generation(gen: StageStats, generated: list[Dialog], llm: StageStats, started: float) -> StageStats:
+    gen = gen.add(llm)
+    gen.count(generated)
+    gen.wall_time_s = round(gen.wall_time_s + time.perf_counter() - started, 3)
+    return gen
+
+
+def _score(config: RunConfig, scope: str, generated: list[Dialog], loss: StageStats) -> tuple[list[Dialog], StageStats]:
+    """The target model's loss of each generated dialog (a score; a dialog longer than the model's context is
+    rejected here with that reason)."""
+    if not config.target_model:
+        return generated, loss
+    t0 = time.perf_counter()
+    ready = {d.dialog_id for d in generated if d.accepted}
+    generated = on_runner(complexity_batch, scope, generated, config.target_model)
+    loss.count([d for d in generated if d.dialog_id in ready])
+    for dialog in generated:
+        if dialog.dialog_id in ready:
+            dialog.losses = [dialog.complexity_loss]
+    loss.wall_time_s = round(loss.wall_time_s + time.perf_counter() - t0, 3)
+    return generated, loss
+
+
 def _generate_and_score(config: RunConfig, scope: str, settings: GatewaySettings, apis: list[APISpec],
                         plans: list[dialog_generation.DialogPlan], gen: StageStats,
                         loss: StageStats) -> tuple[list[Dialog], StageStats, StageStats]:
-    """One batch of dialogs from the agents, then the target model's loss (a score; a dialog longer than
-    the model's context is rejected here with that reason)."""
-    t0 = time.perf_counter()
+    """One batch of dialogs from the agents, then the target model's loss."""
+    started = time.perf_counter()
     generated, llm = on_runner(generate_dialog_batch, scope, plans, apis, settings, config.seed,
                                config.decision_samples)
-    gen = gen.add(llm)
-    gen.count(generated)
-    gen.wall_time_s = round(gen.wall_time_s + time.perf_counter() - t0, 3)
-    if config.target_model:
-        t0 = time.perf_counter()
-        ready = {d.dialog_id for d in generated if d.accepted}
-        generated = on_runner(complexity_batch, scope, generated, config.target_model)
-        loss.count([d for d in generated if d.dialog_id in ready])
-        for dialog in generated:
-            if dialog.dialog_id in ready:
-                dialog.losses = [dialog.complexity_loss]
-        loss.wall_time_s = round(loss.wall_time_s + time.perf_counter() - t0, 3)
+    gen = _count_generation(gen, generated, llm, started)
+    generated, loss = _score(config, scope, generated, loss)
     return generated, gen, loss
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from schemas.records import APISpec, ToolCall, Turn
+from schemas.samples import ToolSpec
 
 TOOLACE_SYSTEM_PROMPT = (
     "You are an expert in composing functions. You are given a question and a set of possible functions. \n"
@@ -53,14 +55,39 @@ def _toolace_types(schema: Any) -> Any:
     return schema
 
 
-def toolace_tool(api: APISpec) -> dict[str, Any]:
+def toolace_tool(api: APISpec | ToolSpec) -> dict[str, Any]:
     """A tool as ToolACE lists it: ``dict``/``float``/``int`` types and a top-level ``"required": null``."""
     return {"name": api.name, "description": api.description,
             "parameters": _toolace_types(api.parameters), "required": None}
 
 
-def toolace_system_prompt(apis: list[APISpec]) -> str:
+def toolace_system_prompt(apis: Sequence[APISpec | ToolSpec]) -> str:
     return TOOLACE_SYSTEM_PROMPT + json.dumps([toolace_tool(a) for a in apis], ensure_ascii=False)
+
+
+def _tool_result(content: str | None) -> Any:
+    """A tool turn's content as a ``results`` value: its JSON value, or the text itself when it is not JSON."""
+    try:
+        return json.loads(content or "null")
+    except ValueError:
+        return content
+
+
+def toolace_chat(system: str, turns: Sequence[Turn]) -> list[dict[str, str]]:
+    """Chat messages in ToolACE's format, the way a model is trained on a dialog and prompted with one:
+    ``system`` first, then one message per turn; assistant calls as ``[func(a=1)]`` (a call turn's text,
+    if any, is left out, as ToolACE does), each tool turn as ``[{"name": ..., "results": ...}]``."""
+    messages = [{"role": "system", "content": system}]
+    for turn in turns:
+        if turn.role == "assistant":
+            content = render_calls(turn.tool_calls) if turn.tool_calls else (turn.content or "")
+            messages.append({"role": "assistant", "content": content})
+        elif turn.role == "tool":
+            payload = [{"name": turn.name, "results": _tool_result(turn.content)}]
+            messages.append({"role": "tool", "content": json.dumps(payload, ensure_ascii=False)})
+        else:
+            messages.append({"role": "user", "content": turn.content or ""})
+    return messages
 
 
 def openai_messages(turns: list[Turn]) -> list[dict[str, Any]]:

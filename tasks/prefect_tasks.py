@@ -18,13 +18,12 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE
 from schemas.records import APISpec, Dialog, Document, MinedDocument, StageStats, TreeNode
 from tasks import (
     api_synthesis,
-    call_parsing,
+    bfcl_eval,
     context_tree,
     dialog_generation,
     dialog_verification,
     mining,
     model_judges,
-    self_guidance,
     verification,
 )
 from tasks.complexity import LossScorer
@@ -32,6 +31,7 @@ from tasks.text_embedding import shared_embedder
 from toolace.llm.gateway import GatewaySettings, LLMGateway
 
 T = TypeVar("T")
+PROBE_MAX_TOKENS = 128  # a probe's right answer is one short call list
 # The endpoint URL (a random port for the embedded model) is not part of the cache key; the run scope
 # (run id + model name) is, so a rerun of the same run reuses finished batches and nothing else does.
 BATCH_TASK: dict[str, Any] = {"retries": 2, "retry_delay_seconds": 5, "persist_result": True,
@@ -108,19 +108,19 @@ def complexity_batch(run_scope: str, dialogs: list[Dialog], target_model: str) -
 
 @task(name="probe-target-model", persist_result=True, cache_policy=INPUTS + TASK_SOURCE)
 def probe_batch(run_scope: str, dialogs: list[Dialog], target_model: str) -> list[dict[str, Any]]:
-    """Calibration probes: the target model answers each probe's request; its calls are compared with
-    the dialog's (parsed with ``ast``, never evaluated)."""
-    probes = [(d, prompt) for d in dialogs if (prompt := self_guidance.probe_prompt(d)) is not None]
-    answers = _scorer(target_model).generate([prompt for _, prompt in probes]) if probes else []
+    """Calibration probes, scored as ``toolace eval`` scores BFCL items: each probe's first request becomes a
+    BFCL item (:func:`tasks.bfcl_eval.item_from_dialog`), the target model answers it in BFCL's prompt mode,
+    and the BFCL checker judges the answer (decoded with ``ast``, never evaluated)."""
+    items = [(d, item) for d in dialogs if (item := bfcl_eval.item_from_dialog(d)) is not None]
+    source = bfcl_eval.LocalModelAnswers(target_model, max_new_tokens=PROBE_MAX_TOKENS,
+                                         scorer=_scorer(target_model)) if items else None
+    answers = source.answer([bfcl_eval.build_messages(item) for _, item in items]) if source else []
     rows: list[dict[str, Any]] = []
-    for (dialog, _), answer in zip(probes, answers, strict=True):
-        try:
-            predicted = call_parsing.parse_calls(answer, [t.name for t in dialog.tools])
-            correct, error = call_parsing.calls_match(predicted, self_guidance.reference_calls(dialog)), None
-        except call_parsing.CallParseError as exc:
-            correct, error = False, str(exc)
-        rows.append({"dialog_id": dialog.dialog_id, "loss": dialog.complexity_loss, "answer": answer,
-                     "correct": correct, "parse_error": error})
+    for (dialog, item), answer in zip(items, answers, strict=True):
+        result = bfcl_eval.score_item(item, answer)
+        rows.append({"dialog_id": dialog.dialog_id, "loss": dialog.complexity_loss, "answer": answer.text,
+                     "correct": result.verdict.valid, "error_type": result.verdict.error_type,
+                     "category": item.category})
     return rows
 
 

@@ -21,8 +21,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from schemas.records import Dialog, DialogType, ToolCall
-from tasks.complexity import chat_messages
+from schemas.records import Dialog, DialogType
 
 Verdict = Literal["too_easy", "in_range", "too_hard", "unscored"]
 VERDICTS: tuple[Verdict, ...] = ("too_easy", "in_range", "too_hard", "unscored")
@@ -56,27 +55,9 @@ def fixed_bounds(lower: float, upper: float) -> LossBounds:
                       method=f"fixed by configuration: lower={lower}, upper={upper}")
 
 
-# ------------------------------------------------------------------------------------------------- probes
-
-
-def _first_call_turn(dialog: Dialog) -> int | None:
-    return next((i for i, t in enumerate(dialog.turns) if t.role == "assistant" and t.tool_calls), None)
-
-
-def probe_prompt(dialog: Dialog) -> list[dict[str, str]] | None:
-    """The chat the target model answers for a probe: :func:`chat_messages` cut right before the first
-    assistant turn with tool calls (system prompt with the tools, then the turns before it); None when
-    the dialog has no such turn."""
-    index = _first_call_turn(dialog)
-    if index is None:
-        return None
-    return chat_messages(dialog)[: index + 1]  # chat_messages = system message + one message per turn
-
-
-def reference_calls(dialog: Dialog) -> list[ToolCall]:
-    """The calls of the first assistant turn with tool calls (what a probe answer is compared with)."""
-    index = _first_call_turn(dialog)
-    return [] if index is None else list(dialog.turns[index].tool_calls)
+# Probes: the target model answers each probe's first request as ``toolace eval`` asks a BFCL item, and the
+# BFCL checker says whether it got it right (:func:`tasks.bfcl_eval.item_from_dialog`, used by the
+# ``probe-target-model`` task).
 
 
 # ------------------------------------------------------------------------------------------- calibration

@@ -43,8 +43,16 @@ def test_every_deployment_points_at_a_flow_with_valid_parameters():
         module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
         flow = getattr(module, name)
         assert isinstance(flow, Flow)
-        RunConfig(**deployment["parameters"]["config"])
+        flow.validate_parameters(deployment["parameters"])  # pydantic-checks the config against the flow
         assert "api_key" not in str(deployment).lower()
+
+
+def test_downstream_deployment_checks_the_latest_run_at_the_documented_budget():
+    from tasks.downstream import DownstreamConfig
+
+    config = DownstreamConfig(**deployments()["toolace-downstream-check"]["parameters"]["config"])
+    assert (config.run, config.steps, config.lr, config.batch_size, config.limit) == ("./data", 60, 5e-5, 1, 100)
+    assert config.categories == ["simple_python"]
 
 
 def test_refresh_deployment_is_scheduled_on_the_process_pool_and_incremental():
@@ -90,7 +98,8 @@ def test_with_pool_rewrites_only_the_selected_deployments():
     refresh = [d for d in spec["deployments"] if d["name"] == "toolace-refresh"]
     derived = with_pool(spec, refresh, "other-pool")
     pools = {d["name"]: d["work_pool"]["name"] for d in derived["deployments"]}
-    assert pools == {"toolace-run": "toolace-process", "toolace-refresh": "other-pool"}
+    assert pools == {"toolace-run": "toolace-process", "toolace-refresh": "other-pool",
+                     "toolace-downstream-check": "toolace-process"}
     assert spec["deployments"][1]["work_pool"]["name"] == "toolace-process"  # the original is untouched
 
 

