@@ -25,7 +25,7 @@ from tasks.dataset_formats import (
 from tasks.publish import toolace_row
 from toolace.errors import UserError
 
-TOOLACE_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "toolace-sample.jsonl"
+TOOLACE_SAMPLE = Path(__file__).resolve().parent / "data" / "toolace-sample.jsonl"  # see data/README.md
 
 WEATHER_TOOL = {"name": "get_weather", "description": "Weather of a city",
                 "parameters": {"type": "dict", "properties": {"city": {"type": "string"},

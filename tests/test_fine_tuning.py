@@ -29,7 +29,7 @@ from tasks.fine_tuning import (
 )
 from toolace.errors import UserError
 
-REFERENCE = Path("/work/shared/reference/toolace-sample.jsonl")
+REFERENCE = Path(__file__).resolve().parent / "data" / "toolace-sample.jsonl"
 
 
 @pytest.fixture(scope="module")

@@ -121,7 +121,7 @@ def test_run_starts_from_an_api_pool_and_grows_it(llm, tmp_path):
     from tasks.api_import import merge_into_pool, read_api_file, read_pool
 
     pool = str(tmp_path / "pool.jsonl")
-    imported = read_api_file(str(Path(__file__).resolve().parents[2] / "shared/reference/toolace-sample.jsonl"))[:5]
+    imported = read_api_file(str(Path(__file__).resolve().parent / "data" / "toolace-sample.jsonl"))[:5]
     merge_into_pool(pool, imported)
     summary = run_flow(llm, tmp_path / "out", pool=pool)
     grown = read_pool(pool)
