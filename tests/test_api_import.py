@@ -35,7 +35,7 @@ from tasks.schema_validity import SchemaChecker as _SchemaChecker
 from toolace.cli import app
 from toolace.errors import UserError
 
-TOOLACE_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "toolace-sample.jsonl"
+TOOLACE_SAMPLE = Path(__file__).resolve().parent / "data" / "toolace-sample.jsonl"
 
 OPENAPI3 = {
     "openapi": "3.0.3",

@@ -407,7 +407,7 @@ def test_every_call_of_the_toolace_release_sample_parses() -> None:
     import json
     from pathlib import Path
 
-    sample = Path(__file__).resolve().parents[2] / "shared" / "reference" / "toolace-sample.jsonl"
+    sample = Path(__file__).resolve().parent / "data" / "toolace-sample.jsonl"
     call_turns = calls = 0
     for line in sample.read_text(encoding="utf-8").splitlines():
         row = json.loads(line)

@@ -15,7 +15,7 @@ from tests.scripted_llm_server import schema_name
 from toolace.cli import app
 
 runner = CliRunner()
-TOOLACE_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "toolace-sample.jsonl"
+TOOLACE_SAMPLE = Path(__file__).resolve().parent / "data" / "toolace-sample.jsonl"
 WEATHER_TOOL = {"name": "get_weather", "description": "Weather for a city.",
                 "parameters": {"type": "object", "properties": {
                     "city": {"type": "string", "description": "City"},
