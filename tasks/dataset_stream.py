@@ -87,19 +87,26 @@ class DatasetTally:
 
 
 class _JsonlWriter:
-    """Appends JSON lines to one file (a multipart upload on object stores, completed on close)."""
+    """Appends JSON lines to one file (a multipart upload on object stores, completed on close). The file is
+    opened at the first write (transient storage errors retried), so a failure to open it comes after the
+    batch's work is done and cached, not before."""
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._file = fsspec.open(url, "wb", auto_mkdir=True)
-        self._handle: IO[bytes] = self._file.open()
+        self._handle: IO[bytes] | None = None
+
+    def _open(self) -> IO[bytes]:
+        if self._handle is None:
+            self._handle = with_retries(lambda: fsspec.open(self.url, "wb", auto_mkdir=True).open(),
+                                        f"writing {self.url}")
+        return self._handle
 
     def write(self, rows: list[dict[str, Any]]) -> None:
         if rows:
-            self._handle.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8"))
+            self._open().write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8"))
 
     def close(self) -> None:
-        self._handle.close()
+        self._open().close()  # an empty file when nothing was written
 
 
 class _VerdictsWriter:
@@ -184,5 +191,13 @@ class DialogStream:
     def __enter__(self) -> DialogStream:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        # the run failed: finish what can be finished (the tables keep the batches already decided)
+        for writer in (self._dialogs, self._verdicts, self._toolace, self._openai):
+            try:
+                writer.close()
+            except Exception:  # noqa: BLE001 - the run's own error is the one to report
+                continue
