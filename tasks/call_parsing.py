@@ -39,7 +39,6 @@ import json
 import keyword
 import math
 import re
-from collections import Counter
 from collections.abc import Collection
 from typing import Any
 
@@ -450,31 +449,3 @@ def parse_json_calls(value: Any) -> list[ToolCall]:
             raise CallParseError(f"not valid JSON: {getattr(exc, 'msg', exc)}") from None
     entries = value if isinstance(value, list) else [value]
     return [_json_call(entry, i) for i, entry in enumerate(entries)]
-
-
-def _normal(value: Any) -> Any:
-    """A hashable, comparison-ready form: numbers by value (3 == 3.0), strings stripped and case-folded,
-    lists in order, dicts order-free by key, bools kept apart from numbers."""
-    if isinstance(value, bool) or value is None:
-        return ("const", value)
-    if isinstance(value, int | float):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        return ("num", value)
-    if isinstance(value, str):
-        return ("str", value.strip().casefold())
-    if isinstance(value, list | tuple):
-        return ("list", tuple(_normal(v) for v in value))
-    if isinstance(value, dict):
-        return ("dict", frozenset((str(k), _normal(v)) for k, v in value.items()))
-    return ("other", repr(value))
-
-
-def _call_key(call: ToolCall) -> tuple[str, Any]:
-    return call.name, _normal(call.arguments)
-
-
-def calls_match(predicted: list[ToolCall], reference: list[ToolCall]) -> bool:
-    """True when both hold the same calls in any order (as BFCL compares parallel calls): names equal
-    and arguments equal after normalisation (see :func:`_normal`). Ids are ignored."""
-    return Counter(_call_key(c) for c in predicted) == Counter(_call_key(c) for c in reference)
