@@ -125,11 +125,54 @@ class _VerdictsWriter:
         self._handle.close()
 
 
+class _ShardWriter:
+    """The dataset's parquet shards, ``rows_per_shard`` accepted dialogs each, written batch by batch (one row
+    group per batch): a shard is closed as soon as it is full, and only the current batch is in memory."""
+
+    def __init__(self, dataset_url: str, rows_per_shard: int) -> None:
+        self.dataset_url, self.rows_per_shard = dataset_url, rows_per_shard
+        self.paths: list[str] = []  # temporary names, relative to dataset_url
+        self._handle: IO[bytes] | None = None
+        self._writer: pq.ParquetWriter | None = None
+        self._rows = 0
+
+    def _start(self) -> pq.ParquetWriter:
+        if self._writer is None:
+            path = f"data/train-{len(self.paths):05d}.parquet"
+            url = f"{self.dataset_url}/{path}"
+            self._handle = with_retries(lambda: fsspec.open(url, "wb", auto_mkdir=True).open(), f"writing {url}")
+            self._writer = pq.ParquetWriter(self._handle, pl.DataFrame(schema=SHARD_SCHEMA).to_arrow().schema)
+            self.paths.append(path)
+            self._rows = 0
+        return self._writer
+
+    def _finish(self) -> None:
+        if self._writer is not None and self._handle is not None:
+            self._writer.close()
+            self._handle.close()
+        self._writer = self._handle = None
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        while rows:
+            room = self.rows_per_shard - self._rows if self._writer is not None else self.rows_per_shard
+            part, rows = rows[:room], rows[room:]
+            self._start().write_table(pl.DataFrame(part, schema=SHARD_SCHEMA).to_arrow())
+            self._rows += len(part)
+            if self._rows >= self.rows_per_shard:
+                self._finish()
+
+    def close(self) -> None:
+        """Finish the open shard; a run without accepted dialogs still gets one (empty) shard."""
+        if not self.paths:
+            self._start()
+        self._finish()
+
+
 class DialogStream:
     """Writes each decided batch of dialogs to the run folder as it comes (see the module docstring).
 
     Use as a context manager; :attr:`shards` holds the final shard paths (relative to ``dataset/``) once
-    it is closed. ``rows_per_shard`` accepted dialogs at most are held in memory, for the next shard."""
+    it is closed. Only the batch being written is held in memory."""
 
     def __init__(self, run_url: str, bounds: SuiteBounds, rows_per_shard: int = ROWS_PER_SHARD) -> None:
         self.run_url, self.dataset_url = run_url, f"{run_url}/dataset"
@@ -137,8 +180,7 @@ class DialogStream:
         self.tally = DatasetTally()
         self.verification = VerificationTally()
         self.shards: list[str] = []
-        self._pending: list[dict[str, Any]] = []
-        self._temporary: list[str] = []
+        self._shards = _ShardWriter(self.dataset_url, rows_per_shard)
         self._dialogs = publish.TableWriter(f"{run_url}/tables/dialogs.parquet", Dialog, DialogsFrame, "dialogs")
         self._verdicts = _VerdictsWriter(f"{run_url}/tables/verdicts.parquet")
         self._toolace = _JsonlWriter(f"{self.dataset_url}/toolace.jsonl")
@@ -165,25 +207,15 @@ class DialogStream:
             tally.domains[dialog.domain] += 1
             if dialog.complexity_loss is not None:
                 tally.losses.append(dialog.complexity_loss)
-            self._pending.append(shard_row(dialog))
-            if len(self._pending) >= self.rows_per_shard:
-                self._flush_shard()
-
-    def _flush_shard(self) -> None:
-        path = f"data/train-{len(self._temporary):05d}.parquet"
-        publish.write_table(pl.DataFrame(self._pending, schema=SHARD_SCHEMA), f"{self.dataset_url}/{path}")
-        self._temporary.append(path)
-        self._pending = []
+        self._shards.write([shard_row(d) for d in accepted])
 
     def close(self) -> None:
         """Finish every file; shards get their final ``-of-MMMMM`` names (one empty shard for no rows)."""
-        for writer in (self._dialogs, self._verdicts, self._toolace, self._openai):
+        for writer in (self._dialogs, self._verdicts, self._toolace, self._openai, self._shards):
             writer.close()
-        if self._pending or not self._temporary:
-            self._flush_shard()
         fs, root = fsspec.core.url_to_fs(self.dataset_url)
-        count = len(self._temporary)
-        for number, path in enumerate(self._temporary):
+        count = len(self._shards.paths)
+        for number, path in enumerate(self._shards.paths):
             final = f"data/train-{number:05d}-of-{count:05d}.parquet"
             with_retries(lambda s=path, f=final: fs.mv(f"{root}/{s}", f"{root}/{f}"), f"renaming shard {path}")
             self.shards.append(final)
@@ -196,7 +228,7 @@ class DialogStream:
             self.close()
             return
         # the run failed: finish what can be finished (the tables keep the batches already decided)
-        for writer in (self._dialogs, self._verdicts, self._toolace, self._openai):
+        for writer in (self._dialogs, self._verdicts, self._toolace, self._openai, self._shards):
             try:
                 writer.close()
             except Exception:  # noqa: BLE001 - the run's own error is the one to report

@@ -29,7 +29,7 @@ def test_batches_are_written_as_they_come_and_shards_renamed(tmp_path: Path) -> 
             if number == 0:  # a full shard is on disk before the next batch comes, under its temporary name
                 assert pl.read_parquet(run / "dataset" / "data" / "train-00000.parquet")["id"].to_list() == [
                     "d0", "d1"]
-                assert stream.tally.suite_records and not stream._pending
+                assert stream.tally.suite_records and stream._shards._writer is None  # closed, nothing held
     assert stream.shards == ["data/train-00000-of-00002.parquet", "data/train-00001-of-00002.parquet"]
     assert sorted(p.name for p in (run / "dataset" / "data").iterdir()) == [Path(s).name for s in stream.shards]
     ids = [r["id"] for s in stream.shards for r in pl.read_parquet(run / "dataset" / s).to_dicts()]
@@ -46,6 +46,16 @@ def test_batches_are_written_as_they_come_and_shards_renamed(tmp_path: Path) -> 
     assert (tally.generated, tally.accepted) == (5, 4)
     assert tally.types == {"single": 2, "parallel": 2}
     assert stream.verification.report()["failures_per_check"] == {"args_type_v1": {"layer": "rule", "dialogs": 1}}
+
+
+def test_a_batch_larger_than_a_shard_is_split_across_shards(tmp_path: Path) -> None:
+    batches = [[dialog(f"d{i}") for i in range(3)], [dialog(f"d{i}") for i in range(3, 8)]]
+    with DialogStream(str(tmp_path), BOUNDS, rows_per_shard=3) as stream:
+        for batch in batches:
+            stream.write(batch, [])
+    assert stream.shards == [f"data/train-0000{n}-of-00003.parquet" for n in range(3)]
+    shards = [pl.read_parquet(tmp_path / "dataset" / s)["id"].to_list() for s in stream.shards]
+    assert shards == [["d0", "d1", "d2"], ["d3", "d4", "d5"], ["d6", "d7"]]
 
 
 def test_streamed_records_give_the_same_suite_verdict_as_the_rows(tmp_path: Path) -> None:
