@@ -37,9 +37,15 @@ def command(corpus: Path, out: Path, base_url: str) -> list[str]:
 
 
 def environment(tmp_path: Path) -> dict[str, str]:
+    """The runs report to the session's Prefect server (a temporary one per run would add ~15 s each)."""
+    from prefect.settings import get_current_settings
+
     env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_BASE_URL", "PREFECT_API_URL")}
     env["PREFECT_HOME"] = str(tmp_path / "prefect")
     env["HOME"] = str(tmp_path / "home")
+    api_url = get_current_settings().api.url
+    assert api_url, "the session's Prefect harness is not running"
+    env["PREFECT_API_URL"] = str(api_url)
     return env
 
 
@@ -48,6 +54,7 @@ def cached_keys(out: Path) -> set[str]:
 
 
 @pytest.mark.integration
+@pytest.mark.usefixtures("prefect_harness")
 def test_sigkill_during_dialogs_then_resume(llm: ScriptedLLMServer, tmp_path: Path) -> None:
     corpus, out = tmp_path / "corpus", tmp_path / "out"
     corpus.mkdir()

@@ -1,5 +1,7 @@
-"""Self-guided dialog generation through the real flow: the SmolLM2 target model's loss, calibrated and
-fixed bounds, rewrite rounds recorded per dialog, every dialog type in the mix."""
+"""Self-guided dialog generation through the real flow: a target model's loss (a tiny random Llama with
+SmolLM2's tokenizer, so the flow's logic is tested in seconds; the real SmolLM2 target is run by the
+embedded end-to-end test and the complexity tests), calibrated and fixed bounds, rewrite rounds recorded per
+dialog, every dialog type in the mix."""
 
 from __future__ import annotations
 
@@ -26,16 +28,17 @@ def corpus(tmp_path: Path) -> Path:
 
 
 def run_flow(llm: Any, tmp_path: Path, run_id: str, **overrides: Any) -> tuple[dict[str, Any], Path]:
-    values: dict[str, Any] = {"apis": 4, "dialogs": 4, "batch_size": 4, "target_model": "smollm2", **overrides}
+    values: dict[str, Any] = {"apis": 4, "dialogs": 4, "batch_size": 4, **overrides}
     config = RunConfig(llm_base_url=llm.base_url, llm_model="scripted-model", out=str(tmp_path / "out"),
                        corpus=str(corpus(tmp_path)), run_id=run_id, **values)
     summary = toolace_pipeline(config)
     return summary, tmp_path / "out" / "runs" / run_id
 
 
-def test_fixed_bounds_drive_rewrites_recorded_per_round(llm, tmp_path):
+def test_fixed_bounds_drive_rewrites_recorded_per_round(llm, tmp_path, tiny_base):
     # bounds no dialog can meet: every dialog is "too hard" and rewritten for the two allowed rounds
-    summary, run_dir = run_flow(llm, tmp_path, "fixed", loss_bounds=(0.0, 0.001), guidance_rounds=2,
+    summary, run_dir = run_flow(llm, tmp_path, "fixed", target_model=str(tiny_base), loss_bounds=(0.0, 0.001),
+                                guidance_rounds=2,
                                 dialog_mix={"single": 1.0})
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["self_guidance"]["bounds"]["source"] == "fixed"
@@ -54,11 +57,11 @@ def test_fixed_bounds_drive_rewrites_recorded_per_round(llm, tmp_path):
     assert manifest["stages"]["complexity_loss"]["items_in"] >= 12  # 4 dialogs x 3 rounds scored
 
 
-def test_out_of_band_dialogs_can_be_rejected(llm, tmp_path):
+def test_out_of_band_dialogs_can_be_rejected(llm, tmp_path, tiny_base):
     from flows.toolace_pipeline import DatasetRejected
 
     with pytest.raises(DatasetRejected, match="gx_row_count_v1"):  # nothing left to publish: not promoted
-        run_flow(llm, tmp_path, "strict", loss_bounds=(0.0, 0.001), guidance_rounds=1,
+        run_flow(llm, tmp_path, "strict", target_model=str(tiny_base), loss_bounds=(0.0, 0.001), guidance_rounds=1,
                  dialog_mix={"single": 1.0}, keep_out_of_band=False, dialogs=2)
     run_dir = tmp_path / "out" / "staging" / "strict"
     dialogs = pl.read_parquet(run_dir / "tables" / "dialogs.parquet")
@@ -66,8 +69,9 @@ def test_out_of_band_dialogs_can_be_rejected(llm, tmp_path):
     assert (dialogs.filter(pl.col("status") == "rejected")["rejected_by"] == "complexity_bounds_v1").any()
 
 
-def test_calibrated_bounds_from_a_probe_set(llm, tmp_path):
-    summary, run_dir = run_flow(llm, tmp_path, "calibrated", probe_size=4, guidance_rounds=1,
+def test_calibrated_bounds_from_a_probe_set(llm, tmp_path, tiny_base):
+    summary, run_dir = run_flow(llm, tmp_path, "calibrated", target_model=str(tiny_base), probe_size=4,
+                                guidance_rounds=1,
                                 dialog_mix={"single": 1.0, "parallel": 1.0, "non_tool": 1.0})
     manifest = json.loads((run_dir / "manifest.json").read_text())
     guidance = manifest["self_guidance"]
