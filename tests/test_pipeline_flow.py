@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -11,14 +12,25 @@ import polars as pl
 import pytest
 
 from flows.toolace_pipeline import STAGES, DatasetRejected, toolace_pipeline
-from toolace.config import RunConfig
+from toolace.config import SAMPLE_CORPUS, RunConfig
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
+_CORPUS: dict[str, str] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Every fourth document of the bundled corpus (15: API documents, manuals, stories, release notes): the
+    flows below need a mix, not volume. The first test mines the whole bundled corpus."""
+    folder = tmp_path_factory.mktemp("small-corpus")
+    for path in sorted(Path(SAMPLE_CORPUS).iterdir())[::4]:
+        shutil.copy(path, folder / path.name)
+    _CORPUS["small"] = str(folder)
 
 
 def run_flow(llm: Any, out: Path | str, **overrides: Any) -> dict[str, Any]:
     settings: dict[str, Any] = {"apis": 4, "dialogs": 6, "target_model": None, "run_id": "run-a",
-                                "batch_size": 4, **overrides}
+                                "batch_size": 4, "corpus": _CORPUS["small"], **overrides}
     config = RunConfig(llm_base_url=llm.base_url, llm_model="scripted-model", out=str(out), **settings)
     return toolace_pipeline(config)
 
@@ -28,7 +40,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def test_flow_publishes_dataset_tables_and_manifest(llm, tmp_path):
-    summary = run_flow(llm, tmp_path)
+    summary = run_flow(llm, tmp_path, corpus=SAMPLE_CORPUS)
     run_dir = tmp_path / "runs" / "run-a"
     assert summary["run_dir"].endswith("runs/run-a")
     assert summary["accepted_dialogs"] == 6
