@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,18 @@ def prefect_harness() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture(scope="session")
+def mixed_corpus(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Every fourth document of the bundled corpus (15: API documents, manuals, stories, release notes): flow
+    tests need the mix, not the volume (mining all 60 costs about 10 s a run here)."""
+    from toolace.config import SAMPLE_CORPUS
+
+    folder = tmp_path_factory.mktemp("mixed-corpus")
+    for path in sorted(Path(SAMPLE_CORPUS).iterdir())[::4]:
+        shutil.copy(path, folder / path.name)
+    return str(folder)
 
 
 @pytest.fixture(scope="session")

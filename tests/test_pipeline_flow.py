@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +18,9 @@ _CORPUS: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module", autouse=True)
-def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Every fourth document of the bundled corpus (15: API documents, manuals, stories, release notes): the
-    flows below need a mix, not volume. The first test mines the whole bundled corpus."""
-    folder = tmp_path_factory.mktemp("small-corpus")
-    for path in sorted(Path(SAMPLE_CORPUS).iterdir())[::4]:
-        shutil.copy(path, folder / path.name)
-    _CORPUS["small"] = str(folder)
+def _flows_mine_a_mixed_corpus(mixed_corpus: str) -> None:
+    """The flows below mine the conftest's 15-document mix; the first test mines the whole bundled corpus."""
+    _CORPUS["small"] = mixed_corpus
 
 
 def run_flow(llm: Any, out: Path | str, **overrides: Any) -> dict[str, Any]:

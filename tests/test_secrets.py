@@ -20,7 +20,8 @@ S3_KEY_ID = "AKIAMARKERKEYID0042"
 
 
 def test_no_secret_reaches_any_output(llm, s3_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                      caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]) -> None:
+                                      caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str],
+                                      mixed_corpus: str) -> None:
     import s3fs
     from prefect.client.orchestration import get_client
 
@@ -34,7 +35,7 @@ def test_no_secret_reaches_any_output(llm, s3_server, tmp_path: Path, monkeypatc
     caplog.set_level(logging.DEBUG)
     config = RunConfig(llm_base_url=llm.base_url, llm_model="scripted-model", out="s3://secret-bucket/toolace",
                        apis=3, dialogs=3, target_model=None, run_id="secret-run", batch_size=4,
-                       s3_endpoint_url=s3_server)
+                       s3_endpoint_url=s3_server, corpus=mixed_corpus)
     summary = toolace_pipeline(config)
     assert summary["accepted_dialogs"] == 3
     assert llm.requests  # the run really talked to the server (with the key in its Authorization header)

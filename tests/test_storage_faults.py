@@ -50,9 +50,10 @@ def fresh_storage(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(run_storage, "STORAGE_BACKOFF_S", 0.01)
 
 
-def run(llm: Any, run_id: str) -> dict[str, Any]:
+def run(llm: Any, run_id: str, corpus: str) -> dict[str, Any]:
     return toolace_pipeline(RunConfig(llm_base_url=llm.base_url, llm_model="scripted-model", out="flaky://bucket/out",
-                                      apis=3, dialogs=3, target_model=None, run_id=run_id, batch_size=4))
+                                      apis=3, dialogs=3, target_model=None, run_id=run_id, batch_size=4,
+                                      corpus=corpus))
 
 
 def read(path: str) -> Any:
@@ -60,9 +61,9 @@ def read(path: str) -> Any:
         return json.loads(handle.read())
 
 
-def test_transient_storage_errors_are_retried(llm) -> None:
+def test_transient_storage_errors_are_retried(llm, mixed_corpus: str) -> None:
     FlakyFileSystem.failures.update({"dataset/toolace.jsonl": 2, "latest.json": 1, "tables/apis.parquet": 3})
-    summary = run(llm, "transient")
+    summary = run(llm, "transient", mixed_corpus)
     assert summary["accepted_dialogs"] == 3
     assert len(FlakyFileSystem.failed) == 6
     assert read("bucket/out/latest.json")["run_id"] == "transient"
@@ -70,16 +71,16 @@ def test_transient_storage_errors_are_retried(llm) -> None:
     assert manifest["status"] == "promoted"
 
 
-def test_persistent_storage_error_fails_the_run_unpromoted_then_resumes(llm) -> None:
+def test_persistent_storage_error_fails_the_run_unpromoted_then_resumes(llm, mixed_corpus: str) -> None:
     FlakyFileSystem.failures.update({"dataset/openai.jsonl": -1})
     with pytest.raises(OSError, match="openai.jsonl failed after 4 attempts"):
-        run(llm, "persistent")
+        run(llm, "persistent", mixed_corpus)
     fs = FlakyFileSystem()
     assert not fs.exists("flaky://bucket/out/latest.json") and not fs.exists("flaky://bucket/out/runs/persistent")
     assert fs.exists("flaky://bucket/out/staging/persistent/tables/dialogs.parquet")  # finished work is kept
     FlakyFileSystem.failures.clear()
     llm.clear_requests()
-    summary = run(llm, "persistent")
+    summary = run(llm, "persistent", mixed_corpus)
     assert summary["accepted_dialogs"] == 3
     assert llm.requests == []  # every batch came back from the result store or the caches
     assert read("bucket/out/latest.json")["run_id"] == "persistent"
