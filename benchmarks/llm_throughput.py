@@ -51,9 +51,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(latency: float) -> tuple[subprocess.Popen, str]:
+def start_server(latency: float, module: str = "tests.scripted_llm_server") -> tuple[subprocess.Popen, str]:
+    """The scripted server ``module`` (its ``--port``/``--latency`` CLI) in its own process; its base URL."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "tests.scripted_llm_server", "--port", str(port),
+    process = subprocess.Popen([sys.executable, "-m", module, "--port", str(port),
                                 "--latency", str(latency)], cwd=ROOT, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"

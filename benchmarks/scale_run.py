@@ -4,7 +4,9 @@
 
 Targets (issue 7): 26,500 APIs and 11,300 dialogs in under 45 minutes and 3 GB on the 2-core machine. Use
 smaller --apis/--dialogs for a partial run: the figures printed per stage show how time and memory grow.
-The scripted server runs in its own process (see benchmarks/llm_throughput.py, whose helpers this reuses).
+The scripted server runs in its own process (see benchmarks/llm_throughput.py, whose helpers this reuses):
+``benchmarks/scale_server.py``, whose mining and API answers vary like a model's (the plain scripted server's
+answers collide at this scale, so the API target could not be reached; ``--plain-server`` uses it anyway).
 """
 
 from __future__ import annotations
@@ -53,9 +55,12 @@ def main() -> None:
     parser.add_argument("--no-model-checks", dest="model_checks", action="store_false",
                         help="rules-only verification (the scripted server's judges answer at random, so with the "
                              "model layer most dialogs are rejected and the dialog target is not reached)")
+    parser.add_argument("--plain-server", action="store_true",
+                        help="tests.scripted_llm_server's schema-derived answers instead of benchmarks.scale_server")
     args = parser.parse_args()
     tmp = benchmark_folder("toolace-scale-")
-    server, base_url = start_server(args.latency)
+    server, base_url = start_server(args.latency, "tests.scripted_llm_server" if args.plain_server
+                                    else "benchmarks.scale_server")
     try:
         make_corpus(tmp / "corpus", args.docs)
         sampler = RssSampler()

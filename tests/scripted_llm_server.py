@@ -798,13 +798,17 @@ class ScriptedLLMServer:
         port: int = 0,
         latency: float = 0.0,
         created: int = DEFAULT_CREATED,
+        keep_requests: bool = True,
     ) -> None:
+        """``keep_requests=False``: no request log (``requests`` stays empty), for long benchmark runs whose
+        hundreds of thousands of bodies would otherwise fill the server's memory."""
         if isinstance(models, str):
             models = [models]
         self.models: list[str] = list(models)
         self.host = host
         self.latency = latency
         self.created = created
+        self.keep_requests = keep_requests
         self._requested_port = port
         self._port: int | None = None
         self._lock = threading.RLock()
@@ -1144,7 +1148,8 @@ class ScriptedLLMServer:
         if not isinstance(body, dict):
             return JSONResponse(error_body(400, "The request body must be a JSON object."), 400)
         with self._lock:
-            self._requests.append(body)
+            if self.keep_requests:
+                self._requests.append(body)
             fault = self._faults.popleft() if self._faults else None
         if fault is not None:
             return await self._respond(body, fault)
