@@ -485,3 +485,14 @@ def test_standalone_module():
     finally:
         process.terminate()
         process.wait(timeout=5)
+
+
+def test_request_log_can_be_switched_off():
+    quiet = ScriptedLLMServer(keep_requests=False).start()
+    try:
+        client = openai.OpenAI(base_url=quiet.base_url, api_key="test", max_retries=0)
+        answer = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hello"}])
+        assert answer.choices[0].message.content  # answered as usual
+        assert quiet.requests == []  # nothing kept
+    finally:
+        quiet.stop()
