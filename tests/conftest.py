@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -12,8 +13,10 @@ from typing import Any
 
 import pytest
 
-# Prefect reads these at import: keep its home out of ~/.prefect and stay offline.
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="toolace-test-prefect-"))
+# Prefect reads these at import: keep its home out of ~/.prefect (in a folder removed at exit) and stay offline.
+if "PREFECT_HOME" not in os.environ:
+    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="toolace-test-prefect-")
+    atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
