@@ -38,6 +38,10 @@ AGREEMENT_CHECK = "decision_agreement_v1"
 DEPENDENT_CALL_CHECK = "dependent_call_v1"
 API_SCHEMA_CHECK = "api_schema_v1"
 _JSON_SCALARS = ("string", "integer", "number")
+# Larger pools are sampled instead of scanned per plan: distractor tools beyond OTHERS_SCAN APIs, dependency
+# partners outside the neighbourhood beyond LINK_SCAN APIs (smaller pools give exactly the scanned result).
+OTHERS_SCAN = 2048
+LINK_SCAN = 512
 
 
 class DependencyLink(BaseModel):
@@ -114,20 +118,56 @@ def _segment(kind: SegmentType, target: APISpec, related: list[APISpec], usable:
             return Segment(kind="clarification", targets=[target.api_id], missing_param=rng.choice(required))
         return Segment(kind="single", targets=[target.api_id])  # nothing can be missing
     if kind == "dependent":
-        link = find_link(target, related) or find_link(target, usable)
+        # beyond the neighbourhood, a sample of the pool: a scan of every API per plan is quadratic at scale
+        link = find_link(target, related) or find_link(
+            target, usable if len(usable) <= LINK_SCAN else rng.sample(usable, LINK_SCAN))
         if link:
             return Segment(kind="dependent", targets=[link.from_api, link.to_api], link=link)
         return Segment(kind="single", targets=[target.api_id])  # nothing it returns feeds another API
     return Segment(kind=kind, targets=[target.api_id])
 
 
-def related_apis(target: APISpec, usable: list[APISpec], rng: random.Random) -> list[APISpec]:
-    """APIs near ``target`` in the context tree: sharing a tree node first, then the same domain."""
-    shared = [a for a in usable if a.api_id != target.api_id and set(a.node_ids) & set(target.node_ids)]
-    same_domain = [a for a in usable if a.api_id != target.api_id and a.domain == target.domain and a not in shared]
-    rng.shuffle(shared)
-    rng.shuffle(same_domain)
-    return shared + same_domain
+class Neighbourhoods:
+    """The pool indexed by tree node and by domain, so each plan looks at its neighbourhood only (planning
+    33,900 dialogs over 26,500 APIs scanned the whole pool per plan: about 40 minutes, now seconds)."""
+
+    def __init__(self, usable: list[APISpec]) -> None:
+        self.usable = usable
+        self.position = {a.api_id: i for i, a in enumerate(usable)}
+        self.by_node: dict[str, list[APISpec]] = {}
+        self.by_domain: dict[str, list[APISpec]] = {}
+        for api in usable:
+            for node_id in dict.fromkeys(api.node_ids):
+                self.by_node.setdefault(node_id, []).append(api)
+            self.by_domain.setdefault(api.domain, []).append(api)
+
+    def related(self, target: APISpec, rng: random.Random) -> list[APISpec]:
+        """Sharing a tree node first, then the same domain, each shuffled (in pool order before the shuffle,
+        so the result is the one a scan of the pool gives)."""
+        found = {a.api_id: a for node_id in dict.fromkeys(target.node_ids) for a in self.by_node.get(node_id, [])
+                 if a.api_id != target.api_id}
+        shared = sorted(found.values(), key=lambda a: self.position[a.api_id])
+        same_domain = [a for a in self.by_domain.get(target.domain, [])
+                       if a.api_id != target.api_id and a.api_id not in found]
+        rng.shuffle(shared)
+        rng.shuffle(same_domain)
+        return shared + same_domain
+
+    def others(self, target: APISpec, count: int, rng: random.Random) -> list[APISpec]:
+        """APIs of other domains in random order, as distractors: all of them (shuffled) in a pool of at most
+        :data:`OTHERS_SCAN` APIs, else ``count`` drawn at random."""
+        if len(self.usable) <= OTHERS_SCAN:
+            others = [a for a in self.usable if a.domain != target.domain]
+            rng.shuffle(others)
+            return others
+        picked: dict[str, APISpec] = {}
+        for _ in range(20 * count):
+            if len(picked) >= count:
+                break
+            api = self.usable[rng.randrange(len(self.usable))]
+            if api.domain != target.domain:
+                picked.setdefault(api.api_id, api)
+        return list(picked.values())
 
 
 def plan_dialogs(apis: list[APISpec], count: int, mix: dict[str, float], candidates: int,
@@ -141,10 +181,11 @@ def plan_dialogs(apis: list[APISpec], count: int, mix: dict[str, float], candida
     segment_types = [t for t in types if t in SEGMENT_TYPES] or list(SEGMENT_TYPES)
     segment_weights = [mix.get(t, 0) or 1.0 for t in segment_types]
     plans: list[DialogPlan] = []
+    pool = Neighbourhoods(usable)
     for index in range(count):
         dialog_type: DialogType = rng.choices(types, weights)[0]  # type: ignore[assignment]
         target = usable[index % len(usable)] if index < len(usable) else rng.choice(usable)
-        related = related_apis(target, usable, rng)
+        related = pool.related(target, rng)
         kinds: list[SegmentType]
         if dialog_type == "multi_turn":
             kinds = rng.choices(segment_types, segment_weights, k=rng.randint(2, max_segments))  # type: ignore[arg-type]
@@ -157,9 +198,8 @@ def plan_dialogs(apis: list[APISpec], count: int, mix: dict[str, float], candida
             segments.append(_segment(kind, segment_target, related, usable, rng))
         built: DialogType = "multi_turn" if len(segments) > 1 else segments[0].kind
         targets = list(dict.fromkeys(t for s in segments for t in s.targets))
-        others = [a for a in usable if a.domain != target.domain]
-        rng.shuffle(others)
-        fill = [a.api_id for a in related + others if a.api_id not in targets]
+        others = pool.others(target, candidates + len(targets), rng)
+        fill = list(dict.fromkeys(a.api_id for a in related + others if a.api_id not in targets))
         offered = (targets + fill)[: max(candidates, len(targets))]
         if not targets:  # non-tool: the offered tools are the target's neighbourhood, none of it asked for
             offered = ([target.api_id] + fill)[:candidates]

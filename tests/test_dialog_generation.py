@@ -14,7 +14,9 @@ from tasks.dialog_generation import (
     AGREEMENT_CHECK,
     API_SCHEMA_CHECK,
     DEPENDENT_CALL_CHECK,
+    OTHERS_SCAN,
     DialogPlan,
+    Neighbourhoods,
     Segment,
     find_link,
     generate_dialogs,
@@ -71,6 +73,48 @@ def test_plans_cover_every_type_with_related_tool_sets() -> None:
     # a hotel dialog is offered the other hotel API (same tree node) before unrelated distractors
     hotel = next(p for p in plans if p.dialog_type == "single" and p.targets == ["a1"])
     assert "a2" in hotel.offered
+
+
+def scanned_related(target: APISpec, usable: list[APISpec], rng: random.Random) -> list[APISpec]:
+    """The neighbourhood as a scan of the whole pool finds it (what the index must reproduce)."""
+    shared = [a for a in usable if a.api_id != target.api_id and set(a.node_ids) & set(target.node_ids)]
+    same = [a for a in usable if a.api_id != target.api_id and a.domain == target.domain and a not in shared]
+    rng.shuffle(shared)
+    rng.shuffle(same)
+    return shared + same
+
+
+def synthetic_pool(count: int, domains: int) -> list[APISpec]:
+    rng = random.Random(count)
+    return [api(f"x{i}", f"tool_{i}", {"q": {"type": "string", "description": "query"}}, ["q"],
+                {"value": {"type": "string", "description": "value"}}, domain=f"D{i % domains}",
+                nodes=tuple({f"n{i % domains}-{rng.randrange(8)}", f"n{i % domains}-{rng.randrange(8)}"}))
+            for i in range(count)]
+
+
+def test_indexed_neighbourhood_equals_the_scan_of_the_pool() -> None:
+    pool = synthetic_pool(300, 7)
+    index = Neighbourhoods(pool)
+    for target in pool[::17]:
+        got = index.related(target, random.Random(target.api_id))
+        scanned = scanned_related(target, pool, random.Random(target.api_id))
+        assert [a.api_id for a in got] == [a.api_id for a in scanned]
+
+
+def test_planning_a_large_pool_samples_distractors_from_other_domains() -> None:
+    pool = synthetic_pool(OTHERS_SCAN + 3000, 40)
+    by_id = {a.api_id: a for a in pool}
+    plans = plan_dialogs(pool, 2000, MIX, candidates=5, rng=random.Random(1), max_segments=3)
+    assert len(plans) == 2000
+    for plan in plans:
+        assert set(plan.targets) <= set(plan.offered)
+        assert len(plan.offered) == len(set(plan.offered)) == max(5, len(set(plan.targets)))
+    # neighbours (same tree node or domain) come first; a pool with 40 domains of ~125 APIs fills from them
+    first = by_id[plans[0].targets[0]] if plans[0].targets else None
+    if first is not None:
+        assert sum(by_id[i].domain == first.domain for i in plans[0].offered) >= 2
+    others = Neighbourhoods(pool).others(pool[0], 5, random.Random(0))
+    assert len(others) == 5 and all(a.domain != pool[0].domain for a in others)
 
 
 def test_impossible_types_fall_back_and_say_so() -> None:
