@@ -176,7 +176,7 @@ class DialogStream:
 
     def __init__(self, run_url: str, bounds: SuiteBounds, rows_per_shard: int = ROWS_PER_SHARD) -> None:
         self.run_url, self.dataset_url = run_url, f"{run_url}/dataset"
-        self.bounds, self.rows_per_shard = bounds, rows_per_shard
+        self.bounds = bounds
         self.tally = DatasetTally()
         self.verification = VerificationTally()
         self.shards: list[str] = []
