@@ -34,8 +34,10 @@ T = TypeVar("T")
 PROBE_MAX_TOKENS = 128  # a probe's right answer is one short call list
 # The endpoint URL (a random port for the embedded model) is not part of the cache key; the run scope
 # (run id + model name) is, so a rerun of the same run reuses finished batches and nothing else does.
+# Results are persisted (resume, caching) but not also kept in memory: Prefect's result store otherwise holds
+# the last 1,000 task results, which made the flow's memory grow with every batch of dialogs.
 BATCH_TASK: dict[str, Any] = {"retries": 2, "retry_delay_seconds": 5, "persist_result": True,
-                              "cache_policy": (INPUTS - "settings") + TASK_SOURCE}
+                              "cache_result_in_memory": False, "cache_policy": (INPUTS - "settings") + TASK_SOURCE}
 
 
 def _run_with_gateway(settings: GatewaySettings, stage: str,
@@ -93,7 +95,8 @@ def _scorer(target: str) -> LossScorer:
     return LossScorer(target)
 
 
-@task(name="complexity-loss", retries=1, persist_result=True, cache_policy=INPUTS + TASK_SOURCE)
+@task(name="complexity-loss", retries=1, persist_result=True, cache_result_in_memory=False,
+      cache_policy=INPUTS + TASK_SOURCE)
 def complexity_batch(run_scope: str, dialogs: list[Dialog], target_model: str) -> list[Dialog]:
     """The target model's loss of each generated dialog; a dialog longer than the model's context is
     rejected with that reason (never truncated)."""
