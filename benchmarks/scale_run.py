@@ -40,6 +40,10 @@ class RssSampler(threading.Thread):
                 pages = int(statm.read().split()[1])
             self.samples.append((time.perf_counter() - self.started_at, pages * os.sysconf("SC_PAGE_SIZE") / 2**20))
 
+    def last(self, at: float) -> float:
+        """The last sample taken at or before ``at``."""
+        return next((mib for t, mib in reversed(self.samples) if t <= at), float("nan"))
+
     def peak(self, start: float, end: float) -> float:
         return max((mib for t, mib in self.samples if start <= t <= end), default=float("nan"))
 
@@ -57,6 +61,7 @@ def main() -> None:
                              "model layer most dialogs are rejected and the dialog target is not reached)")
     parser.add_argument("--plain-server", action="store_true",
                         help="tests.scripted_llm_server's schema-derived answers instead of benchmarks.scale_server")
+    parser.add_argument("--rss-log", type=Path, help="write every RSS sample (seconds, MiB) to this CSV file")
     args = parser.parse_args()
     tmp = benchmark_folder("toolace-scale-")
     server, base_url = start_server(args.latency, "tests.scripted_llm_server" if args.plain_server
@@ -91,6 +96,10 @@ def main() -> None:
     thirds = [sampler.peak(loop_start + k * third, loop_start + (k + 1) * third) for k in range(3)]
     print(f"RSS before the dialogs loop {before:.0f} MiB; peak in the loop's first / second / last third "
           f"{thirds[0]:.0f} / {thirds[1]:.0f} / {thirds[2]:.0f} MiB; peak while publishing {publishing:.0f} MiB")
+    ends = [sampler.last(loop_start + (k + 1) * third) for k in range(3)]
+    print(f"RSS at the end of the loop's first / second / last third {ends[0]:.0f} / {ends[1]:.0f} / {ends[2]:.0f} MiB")
+    if args.rss_log:
+        args.rss_log.write_text("seconds,mib\n" + "".join(f"{t:.1f},{m:.1f}\n" for t, m in sampler.samples))
     for name, s in stages.items():
         print(f"  {name:<18} in {s['items_in']:>6} acc {s['accepted']:>6} {s['wall_time_s']:>8.1f} s "
               f"{s['llm_requests']:>7} requests")

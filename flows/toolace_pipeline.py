@@ -155,7 +155,8 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
     # Documents the ledger already holds (same text, same mining settings) are reused, not re-mined.
     t0, kept, stage = time.perf_counter(), list[MinedDocument](), StageStats()
     ledger = MiningLedger(config.out, mining_fingerprint(endpoint.model, config.relevance_threshold,
-                                                         config.max_doc_chars, config.embedding_model))
+                                                         config.max_doc_chars, config.embedding_model,
+                                                         config.embed_every_document))
     known = ledger.load() if config.reuse_mined else {}
     seen: dict[str, str] = {}
     sink.stage("mining", 0)
@@ -194,7 +195,7 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
                     fresh.append(doc)
                 seen.setdefault(doc.doc_id, doc.source)
             mining = mine_batch.submit(scope, fresh, settings, config.relevance_threshold, config.max_doc_chars,
-                                       config.embedding_model) if fresh else None
+                                       config.embedding_model, config.embed_every_document) if fresh else None
             in_flight.append((part, done, mining))
             if len(in_flight) > 1:
                 finish_oldest()

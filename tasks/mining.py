@@ -7,6 +7,14 @@ descriptions of API documentation. Scores and the keep/drop decision are separat
 functions only measure, ``mine_document`` decides with a threshold, and every document, kept or not,
 records the check that decided (``decided_by``) and the reason.
 
+The embedding is the expensive part (a BERT forward pass per document; the heuristic is a few regexes),
+and it weighs half of the combined score. When the heuristic alone puts a document above the threshold
+whatever its embedding, or below it whatever its embedding, the embedding is not computed (``first_pass``
+with a ``threshold``). The decisions are exactly those of embedding every document; such a record has no
+``embedding_score``, and its ``relevance_score`` is the bound that decided (the lowest combined score it
+could have when accepted, the highest when rejected). ``embed_every_document`` in the run config embeds
+them all, for score analyses.
+
 Document text is data, never instructions: it is fenced in the prompt, the answer must fit the
 ``DocumentExtraction`` schema, and anything else is rejected with the raw output kept.
 """
@@ -55,6 +63,8 @@ PROTOTYPES = (
     "A software library function or command with arguments, options and a return value",
 )
 EMBED_CHARS = 2000  # the opening of each document is embedded (the model reads 256 tokens at most)
+# The cosine range rescaled to 0..1 in the combined score: at or below the floor counts 0, at or above the ceiling 1.
+COSINE_FLOOR, COSINE_CEILING = 0.05, 0.40
 Embed = Callable[[Sequence[str]], np.ndarray]
 
 
@@ -63,6 +73,7 @@ class Relevance:
     heuristic: float
     embedding: float | None
     combined: float
+    bound: bool = False  # the heuristic alone decided: ``combined`` is the bound, the embedding was not computed
 
 
 def heuristic_score(text: str) -> float:
@@ -89,16 +100,41 @@ def combine(heuristic: float, embedding: float | None) -> float:
     Calibrated on the sample corpus: stories, poems and history score below 0.17, API documents above 0.22."""
     if embedding is None:
         return heuristic
-    scaled = min(1.0, max(0.0, (embedding - 0.05) / 0.35))
+    scaled = min(1.0, max(0.0, (embedding - COSINE_FLOOR) / (COSINE_CEILING - COSINE_FLOOR)))
     return round(0.5 * heuristic + 0.5 * scaled, 4)
 
 
-def first_pass(docs: Sequence[Document], embed: Embed | None) -> list[Relevance]:
-    """Scores for a batch. Without ``embed`` (unit tests), the heuristic alone is the score."""
+def settled_by_heuristic(heuristic: float, threshold: float) -> float | None:
+    """The combined score's bound when the heuristic alone settles the decision at ``threshold``, else None:
+    the lowest score the document can reach (any embedding) when that is still at or above the threshold,
+    the highest when that is still below it. ``combine`` rises with the embedding, so the bound decides
+    exactly as the real score would."""
+    lowest, highest = combine(heuristic, COSINE_FLOOR), combine(heuristic, COSINE_CEILING)
+    if lowest >= threshold:
+        return lowest
+    if highest < threshold:
+        return highest
+    return None
+
+
+def first_pass(docs: Sequence[Document], embed: Embed | None, threshold: float | None = None) -> list[Relevance]:
+    """Scores for a batch. Without ``embed`` (unit tests), the heuristic alone is the score. With a
+    ``threshold``, only the documents whose decision the embedding can still change are embedded."""
     heuristics = [heuristic_score(d.text) for d in docs]
-    embeddings: list[float | None] = list(embedding_scores([d.text for d in docs], embed)) if embed else \
-        [None] * len(docs)
-    return [Relevance(h, e, combine(h, e)) for h, e in zip(heuristics, embeddings, strict=True)]
+    if embed is None:
+        return [Relevance(h, None, h) for h in heuristics]
+    bounds = [settled_by_heuristic(h, threshold) if threshold is not None else None for h in heuristics]
+    undecided = [i for i, b in enumerate(bounds) if b is None]
+    cosines = dict(zip(undecided, embedding_scores([docs[i].text for i in undecided], embed), strict=True))
+    return [Relevance(h, None, b, bound=True) if b is not None else Relevance(h, cosines[i], combine(h, cosines[i]))
+            for i, (h, b) in enumerate(zip(heuristics, bounds, strict=True))]
+
+
+def _first_pass_text(score: Relevance, threshold: float) -> str:
+    if not score.bound:
+        return f"first-pass score {score.combined:.2f}"
+    side = "at least" if score.combined >= threshold else "at most"
+    return f"first-pass score {side} {score.combined:.2f} (heuristic {score.heuristic:.2f} decides, any embedding)"
 
 
 def extraction_messages(doc: Document, max_chars: int) -> list[dict[str, str]]:
@@ -131,7 +167,7 @@ async def mine_document(doc: Document, gateway: LLMGateway, threshold: float, ma
                            heuristic_score=score.heuristic, embedding_score=score.embedding,
                            relevance_score=score.combined, decided_by=RELEVANCE_CHECK)
     if score.combined < threshold:
-        record.reject(RELEVANCE_CHECK, f"first-pass score {score.combined:.2f} below threshold {threshold:.2f}")
+        record.reject(RELEVANCE_CHECK, f"{_first_pass_text(score, threshold)} below threshold {threshold:.2f}")
         return record
     answer = await gateway.structured(DocumentExtraction, extraction_messages(doc, max_chars), stage=STAGE,
                                       temperature=0.2)
@@ -151,13 +187,14 @@ async def mine_document(doc: Document, gateway: LLMGateway, threshold: float, ma
         record.decided_by = FUNCTIONALITY_CHECK
         record.reject(FUNCTIONALITY_CHECK, "no domain or no functionality extracted")
     else:
-        record.reason = (f"first-pass score {score.combined:.2f} >= {threshold:.2f}; the LLM found "
+        record.reason = (f"{_first_pass_text(score, threshold)} >= {threshold:.2f}; the LLM found "
                          f"{len(record.functionalities)} functionalities in {record.domain}")
     return record
 
 
 async def mine_documents(docs: list[Document], gateway: LLMGateway, threshold: float, max_chars: int,
-                         embed: Embed | None = None) -> list[MinedDocument]:
-    scores = first_pass(docs, embed)
+                         embed: Embed | None = None, embed_every: bool = False) -> list[MinedDocument]:
+    """Mines a batch; ``embed_every`` embeds even the documents the heuristic alone decides."""
+    scores = first_pass(docs, embed, None if embed_every else threshold)
     return list(await asyncio.gather(*(mine_document(d, gateway, threshold, max_chars, r)
                                        for d, r in zip(docs, scores, strict=True))))

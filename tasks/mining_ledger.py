@@ -20,10 +20,16 @@ from tasks import mining
 from toolace.llm.response_format import schema_for
 
 
-def mining_fingerprint(model: str, threshold: float, max_chars: int, embedding_model: str | None) -> str:
+def mining_fingerprint(model: str, threshold: float, max_chars: int, embedding_model: str | None,
+                       embed_every: bool = False) -> str:
+    """The settings a mining result depends on. Skipping the embedding where the heuristic decides changes
+    no decision, so ``embed_every`` counts only when set (a run that asks for every embedding score does not
+    reuse records that lack it), and ledgers written before that option keep their fingerprint."""
     parts = [model, threshold, max_chars, embedding_model or "all-MiniLM-L6-v2", mining.RELEVANCE_CHECK,
              mining.LLM_RELEVANCE_CHECK, mining.FUNCTIONALITY_CHECK, mining.PROTOTYPES,
              schema_for(DocumentExtraction)]
+    if embed_every:
+        parts.append("embed-every-document")
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -61,10 +61,11 @@ def _run_with_gateway(settings: GatewaySettings, stage: str,
 
 @task(name="mine-documents", **BATCH_TASK)
 def mine_batch(run_scope: str, docs: list[Document], settings: GatewaySettings, threshold: float,
-               max_chars: int, embedding_model: str | None = None) -> tuple[list[MinedDocument], StageStats]:
+               max_chars: int, embedding_model: str | None = None,
+               embed_every: bool = False) -> tuple[list[MinedDocument], StageStats]:
     embed = shared_embedder(embedding_model).embed
     return _run_with_gateway(settings, mining.STAGE,
-                             lambda gw: mining.mine_documents(docs, gw, threshold, max_chars, embed))
+                             lambda gw: mining.mine_documents(docs, gw, threshold, max_chars, embed, embed_every))
 
 
 @task(name="build-context-tree", persist_result=True, cache_policy=INPUTS + TASK_SOURCE)

@@ -17,9 +17,13 @@ from tasks.mining import (
     LLM_RELEVANCE_CHECK,
     RELEVANCE_CHECK,
     STAGE,
+    combine,
+    first_pass,
+    heuristic_score,
     mine_document,
     mine_documents,
     relevance_score,
+    settled_by_heuristic,
 )
 from toolace.config import SAMPLE_CORPUS
 from toolace.llm.gateway import STRUCTURED_OUTPUT_CHECK, Structured
@@ -201,6 +205,75 @@ def test_mine_documents_keeps_order_and_every_document() -> None:
     assert [r.doc_id for r in records] == [d.doc_id for d in docs]
     assert [r.accepted for r in records] == [False, True]
     assert len(gateway.calls) == 1
+
+
+# ------------------------------------------------------------------------------ first pass: embed only if needed
+
+
+class CountingEmbed:
+    """A fake embedder: each text's vector is its cosine to every prototype (set per text), counting texts."""
+
+    def __init__(self, cosines: dict[str, float]) -> None:
+        self.cosines, self.embedded = cosines, list[str]()
+
+    def __call__(self, texts: Any) -> Any:
+        import numpy as np
+
+        from tasks.mining import PROTOTYPES
+
+        rows = []
+        for text in texts:
+            if text in PROTOTYPES:
+                rows.append([1.0, 0.0])
+            else:
+                self.embedded.append(text)
+                cosine = self.cosines[text]
+                rows.append([cosine, (1 - cosine**2) ** 0.5])
+        return np.array(rows)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.1, 0.2, 0.2001, 0.35, 0.5, 0.55, 0.7, 1.0])
+def test_heuristic_bound_decides_exactly_as_the_embedding_would(threshold: float) -> None:
+    heuristics = [round(k / 9, 4) for k in range(10)]  # every value the nine cue groups can give
+    cosines = [-0.3, 0.0, 0.05, 0.1, 0.2, 0.225, 0.3, 0.4, 0.9]
+    for h in heuristics:
+        bound = settled_by_heuristic(h, threshold)
+        decisions = {combine(h, c) >= threshold for c in cosines}
+        if bound is None:  # the embedding can still move it either way
+            assert combine(h, 0.05) < threshold <= combine(h, 0.40)
+            continue
+        assert decisions == {bound >= threshold}  # every embedding agrees with the bound
+        assert bound == (combine(h, 0.05) if bound >= threshold else combine(h, 0.40))
+
+
+def test_first_pass_embeds_only_undecided_documents() -> None:
+    api, poem, middling = make_doc(API_DOC), make_doc(POEM), make_doc("You can search the app.")
+    assert heuristic_score(api.text) >= 0.4 and heuristic_score(poem.text) < 0.4  # 0.4 decides alone at 0.2
+    embed = CountingEmbed({api.text: 0.3, poem.text: 0.1, middling.text: 0.25})
+    scores = first_pass([api, poem, middling], embed, threshold=0.2)
+    assert embed.embedded == [poem.text, middling.text]
+    assert scores[0].bound and scores[0].embedding is None
+    assert scores[0].combined == combine(heuristic_score(api.text), 0.05) >= 0.2
+    assert not scores[1].bound and scores[1].embedding == pytest.approx(0.1, abs=1e-4)
+
+    every = CountingEmbed(embed.cosines)
+    full = first_pass([api, poem, middling], every)
+    assert len(every.embedded) == 3 and not any(s.bound for s in full)
+    assert [s.combined >= 0.2 for s in full] == [s.combined >= 0.2 for s in scores]  # same decisions
+
+
+def test_mined_record_says_when_the_heuristic_alone_decided() -> None:
+    gateway = FakeGateway(Structured(value=extraction(), raw_outputs=["r"]))
+    api, poem = make_doc(API_DOC), make_doc(POEM)
+    embed = CountingEmbed({api.text: 0.3, poem.text: 0.0})
+    records = run(mine_documents([api, poem], gateway, 0.2, 2000, embed))  # type: ignore[arg-type]
+    assert records[0].accepted and records[0].embedding_score is None
+    assert "at least" in (records[0].reason or "") and "heuristic" in (records[0].reason or "")
+    assert records[1].rejected_by == RELEVANCE_CHECK and records[1].embedding_score is not None
+    every = run(mine_documents([api, poem], gateway, 0.2, 2000, CountingEmbed(embed.cosines),  # type: ignore[arg-type]
+                               embed_every=True))
+    assert every[0].embedding_score is not None and every[0].accepted
+    assert "at least" not in (every[0].reason or "")
 
 
 # --------------------------------------------------------------------------------------------- context tree
@@ -407,7 +480,8 @@ def test_mining_ledger_round_trip_and_fingerprint(tmp_path: Path) -> None:
     base = mining_fingerprint("m", 0.2, 1500, None)
     assert base == mining_fingerprint("m", 0.2, 1500, None)
     assert len({base, mining_fingerprint("m", 0.3, 1500, None), mining_fingerprint("other", 0.2, 1500, None),
-                mining_fingerprint("m", 0.2, 800, None)}) == 4  # any change starts a fresh ledger
+                mining_fingerprint("m", 0.2, 800, None), mining_fingerprint("m", 0.2, 1500, None, True)}) == 5
+    assert base == mining_fingerprint("m", 0.2, 1500, None, False)  # the default keeps earlier ledgers
     ledger = MiningLedger(str(tmp_path), base)
     assert ledger.load() == {}
     first = mined("d1", "Weather", [], ["Get forecast"])

