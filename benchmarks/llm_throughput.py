@@ -85,6 +85,37 @@ async def bare_loop(base_url: str, requests: int, concurrency: int) -> float:
     return requests / elapsed
 
 
+def process_cpu() -> dict[str, float]:
+    """CPU seconds (user + system) so far of this process and of every process it started, by what they run:
+    the scripted LLM server, Prefect's temporary API server and this process (Linux ``/proc``)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    stats: dict[int, tuple[str, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
+        pid, parent = int(entry.name), int(fields[1])
+        children.setdefault(parent, []).append(pid)
+        stats[pid] = (command, (int(fields[11]) + int(fields[12])) / ticks)
+    totals: dict[str, float] = {}
+    todo = [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, []))
+        command, seconds = stats.get(pid, ("", 0.0))
+        role = ("scripted LLM server" if "scripted_llm_server" in command or "scale_server" in command
+                else "Prefect API server" if "prefect" in command and pid != os.getpid()
+                else "pipeline process" if pid == os.getpid() else "other")
+        totals[role] = totals.get(role, 0.0) + seconds
+    return totals
+
+
 def make_corpus(folder: Path, docs: int) -> None:
     """`docs` distinct API documents made from the bundled sample corpus (a numbered edition of each)."""
     from toolace.config import SAMPLE_CORPUS
@@ -112,13 +143,16 @@ def run_pipeline(base_url: str, corpus: Path, out: Path, args: argparse.Namespac
                        apis=args.apis, dialogs=args.dialogs, target_model=None, run_id="bench",
                        concurrency=args.concurrency, batch_size=args.batch_size, mix_tolerance=1.0,
                        min_acceptance_rate=0.0, model_checks=getattr(args, "model_checks", True))
-    cpu0, wall0 = time.process_time(), time.perf_counter()
+    cpu0, wall0, by_process0 = time.process_time(), time.perf_counter(), process_cpu()
     try:
         toolace_pipeline(config)
         folder = out / "runs" / "bench"
     except DatasetRejected:
         folder = out / "staging" / "bench"
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    by_process = {k: v - by_process0.get(k, 0.0) for k, v in process_cpu().items()}
+    print("CPU seconds during the pipeline, by process: "
+          + ", ".join(f"{k} {v:.1f}" for k, v in sorted(by_process.items(), key=lambda kv: -kv[1])))
     return json.loads((folder / "manifest.json").read_text()), wall, cpu
 
 
@@ -136,7 +170,9 @@ def main() -> None:
     server, base_url = start_server(args.latency)
     try:
         make_corpus(tmp / "corpus", args.docs)
+        cpu_before = process_cpu()
         bare_before = asyncio.run(bare_loop(base_url, args.bare, args.concurrency))
+        bare_cpu = {k: v - cpu_before.get(k, 0.0) for k, v in process_cpu().items()}
         manifest, wall, cpu = run_pipeline(base_url, tmp / "corpus", tmp / "out", args)
         bare_after = asyncio.run(bare_loop(base_url, args.bare, args.concurrency))
     finally:
@@ -153,6 +189,8 @@ def main() -> None:
           f"server in its own process, latency {args.latency * 1000:.0f} ms, concurrency {args.concurrency}")
     print(f"bare asyncio loop ({args.bare} requests, before/after the pipeline): {bare_before:.1f} / "
           f"{bare_after:.1f} req/s (mean {bare:.1f}; {bare / ideal:.2f} of the ideal {ideal:.0f})")
+    print("bare loop CPU per request: " + ", ".join(f"{k} {1000 * v / args.bare:.1f} ms"
+                                                     for k, v in bare_cpu.items() if v > 0))
     print(f"pipeline, whole flow: {requests} requests in {wall:.1f} s = {requests / wall:.1f} req/s "
           f"(ratio to bare {requests / wall / bare:.2f})")
     print(f"pipeline, LLM stages: {stage_requests} requests in {stage_wall:.1f} s = "

@@ -78,6 +78,32 @@ def test_answer_still_invalid_after_repair_is_rejected_with_raw_text(llm):
     assert "after one repair" in (answer.error or "")
 
 
+RESULT_SCHEMA = {"type": "object", "properties": {"temp": {"type": "number", "minimum": -90}},
+                 "required": ["temp"], "additionalProperties": False}
+
+
+def test_structured_json_validates_against_a_data_schema_and_repairs(llm):
+    llm.script(lambda body: {"content": '{"temp": 21.5}'}, times=1)
+    llm.script(lambda body: {"content": '{"temp": -300}'}, times=1)  # tried first: below the minimum
+    answer = once(gateway(llm), lambda gw: gw.structured_json("weather_result", RESULT_SCHEMA, MESSAGES, stage="d"))
+    assert answer.ok and answer.value == {"temp": 21.5}
+    assert answer.raw_outputs == ['{"temp": -300}', '{"temp": 21.5}']
+    assert "-300" in llm.requests[1]["messages"][-1]["content"]  # the repair request names what was wrong
+    assert llm.requests[0]["response_format"]["json_schema"]["schema"] == RESULT_SCHEMA
+
+    llm.script(lambda body: {"content": '{"temp": 1, "extra": true}'})
+    again = once(gateway(llm), lambda gw: gw.structured_json("weather_result", RESULT_SCHEMA, MESSAGES, stage="d"))
+    assert again.check == STRUCTURED_OUTPUT_CHECK and "extra" in (again.error or "")
+
+
+def test_structured_json_with_an_invalid_schema_raises(llm):
+    import jsonschema
+
+    with pytest.raises(jsonschema.SchemaError):
+        once(gateway(llm), lambda gw: gw.structured_json("bad", {"type": "no-such-type"}, MESSAGES, stage="d"))
+    assert llm.requests == []
+
+
 def test_retries_5xx_and_429_then_succeeds(llm):
     llm.fail_next(2, status=500)
     llm.fail_next(1, status=429, headers={"Retry-After": "0"})

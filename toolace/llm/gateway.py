@@ -10,6 +10,7 @@ cache keyed by the full request, and per-stage counts of requests, tokens, laten
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import random
@@ -136,6 +137,17 @@ def check_completion_shape(raw: Any) -> None:
             raise ValueError("the endpoint answered a malformed choice")
     if not isinstance(raw.get("usage") or {}, dict):
         raise ValueError("the endpoint answered a malformed usage")
+
+
+@functools.lru_cache(maxsize=4096)
+def _validator(schema_text: str) -> Any:
+    """What ``jsonschema.validate`` builds per call, built once per schema: checking the schema against its
+    meta-schema was most of the cost of validating a small tool answer. A bad schema still raises
+    ``SchemaError`` (exceptions are not cached)."""
+    schema = json.loads(schema_text)
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
 
 
 def _short(error: Exception, limit: int = 300) -> str:
@@ -307,9 +319,13 @@ class LLMGateway:
     ) -> Structured[Any]:
         """An answer valid against a JSON Schema that is data (e.g. an API's result schema)."""
 
+        validator = _validator(json.dumps(schema, sort_keys=True))
+
         def validate(text: str) -> Any:
             value = json.loads(text)
-            jsonschema.validate(value, schema)
+            error = jsonschema.exceptions.best_match(validator.iter_errors(value))
+            if error is not None:
+                raise error
             return value
 
         return await self._structured(
