@@ -111,7 +111,7 @@ def process_cpu() -> dict[str, float]:
         command, seconds = stats.get(pid, ("", 0.0))
         role = ("scripted LLM server" if "scripted_llm_server" in command or "scale_server" in command
                 else "Prefect API server" if "prefect" in command and pid != os.getpid()
-                else "pipeline process" if pid == os.getpid() else "other")
+                else "this process (client / pipeline)" if pid == os.getpid() else "other")
         totals[role] = totals.get(role, 0.0) + seconds
     return totals
 
