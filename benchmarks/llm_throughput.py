@@ -68,9 +68,15 @@ def start_server(latency: float, module: str = "tests.scripted_llm_server") -> t
     raise RuntimeError("the scripted server did not start")
 
 
-async def bare_loop(base_url: str, requests: int, concurrency: int) -> float:
-    """Requests/s of a plain asyncio loop: `concurrency` requests in flight through one AsyncOpenAI client."""
-    client = openai.AsyncOpenAI(base_url=base_url, api_key="bench", max_retries=0, timeout=60)
+TRANSPORTS = ("aiohttp", "httpx")
+
+
+async def bare_loop(base_url: str, requests: int, concurrency: int, transport: str = "aiohttp") -> float:
+    """Requests/s of a plain asyncio loop: `concurrency` requests in flight through one AsyncOpenAI client,
+    over the SDK's aiohttp transport (what the gateway uses) or its default httpx one."""
+    http_client = openai.DefaultAioHttpClient(timeout=60) if transport == "aiohttp" else None
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="bench", max_retries=0, timeout=60,
+                                http_client=http_client)
     limit = asyncio.Semaphore(concurrency)
 
     async def one(i: int) -> None:
@@ -109,9 +115,11 @@ def process_cpu() -> dict[str, float]:
         pid = todo.pop()
         todo.extend(children.get(pid, []))
         command, seconds = stats.get(pid, ("", 0.0))
-        role = ("scripted LLM server" if "scripted_llm_server" in command or "scale_server" in command
-                else "Prefect API server" if "prefect" in command and pid != os.getpid()
-                else "this process (client / pipeline)" if pid == os.getpid() else "other")
+        role = ("this process (client / pipeline)" if pid == os.getpid()
+                else "scripted LLM server" if "scripted_llm_server" in command or "scale_server" in command
+                else "Prefect API server" if "prefect" in command
+                else "Dask workers" if "multiprocessing" in command or "distributed" in command
+                else "other")
         totals[role] = totals.get(role, 0.0) + seconds
     return totals
 
@@ -128,6 +136,14 @@ def make_corpus(folder: Path, docs: int) -> None:
         (folder / f"{i:05d}-{source.name}").write_text(f"{text}\n\nEdition {i}: revised endpoint notes.\n")
 
 
+def in_flight_per_process(args: argparse.Namespace) -> int:
+    """The gateway's cap is per process: on Dask each worker process gets its share of ``--concurrency``, so
+    the pipeline never has more requests in flight than the bare loop."""
+    if getattr(args, "task_runner", "thread") == "dask":
+        return max(1, args.concurrency // args.dask_workers)
+    return args.concurrency
+
+
 def run_pipeline(base_url: str, corpus: Path, out: Path, args: argparse.Namespace) -> tuple[dict, float, float]:
     from prefect import flow
 
@@ -141,7 +157,9 @@ def run_pipeline(base_url: str, corpus: Path, out: Path, args: argparse.Namespac
     warm_up()
     config = RunConfig(llm_base_url=base_url, llm_model="scripted-model", corpus=str(corpus), out=str(out),
                        apis=args.apis, dialogs=args.dialogs, target_model=None, run_id="bench",
-                       concurrency=args.concurrency, batch_size=args.batch_size, mix_tolerance=1.0,
+                       concurrency=in_flight_per_process(args), batch_size=args.batch_size, mix_tolerance=1.0,
+                       task_runner=getattr(args, "task_runner", "thread"),
+                       dask_workers=getattr(args, "dask_workers", 2),
                        min_acceptance_rate=0.0, model_checks=getattr(args, "model_checks", True))
     cpu0, wall0, by_process0 = time.process_time(), time.perf_counter(), process_cpu()
     try:
@@ -165,39 +183,60 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--latency", type=float, default=0.2)
+    parser.add_argument("--task-runner", choices=("thread", "dask"), default="thread")
+    parser.add_argument("--dask-workers", type=int, default=2,
+                        help="worker processes of the local Dask cluster; each gets --concurrency / workers")
     args = parser.parse_args()
     tmp = benchmark_folder("toolace-throughput-")
     server, base_url = start_server(args.latency)
     try:
         make_corpus(tmp / "corpus", args.docs)
-        cpu_before = process_cpu()
-        bare_before = asyncio.run(bare_loop(base_url, args.bare, args.concurrency))
-        bare_cpu = {k: v - cpu_before.get(k, 0.0) for k, v in process_cpu().items()}
+        bare_before: dict[str, float] = {}
+        bare_cpu: dict[str, dict[str, float]] = {}
+        for transport in TRANSPORTS:
+            cpu_before = process_cpu()
+            bare_before[transport] = asyncio.run(bare_loop(base_url, args.bare, args.concurrency, transport))
+            bare_cpu[transport] = {k: v - cpu_before.get(k, 0.0) for k, v in process_cpu().items()}
         manifest, wall, cpu = run_pipeline(base_url, tmp / "corpus", tmp / "out", args)
-        bare_after = asyncio.run(bare_loop(base_url, args.bare, args.concurrency))
+        bare_after = {t: asyncio.run(bare_loop(base_url, args.bare, args.concurrency, t)) for t in TRANSPORTS}
     finally:
         server.terminate()
         server.wait(timeout=10)
         shutil.rmtree(tmp, ignore_errors=True)
     stages = manifest["stages"]
     requests = sum(s["llm_requests"] for s in stages.values())
-    bare = (bare_before + bare_after) / 2
     ideal = args.concurrency / args.latency
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; scripted "
           f"server in its own process, latency {args.latency * 1000:.0f} ms, concurrency {args.concurrency}")
-    print(f"bare asyncio loop ({args.bare} requests, before/after the pipeline): {bare_before:.1f} / "
-          f"{bare_after:.1f} req/s (mean {bare:.1f}; {bare / ideal:.2f} of the ideal {ideal:.0f})")
-    print("bare loop CPU per request: " + ", ".join(f"{k} {1000 * v / args.bare:.1f} ms"
-                                                     for k, v in bare_cpu.items() if v > 0))
+    means = {t: (bare_before[t] + bare_after[t]) / 2 for t in TRANSPORTS}
+    for transport in TRANSPORTS:
+        print(f"bare asyncio loop, {transport} transport ({args.bare} requests, before/after the pipeline): "
+              f"{bare_before[transport]:.1f} / {bare_after[transport]:.1f} req/s (mean {means[transport]:.1f}; "
+              f"{means[transport] / ideal:.2f} of the ideal {ideal:.0f}); CPU per request: "
+              + ", ".join(f"{k} {1000 * v / args.bare:.1f} ms" for k, v in bare_cpu[transport].items() if v > 0))
+    # the ratio is taken against the faster bare loop, whichever transport it used
+    bare = max(means.values())
     print(f"pipeline, whole flow: {requests} requests in {wall:.1f} s = {requests / wall:.1f} req/s "
-          f"(ratio to bare {requests / wall / bare:.2f})")
+          f"(ratio to the faster bare loop, {bare:.1f} req/s: {requests / wall / bare:.2f})")
     print("stages (dialog generation and verification overlap: a batch is verified while the next generates, "
           "so their seconds add up to more than the flow's):")
     for name in LLM_STAGES:
         s = stages[name]
         rate = s["llm_requests"] / s["wall_time_s"] if s["wall_time_s"] else 0.0
+        latency = s.get("llm_latency_s", 0.0) / max(s["llm_requests"], 1)
+        in_flight = rate * latency  # Little's law: mean requests in flight over the stage's wall time
         print(f"  {name:<18} {s['llm_requests']:>6} requests {s['wall_time_s']:>7.1f} s {rate:>7.1f} req/s "
-              f"({s['items_in']} items)")
+              f"({s['items_in']} items; mean latency seen by the gateway {1000 * latency:.0f} ms, "
+              f"mean in flight {in_flight:.0f})")
+    before = ("mining", "context_tree", "api_synthesis", "calibration")
+    others = sum(stages[n]["wall_time_s"] for n in (*before, "publish") if n in stages)
+    phase_requests = stages["dialog_generation"]["llm_requests"] + stages["verification"]["llm_requests"]
+    phase_wall = wall - others  # includes the flow's own set-up and reports: a lower bound of the phase's rate
+    print("other stages (s): " + ", ".join(f"{n} {stages[n]['wall_time_s']:.1f}"
+                                           for n in (*before, "publish") if n in stages))
+    print(f"dialog phase (generation + verification, the flow's wall time less the other stages): "
+          f"{phase_requests} requests in {phase_wall:.1f} s = {phase_requests / phase_wall:.1f} req/s "
+          f"(ratio to the faster bare loop {phase_requests / phase_wall / bare:.2f})")
     print(f"pipeline CPU outside the server: {cpu:.1f} s = {1000 * cpu / max(requests, 1):.1f} ms per request; "
           f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 

@@ -164,8 +164,9 @@ class _FakeCompletions:
         self.in_flight = 0
         self.peak = 0
 
-    async def post(self, path: str, *, body: dict[str, Any], **options: Any) -> Any:
+    async def post(self, path: str, *, content: bytes, **options: Any) -> Any:
         assert path == "/chat/completions"
+        assert json.loads(content)["model"] == "m"  # the body goes out as the JSON bytes the gateway encoded
         self.in_flight += 1
         self.peak = max(self.peak, self.in_flight)
         await asyncio.sleep(0.02)
@@ -278,3 +279,32 @@ def test_gateways_of_one_endpoint_share_their_limits():
                        client=SimpleNamespace(post=None, close=None))
     assert one._slots is two._slots and one._limiter is two._limiter
     assert other._slots is not one._slots
+
+
+def test_request_body_keeps_the_schema_property_order_and_the_cache_key_ignores_key_order():
+    """The body is sent as encoded, in its own key order (constrained decoding follows the schema's property
+    order), while the cache key is the same for any key order."""
+    from pydantic import BaseModel
+
+    from toolace.llm.response_cache import request_key
+
+    class Answer(BaseModel):
+        zeta_reasoning: str
+        alpha_answer: str
+
+    sent: list[bytes] = []
+
+    async def post(path: str, *, content: bytes, **options: Any) -> Any:
+        sent.append(content)
+        return {"choices": [{"index": 0, "finish_reason": "stop", "message": {
+            "role": "assistant", "content": '{"zeta_reasoning": "r", "alpha_answer": "a"}'}}]}
+
+    gw = LLMGateway(GatewaySettings(base_url="http://unused/v1", model="m"),
+                    client=SimpleNamespace(post=post, close=lambda: asyncio.sleep(0)))
+    out = run(gw.structured(Answer, [{"role": "user", "content": "ü"}], stage="s"))
+    assert out.value == Answer(zeta_reasoning="r", alpha_answer="a")
+    text = sent[0].decode("utf-8")
+    assert text.index("zeta_reasoning") < text.index("alpha_answer")
+    assert json.loads(text)["messages"] == [{"role": "user", "content": "ü"}]
+    body = json.loads(text)
+    assert request_key(body) == request_key(dict(reversed(list(body.items()))))

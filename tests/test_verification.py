@@ -414,3 +414,20 @@ def test_decide_does_not_overwrite_earlier_rejection() -> None:
     decided = decide(d, [Failure(check="role_order_v2", reason="bad order")])
     assert decided.rejected_by == "structured_output_v1"
     assert decided.reason == "no answer"
+
+
+def test_verify_dialogs_leaves_the_callers_dialogs_unchanged() -> None:
+    """verify_dialogs decides copies: the dialogs it was given keep their status and raw outputs."""
+    import asyncio
+
+    from tasks.dialog_verification import verify_dialogs
+
+    good = single_dialog()
+    bad = single_dialog(arguments={**GOOD_ARGS, "days": "three"}).model_copy(update={"dialog_id": "d2"})
+    good.raw_outputs.append("generation output")
+    decided, rows = asyncio.run(verify_dialogs([good, bad], None, RuleLimits(max_assistant_chars=MAX_CHARS)))
+    assert [d.status for d in decided] == ["accepted", "rejected"]
+    assert decided[1].rejected_by == "argument_values_v1"
+    assert bad.status == "accepted" and bad.rejected_by is None
+    assert decided[0].raw_outputs == ["generation output"] and decided[0].raw_outputs is not good.raw_outputs
+    assert [r["passed"] for r in rows] == [True, False]

@@ -22,6 +22,7 @@ from typing import Any, Generic, TypeVar
 
 import jsonschema
 import openai
+import orjson
 from openai._base_client import make_request_options
 from pydantic import BaseModel, ValidationError
 
@@ -31,9 +32,9 @@ from toolace.llm.response_cache import ResponseCache, request_key
 from toolace.llm.response_format import json_schema_response_format, response_format_for
 
 T = TypeVar("T")
-# The body goes out as it is, with the client's bearer auth: ``chat.completions.create`` would first walk every
-# nested value of it (JSON schemas, tool lists) through the SDK's type-driven transform, about 4 ms of CPU a
-# request here, a third of the pipeline's CPU per request. Our bodies are already plain JSON.
+# The body goes out as JSON bytes the gateway encodes, with the client's bearer auth: ``chat.completions.create``
+# would first walk every nested value of it (JSON schemas, tool lists) through the SDK's type-driven transform,
+# about 4 ms of CPU a request here, a third of the pipeline's CPU per request. Our bodies are already plain JSON.
 _CHAT_OPTIONS = make_request_options(security={"bearer_auth": True})
 M = TypeVar("M", bound=BaseModel)
 
@@ -168,6 +169,9 @@ class LLMGateway:
             api_key=os.environ.get("OPENAI_API_KEY") or "not-needed",
             max_retries=0,  # retries are ours: bounded, with jitter, counted per stage
             timeout=settings.timeout_s,
+            # the SDK's aiohttp transport (``openai[aiohttp]``): about half the client CPU of its default
+            # transport per request at 64 in flight (docs/benchmarks.md), which is what bounds a run here
+            http_client=openai.DefaultAioHttpClient(timeout=settings.timeout_s),
         )
         self.cache = cache or (ResponseCache(settings.cache_dir) if settings.cache_dir else None)
         self.stats: dict[str, LLMStats] = {}
@@ -224,6 +228,9 @@ class LLMGateway:
     async def _send(self, body: dict[str, Any], stats: LLMStats) -> dict[str, Any]:
         estimate = sum(len(str(m.get("content") or "")) for m in body["messages"]) // 4 + body["max_tokens"]
         last_error: Exception | None = None
+        # serialised once (orjson), not by the SDK on every attempt; key order kept (schemas' property order
+        # can steer constrained decoding)
+        content = orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS, default=str)
         for attempt in range(self.settings.max_retries + 1):
             if attempt:
                 stats.retries += 1
@@ -234,7 +241,7 @@ class LLMGateway:
                     started = time.perf_counter()
                     stats.requests += 1
                     # the parsed JSON as it came (``cast_to=object``): no SDK model is built and dumped again
-                    raw = await self.client.post("/chat/completions", body=body, cast_to=object,
+                    raw = await self.client.post("/chat/completions", content=content, cast_to=object,
                                                  options=_CHAT_OPTIONS)
                     stats.latency_s += time.perf_counter() - started
                 check_completion_shape(raw)
