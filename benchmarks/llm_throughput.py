@@ -1,13 +1,16 @@
 """Does the pipeline keep a shared LLM server busy? Completed requests/s of the pipeline against the scripted
 server (fixed 200 ms latency, concurrency 64), divided by what a bare asyncio loop of the same `openai` client
-reaches against the same server in the same run.
+reaches against the same server in the same run. The bare loop runs over both of the SDK's transports (aiohttp,
+which the gateway uses, and the default httpx); the ratio is taken against the faster.
 
     .venv/bin/python benchmarks/llm_throughput.py [--docs 400] [--apis 120] [--dialogs 120] [--bare 2000]
+        [--batch-size 256] [--task-runner thread|dask] [--dask-workers 2]
 
 The scripted server runs in its own process (its CPU is not the pipeline's). The pipeline is the real flow
 (mining, API synthesis, dialog generation with 3 agents, both verification layers; no loss model, so every
 stage is LLM-bound) over a generated corpus, with a cold response cache. Printed: requests/s of the bare
-loop and of the whole flow, the ratio, each LLM stage's requests/s, the pipeline's CPU seconds per request
+loop and of the whole flow, the ratios (whole flow, and its dialog phase), each LLM stage's requests/s with
+its mean latency and requests in flight, the pipeline's CPU seconds per request
 spent outside the server, and the CPU seconds of each process (pipeline, scripted server, Prefect's server).
 """
 

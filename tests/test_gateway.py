@@ -308,3 +308,18 @@ def test_request_body_keeps_the_schema_property_order_and_the_cache_key_ignores_
     assert json.loads(text)["messages"] == [{"role": "user", "content": "ü"}]
     body = json.loads(text)
     assert request_key(body) == request_key(dict(reversed(list(body.items()))))
+
+
+def test_response_cache_round_trip_and_torn_files(tmp_path):
+    from toolace.llm.response_cache import ResponseCache, request_key
+
+    cache = ResponseCache(tmp_path / "llm")
+    key = request_key({"model": "m", "messages": [{"role": "user", "content": "é"}]})
+    assert cache.get(key) is None
+    cache.put(key, {"choices": [{"message": {"content": "ü"}}]})
+    assert ResponseCache(tmp_path / "llm").get(key) == {"choices": [{"message": {"content": "ü"}}]}
+    stored = tmp_path / "llm" / key[:2] / f"{key}.json"
+    assert [p.name for p in stored.parent.iterdir()] == [stored.name]  # no temporary file left behind
+    for torn in (b'{"choices": [', b"\xff\xfe not utf-8"):  # a write cut short by a kill; a corrupt file
+        stored.write_bytes(torn)
+        assert cache.get(key) is None and not stored.exists()  # paid for again, not trusted

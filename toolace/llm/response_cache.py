@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import json
 import os
-import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,32 +20,40 @@ def request_key(body: dict[str, Any]) -> str:
 
 
 class ResponseCache:
-    """One JSON file per request under ``root/ab/abcdef....json``; writes are atomic renames."""
+    """One JSON file per request under ``root/ab/abcdef....json``; writes are atomic renames. Paths are plain
+    strings: ``pathlib`` parsing was most of the cache's cost, which every LLM call pays twice."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
-        self._folders: set[Path] = set()  # the ab/ folders known to exist
+        self._base = os.fspath(self.root)
+        self._folders: set[str] = set()  # the ab/ folders known to exist
 
-    def _path(self, key: str) -> Path:
-        return self.root / key[:2] / f"{key}.json"
+    def _path(self, key: str) -> str:
+        return os.path.join(self._base, key[:2], f"{key}.json")
 
     def get(self, key: str) -> dict[str, Any] | None:
         path = self._path(key)
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
+            with open(path, "rb") as handle:
+                data = handle.read()
         except FileNotFoundError:
             return None
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            path.unlink(missing_ok=True)  # a torn write from a killed process: pay for it again
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:  # also raised for bytes that are not UTF-8
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)  # a torn write from a killed process: pay for it again
             return None
 
     def put(self, key: str, response: dict[str, Any]) -> None:
         path = self._path(key)
-        if path.parent not in self._folders:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._folders.add(path.parent)
+        folder = os.path.dirname(path)
+        if folder not in self._folders:
+            os.makedirs(folder, exist_ok=True)
+            self._folders.add(folder)
         data = orjson.dumps(response, default=str)  # one write, not one per JSON token
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as handle:
+        # a name of this process and thread: no other writer can hold it, so no random name is needed
+        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+        with open(tmp, "wb") as handle:
             handle.write(data)
         os.replace(tmp, path)
