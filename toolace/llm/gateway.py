@@ -141,7 +141,7 @@ def check_completion_shape(raw: Any) -> None:
 
 
 @functools.lru_cache(maxsize=4096)
-def _validator(schema_text: str) -> Any:
+def _validator(schema_text: bytes) -> Any:
     """What ``jsonschema.validate`` builds per call, built once per schema: checking the schema against its
     meta-schema was most of the cost of validating a small tool answer. A bad schema still raises
     ``SchemaError`` (exceptions are not cached)."""
@@ -326,7 +326,7 @@ class LLMGateway:
     ) -> Structured[Any]:
         """An answer valid against a JSON Schema that is data (e.g. an API's result schema)."""
 
-        validator = _validator(json.dumps(schema, sort_keys=True))
+        validator = _validator(orjson.dumps(schema, option=orjson.OPT_SORT_KEYS))
 
         def validate(text: str) -> Any:
             value = json.loads(text)
