@@ -33,7 +33,7 @@ from tasks import api_synthesis, dataset_card, dialog_generation, publish, run_s
 from tasks.api_import import merge_into_pool, read_pool
 from tasks.context_tree import tree_nested, tree_shape
 from tasks.corpus import iter_documents
-from tasks.dataset_expectations import SuiteOutcome, check_records
+from tasks.dataset_expectations import SuiteOutcome, check_records, prefetch_great_expectations
 from tasks.dataset_stream import DatasetTally, DialogStream
 from tasks.mining_ledger import MiningLedger, mining_fingerprint
 from tasks.near_duplicates import NearDuplicateIndex
@@ -68,6 +68,7 @@ DUPLICATE_DOC_CHECK = "corpus_duplicate_v1"
 MAX_ATTEMPT_FACTOR = 3  # at most 3x the requested APIs/dialogs are attempted to reach the target
 STAGES = ("mining", "context_tree", "api_synthesis", "calibration", "dialog_generation", "complexity_loss",
           "verification", "publish")
+GENERATION_BATCHES = 2  # dialog batches generating at once
 PROBE_INDEX = 1_000_000  # probe plans are numbered apart from the dialogs' plans
 OUT_OF_BAND_CHECK = "complexity_bounds_v1"
 
@@ -313,11 +314,14 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
         all_apis, config.dialogs * MAX_ATTEMPT_FACTOR, config.dialog_mix, config.candidate_tools,
         seeded(config.seed, "dialogs"), config.max_segments)
     sink.stage("dialogs", config.dialogs)
+    # Great Expectations is needed at publish: it is imported while the dialogs wait on the LLM (the interpreter is
+    # far from busy then), instead of stalling publish for its 4 s import
+    prefetch_great_expectations()
     cursor = 0
 
     def start_dialogs(reserved: int) -> tuple[list[dialog_generation.DialogPlan], list[APISpec], Any, float] | None:
-        """Submit the next batch's generation; ``reserved`` dialogs (generated, not yet verified) count as
-        accepted, so no more are generated than the target can use."""
+        """Submit the next batch's generation; ``reserved`` dialogs (generating or generated, not yet verified)
+        count as accepted, so no more are generated than the target can use."""
         nonlocal cursor
         need = config.dialogs - stream.tally.accepted - reserved
         if need <= 0 or cursor >= len(all_dialog_plans):
@@ -330,11 +334,27 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
         return batch_plans, offered, generating, time.perf_counter()
 
     with DialogStream(run_url, suite_bounds) as stream:
-        next_batch = start_dialogs(0)
-        while next_batch is not None:
-            batch_plans, offered, generating, started = next_batch
+        # GENERATION_BATCHES batches generate at once: the older one's dialogs go first (their requests wait with
+        # the plan index as priority), and the newer one fills the slots the older batch's last, longest dialogs
+        # leave idle; each batch is then verified while the next ones generate.
+        generating_batches: deque[tuple[list[dialog_generation.DialogPlan], list[APISpec], Any, float]] = deque()
+        generation_clock = 0.0  # when the last batch finished: generation's wall time counts overlapping batches once
+
+        def top_up(verifying: int) -> None:
+            """Keep GENERATION_BATCHES batches generating; the dialogs of the batches generating and the
+            ``verifying`` ones count as accepted, so no more are generated than the target can use."""
+            while len(generating_batches) < GENERATION_BATCHES:
+                started = start_dialogs(verifying + sum(len(b[0]) for b in generating_batches))
+                if started is None:
+                    return
+                generating_batches.append(started)
+
+        top_up(0)
+        while generating_batches:
+            batch_plans, offered, generating, started = generating_batches.popleft()
             generated, llm = generating.result()
-            gen = _count_generation(gen, generated, llm, started)
+            gen = _count_generation(gen, generated, llm, max(started, generation_clock))
+            generation_clock = time.perf_counter()
             generated, loss = _score(config, scope, generated, loss)
             if bounds is not None:
                 generated, gen, loss = _guide(config, scope, settings, offered, batch_plans, generated, bounds,
@@ -342,16 +362,15 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
             t0 = time.perf_counter()
             ready_ids = {d.dialog_id for d in generated if d.accepted}
             verifying = submit_batch(verify_batch, scope, generated, settings, config.max_assistant_chars,
-                                     config.model_checks, config.judge_votes)
-            next_batch = start_dialogs(len(ready_ids))  # generated while this batch is verified
+                                     config.model_checks, config.judge_votes, batch_plans[0].index)
+            top_up(len(ready_ids))  # the next batch starts generating while this one is verified
             (decided, batch_verdicts), llm = verifying.result()
             ver = ver.add(llm)
             ver.count([d for d in decided if d.dialog_id in ready_ids])
             ver.wall_time_s = round(ver.wall_time_s + time.perf_counter() - t0, 3)
             stream.write(decided, batch_verdicts)
             sink.advance("dialogs", sum(d.accepted for d in decided))
-            if next_batch is None:
-                next_batch = start_dialogs(0)
+            top_up(0)  # fewer were accepted than counted on: more to generate
     sink.finish("dialogs")
     stats["dialog_generation"], stats["complexity_loss"], stats["verification"] = gen, loss, ver
     verification_report = stream.verification.report()

@@ -242,6 +242,22 @@ def _outcome(result: Any, suite: str, summary: dict[str, Any], problems: dict[in
 # --------------------------------------------------------------------------------------------------- GX run
 
 
+def prefetch_great_expectations() -> threading.Thread:
+    """Imports Great Expectations in a background thread (about 4 s of CPU here): a run starts it when its
+    dialogs start, which mostly wait on the LLM, so the suite at publish does not wait for the import.
+    A failed import is only logged: the suite's own import then raises it where it is needed."""
+
+    def load() -> None:
+        try:
+            import great_expectations  # noqa: F401
+        except Exception as exc:  # noqa: BLE001 - reported again, with its traceback, by the suite's import
+            logger.debug("prefetching great_expectations failed: %s", exc)
+
+    thread = threading.Thread(target=load, name="toolace-prefetch-gx", daemon=True)
+    thread.start()
+    return thread
+
+
 def _site_config(base_directory: str) -> dict[str, Any]:
     return {
         "class_name": "SiteBuilder",

@@ -29,6 +29,7 @@ from schemas.records import SEGMENT_TYPES, APISpec, Dialog, DialogType, SegmentT
 from tasks.call_format import openai_messages
 from tasks.schema_validity import schema_problem
 from toolace.llm.gateway import LLMCallFailed, LLMGateway
+from toolace.llm.rate_limit import REQUEST_PRIORITY
 
 STAGE = "dialog_generation"
 TOOL_CALL_CHECK = "tool_call_json_v1"
@@ -443,5 +444,11 @@ class DialogBuilder:
 async def generate_dialogs(plans: list[DialogPlan], apis: list[APISpec], gateway: LLMGateway,
                            seed: int, decision_samples: int = 1) -> list[Dialog]:
     by_id = {a.api_id: a for a in apis}
-    return list(await asyncio.gather(*(DialogBuilder(p, by_id, gateway, seed, decision_samples).run()
-                                       for p in plans)))
+
+    async def build(plan: DialogPlan) -> Dialog:
+        # each dialog is its own asyncio task: its requests wait for a slot with the plan's index as priority, so
+        # the run's oldest dialogs go first and later ones (this batch's, the next batch's) fill the idle slots
+        REQUEST_PRIORITY.set(plan.index)
+        return await DialogBuilder(plan, by_id, gateway, seed, decision_samples).run()
+
+    return list(await asyncio.gather(*(build(p) for p in plans)))

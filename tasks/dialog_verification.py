@@ -7,6 +7,7 @@ raw outputs join the dialog's own, so a rejection by a judge can be read back.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from schemas.records import Dialog
@@ -33,8 +34,12 @@ async def verify_dialogs(dialogs: list[Dialog], gateway: LLMGateway | None, limi
     # the caller's dialogs are left as they were: deciding sets scalar fields and extends raw_outputs, so a
     # shallow copy with its own raw_outputs list is enough (a deep copy of every turn and tool was 2% of a run)
     decided = [d.model_copy(update={"raw_outputs": list(d.raw_outputs)}) for d in dialogs]
-    rules = {d.dialog_id: verification.score_dialog(d, limits.max_assistant_chars) if d.accepted else []
-             for d in decided}
+    def score_rules() -> dict[str, list[Problem]]:
+        return {d.dialog_id: verification.score_dialog(d, limits.max_assistant_chars) if d.accepted else []
+                for d in decided}
+
+    # in a worker thread: the rule layer is CPU work, and the event loop carries other batches' requests
+    rules = await asyncio.to_thread(score_rules)
     to_judge = [d for d in decided if d.accepted and not rules[d.dialog_id]]
     model: dict[str, list[Problem]] = {}
     if gateway is not None and to_judge:

@@ -7,11 +7,11 @@ key is its inputs and source, so a rerun with the same ``--run-id`` skips the ba
 
 from __future__ import annotations
 
-import asyncio
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+import numpy as np
 from prefect import task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
@@ -29,6 +29,8 @@ from tasks import (
 from tasks.complexity import LossScorer
 from tasks.text_embedding import shared_embedder
 from toolace.llm.gateway import GatewaySettings, LLMGateway
+from toolace.llm.rate_limit import REQUEST_PRIORITY
+from toolace.llm.shared_loop import run_shared
 
 T = TypeVar("T")
 PROBE_MAX_TOKENS = 128  # a probe's right answer is one short call list
@@ -40,9 +42,13 @@ BATCH_TASK: dict[str, Any] = {"retries": 2, "retry_delay_seconds": 5, "persist_r
                               "cache_result_in_memory": False, "cache_policy": (INPUTS - "settings") + TASK_SOURCE}
 
 
-def _run_with_gateway(settings: GatewaySettings, stage: str,
-                      work: Callable[[LLMGateway], Awaitable[list[T]]]) -> tuple[list[T], StageStats]:
+def _run_with_gateway(settings: GatewaySettings, stage: str, work: Callable[[LLMGateway], Awaitable[list[T]]],
+                      priority: int = 0) -> tuple[list[T], StageStats]:
+    """``work`` with a fresh gateway, on the process's shared LLM event loop (this thread waits for it); its
+    requests wait for a slot with ``priority`` (lower first) unless a request's own task sets another."""
+
     async def main() -> tuple[list[T], StageStats]:
+        REQUEST_PRIORITY.set(priority)
         gateway = LLMGateway(settings)
         try:
             records = await work(gateway)
@@ -56,14 +62,16 @@ def _run_with_gateway(settings: GatewaySettings, stage: str,
             stats.llm_latency_s = round(llm.latency_s, 3)
         return records, stats
 
-    return asyncio.run(main())
+    return run_shared(main())
 
 
 @task(name="mine-documents", **BATCH_TASK)
 def mine_batch(run_scope: str, docs: list[Document], settings: GatewaySettings, threshold: float,
                max_chars: int, embedding_model: str | None = None,
                embed_every: bool = False) -> tuple[list[MinedDocument], StageStats]:
-    embed = shared_embedder(embedding_model).embed
+    def embed(texts: Sequence[str]) -> np.ndarray:  # the model loads on first use, while the LLM already works
+        return shared_embedder(embedding_model).embed(texts)
+
     return _run_with_gateway(settings, mining.STAGE,
                              lambda gw: mining.mine_documents(docs, gw, threshold, max_chars, embed, embed_every))
 
@@ -130,13 +138,14 @@ def probe_batch(run_scope: str, dialogs: list[Dialog], target_model: str) -> lis
 
 @task(name="verify-dialogs", **BATCH_TASK)
 def verify_batch(run_scope: str, dialogs: list[Dialog], settings: GatewaySettings, max_assistant_chars: int,
-                 model_checks: bool = True,
-                 judge_votes: int = 1) -> tuple[tuple[list[Dialog], list[dict[str, Any]]], StageStats]:
-    """Rule layer, then (``model_checks``) the LLM judges on the dialogs the rules passed."""
+                 model_checks: bool = True, judge_votes: int = 1,
+                 priority: int = 0) -> tuple[tuple[list[Dialog], list[dict[str, Any]]], StageStats]:
+    """Rule layer, then (``model_checks``) the LLM judges on the dialogs the rules passed. ``priority``: the
+    batch's first plan index, so its judges go before the dialogs of later batches that generate meanwhile."""
     limits = verification.RuleLimits(max_assistant_chars=max_assistant_chars)
 
     async def work(gateway: LLMGateway) -> tuple[list[Dialog], list[dict[str, Any]]]:
         return await dialog_verification.verify_dialogs(dialogs, gateway if model_checks else None, limits,
                                                         judge_votes)
 
-    return _run_with_gateway(settings, model_judges.STAGE, work)  # type: ignore[arg-type, return-value]
+    return _run_with_gateway(settings, model_judges.STAGE, work, priority)  # type: ignore[arg-type, return-value]

@@ -186,3 +186,14 @@ def test_unreadable_rows_fail_without_crashing() -> None:
         outcome.failed)
     problems = outcome.result("gx_calls_valid_v1").details["call_problems"]
     assert problems["x"][0].startswith("tools_present_v1") and problems["y"][0].startswith("tools_present_v1")
+
+
+def test_great_expectations_is_prefetched_in_a_background_thread() -> None:
+    import sys
+
+    from tasks.dataset_expectations import prefetch_great_expectations
+
+    thread = prefetch_great_expectations()
+    assert thread.daemon and thread.name == "toolace-prefetch-gx"
+    thread.join(timeout=120)
+    assert not thread.is_alive() and "great_expectations" in sys.modules

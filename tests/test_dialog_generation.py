@@ -232,3 +232,19 @@ def test_offered_api_with_an_invalid_result_schema_is_rejected_before_any_reques
     assert "get_weather (a9) has an invalid result schema" in str(dialog.reason)
     assert "properties/t/type" in str(dialog.reason)
     assert llm.requests == []
+
+
+def test_each_dialogs_requests_wait_with_its_plan_index_as_priority(llm, monkeypatch) -> None:
+    from toolace.llm.rate_limit import REQUEST_PRIORITY, InFlightSlots
+
+    seen: list[int] = []
+    acquire = InFlightSlots.acquire
+
+    async def recording(self: InFlightSlots, priority: int | None = None) -> None:
+        seen.append(REQUEST_PRIORITY.get() if priority is None else priority)
+        await acquire(self, priority)
+
+    monkeypatch.setattr(InFlightSlots, "acquire", recording)
+    dialogs = run(llm, [single_plan(7), single_plan(3)])
+    assert all(d.accepted for d in dialogs)
+    assert set(seen) == {3, 7} and len(seen) == len(llm.requests)  # every request, under its own dialog's index

@@ -323,3 +323,89 @@ def test_response_cache_round_trip_and_torn_files(tmp_path):
     for torn in (b'{"choices": [', b"\xff\xfe not utf-8"):  # a write cut short by a kill; a corrupt file
         stored.write_bytes(torn)
         assert cache.get(key) is None and not stored.exists()  # paid for again, not trusted
+
+
+def test_slot_waiters_are_served_lowest_priority_first_then_in_arrival_order():
+    from toolace.llm.rate_limit import REQUEST_PRIORITY, InFlightSlots
+
+    slots = InFlightSlots(1)
+    served: list[str] = []
+
+    async def wait(name: str, priority: int) -> None:
+        REQUEST_PRIORITY.set(priority)  # each task has its own context: the priority is this request's
+        async with slots:
+            served.append(name)
+            await asyncio.sleep(0)
+
+    async def main() -> None:
+        await slots.acquire()  # held: everyone below queues
+        tasks = []
+        for name, priority in [("late-a", 9), ("old", 1), ("late-b", 9), ("older", 0), ("old-2", 1)]:
+            tasks.append(asyncio.create_task(wait(name, priority)))
+            await asyncio.sleep(0)  # arrival order is the order above
+        slots.release()
+        await asyncio.gather(*tasks)
+
+    run(main())
+    assert served == ["older", "old", "old-2", "late-a", "late-b"]
+    assert REQUEST_PRIORITY.get() == 0  # the tasks' settings stayed in their own contexts
+
+
+def test_a_cancelled_waiter_leaves_the_priority_queue_in_order():
+    from toolace.llm.rate_limit import InFlightSlots
+
+    slots = InFlightSlots(1)
+    served: list[int] = []
+
+    async def wait(priority: int) -> None:
+        await slots.acquire(priority)
+        served.append(priority)
+        slots.release()
+
+    async def main() -> None:
+        await slots.acquire()
+        waiting = {p: asyncio.create_task(wait(p)) for p in (5, 3, 4, 1, 2)}
+        await asyncio.sleep(0)
+        waiting[3].cancel()
+        await asyncio.sleep(0)
+        slots.release()
+        await asyncio.gather(*(t for p, t in waiting.items() if p != 3))
+
+    run(main())
+    assert served == [1, 2, 4, 5] and slots.in_use == 0
+
+
+def test_the_shared_loop_runs_batches_with_the_callers_context_and_errors():
+    import contextvars
+    import threading
+
+    from toolace.llm.shared_loop import run_shared, shared_loop
+
+    marker: contextvars.ContextVar[str] = contextvars.ContextVar("marker", default="unset")
+
+    async def where() -> tuple[str, str]:
+        await asyncio.sleep(0)
+        return marker.get(), threading.current_thread().name
+
+    marker.set("caller")
+    value, thread = run_shared(where())
+    assert value == "caller" and thread == "toolace-llm-loop"
+    results: list[tuple[str, str]] = []
+    workers = [threading.Thread(target=lambda: results.append(run_shared(where()))) for _ in range(3)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=10)
+    assert [t for _, t in results] == ["toolace-llm-loop"] * 3  # one loop for every worker thread
+
+    async def fails() -> None:
+        raise ValueError("from the batch")
+
+    with pytest.raises(ValueError, match="from the batch"):
+        run_shared(fails())
+
+    async def nested() -> None:
+        run_shared(where())  # would wait for itself forever
+
+    with pytest.raises(RuntimeError, match="shared LLM loop itself"):
+        asyncio.run_coroutine_threadsafe(nested(), shared_loop()).result(timeout=10)

@@ -493,3 +493,28 @@ def test_mining_ledger_round_trip_and_fingerprint(tmp_path: Path) -> None:
     assert loaded["d1"][0] == "run-2" and loaded["d1"][1].title == "newer"
     assert loaded["d2"][1].rejected_by == "llm_relevance_v1"
     assert MiningLedger(str(tmp_path), mining_fingerprint("m", 0.5, 1500, None)).load() == {}
+
+
+def test_documents_the_heuristic_decides_reach_the_llm_while_the_others_are_embedded() -> None:
+    import threading
+
+    api, middling = make_doc(API_DOC), make_doc("You can search the app.")
+    asked = threading.Event()
+
+    class SignallingGateway(FakeGateway):
+        async def structured(self, *args: Any, **kwargs: Any) -> Structured[Any]:
+            asked.set()
+            return await super().structured(*args, **kwargs)
+
+    class SlowEmbed(CountingEmbed):
+        def __call__(self, texts: list[str]) -> Any:
+            self.saw_llm_first = asked.wait(timeout=10)  # runs in a worker thread: the event loop goes on
+            return super().__call__(texts)
+
+    gateway = SignallingGateway(Structured(value=extraction(), raw_outputs=["r"]))
+    embed = SlowEmbed({api.text: 0.3, middling.text: 0.3})
+    records = run(mine_documents([middling, api], gateway, 0.2, 2000, embed))  # type: ignore[arg-type]
+    assert embed.saw_llm_first and embed.embedded == [middling.text]
+    assert [r.doc_id for r in records] == [middling.doc_id, api.doc_id]  # the batch's order
+    assert records[0].embedding_score is not None and records[1].embedding_score is None
+    assert gateway.calls[0]["messages"][1]["content"].count(API_DOC[:40]) == 1  # the settled one went first

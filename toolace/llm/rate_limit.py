@@ -12,7 +12,9 @@ worker has its own limits.
 from __future__ import annotations
 
 import asyncio
-import collections
+import contextvars
+import heapq
+import itertools
 import threading
 import time
 
@@ -66,9 +68,17 @@ class RateLimiter:
             await asyncio.sleep(wait)
 
 
+# Which request is served first when requests wait for a slot: the lowest number, first come first served among
+# equals. A context variable, so each asyncio task (one per dialog) carries its own: dialog generation sets the
+# dialog's plan index, so the oldest dialogs of the run finish first (a batch completes instead of every dialog of
+# two batches advancing at the same slow pace), and a newer batch only fills the slots the older one leaves idle.
+REQUEST_PRIORITY: contextvars.ContextVar[int] = contextvars.ContextVar("toolace_request_priority", default=0)
+
+
 class InFlightSlots:
-    """A counting semaphore for coroutines of several event loops (threads): at most ``size`` holders at once,
-    waiters served first come, first served. Use ``async with slots:``."""
+    """A counting semaphore for coroutines of several event loops (threads): at most ``size`` holders at once.
+    Waiters are served by :data:`REQUEST_PRIORITY` (lowest first), first come, first served among equals. Use
+    ``async with slots:``."""
 
     def __init__(self, size: int) -> None:
         if size < 1:
@@ -76,21 +86,23 @@ class InFlightSlots:
         self.size = size
         self._free = size
         self._lock = threading.Lock()
-        self._waiters: collections.deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = \
-            collections.deque()
+        self._order = itertools.count()
+        # (priority, arrival, loop, waiter): a heap; a cancelled waiter is removed at once (rare)
+        self._waiters: list[tuple[int, int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
 
     @property
     def in_use(self) -> int:
         return self.size - self._free
 
-    async def acquire(self) -> None:
+    async def acquire(self, priority: int | None = None) -> None:
         loop = asyncio.get_running_loop()
         with self._lock:
             if self._free > 0 and not self._waiters:
                 self._free -= 1
                 return
             waiter: asyncio.Future[None] = loop.create_future()
-            self._waiters.append((loop, waiter))
+            entry = (REQUEST_PRIORITY.get() if priority is None else priority, next(self._order), loop, waiter)
+            heapq.heappush(self._waiters, entry)
         try:
             await waiter
         except asyncio.CancelledError:
@@ -98,7 +110,8 @@ class InFlightSlots:
                 granted = waiter.done() and not waiter.cancelled()
                 if not granted:  # still queued: leave the queue
                     try:
-                        self._waiters.remove((loop, waiter))
+                        self._waiters.remove(entry)
+                        heapq.heapify(self._waiters)
                     except ValueError:
                         pass  # a release is handing it the slot right now: _grant passes it on
             if granted:
@@ -110,7 +123,7 @@ class InFlightSlots:
             if not self._waiters:
                 self._free += 1
                 return
-            loop, waiter = self._waiters.popleft()
+            _, _, loop, waiter = heapq.heappop(self._waiters)
         try:
             loop.call_soon_threadsafe(self._grant, waiter)
         except RuntimeError:  # that loop is closed (its waiter went with it): the next one gets the slot

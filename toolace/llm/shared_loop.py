@@ -1,0 +1,49 @@
+"""One event loop per process for every batch's LLM traffic.
+
+Batch tasks run in Prefect's worker threads, several at once (a batch generating while the one before is
+verified). Each used to run its own event loop: the loops then competed for the interpreter, and a response that
+arrived in one loop waited while another held it, so every request held its in-flight slot longer. Here each
+batch's coroutine runs on one loop in a background thread and the worker thread waits for its result: one loop
+does all the network I/O, and a freed slot goes to the next request without a hand-over between threads.
+
+``run_coroutine_threadsafe`` schedules the coroutine with a copy of the caller's context, so context variables
+(the request priority, Prefect's run context) reach it. A forked child gets its own loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_lock = threading.Lock()
+_loop: tuple[int, asyncio.AbstractEventLoop] | None = None  # (the process that started it, the loop)
+
+
+def shared_loop() -> asyncio.AbstractEventLoop:
+    """The process's LLM event loop, started on first use in a daemon thread."""
+    global _loop
+    with _lock:
+        if _loop is None or _loop[0] != os.getpid() or _loop[1].is_closed():
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="toolace-llm-loop", daemon=True).start()
+            _loop = (os.getpid(), loop)
+        return _loop[1]
+
+
+def run_shared(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Runs ``coroutine`` on the shared loop and waits for its result (or its exception). Called from the loop's
+    own thread it would wait forever, so that is refused."""
+    loop = shared_loop()
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        coroutine.close()
+        raise RuntimeError("run_shared() called from the shared LLM loop itself: await the coroutine instead")
+    return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
