@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import os
 import platform
+import random
 import resource
 import shutil
 import socket
@@ -32,6 +34,8 @@ from pathlib import Path
 
 import httpx
 import openai
+import orjson
+from openai._base_client import make_request_options
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -74,9 +78,15 @@ def start_server(latency: float, module: str = "tests.scripted_llm_server") -> t
 TRANSPORTS = ("aiohttp", "httpx")
 
 
-async def bare_loop(base_url: str, requests: int, concurrency: int, transport: str = "aiohttp") -> float:
+CREATE_PARAMETERS = frozenset(inspect.signature(openai.AsyncOpenAI(api_key="x").chat.completions.create).parameters)
+
+
+async def bare_loop(base_url: str, requests: int, concurrency: int, transport: str = "aiohttp",
+                    bodies: list[dict] | None = None, raw: bool = False) -> float:
     """Requests/s of a plain asyncio loop: `concurrency` requests in flight through one AsyncOpenAI client,
-    over the SDK's aiohttp transport (what the gateway uses) or its default httpx one."""
+    over the SDK's aiohttp transport (what the gateway uses) or its default httpx one. Each request is a one-line
+    message, or with ``bodies`` one of the pipeline's own request bodies, sent again as they were: through
+    ``chat.completions.create``, or (``raw``) encoded with orjson and posted as the gateway does."""
     http_client = openai.DefaultAioHttpClient(timeout=60) if transport == "aiohttp" else None
     client = openai.AsyncOpenAI(base_url=base_url, api_key="bench", max_retries=0, timeout=60,
                                 http_client=http_client)
@@ -84,8 +94,17 @@ async def bare_loop(base_url: str, requests: int, concurrency: int, transport: s
 
     async def one(i: int) -> None:
         async with limit:
-            await client.chat.completions.create(model="scripted-model", max_tokens=64,
-                                                 messages=[{"role": "user", "content": f"request {i}"}])
+            if bodies and raw:
+                await client.post("/chat/completions", content=orjson.dumps(bodies[i % len(bodies)]), cast_to=object,
+                                  options=make_request_options(security={"bearer_auth": True}))
+            elif bodies:
+                body = bodies[i % len(bodies)]
+                await client.chat.completions.create(
+                    **{k: v for k, v in body.items() if k in CREATE_PARAMETERS},
+                    extra_body={k: v for k, v in body.items() if k not in CREATE_PARAMETERS} or None)
+            else:
+                await client.chat.completions.create(model="scripted-model", max_tokens=64,
+                                                     messages=[{"role": "user", "content": f"request {i}"}])
 
     started = time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(requests)))
@@ -147,6 +166,28 @@ def in_flight_per_process(args: argparse.Namespace) -> int:
     return args.concurrency
 
 
+def record_requests(keep: int) -> list[dict]:
+    """A uniform sample (reservoir, ``keep`` bodies) of the request bodies the pipeline's gateway sends, for the
+    bare loop to send again: the same requests without the pipeline."""
+    from toolace.llm.gateway import LLMGateway
+
+    sample: list[dict] = []
+    seen = [0]
+    rng = random.Random(0)
+    send = LLMGateway._send
+
+    async def recording(self: LLMGateway, body: dict, stats: object) -> dict:
+        seen[0] += 1
+        if len(sample) < keep:
+            sample.append(body)
+        elif (j := rng.randrange(seen[0])) < keep:
+            sample[j] = body
+        return await send(self, body, stats)  # type: ignore[arg-type]
+
+    LLMGateway._send = recording  # type: ignore[method-assign]
+    return sample
+
+
 def run_pipeline(base_url: str, corpus: Path, out: Path, args: argparse.Namespace) -> tuple[dict, float, float]:
     from prefect import flow
 
@@ -200,8 +241,16 @@ def main() -> None:
             cpu_before = process_cpu()
             bare_before[transport] = asyncio.run(bare_loop(base_url, args.bare, args.concurrency, transport))
             bare_cpu[transport] = {k: v - cpu_before.get(k, 0.0) for k, v in process_cpu().items()}
+        sent = record_requests(args.bare)
         manifest, wall, cpu = run_pipeline(base_url, tmp / "corpus", tmp / "out", args)
         bare_after = {t: asyncio.run(bare_loop(base_url, args.bare, args.concurrency, t)) for t in TRANSPORTS}
+        cpu_before = process_cpu()
+        replayed = [asyncio.run(bare_loop(base_url, args.bare, args.concurrency, "aiohttp", sent)) for _ in range(2)]
+        replay_cpu = {k: v - cpu_before.get(k, 0.0) for k, v in process_cpu().items()}
+        cpu_before = process_cpu()
+        posted = [asyncio.run(bare_loop(base_url, args.bare, args.concurrency, "aiohttp", sent, raw=True))
+                  for _ in range(2)]
+        posted_cpu = {k: v - cpu_before.get(k, 0.0) for k, v in process_cpu().items()}
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -240,6 +289,15 @@ def main() -> None:
     print(f"dialog phase (generation + verification, the flow's wall time less the other stages): "
           f"{phase_requests} requests in {phase_wall:.1f} s = {phase_requests / phase_wall:.1f} req/s "
           f"(ratio to the faster bare loop {phase_requests / phase_wall / bare:.2f})")
+    for how, rates, used in (("chat.completions.create", replayed, replay_cpu),
+                             ("client.post of orjson bytes, as the gateway sends them", posted, posted_cpu)):
+        mean = sum(rates) / len(rates)
+        print(f"bare asyncio loop sending {len(sent)} of the pipeline's own requests again, {how} (aiohttp, "
+              f"{args.bare} requests, twice after the pipeline): {rates[0]:.1f} / {rates[1]:.1f} req/s (mean "
+              f"{mean:.1f}); CPU per request: " + ", ".join(f"{k} {1000 * v / (2 * args.bare):.1f} ms"
+                                                             for k, v in used.items() if v > 0))
+        print(f"  same requests, ratio to this loop: whole flow {requests / wall / mean:.2f}, "
+              f"dialog phase {phase_requests / phase_wall / mean:.2f}")
     print(f"pipeline CPU outside the server: {cpu:.1f} s = {1000 * cpu / max(requests, 1):.1f} ms per request; "
           f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
