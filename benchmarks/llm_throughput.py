@@ -12,6 +12,9 @@ stage is LLM-bound) over a generated corpus, with a cold response cache. Printed
 loop and of the whole flow, the ratios (whole flow, and its dialog phase), each LLM stage's requests/s with
 its mean latency and requests in flight, the pipeline's CPU seconds per request
 spent outside the server, and the CPU seconds of each process (pipeline, scripted server, Prefect's server).
+After the run, a sample of the pipeline's own request bodies is sent again by the bare loop, through
+``chat.completions.create`` and as orjson bytes through ``client.post`` (as the gateway sends them): the same
+requests without the pipeline.
 """
 
 from __future__ import annotations

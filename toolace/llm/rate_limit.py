@@ -1,7 +1,8 @@
 """The limits on LLM traffic, shared by every gateway of the process.
 
-Batch tasks run at the same time in several threads, each with its own event loop and gateway (the flow
-keeps the next batch in flight while the previous one is embedded or verified). Their requests together
+Batch tasks run at the same time in several threads, each with its own gateway (the flow keeps the next batch
+in flight while the previous one is embedded or verified); their coroutines share one event loop
+(:mod:`toolace.llm.shared_loop`), and anything else may run its own. Their requests together
 stay within ``concurrency`` in flight (:class:`InFlightSlots`) and within the requests- and tokens-per-minute
 budgets (:class:`RateLimiter`, two token buckets refilled continuously): :func:`shared_limits` hands every
 gateway of one endpoint the same pair. Prefect's global rate limits throttle contending threads far below
