@@ -34,6 +34,7 @@ async def verify_dialogs(dialogs: list[Dialog], gateway: LLMGateway | None, limi
     # the caller's dialogs are left as they were: deciding sets scalar fields and extends raw_outputs, so a
     # shallow copy with its own raw_outputs list is enough (a deep copy of every turn and tool was 2% of a run)
     decided = [d.model_copy(update={"raw_outputs": list(d.raw_outputs)}) for d in dialogs]
+
     def score_rules() -> dict[str, list[Problem]]:
         return {d.dialog_id: verification.score_dialog(d, limits.max_assistant_chars) if d.accepted else []
                 for d in decided}

@@ -199,19 +199,17 @@ async def mine_documents(docs: list[Document], gateway: LLMGateway, threshold: f
     The documents the heuristic alone decides go to the LLM at once, while the others are embedded in a worker
     thread (the embedding, and the model's loading when ``embed`` loads it, keep the event loop free); the
     decisions are those of :func:`first_pass` on the whole batch, in the batch's order."""
+    async def mine(indexes: list[int], scores: list[Relevance]) -> list[MinedDocument]:
+        return list(await asyncio.gather(*(mine_document(docs[i], gateway, threshold, max_chars, r)
+                                           for i, r in zip(indexes, scores, strict=True))))
+
     if embed is None:
-        scores = first_pass(docs, None)
-        return list(await asyncio.gather(*(mine_document(d, gateway, threshold, max_chars, r)
-                                           for d, r in zip(docs, scores, strict=True))))
+        return await mine(list(range(len(docs))), first_pass(docs, None))
     cut = None if embed_every else threshold
     settled = [] if embed_every else [i for i, d in enumerate(docs)
                                       if settled_by_heuristic(heuristic_score(d.text), threshold) is not None]
     chosen = set(settled)
     undecided = [i for i in range(len(docs)) if i not in chosen]
-
-    async def mine(indexes: list[int], scores: list[Relevance]) -> list[MinedDocument]:
-        return list(await asyncio.gather(*(mine_document(docs[i], gateway, threshold, max_chars, r)
-                                           for i, r in zip(indexes, scores, strict=True))))
 
     async def embedded_then_mined() -> list[MinedDocument]:
         scores = await asyncio.to_thread(first_pass, [docs[i] for i in undecided], embed, cut) if undecided else []
