@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -149,6 +150,13 @@ def process_cpu() -> dict[str, float]:
     return totals
 
 
+def with_cpu(measure: Callable[[], list[float]]) -> tuple[list[float], dict[str, float]]:
+    """``measure()``'s rates, and the CPU seconds each process spent while it ran (:func:`process_cpu`)."""
+    before = process_cpu()
+    rates = measure()
+    return rates, {k: v - before.get(k, 0.0) for k, v in process_cpu().items()}
+
+
 def make_corpus(folder: Path, docs: int) -> None:
     """`docs` distinct API documents made from the bundled sample corpus (a numbered edition of each)."""
     from toolace.config import SAMPLE_CORPUS
@@ -241,19 +249,16 @@ def main() -> None:
         bare_before: dict[str, float] = {}
         bare_cpu: dict[str, dict[str, float]] = {}
         for transport in TRANSPORTS:
-            cpu_before = process_cpu()
-            bare_before[transport] = asyncio.run(bare_loop(base_url, args.bare, args.concurrency, transport))
-            bare_cpu[transport] = {k: v - cpu_before.get(k, 0.0) for k, v in process_cpu().items()}
+            [bare_before[transport]], bare_cpu[transport] = with_cpu(
+                lambda t=transport: [asyncio.run(bare_loop(base_url, args.bare, args.concurrency, t))])
         sent = record_requests(args.bare)
         manifest, wall, cpu = run_pipeline(base_url, tmp / "corpus", tmp / "out", args)
         bare_after = {t: asyncio.run(bare_loop(base_url, args.bare, args.concurrency, t)) for t in TRANSPORTS}
-        cpu_before = process_cpu()
-        replayed = [asyncio.run(bare_loop(base_url, args.bare, args.concurrency, "aiohttp", sent)) for _ in range(2)]
-        replay_cpu = {k: v - cpu_before.get(k, 0.0) for k, v in process_cpu().items()}
-        cpu_before = process_cpu()
-        posted = [asyncio.run(bare_loop(base_url, args.bare, args.concurrency, "aiohttp", sent, raw=True))
-                  for _ in range(2)]
-        posted_cpu = {k: v - cpu_before.get(k, 0.0) for k, v in process_cpu().items()}
+        replayed, replay_cpu = with_cpu(lambda: [
+            asyncio.run(bare_loop(base_url, args.bare, args.concurrency, "aiohttp", sent)) for _ in range(2)])
+        posted, posted_cpu = with_cpu(lambda: [
+            asyncio.run(bare_loop(base_url, args.bare, args.concurrency, "aiohttp", sent, raw=True))
+            for _ in range(2)])
     finally:
         server.terminate()
         server.wait(timeout=10)
