@@ -61,6 +61,7 @@ from tasks.text_embedding import shared_embedder
 from toolace import progress
 from toolace.config import RunConfig, redact_url
 from toolace.errors import UserError
+from toolace.garbage_collection import fewer_collector_pauses, freeze_long_lived
 from toolace.llm.endpoint import Endpoint, llm_endpoint
 from toolace.llm.gateway import GatewaySettings, gateway_settings_from
 
@@ -151,9 +152,10 @@ def toolace_pipeline(config: RunConfig, endpoint: Endpoint | None = None) -> dic
 
 
 def _stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
-    if config.task_runner == "dask":
-        return _pipeline_on_dask.with_options(task_runner=dask_runner(config))(config, endpoint)
-    return run_stages(config, endpoint)
+    with fewer_collector_pauses():  # full collections of this process's large heap stalled the LLM loop for up to 0.9 s
+        if config.task_runner == "dask":
+            return _pipeline_on_dask.with_options(task_runner=dask_runner(config))(config, endpoint)
+        return run_stages(config, endpoint)
 
 
 def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
@@ -224,6 +226,7 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
     sink.finish("mining")
     stage.wall_time_s = round(time.perf_counter() - t0, 3)
     stats["mining"] = stage
+    freeze_long_lived()  # the embedding model and the kept documents live for the rest of the run
 
     # 2. context tree
     t0 = time.perf_counter()
@@ -317,6 +320,7 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
     # Great Expectations is needed at publish: it is imported while the dialogs wait on the LLM (the interpreter is
     # far from busy then), instead of stalling publish for its 4 s import
     prefetch_great_expectations()
+    freeze_long_lived()  # the API pool and the dialog plans live until the run ends
     cursor = 0
 
     def start_dialogs(reserved: int) -> tuple[list[dialog_generation.DialogPlan], list[APISpec], Any, float] | None:

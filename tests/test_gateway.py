@@ -409,3 +409,24 @@ def test_the_shared_loop_runs_batches_with_the_callers_context_and_errors():
 
     with pytest.raises(RuntimeError, match="shared LLM loop itself"):
         asyncio.run_coroutine_threadsafe(nested(), shared_loop()).result(timeout=10)
+
+
+def test_starting_the_shared_loop_shortens_the_switch_interval_but_never_lengthens_it(monkeypatch):
+    import sys
+
+    from toolace.llm import shared_loop as module
+
+    before = sys.getswitchinterval()
+    started: list[asyncio.AbstractEventLoop] = []
+    try:
+        for preset, expected in ((0.005, module.SWITCH_INTERVAL_S), (0.0001, 0.0001)):
+            sys.setswitchinterval(preset)
+            monkeypatch.setattr(module, "_loop", None)  # a process whose loop has not started yet
+            started.append(module.shared_loop())
+            assert sys.getswitchinterval() == pytest.approx(expected)
+            module.shared_loop()  # the running loop is reused: the interval is set once, at start
+            assert sys.getswitchinterval() == pytest.approx(expected)
+    finally:
+        sys.setswitchinterval(before)
+        for loop in started:
+            loop.call_soon_threadsafe(loop.stop)
