@@ -91,7 +91,8 @@ async def bare_loop(base_url: str, requests: int, concurrency: int, transport: s
     """Requests/s of a plain asyncio loop: `concurrency` requests in flight through one AsyncOpenAI client,
     over the SDK's aiohttp transport (what the gateway uses) or its default httpx one. Each request is a one-line
     message, or with ``bodies`` one of the pipeline's own request bodies, sent again as they were: through
-    ``chat.completions.create``, or (``raw``) encoded with orjson and posted as the gateway does."""
+    ``chat.completions.create``, or (``raw``) encoded with orjson and posted as the gateway does. The clock starts
+    after a full garbage collection, so collecting the heap the pipeline left does not slow the baseline."""
     http_client = openai.DefaultAioHttpClient(timeout=60) if transport == "aiohttp" else None
     client = openai.AsyncOpenAI(base_url=base_url, api_key="bench", max_retries=0, timeout=60,
                                 http_client=http_client)
