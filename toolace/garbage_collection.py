@@ -9,13 +9,15 @@ the longest 881 ms, while 64 answered requests waited; the young generations too
 Inside :func:`fewer_collector_pauses` the young generation is collected every 10,000 net allocations instead of
 700, and the objects alive when a stage has built its long-lived state are frozen (``gc.freeze``: moved out of
 the collector's generations, never scanned again; reference counting still frees them). The flow freezes at its
-start, once the embedding model has loaded (torch and transformers), after mining and when the dialogs start.
-Collections then took about 2 s in all, and the dialog phase went from 257 to 276-281 req/s.
+start, once the embedding model has loaded (torch and transformers), after mining and when the dialogs start,
+each time right after a full collection, so that only live objects are frozen. The older generations keep
+CPython's thresholds.
 
-What it costs: a reference cycle that was already garbage when frozen is not collected until the context exits
-(it unfreezes everything, so the next full collection frees such cycles), and young garbage cycles wait for
-10,000 allocations instead of 700. Both are small next to the heap. The settings are the process's: a process that
-had frozen objects itself before the context keeps them frozen after it.
+Why those last two: a first version froze without collecting and collected the older generations half as often.
+On ``--apis 300 --dialogs 900`` it was the fastest (collections about 2 s in all, dialog phase 276-281 req/s against
+257), but at the paper's scale (``benchmarks/scale_run.py``) it raised the peak RSS from 2,896 to 3,326 MiB, over
+the 3 GB target, for the same wall time. The settings are the process's: a process that had frozen objects itself
+before the context keeps them frozen after it.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 YOUNG_THRESHOLD = 10_000  # net allocations between collections of the youngest generation (CPython's default 700)
-OLDER_THRESHOLD = 20  # collections of a generation between collections of the next (default 10)
+OLDER_THRESHOLD = 10  # collections of a generation between collections of the next (CPython's default)
 
 _depth = 0  # how many fewer_collector_pauses() contexts are open in this process
 
@@ -37,7 +39,7 @@ def fewer_collector_pauses() -> Iterator[None]:
     thresholds, frozen_before = gc.get_threshold(), gc.get_freeze_count()
     gc.set_threshold(YOUNG_THRESHOLD, OLDER_THRESHOLD, OLDER_THRESHOLD)
     _depth += 1
-    gc.freeze()
+    _collect_and_freeze()
     try:
         yield
     finally:
@@ -51,4 +53,10 @@ def freeze_long_lived() -> None:
     """Inside :func:`fewer_collector_pauses`, freeze the objects alive now (a stage has built its long-lived
     state); elsewhere, nothing."""
     if _depth:
-        gc.freeze()
+        _collect_and_freeze()
+
+
+def _collect_and_freeze() -> None:
+    """Freeze only what is alive: garbage frozen with it would stay in memory until the context exits."""
+    gc.collect()
+    gc.freeze()
