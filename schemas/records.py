@@ -110,6 +110,8 @@ class Turn(BaseModel):
     tool_calls: list[ToolCall] = Field(default_factory=list)
     tool_call_id: str | None = None
     name: str | None = Field(default=None, description="API name on a tool turn")
+    reasoning_content: str | None = Field(
+        default=None, description="The reasoning the endpoint returned with an assistant turn (reasoning models)")
 
 
 class Dialog(Outcome):
@@ -142,13 +144,14 @@ class StageStats(BaseModel):
     tokens_out: int = 0
     cache_hits: int = 0
     retries: int = 0
+    hedges: int = Field(0, description="Hedged second requests sent for requests past their deadline")
     llm_latency_s: float = Field(0.0, description="Summed seconds waiting on LLM answers (overlapping)")
     rejected_by: dict[str, int] = Field(default_factory=dict)
 
     def add(self, other: StageStats) -> StageStats:
         merged = self.model_copy(deep=True)
         for field in ("items_in", "accepted", "rejected", "reused", "llm_requests", "tokens_in", "tokens_out",
-                      "cache_hits", "retries"):
+                      "cache_hits", "retries", "hedges"):
             setattr(merged, field, getattr(self, field) + getattr(other, field))
         merged.wall_time_s = round(self.wall_time_s + other.wall_time_s, 3)
         merged.llm_latency_s = round(self.llm_latency_s + other.llm_latency_s, 3)

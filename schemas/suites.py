@@ -51,6 +51,8 @@ SAMPLE_COLUMNS: dict[str, str] = {
     "max_assistant_chars": "int64",
     "empty_turns": "int64",
     "calls_valid": "bool",
+    "chat_format_ok": "bool",
+    "chat_templates_ok": "bool",
 }
 SUMMARY_BASE_COLUMNS: tuple[str, ...] = ("generated", "accepted", "rows", "acceptance_rate")
 
@@ -63,9 +65,12 @@ TURN_COUNT = "gx_turn_count_v1"
 ASSISTANT_LENGTH = "gx_assistant_length_v1"
 CALLS_VALID = "gx_calls_valid_v1"
 KNOWN_DIALOG_TYPES = "gx_known_dialog_types_v1"
+CHAT_FORMAT = "gx_chat_format_v1"
+CHAT_TEMPLATES = "gx_chat_templates_v1"
 ACCEPTANCE_RATE = "gx_acceptance_rate_v1"
 SAMPLE_EXPECTATIONS: tuple[str, ...] = (ROW_COUNT, IDS_PRESENT, UNIQUE_IDS, NON_EMPTY_TURNS, TOOL_COUNT, TURN_COUNT,
-                                        ASSISTANT_LENGTH, CALLS_VALID, KNOWN_DIALOG_TYPES)
+                                        ASSISTANT_LENGTH, CALLS_VALID, KNOWN_DIALOG_TYPES, CHAT_FORMAT,
+                                        CHAT_TEMPLATES)
 
 _EPS_DIGITS = 9  # n * (e - tol) is rounded to this many digits before floor/ceil (0.1 * 30 is 3.0000000000000004)
 
@@ -182,6 +187,17 @@ def samples_suite(bounds: SuiteBounds) -> gx.ExpectationSuite:
         gxe.ExpectColumnValuesToBeInSet(
             column="dialog_type", value_set=bounds.dialog_types(),
             **_named(KNOWN_DIALOG_TYPES, f"every sample has a known type ({', '.join(bounds.dialog_types())}).")),
+        gxe.ExpectColumnValuesToBeInSet(
+            column="chat_format_ok", value_set=[True],
+            **_named(CHAT_FORMAT, "every published chat row follows the Hugging Face chat convention: only the keys "
+                                  "a role uses, arguments as objects, 9-character call ids, each tool message "
+                                  "naming the call it answers (chat_format_ok).")),
+        gxe.ExpectColumnValuesToBeInSet(
+            column="chat_templates_ok", value_set=[True],
+            **_named(CHAT_TEMPLATES, "every sampled row renders through the chat templates of the listed model "
+                                     "families and the target model, each call's arguments once and never as an "
+                                     "escaped JSON string; shapes a family cannot take are reported, not failed "
+                                     "(chat_templates_ok).")),
     ]
     return gx.ExpectationSuite(name=SAMPLES_SUITE, expectations=expectations,
                                notes="Published ToolACE dataset, one row per sample")

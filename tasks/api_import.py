@@ -24,8 +24,9 @@ from pydantic import ValidationError
 from schemas.records import APISpec
 from tasks.api_synthesis import snake_case
 from tasks.publish import records_frame, write_table
+from tasks.safe_patterns import schema_hazard
 from tasks.schema_validity import SchemaChecker as _SchemaChecker
-from tasks.type_dialects import DIALECT_TYPES, JSON_TYPES
+from tasks.type_dialects import DATA_KEYWORDS, SCHEMA_MAPS, parameters_schema, to_json_schema, unknown_types
 from toolace.errors import UserError
 
 REF_CHECK = "openapi_ref_v1"
@@ -36,18 +37,8 @@ HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "tra
 PARAM_LOCATIONS = ("path", "query", "header", "formData")
 RESULT_CODES = ("200", "201", "default")
 OBJECT: dict[str, Any] = {"type": "object"}
-# Keywords whose values are data, not schemas: a "$ref" key inside them is not a reference.
-_DATA_KEYWORDS = {"example", "examples", "default", "enum", "const"}
 _SWAGGER_PARAM_META = {"name", "in", "required", "description", "collectionFormat", "allowEmptyValue", "style",
                        "explode", "allowReserved", "deprecated", "example", "examples"}
-# The BFCL / ToolACE / xLAM type dialect (lower-cased; None means "any type") and JSON Schema's own types:
-# one table for the importer and the verifier.
-_DIALECT_TYPES = DIALECT_TYPES
-_JSON_TYPES = JSON_TYPES
-_SCHEMA_MAP_KEYWORDS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
-_SCHEMA_KEYWORDS = ("items", "additionalProperties", "not", "contains", "propertyNames", "if", "then", "else",
-                    "unevaluatedItems", "unevaluatedProperties", "additionalItems")
-_SCHEMA_LIST_KEYWORDS = ("anyOf", "oneOf", "allOf", "prefixItems")
 
 
 def _api_id(*parts: Any) -> str:
@@ -223,9 +214,9 @@ class _Resolver:
         out: dict[str, Any] = {}
         cut = False
         for key, value in node.items():
-            if key in _DATA_KEYWORDS:
+            if key in DATA_KEYWORDS:  # data, not schemas: a "$ref" key inside them is not a reference
                 out[key] = value
-            elif key in _SCHEMA_MAP_KEYWORDS and isinstance(value, dict):  # names, not keywords: none is data
+            elif key in SCHEMA_MAPS and isinstance(value, dict):  # names, not keywords: none is data
                 named: dict[str, Any] = {}
                 for name, sub in value.items():
                     named[name], sub_cut = self._resolve(sub, stack)
@@ -448,128 +439,31 @@ def _apis_from_openapi(doc: dict[str, Any], source: str) -> list[APISpec]:
 # ---------------------------------------------------------------------------------------- function lists
 
 
-def dialect_type(name: str) -> tuple[dict[str, Any], bool]:
-    """A BFCL / ToolACE / xLAM type name as JSON Schema keywords, and whether it said ``optional``.
-
-    ``"dict"`` -> object, ``"float"`` -> number, ``"List[str]"`` -> array of strings, ``"str, optional"`` ->
-    string and optional, ``"any"`` or an unknown name -> no type at all.
-    """
-    text = name.strip()
-    optional = False
-    match = re.fullmatch(r"(.*?)\s*,\s*optional", text, flags=re.IGNORECASE)
-    if match:
-        text, optional = match.group(1), True
-    match = re.fullmatch(r"optional\s*\[(.*)\]", text, flags=re.IGNORECASE)
-    if match:
-        text, optional = match.group(1).strip(), True
-    match = re.fullmatch(r"(\w+)\s*\[(.*)\]", text)
-    if match:
-        outer, inner = match.group(1).lower(), match.group(2).strip()
-        mapped = _DIALECT_TYPES.get(outer)
-        if mapped == "array":
-            args = _split_type_args(inner)
-            if args and args[-1] != "...":
-                if outer == "tuple" and len(args) > 1:
-                    return {"type": "array", "prefixItems": [dialect_type(a)[0] for a in args]}, optional
-                return {"type": "array", "items": dialect_type(args[0])[0]}, optional
-            return {"type": "array", **({"items": dialect_type(args[0])[0]} if args else {})}, optional
-        if mapped == "object":
-            args = _split_type_args(inner)
-            if len(args) == 2:
-                return {"type": "object", "additionalProperties": dialect_type(args[1])[0]}, optional
-            return {"type": "object"}, optional
-        if outer == "union":
-            return {"anyOf": [dialect_type(a)[0] for a in _split_type_args(inner)]}, optional
-        return {}, optional
-    mapped = _DIALECT_TYPES.get(text.lower())
-    return ({"type": mapped} if mapped else {}), optional
-
-
-def _split_type_args(text: str) -> list[str]:
-    args, depth, current = [], 0, ""
-    for char in text:
-        if char == "," and depth == 0:
-            args.append(current.strip())
-            current = ""
-            continue
-        depth += char == "["
-        depth -= char == "]"
-        current += char
-    if current.strip():
-        args.append(current.strip())
-    return args
-
-
-def normalize_schema(schema: Any) -> Any:
-    """A schema in the BFCL / ToolACE / xLAM dialect as JSON Schema, recursively.
-
-    Also folds a property's boolean ``required`` (or ``"optional": true``) into its parent's ``required`` list.
-    """
-    if not isinstance(schema, dict):
-        return schema
-    out: dict[str, Any] = {}
-    for key, value in schema.items():
-        if key == "type":
-            continue
-        if key in _SCHEMA_MAP_KEYWORDS and isinstance(value, dict):
-            out[key] = {k: normalize_schema(v) for k, v in value.items()}
-        elif key in _SCHEMA_KEYWORDS and isinstance(value, dict):
-            out[key] = normalize_schema(value)
-        elif key in ("items", *_SCHEMA_LIST_KEYWORDS) and isinstance(value, list):
-            out[key] = [normalize_schema(v) for v in value]
-        else:
-            out[key] = value
-    kind = schema.get("type")
-    if isinstance(kind, str):
-        out = {**dialect_type(kind)[0], **out}  # explicit keywords (items ...) win over the type's
-    elif isinstance(kind, list):
-        kinds = [dialect_type(k)[0].get("type") if isinstance(k, str) else None for k in kind]
-        if kinds and all(k in _JSON_TYPES for k in kinds):
-            out["type"] = list(dict.fromkeys(kinds))
-    if isinstance(out.get("properties"), dict):
-        required = out.get("required") if isinstance(out.get("required"), list) else []
-        for pname, pschema in out["properties"].items():
-            if isinstance(pschema, dict):
-                flag = pschema.pop("required", None)
-                if pschema.pop("optional", None) is True:
-                    required = [r for r in required if r != pname]
-                elif flag is True:
-                    required.append(pname)
-        out["required"] = [r for r in dict.fromkeys(required) if isinstance(r, str)]
-    elif "required" in out and not isinstance(out["required"], list):
-        out.pop("required")
-    return out
-
-
-def _flat_parameters(params: dict[str, Any]) -> dict[str, Any]:
-    """xLAM parameters ``{name: {"type": "str, optional", "description", "default"}}`` as one object schema."""
-    properties: dict[str, Any] = {}
-    required: list[str] = []
-    for pname, pspec in params.items():
-        pspec = pspec if isinstance(pspec, dict) else {"description": str(pspec)}
-        kind = pspec.get("type")
-        keywords, optional = dialect_type(kind) if isinstance(kind, str) else ({}, False)
-        rest = normalize_schema({k: v for k, v in pspec.items() if k not in ("type", "required", "optional")})
-        properties[pname] = {**keywords, **rest}
-        explicit = pspec.get("required")
-        if explicit is True or (explicit is None and not optional and pspec.get("optional") is not True):
-            required.append(pname)
-    return {"type": "object", "properties": properties, "required": required}
-
-
 def function_parameters(params: Any) -> dict[str, Any]:
-    """Function-list parameters (JSON-Schema-like in any dialect, or xLAM's flat map) as one object schema."""
+    """Function-list parameters (JSON-Schema-like in any dialect, or xLAM's flat map) as one JSON Schema object,
+    read by :mod:`tasks.type_dialects` (the same rules as dataset conversion and ``verify``)."""
     if not isinstance(params, dict) or not params:
         return {"type": "object", "properties": {}, "required": []}
-    is_schema = "properties" in params or (isinstance(params.get("type"), str)
-                                           and params["type"].lower() in ("dict", "object"))
-    if not is_schema and all(isinstance(v, dict) for v in params.values()):
-        return _flat_parameters(params)
-    schema = normalize_schema(params)
+    schema = parameters_schema(params)
     schema["type"] = "object"
     schema.setdefault("properties", {})
     schema.setdefault("required", [])
     return schema
+
+
+def _unknown_type_problem(*schemas: Any) -> str | None:
+    """The type names no dialect defines, as a rejection reason (the words ``verify`` uses)."""
+    unknown = [u for s in schemas if isinstance(s, dict) for u in unknown_types(s)]
+    return f"unknown type name(s) {', '.join(repr(u) for u in unknown)}" if unknown else None
+
+
+def _hazard_problem(*labelled: tuple[str, Any]) -> str | None:
+    """The first hazard of the labelled schemas (a pattern with no linear-time matcher, a recursive or dangling
+    ``$ref``, subschemas nested deeper than MAX_SCHEMA_DEPTH: :mod:`tasks.safe_patterns`), as a rejection reason."""
+    for label, schema in labelled:
+        if hazard := schema_hazard(schema):
+            return f"{label} schema: {hazard}"
+    return None
 
 
 def _unwrap(item: Any) -> Any:
@@ -591,15 +485,21 @@ def apis_from_function_list(items: list[dict[str, Any]], source: str) -> list[AP
             continue
         name = item["name"].strip()
         description = _text(item.get("description"))
+        domain = _text(item.get("category") or item.get("domain")) or "imported"
+        if problem := _hazard_problem(("parameters", item.get("parameters")),
+                                      *(("result", item.get(k)) for k in ("response", "result", "returns"))):
+            apis.append(_rejected(name, description, domain, SCHEMA_CHECK, f"{source}: {name}: {problem}", raw))
+            continue
         parameters = function_parameters(item.get("parameters"))
         if isinstance(item.get("required"), list):  # a top-level list adds to the parameters' ("null" is ignored)
             extra = [r for r in item["required"] if isinstance(r, str)]
             parameters["required"] = list(dict.fromkeys([*parameters["required"], *extra]))
         result_raw = next((item[k] for k in ("response", "result", "returns") if isinstance(item.get(k), dict)),
                           None)
-        result = normalize_schema(result_raw) if result_raw else dict(OBJECT)
-        domain = _text(item.get("category") or item.get("domain")) or "imported"
-        if problem := checker.problem(parameters, result):
+        result = to_json_schema(result_raw) if result_raw else dict(OBJECT)
+        if problem := _unknown_type_problem(item.get("parameters"), result_raw) \
+                or _hazard_problem(("parameters", parameters), ("result", result)) \
+                or checker.problem(parameters, result):
             apis.append(_rejected(name, description, domain, SCHEMA_CHECK, f"{source}: {name}: {problem}", raw))
             continue
         apis.append(_spec(name, description, parameters, result, domain))

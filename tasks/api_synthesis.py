@@ -41,6 +41,7 @@ from schemas.llm_outputs import (
 )
 from schemas.records import APISpec, TreeNode
 from tasks.context_tree import domain_of
+from tasks.safe_patterns import pattern_problem, schema_hazard
 from tasks.schema_validity import schema_problem
 from toolace.llm.gateway import LLMGateway
 
@@ -162,13 +163,10 @@ def _constraints(param: ConstrainedParameter, schema: dict[str, Any]) -> None:
     if param.type == "string" and "enum" not in schema:
         if param.format != "none":
             schema["format"] = param.format
-        elif param.pattern:
-            try:
-                re.compile(param.pattern)
-            except re.error:
-                pass  # an invalid pattern is left out, the parameter stays usable
-            else:
-                schema["pattern"] = param.pattern
+        elif param.pattern and pattern_problem(param.pattern) is None:
+            # a pattern without a linear-time matcher (invalid, or a backreference, a lookaround...: see
+            # tasks.safe_patterns) is left out, the parameter stays usable
+            schema["pattern"] = param.pattern
     if param.type == "array":
         low_items = param.min_items if param.min_items is not None and param.min_items >= 0 else None
         high_items = param.max_items if param.max_items is not None and param.max_items >= 1 else None
@@ -263,6 +261,8 @@ def check_definition(api: APISpec) -> str | None:
     if not api.parameters["properties"]:
         return "no parameters"
     for label, schema in (("parameters", api.parameters), ("result", api.result_schema)):
+        if hazard := schema_hazard(schema):
+            return f"{label} schema: {hazard}"
         problem = schema_problem(schema)
         if problem is not None:
             return f"{label} is not a valid JSON Schema: {problem}"

@@ -1,7 +1,7 @@
 """BFCL's single-turn test data, read from the data files of the PyPI wheel ``bfcl-eval``.
 
-The wheel is installed with ``--no-deps`` (``make setup``): its declared dependencies pin an old numpy and
-pull many vendor SDKs, and we read only its data. The package folder is found with
+The wheel is installed with ``--no-deps`` (``toolace fetch-models``, which ``make setup`` runs): its declared
+dependencies pin an old numpy and pull many vendor SDKs, and we read only its data. The package folder is found with
 :func:`importlib.util.find_spec`, which locates ``bfcl_eval`` without running any of its code (its
 ``__init__`` is empty anyway; its model handlers, which import the vendor SDKs, are never imported here).
 
@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from toolace.errors import UserError
+from toolace.model_files import fetch_hint, model_package
 
-BFCL_EVAL_VERSION = "2026.3.23"
+BFCL_EVAL_VERSION = model_package("bfcl").version
 VERSION_PREFIX = "BFCL_v4"
 
 Kind = Literal["simple", "multiple", "parallel", "parallel_multiple", "irrelevance", "relevance"]
@@ -82,18 +83,19 @@ def bfcl_data_dir() -> Path:
     locations = list(spec.submodule_search_locations or []) if spec is not None else []
     if not locations:
         raise BfclDataError(
-            f"BFCL's data is not installed: run `make setup` (pip install --no-deps bfcl-eval=={BFCL_EVAL_VERSION})"
+            f"BFCL's data (bfcl-eval=={BFCL_EVAL_VERSION}) is not installed: run `{fetch_hint(['bfcl'])}`"
         )
     data = Path(locations[0]) / "data"
     if not data.is_dir():
-        raise BfclDataError(f"the bfcl_eval package at {locations[0]} has no data folder: reinstall "
-                            f"bfcl-eval=={BFCL_EVAL_VERSION}")
+        raise BfclDataError(f"the bfcl_eval package at {locations[0]} has no data folder: reinstall it with "
+                            f"`{fetch_hint(['bfcl'])} --force`")
     return data
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
-        raise BfclDataError(f"BFCL data file {path} does not exist: reinstall bfcl-eval=={BFCL_EVAL_VERSION}")
+        raise BfclDataError(f"BFCL data file {path} does not exist: reinstall bfcl-eval=={BFCL_EVAL_VERSION} with "
+                            f"`{fetch_hint(['bfcl'])} --force`")
     rows: list[dict[str, Any]] = []
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from tasks.bfcl_checker import Verdict, jsonable, judge_answer
 from tasks.bfcl_data import BfclItem, check_categories, load_category
+from tasks.type_dialects import to_bfcl_dialect
 from toolace.errors import EndpointError, UserError
 
 PYTHON_HINT = " Note that the provided function is in Python 3 syntax."
@@ -264,27 +265,8 @@ def evaluate(items: dict[str, list[BfclItem]], source: AnswerSource, output: str
 
 # ------------------------------------------------------------------------------------ our dialogs as items
 
-_BFCL_TYPES = {"object": "dict", "number": "float"}
-
-
-def bfcl_parameters(schema: Any) -> Any:
-    """A JSON Schema (our APIs' parameters) in BFCL's type names: ``object`` -> ``dict``, ``number`` ->
-    ``float``; an array without ``items`` gets ``{"type": "any"}`` (BFCL's checker reads the item type)."""
-    if not isinstance(schema, dict):
-        return schema
-    out: dict[str, Any] = {}
-    for key, value in schema.items():
-        if key == "properties" and isinstance(value, dict):
-            out[key] = {name: bfcl_parameters(sub) for name, sub in value.items()}
-        elif key == "items":
-            out[key] = bfcl_parameters(value)
-        else:
-            out[key] = value
-    if isinstance(out.get("type"), str):
-        out["type"] = _BFCL_TYPES.get(out["type"], out["type"])
-    if out.get("type") in ("array", "tuple") and not isinstance(out.get("items"), dict):
-        out["items"] = {"type": "any"}
-    return out
+# Our APIs' parameters in BFCL's type names: the one writer is tasks.type_dialects.to_bfcl_dialect.
+bfcl_parameters = to_bfcl_dialect
 
 
 def item_from_dialog(dialog: Any) -> BfclItem | None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Sequence
-from typing import Any
+import string
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from schemas.records import APISpec, ToolCall, Turn
 from schemas.samples import ToolSpec
+from tasks.type_dialects import to_toolace_dialect
 
 TOOLACE_SYSTEM_PROMPT = (
     "You are an expert in composing functions. You are given a question and a set of possible functions. \n"
@@ -19,7 +22,6 @@ TOOLACE_SYSTEM_PROMPT = (
     "You SHOULD NOT include any other text in the response.\n"
     "Here is a list of functions in JSON format that you can invoke:\n"
 )
-_TOOLACE_TYPES = {"object": "dict", "number": "float", "integer": "int"}
 
 
 def python_literal(value: Any) -> str:
@@ -44,21 +46,11 @@ def render_calls(calls: list[ToolCall]) -> str:
     return "[" + ", ".join(parts) + "]"
 
 
-def _toolace_types(schema: Any) -> Any:
-    if isinstance(schema, dict):
-        out = {k: _toolace_types(v) for k, v in schema.items()}
-        if isinstance(out.get("type"), str):
-            out["type"] = _TOOLACE_TYPES.get(out["type"], out["type"])
-        return out
-    if isinstance(schema, list):
-        return [_toolace_types(v) for v in schema]
-    return schema
-
-
 def toolace_tool(api: APISpec | ToolSpec) -> dict[str, Any]:
-    """A tool as ToolACE lists it: ``dict``/``float``/``int`` types and a top-level ``"required": null``."""
+    """A tool as ToolACE lists it: ``dict``/``float``/``int`` types (:func:`tasks.type_dialects.to_toolace_dialect`)
+    and a top-level ``"required": null``."""
     return {"name": api.name, "description": api.description,
-            "parameters": _toolace_types(api.parameters), "required": None}
+            "parameters": to_toolace_dialect(api.parameters), "required": None}
 
 
 def toolace_system_prompt(apis: Sequence[APISpec | ToolSpec]) -> str:
@@ -90,17 +82,126 @@ def toolace_chat(system: str, turns: Sequence[Turn]) -> list[dict[str, str]]:
     return messages
 
 
-def openai_messages(turns: list[Turn]) -> list[dict[str, Any]]:
-    """Turns as OpenAI chat messages: assistant ``tool_calls`` with JSON-string arguments, ``tool`` replies."""
+_ID_ALPHABET = string.ascii_letters + string.digits
+CALL_ID_LENGTH = 9  # Mistral's templates demand 9 alphanumeric characters; every other template takes them
+
+
+def call_id(seed: str, n: int) -> str:
+    """The ``n``-th published call id of a dialog: 9 alphanumeric characters drawn from sha256(seed, n), so a
+    dialog always gets the same ids."""
+    number = int.from_bytes(hashlib.sha256(f"{seed}\x00{n}".encode()).digest()[:12], "big")
+    chars = []
+    for _ in range(CALL_ID_LENGTH):
+        number, digit = divmod(number, len(_ID_ALPHABET))
+        chars.append(_ID_ALPHABET[digit])
+    return "".join(chars)
+
+
+TurnT = TypeVar("TurnT", bound=Turn)
+
+
+def with_published_ids(seed: str, turns: Sequence[TurnT]) -> list[TurnT]:
+    """Copies of the turns whose calls carry published ids (:func:`call_id`, unique in the dialog) and whose
+    tool turns name the id they answer. Generation numbers calls per turn (``call_0`` again in every call
+    turn); a tool turn is matched to the call it answers among the still unanswered calls of the latest call
+    turn: by its old id, else by name, else the first one. A tool turn that answers nothing keeps no id."""
+    out: list[TurnT] = []
+    used: set[str] = set()
+    counter = 0
+    pending: list[list[Any]] = []  # [old id, new id, name, answered] of the latest call turn
+    for turn in turns:
+        if turn.role == "assistant" and turn.tool_calls:
+            calls, pending = [], []
+            for call in turn.tool_calls:
+                new = call_id(seed, counter)
+                counter += 1
+                while new in used:
+                    new = call_id(seed, counter)
+                    counter += 1
+                used.add(new)
+                calls.append(call.model_copy(update={"id": new}))
+                pending.append([call.id, new, call.name, False])
+            out.append(turn.model_copy(update={"tool_calls": calls}))
+        elif turn.role == "tool":
+            open_calls = [p for p in pending if not p[3]]
+            match = (next((p for p in open_calls if turn.tool_call_id is not None and p[0] == turn.tool_call_id), None)
+                     or next((p for p in open_calls if turn.name and p[2] == turn.name), None)
+                     or (open_calls[0] if open_calls else None))
+            if match is not None:
+                match[3] = True
+            out.append(turn.model_copy(update={"tool_call_id": match[1] if match is not None else None}))
+        else:
+            out.append(turn)
+    return out
+
+
+def _plain_text(turn: Turn) -> str:
+    return turn.content or ""
+
+
+def openai_messages(turns: Sequence[Turn], system: str | None = None,
+                    text: Callable[[Any], str] = _plain_text) -> list[dict[str, Any]]:
+    """Turns as OpenAI chat messages (the wire format: requests and ``openai.jsonl``): an optional ``system``
+    message first; assistant ``tool_calls`` with JSON-string ``arguments`` and the turn's text (``None`` when it
+    has none) as ``content``; ``tool`` replies naming the ``tool_call_id`` they answer (a reply that answers no
+    known id names its function instead). ``text`` gives a turn's text (the converter passes one that keeps
+    the raw text of a call that did not parse)."""
     out: list[dict[str, Any]] = []
+    if system:
+        out.append({"role": "system", "content": system})
     for turn in turns:
         if turn.role == "tool":
-            out.append({"role": "tool", "tool_call_id": turn.tool_call_id, "content": turn.content or ""})
+            message: dict[str, Any] = {"role": "tool", "tool_call_id": turn.tool_call_id, "content": turn.content or ""}
+            if turn.tool_call_id is None and turn.name:
+                message["name"] = turn.name
+            out.append(message)
         elif turn.tool_calls:
-            out.append({"role": "assistant", "content": None, "tool_calls": [
+            out.append({"role": "assistant", "content": turn.content, "tool_calls": [
                 {"id": c.id, "type": "function",
                  "function": {"name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)}}
                 for c in turn.tool_calls]})
         else:
-            out.append({"role": turn.role, "content": turn.content or ""})
+            out.append({"role": turn.role, "content": text(turn)})
+    return out
+
+
+def openai_example(turns: Sequence[Turn], tools: list[dict[str, Any]], seed: str,
+                   system: str | None = None, text: Callable[[Any], str] = _plain_text) -> dict[str, Any]:
+    """One example of OpenAI's fine-tuning format, the one writer of ``openai``-format rows (the published
+    ``openai.jsonl`` and the converter): ``messages`` (:func:`openai_messages`, with published call ids from
+    ``seed``) and ``tools`` (``[{"type": "function", "function": {...}}]``). Nothing else: the fine-tuning
+    input takes ``messages``, ``tools``, ``parallel_tool_calls`` and ``functions`` only."""
+    return {"messages": openai_messages(with_published_ids(seed, turns), system, text), "tools": tools}
+
+
+def chat_messages(turns: Sequence[Turn], system: str | None = None, reasoning: bool = False,
+                  text: Callable[[Any], str] = _plain_text) -> list[dict[str, Any]]:
+    """Turns as chat messages in the Hugging Face convention, what ``apply_chat_template`` and the trainers
+    built on it (TRL, LLaMA-Factory, Axolotl, Unsloth) take: each message has only the keys its role uses;
+    ``tool_calls`` only on assistant messages that make calls, with ``arguments`` as an object (a template
+    writes it with ``tojson``; a string would come out escaped), and ``content`` a string there too (``""``
+    when the turn has no text); ``tool`` messages name the ``tool_call_id`` they answer and the function.
+    With ``reasoning``, assistant messages carry the turn's ``reasoning_content`` (when it has one), the field
+    chat templates read. Call ids are taken as they are: pass turns from :func:`with_published_ids`."""
+    out: list[dict[str, Any]] = []
+    if system:
+        out.append({"role": "system", "content": system})
+    for turn in turns:
+        if turn.role == "tool":
+            message: dict[str, Any] = {"role": "tool", "content": turn.content or ""}
+            if turn.tool_call_id is not None:
+                message["tool_call_id"] = turn.tool_call_id
+            if turn.name:
+                message["name"] = turn.name
+        elif turn.role == "assistant":
+            message = {"role": "assistant", "content": text(turn)}
+            if turn.tool_calls:
+                message["tool_calls"] = [{"id": c.id, "type": "function",
+                                          "function": {"name": c.name, "arguments": dict(c.arguments)}}
+                                         for c in turn.tool_calls]
+            if reasoning and turn.reasoning_content:
+                message["reasoning_content"] = turn.reasoning_content
+        else:
+            message = {"role": turn.role, "content": text(turn)}
+        out.append(message)
     return out

@@ -9,7 +9,12 @@ with the suites of :mod:`schemas.suites`:
   ``n_turns`` (the Sample's turns: each tool result counts as one, as the rule layer counts them),
   ``max_assistant_chars`` (longest assistant *text* answer; call turns are not counted, as in the rule
   layer's ``response_length_v1``), ``empty_turns`` (user/assistant turns with blank text and no call, tool
-  turns with blank content) and ``calls_valid``.
+  turns with blank content), ``calls_valid``, ``chat_format_ok`` (the row's chat ``messages``/``tools`` follow
+  the Hugging Face chat convention, :func:`tasks.published_format.chat_convention_problems`, checked by the
+  writer on every shard row) and ``chat_templates_ok`` (the row, if sampled, renders through the real chat
+  templates of the listed families and the target model: :class:`tasks.chat_templates.TemplateGate`, run by
+  :func:`check_records`; the failing family, row and error are in the ``details`` of ``gx_chat_templates_v1``,
+  the per-family report, with the rows a family cannot take at all, in ``SuiteOutcome.chat_templates``).
 - ``summary``, one row: ``generated``, ``accepted``, ``rows``, ``acceptance_rate`` (accepted / generated; 0 when
   nothing was generated) and ``share_<type>`` for every dialog type.
 
@@ -49,6 +54,8 @@ from pydantic import BaseModel, Field
 from schemas.samples import FormatName, Sample, SampleTurn
 from schemas.suites import (
     CALLS_VALID,
+    CHAT_FORMAT,
+    CHAT_TEMPLATES,
     SAMPLE_COLUMNS,
     SAMPLES_SUITE,
     SUMMARY_BASE_COLUMNS,
@@ -57,6 +64,7 @@ from schemas.suites import (
     published_dataset_suites,
     share_column,
 )
+from tasks.chat_templates import TemplateGate, TemplateReport
 from tasks.dataset_formats import sample_from_row
 from tasks.verification import RuleLimits, score_sample
 
@@ -97,6 +105,7 @@ class SuiteOutcome(BaseModel):
     data_docs_index: str | None = Field(None, description="Path or URL of the Data Docs index.html")
     data_docs_error: str | None = None
     wall_time_s: float = 0.0
+    chat_templates: TemplateReport | None = Field(None, description="The chat-template check, per family")
 
     @property
     def failed(self) -> list[str]:
@@ -152,6 +161,8 @@ def sample_records(rows: list[dict[str, Any]], bounds: SuiteBounds,
                                        default=0),
             "empty_turns": sum(_is_empty(t) for t in sample.turns),
             "calls_valid": not found,
+            "chat_format_ok": True,  # set by the writer of the chat rows (tasks.dataset_stream)
+            "chat_templates_ok": True,  # set by check_records' template check
         })
     return records, problems
 
@@ -211,7 +222,7 @@ def _exception_message(info: Any) -> str | None:
 
 
 def _outcome(result: Any, suite: str, summary: dict[str, Any], problems: dict[int, list[str]],
-             ids: list[str | None]) -> ExpectationOutcome:
+             ids: list[str | None], chat: dict[str, dict[int, list[str]]] | None = None) -> ExpectationOutcome:
     config = result.expectation_config
     kwargs = dict(config.kwargs)
     name = (config.meta or {}).get("name") or config.type
@@ -232,6 +243,11 @@ def _outcome(result: Any, suite: str, summary: dict[str, Any], problems: dict[in
     if name == CALLS_VALID and problems:
         details["call_problems"] = {str(ids[i] if ids[i] is not None else f"#{i}"): reasons
                                     for i, reasons in list(problems.items())[:DETAIL_LIMIT]}
+    for expectation, key in ((CHAT_FORMAT, "chat_format_problems"), (CHAT_TEMPLATES, "template_problems")):
+        found = (chat or {}).get(expectation)
+        if name == expectation and found:
+            details[key] = {str(ids[i] if ids[i] is not None else f"#{i}"): reasons
+                            for i, reasons in list(found.items())[:DETAIL_LIMIT]}
     message = _exception_message(result.exception_info)
     if message:
         details["exception"] = message
@@ -333,10 +349,26 @@ def check_published(rows: list[dict[str, Any]], acceptance: Mapping[str, int], b
 
 
 def check_records(records: list[dict[str, Any]], problems: dict[int, list[str]], acceptance: Mapping[str, int],
-                  bounds: SuiteBounds, docs_dir: str | None, started: float | None = None) -> SuiteOutcome:
+                  bounds: SuiteBounds, docs_dir: str | None, started: float | None = None, *,
+                  chat_problems: dict[int, list[str]] | None = None,
+                  chat_rows: list[tuple[int, dict[str, Any]]] | None = None,
+                  templates: TemplateGate | None = None) -> SuiteOutcome:
     """:func:`check_published` on the rows' records (from :func:`sample_records`, possibly gathered batch by
-    batch while the rows were written, so the rows themselves need not be held)."""
+    batch while the rows were written, so the rows themselves need not be held).
+
+    ``chat_problems``: the chat-convention problems of the rows that have any (by record index; their records
+    say ``chat_format_ok: False``). ``chat_rows``: ``(record index, {"id", "messages", "tools"})`` of the rows
+    to render through ``templates`` (:class:`tasks.chat_templates.TemplateGate`); a row that a template cannot
+    render fails ``gx_chat_templates_v1`` naming the family and the error. Raises the gate's one-line errors
+    (no templates folder; an explicitly chosen target model whose template cannot render tools)."""
     started = time.perf_counter() if started is None else started
+    report: TemplateReport | None = None
+    template_problems: dict[int, list[str]] = {}
+    if templates is not None and chat_rows is not None:
+        report, template_problems = templates.check(chat_rows, published=len(records))
+        for index in template_problems:
+            records[index]["chat_templates_ok"] = False
+    chat = {CHAT_FORMAT: chat_problems or {}, CHAT_TEMPLATES: template_problems}
     summary = summary_record(records, acceptance, bounds)
     samples_frame, summary_frame = _frames(records, summary)
     ids = [r["id"] for r in records]
@@ -351,10 +383,11 @@ def check_records(records: list[dict[str, Any]], problems: dict[int, list[str]],
             except Exception as exc:  # e.g. object storage unreachable: the verdict still stands
                 logger.warning("Data Docs could not be copied to %s: %s", docs_dir, exc)
                 docs_error = f"copy to {docs_dir} failed: {type(exc).__name__}: {exc}"
-    outcomes = [_outcome(r, suite, summary, problems, ids)
+    outcomes = [_outcome(r, suite, summary, problems, ids, chat)
                 for suite in (SAMPLES_SUITE, SUMMARY_SUITE) for r in results[suite].results]
     order = {name: i for i, name in enumerate(bounds.expectation_names())}
     outcomes.sort(key=lambda o: order.get(o.expectation, len(order)))
     return SuiteOutcome(success=all(o.success for o in outcomes), results=outcomes, rows=len(records),
                         acceptance_rate=summary["acceptance_rate"], data_docs_index=data_docs_index,
-                        data_docs_error=docs_error, wall_time_s=round(time.perf_counter() - started, 3))
+                        data_docs_error=docs_error, wall_time_s=round(time.perf_counter() - started, 3),
+                        chat_templates=report)

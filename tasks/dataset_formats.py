@@ -47,12 +47,14 @@ Decisions worth knowing:
   as ``ground_truth``); an argument whose value is ``""`` does not survive a BFCL round trip (BFCL's ``""``
   means "may be omitted"). A call that did not parse is written as the raw text it came from
   (``call_text``), so in ToolACE it reads back as plain text unless it still looks like a call.
-- Tool ``parameters`` are passed through in their dialect, except: ``toolace`` output gets ToolACE types
-  (object→dict, number→float, integer→int) and a top-level ``"required": null``; ``openai`` output is
-  JSON Schema (:func:`tasks.type_dialects.to_json_schema`: dict→object, float→number, int→integer,
-  str→string, bool→boolean, tuple→array, ``any`` dropped, xLAM's ``List[int]`` ...). xLAM's flat
-  parameters are read as ``{"type": "dict", "properties", "required"}`` and written back flat
-  (``", optional"`` on a type marks a parameter neither required nor defaulted).
+- Tool ``parameters`` are kept in the dialect they were read in and written through
+  :mod:`tasks.type_dialects` (the one place that reads and writes type dialects; its docstring has the rules):
+  ``toolace`` output is :func:`~tasks.type_dialects.to_toolace_dialect` (JSON Schema with object→dict,
+  number→float, integer→int) plus a top-level ``"required": null``; ``openai`` output is JSON Schema
+  (:func:`~tasks.type_dialects.parameters_schema`); xLAM's flat parameters are read with
+  :func:`~tasks.type_dialects.xlam_to_schema` (a parameter with ``", optional"`` or a ``default`` is not
+  required) and written with :func:`~tasks.type_dialects.schema_to_xlam`; ``sharegpt`` and ``bfcl`` pass them
+  through.
 """
 
 from __future__ import annotations
@@ -68,15 +70,14 @@ import pyarrow.parquet as pq
 
 from schemas.records import ToolCall
 from schemas.samples import FORMATS, FormatName, Problem, Sample, SampleTurn, ToolSpec
-from tasks.call_format import TOOLACE_SYSTEM_PROMPT, render_calls
+from tasks.call_format import TOOLACE_SYSTEM_PROMPT, openai_example, render_calls
 from tasks.call_parsing import parse_calls, parse_json_calls
-from tasks.type_dialects import to_json_schema
+from tasks.type_dialects import parameters_schema, schema_to_xlam, to_toolace_dialect, xlam_to_schema
 from toolace.errors import UserError
 
 TOOL_LIST_MARKER = "Here is a list of functions in JSON format that you can invoke:"
 TOOLACE_INSTRUCTION_START = "You are an expert in composing functions"
 _CALL_ATTEMPT = re.compile(r"^\[\s*[^\]\[]+\(")
-_OPTIONAL = re.compile(r",\s*optional\s*$", re.IGNORECASE)
 _FALLBACK_TRIES = 50
 _PARQUET_BATCH = 256
 
@@ -97,46 +98,6 @@ _COLUMNS: dict[str, list[str]] = {
     "bfcl": ["id", "question", "function", "ground_truth", "result", "meta"],
 }
 _SHAREGPT_ROLES = {"human", "gpt", "function_call", "observation"}
-
-
-# ----------------------------------------------------------------------------------------- type dialects
-
-_TO_TOOLACE = {"object": "dict", "number": "float", "integer": "int"}
-_SCHEMA_MAPS = {"properties", "patternProperties", "$defs", "definitions"}
-_SCHEMA_ONE = {"items", "additionalProperties", "not", "contains", "additionalItems", "if", "then", "else"}
-_SCHEMA_LISTS = {"anyOf", "oneOf", "allOf", "prefixItems"}
-
-
-def _map_types(schema: Any, types: dict[str, str], drop: frozenset[str] = frozenset()) -> Any:
-    """The schema with ``type`` values renamed by ``types`` (and ``drop``-ped), in schema positions only:
-    a property named ``type`` or an ``enum``/``default`` value is never touched. (The other direction,
-    to JSON Schema, is :func:`tasks.type_dialects.to_json_schema`.)"""
-    if isinstance(schema, list):
-        return [_map_types(s, types, drop) for s in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out: dict[str, Any] = {}
-    for key, value in schema.items():
-        if key == "type" and isinstance(value, str):
-            if value not in drop:
-                out[key] = types.get(value, value)
-        elif key == "type" and isinstance(value, list):
-            kept = [types.get(v, v) if isinstance(v, str) else v for v in value if v not in drop]
-            if kept:
-                out[key] = kept
-        elif key in _SCHEMA_MAPS and isinstance(value, dict):
-            out[key] = {k: _map_types(v, types, drop) for k, v in value.items()}
-        elif key in _SCHEMA_ONE or key in _SCHEMA_LISTS:
-            out[key] = _map_types(value, types, drop)
-        else:
-            out[key] = value
-    return out
-
-
-def _to_toolace_dialect(schema: dict[str, Any]) -> dict[str, Any]:
-    return _map_types(schema, _TO_TOOLACE)
-
-
 
 
 # ---------------------------------------------------------------------------------------- small helpers
@@ -180,9 +141,16 @@ def _turn_text(turn: SampleTurn) -> str:
 
 
 def _result_value(content: str | None) -> Any:
-    """A tool turn's content as a ToolACE ``results`` value: JSON objects/arrays decoded, text kept."""
+    """A tool turn's content as a ToolACE ``results`` value: JSON objects/arrays decoded, a JSON string
+    (``"12:00"`` with its quotes, as our tool agent writes a text result) unquoted, other text kept."""
     if content is None:
         return None
+    if content.startswith('"') and content.endswith('"') and len(content) > 1:
+        try:
+            text = json.loads(content)
+        except ValueError:
+            return content
+        return text if isinstance(text, str) else content
     value = _decoded(content)
     return value if isinstance(value, dict | list) else content
 
@@ -576,31 +544,8 @@ def _sharegpt_observation(text: str, builder: _Builder) -> None:
     builder.tool(text)
 
 
-def _xlam_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
-    """xLAM's flat ``{"param": {"type": "str, optional", ...}}`` as ``{"type": "dict", "properties",
-    "required"}``: required = parameters with neither a default nor ``", optional"``."""
-    if isinstance(parameters.get("type"), str) and isinstance(parameters.get("properties"), dict):
-        return parameters  # already a schema
-    properties: dict[str, Any] = {}
-    required: list[str] = []
-    for name, spec in parameters.items():
-        if not isinstance(spec, dict):
-            properties[name] = spec
-            required.append(name)
-            continue
-        spec = dict(spec)
-        optional = False
-        if isinstance(spec.get("type"), str) and _OPTIONAL.search(spec["type"]):
-            spec["type"] = _OPTIONAL.sub("", spec["type"]).rstrip()
-            optional = True
-        if not optional and "default" not in spec:
-            required.append(name)
-        properties[name] = spec
-    return {"type": "dict", "properties": properties, "required": required}
-
-
 def _read_xlam(row: dict[str, Any], builder: _Builder) -> list[ToolSpec]:
-    tools = _tools(row.get("tools"), "tools", builder, parameters=_xlam_parameters)
+    tools = _tools(row.get("tools"), "tools", builder, parameters=xlam_to_schema)
     query = row.get("query")
     if not isinstance(query, str):
         builder.problem("sample_fields_v1", "'query' is missing or not a string")
@@ -777,7 +722,7 @@ def _tool_entry(tool: ToolSpec, parameters: dict[str, Any], result_schema: bool 
 def _toolace_tools(sample: Sample) -> str:
     entries = []
     for tool in sample.tools:
-        entry = _tool_entry(tool, _to_toolace_dialect(tool.parameters))
+        entry = _tool_entry(tool, to_toolace_dialect(tool.parameters))
         entry.setdefault("required", None)
         entries.append(entry)
     return _dumps(entries)
@@ -835,25 +780,10 @@ def _write_toolace(sample: Sample) -> dict[str, Any]:
 
 
 def _write_openai(sample: Sample) -> dict[str, Any]:
-    messages: list[dict[str, Any]] = []
-    custom = custom_system(sample.system)
-    if custom:
-        messages.append({"role": "system", "content": custom})
-    for turn in sample.turns:
-        if turn.role == "tool":
-            message: dict[str, Any] = {"role": "tool", "tool_call_id": turn.tool_call_id, "content": turn.content or ""}
-            if turn.tool_call_id is None and turn.name:
-                message["name"] = turn.name
-            messages.append(message)
-        elif turn.tool_calls:
-            messages.append({"role": "assistant", "content": turn.content, "tool_calls": [
-                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": _dumps(c.arguments)}}
-                for c in turn.tool_calls]})
-        else:
-            messages.append({"role": turn.role, "content": _turn_text(turn)})
-    tools = [{"type": "function", "function": _tool_entry(t, to_json_schema(t.parameters), result_schema=False)}
+    tools = [{"type": "function", "function": _tool_entry(t, parameters_schema(t.parameters), result_schema=False)}
              for t in sample.tools]
-    return _with_meta({"id": sample.id, "tools": tools, "messages": messages}, sample)
+    example = openai_example(sample.turns, tools, sample.id, custom_system(sample.system), _turn_text)
+    return _with_meta({"id": sample.id, "tools": example["tools"], "messages": example["messages"]}, sample)
 
 
 def _call_json(calls: list[ToolCall]) -> str:
@@ -883,22 +813,6 @@ def _write_sharegpt(sample: Sample) -> dict[str, Any]:
     return _with_meta(row, sample)
 
 
-def _xlam_flat(parameters: dict[str, Any]) -> dict[str, Any]:
-    """A ``{"type", "properties", "required"}`` schema as xLAM's flat parameter dict (other shapes as is)."""
-    properties = parameters.get("properties")
-    if not isinstance(properties, dict):
-        return parameters
-    required = parameters.get("required")
-    required = set(required) if isinstance(required, list) else set()
-    flat: dict[str, Any] = {}
-    for name, spec in properties.items():
-        if isinstance(spec, dict) and name not in required and "default" not in spec \
-                and isinstance(spec.get("type"), str):
-            spec = {**spec, "type": spec["type"] + ", optional"}
-        flat[name] = spec
-    return flat
-
-
 def _write_xlam(sample: Sample) -> dict[str, Any]:
     query = next((t.content or "" for t in sample.turns if t.role == "user"), "")
     first = next((t for t in sample.turns if t.role == "assistant" and (t.tool_calls or t.call_error)), None)
@@ -908,7 +822,7 @@ def _write_xlam(sample: Sample) -> dict[str, Any]:
         calls = first.tool_calls if first is not None else []
         answers = _dumps([{"name": c.name, "arguments": c.arguments} for c in calls])
     row = {"id": int(sample.id) if sample.id.isdigit() else sample.id, "query": query,
-           "tools": _dumps([_tool_entry(t, _xlam_flat(t.parameters)) for t in sample.tools]), "answers": answers}
+           "tools": _dumps([_tool_entry(t, schema_to_xlam(t.parameters)) for t in sample.tools]), "answers": answers}
     return _with_meta(row, sample)
 
 

@@ -26,8 +26,10 @@ from schemas.frames import VERDICT_SCHEMA, DialogsFrame, verdicts_frame
 from schemas.records import Dialog
 from schemas.suites import SuiteBounds
 from tasks import publish
-from tasks.dataset_card import ROWS_PER_SHARD, SHARD_SCHEMA, shard_row
+from tasks.chat_templates import RowSample
+from tasks.dataset_card import ROWS_PER_SHARD, SHARD_SCHEMA, shard_row, shard_table
 from tasks.dataset_expectations import sample_records
+from tasks.published_format import chat_convention_problems
 from tasks.run_storage import with_retries
 
 
@@ -73,6 +75,8 @@ class DatasetTally:
     losses: list[float] = field(default_factory=list)
     suite_records: list[dict[str, Any]] = field(default_factory=list)
     suite_problems: dict[int, list[str]] = field(default_factory=dict)
+    chat_problems: dict[int, list[str]] = field(default_factory=dict)  # chat-convention problems by record
+    chat_sample: RowSample = field(default_factory=lambda: RowSample(0))  # shard rows for the template check
 
     def loss_summary(self) -> dict[str, Any]:
         losses = sorted(self.losses)
@@ -141,7 +145,7 @@ class _ShardWriter:
             path = f"data/train-{len(self.paths):05d}.parquet"
             url = f"{self.dataset_url}/{path}"
             self._handle = with_retries(lambda: fsspec.open(url, "wb", auto_mkdir=True).open(), f"writing {url}")
-            self._writer = pq.ParquetWriter(self._handle, pl.DataFrame(schema=SHARD_SCHEMA).to_arrow().schema)
+            self._writer = pq.ParquetWriter(self._handle, SHARD_SCHEMA)
             self.paths.append(path)
             self._rows = 0
         return self._writer
@@ -156,7 +160,7 @@ class _ShardWriter:
         while rows:
             room = self.rows_per_shard - self._rows if self._writer is not None else self.rows_per_shard
             part, rows = rows[:room], rows[room:]
-            self._start().write_table(pl.DataFrame(part, schema=SHARD_SCHEMA).to_arrow())
+            self._start().write_table(shard_table(part))
             self._rows += len(part)
             if self._rows >= self.rows_per_shard:
                 self._finish()
@@ -172,12 +176,16 @@ class DialogStream:
     """Writes each decided batch of dialogs to the run folder as it comes (see the module docstring).
 
     Use as a context manager; :attr:`shards` holds the final shard paths (relative to ``dataset/``) once
-    it is closed. Only the batch being written is held in memory."""
+    it is closed. Only the batch being written is held in memory, and a seeded sample of at most
+    ``template_rows`` shard rows (``messages`` and ``tools``) for the chat-template check at the end.
+    ``publish_reasoning`` puts the turns' ``reasoning_content`` on the shards' assistant messages."""
 
-    def __init__(self, run_url: str, bounds: SuiteBounds, rows_per_shard: int = ROWS_PER_SHARD) -> None:
+    def __init__(self, run_url: str, bounds: SuiteBounds, rows_per_shard: int = ROWS_PER_SHARD, *,
+                 publish_reasoning: bool = False, template_rows: int = 0, seed: int = 0) -> None:
         self.run_url, self.dataset_url = run_url, f"{run_url}/dataset"
         self.bounds = bounds
-        self.tally = DatasetTally()
+        self.publish_reasoning = publish_reasoning
+        self.tally = DatasetTally(chat_sample=RowSample(template_rows, seed))
         self.verification = VerificationTally()
         self.shards: list[str] = []
         self._shards = _ShardWriter(self.dataset_url, rows_per_shard)
@@ -185,6 +193,7 @@ class DialogStream:
         self._verdicts = _VerdictsWriter(f"{run_url}/tables/verdicts.parquet")
         self._toolace = _JsonlWriter(f"{self.dataset_url}/toolace.jsonl")
         self._openai = _JsonlWriter(f"{self.dataset_url}/openai.jsonl")
+        self._sharegpt = _JsonlWriter(f"{self.dataset_url}/sharegpt.jsonl")
 
     def write(self, decided: list[Dialog], verdicts: list[dict[str, Any]]) -> None:
         """One decided batch: every dialog and verdict to the tables, the accepted dialogs to the dataset."""
@@ -201,17 +210,25 @@ class DialogStream:
         tally.suite_problems.update({offset + i: found for i, found in problems.items()})
         self._toolace.write(toolace_rows)
         self._openai.write([publish.openai_row(d) for d in accepted])
+        self._sharegpt.write([publish.sharegpt_row(d) for d in accepted])
+        shard_rows = [shard_row(d, self.publish_reasoning) for d in accepted]
+        for i, row in enumerate(shard_rows):
+            found = chat_convention_problems(row)
+            if found:
+                tally.chat_problems[offset + i] = found
+                records[i]["chat_format_ok"] = False
+            tally.chat_sample.add(offset + i, {"id": row["id"], "messages": row["messages"], "tools": row["tools"]})
         for dialog in accepted:
             tally.accepted += 1
             tally.types[dialog.dialog_type] += 1
             tally.domains[dialog.domain] += 1
             if dialog.complexity_loss is not None:
                 tally.losses.append(dialog.complexity_loss)
-        self._shards.write([shard_row(d) for d in accepted])
+        self._shards.write(shard_rows)
 
     def close(self) -> None:
         """Finish every file; shards get their final ``-of-MMMMM`` names (one empty shard for no rows)."""
-        for writer in (self._dialogs, self._verdicts, self._toolace, self._openai, self._shards):
+        for writer in (self._dialogs, self._verdicts, self._toolace, self._openai, self._sharegpt, self._shards):
             writer.close()
         fs, root = fsspec.core.url_to_fs(self.dataset_url)
         count = len(self._shards.paths)
@@ -228,7 +245,7 @@ class DialogStream:
             self.close()
             return
         # the run failed: finish what can be finished (the tables keep the batches already decided)
-        for writer in (self._dialogs, self._verdicts, self._toolace, self._openai, self._shards):
+        for writer in (self._dialogs, self._verdicts, self._toolace, self._openai, self._sharegpt, self._shards):
             try:
                 writer.close()
             except Exception:  # noqa: BLE001 - the run's own error is the one to report

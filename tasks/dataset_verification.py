@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any, Literal, TextIO
 
 import fsspec
+from pydantic_core import PydanticSerializationError
 
 from schemas.samples import Sample, Verdict
 from tasks.dataset_formats import read_samples
@@ -47,6 +48,15 @@ async def _judge(batch: list[Sample], verdicts: list[Verdict], gateway: LLMGatew
         v.passed = not v.failures
 
 
+def verdict_line(v: Verdict) -> str:
+    """A verdict as one JSON line. Text holding a lone surrogate (the JSON escape ``"\\ud800"`` of the input reads
+    as one; UTF-8 has no encoding for it) is written as that escape, so the verdict is still written."""
+    try:
+        return v.model_dump_json()
+    except PydanticSerializationError:
+        return json.dumps(v.model_dump(), ensure_ascii=True, separators=(",", ":"))
+
+
 def verify_stream(samples: Iterator[Sample], out: TextIO, checks: Checks = "rules",
                   settings: GatewaySettings | None = None, limits: RuleLimits | None = None,
                   votes: int = 1, batch_size: int = BATCH) -> dict[str, Any]:
@@ -67,7 +77,7 @@ def verify_stream(samples: Iterator[Sample], out: TextIO, checks: Checks = "rule
                 if gateway is not None:
                     await _judge(batch, verdicts, gateway, votes)
                 for sample, v in zip(batch, verdicts, strict=True):
-                    out.write(v.model_dump_json() + "\n")
+                    out.write(verdict_line(v) + "\n")
                     total += 1
                     passed += v.passed
                     formats[sample.format or "undetected"] += 1

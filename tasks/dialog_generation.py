@@ -311,7 +311,8 @@ class DialogBuilder:
         system = ("You are a helpful assistant with access to functions. " + guidance)
         return [{"role": "system", "content": system}, *openai_messages(self.dialog.turns)]
 
-    async def _one_decision(self, k: int) -> list[ToolCall]:
+    async def _one_decision(self, k: int) -> tuple[list[ToolCall], str | None]:
+        """One sample of the tool-call decision: its calls, and the reasoning the endpoint returned with them."""
         result = await self.gateway.chat(
             self._assistant_context("Call the functions needed for the user's request now."),
             stage=STAGE, tools=[t.tool_definition() for t in self.tools], tool_choice="required",
@@ -331,11 +332,12 @@ class DialogBuilder:
                 raise _Rejected(TOOL_CALL_CHECK, f"arguments of {call.name} are not an object")
             calls.append(ToolCall(id=f"call_{self.dialog.dialog_id[:8]}_{len(self.dialog.turns)}_{n}",
                                   name=call.name, arguments=arguments))
-        return calls
+        return calls, result.reasoning
 
     async def assistant_calls(self) -> list[ToolCall]:
         """The tool-call decision, sampled ``decision_samples`` times: kept only when all samples agree."""
-        decisions = await asyncio.gather(*(self._one_decision(k) for k in range(self.samples)))
+        sampled = await asyncio.gather(*(self._one_decision(k) for k in range(self.samples)))
+        decisions = [calls for calls, _ in sampled]
         forms = [_canonical(d) for d in decisions]
         if any(form != forms[0] for form in forms[1:]):
             shown = "; ".join(" + ".join(c.name for c in d) or "no call" for d in decisions)
@@ -345,7 +347,7 @@ class DialogBuilder:
         for call in calls:
             if call.name not in by_name:
                 raise _Rejected(OFFERED_TOOL_CHECK, f"the assistant called {call.name}, which is not offered")
-        self.dialog.turns.append(Turn(role="assistant", tool_calls=calls))
+        self.dialog.turns.append(Turn(role="assistant", tool_calls=calls, reasoning_content=sampled[0][1]))
         return calls
 
     async def tool_answers(self, calls: list[ToolCall]) -> list[Any]:
@@ -375,7 +377,7 @@ class DialogBuilder:
         self._keep(result.raw_text)
         if not text:
             raise _Rejected("assistant_turn_v1", "the assistant agent wrote nothing")
-        self.dialog.turns.append(Turn(role="assistant", content=text))
+        self.dialog.turns.append(Turn(role="assistant", content=text, reasoning_content=result.reasoning))
 
     def _instruction(self, segment: Segment, part: int) -> str:
         text = _user_instruction(segment, self.tools, self.apis)

@@ -28,28 +28,46 @@ from tasks import (
 )
 from tasks.complexity import LossScorer
 from tasks.text_embedding import shared_embedder
+from toolace.errors import UserError
 from toolace.llm.gateway import GatewaySettings, LLMGateway
 from toolace.llm.rate_limit import REQUEST_PRIORITY
 from toolace.llm.shared_loop import run_shared
+from toolace.stall_watchdog import CURRENT_WATCHDOG, StallWatchdog
 
 T = TypeVar("T")
 PROBE_MAX_TOKENS = 128  # a probe's right answer is one short call list
+GRACE_S = 5.0  # a batch's wait on the flow's watchdog fires this much after the flow's own wait would
+
+
+def _retry_unless_user_error(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry a failed batch, unless what failed it is for the user to fix (an endpoint that refuses a request
+    parameter, a model file that is missing): every retry would fail the same way, after a delay."""
+    return not isinstance(getattr(state, "data", None), UserError)
+
+
 # The endpoint URL (a random port for the embedded model) is not part of the cache key; the run scope
 # (run id + model name) is, so a rerun of the same run reuses finished batches and nothing else does.
 # Results are persisted (resume, caching) but not also kept in memory: Prefect's result store otherwise holds
 # the last 1,000 task results, which made the flow's memory grow with every batch of dialogs.
-BATCH_TASK: dict[str, Any] = {"retries": 2, "retry_delay_seconds": 5, "persist_result": True,
-                              "cache_result_in_memory": False, "cache_policy": (INPUTS - "settings") + TASK_SOURCE}
+BATCH_TASK: dict[str, Any] = {"retries": 2, "retry_delay_seconds": 5, "retry_condition_fn": _retry_unless_user_error,
+                              "persist_result": True, "cache_result_in_memory": False,
+                              "cache_policy": (INPUTS - "settings") + TASK_SOURCE}
 
 
 def _run_with_gateway(settings: GatewaySettings, stage: str, work: Callable[[LLMGateway], Awaitable[list[T]]],
-                      priority: int = 0) -> tuple[list[T], StageStats]:
+                      priority: int = 0, batch: str = "?") -> tuple[list[T], StageStats]:
     """``work`` with a fresh gateway, on the process's shared LLM event loop (this thread waits for it); its
-    requests wait for a slot with ``priority`` (lower first) unless a request's own task sets another."""
+    requests wait for a slot with ``priority`` (lower first) unless a request's own task sets another.
+
+    The wait is watched (:class:`~toolace.stall_watchdog.StallWatchdog`): the flow's own watchdog when the task
+    runs in the flow's process (it comes with the context), else one of the batch's own with the run's
+    ``stall_timeout_s`` (a Dask worker). ``batch`` names the batch in a stall's message."""
+    flows_own = CURRENT_WATCHDOG.get()
+    watchdog = flows_own or StallWatchdog(settings.stall_timeout_s)
 
     async def main() -> tuple[list[T], StageStats]:
         REQUEST_PRIORITY.set(priority)
-        gateway = LLMGateway(settings)
+        gateway = LLMGateway(settings, watchdog=watchdog)
         try:
             records = await work(gateway)
         finally:
@@ -60,9 +78,16 @@ def _run_with_gateway(settings: GatewaySettings, stage: str, work: Callable[[LLM
             stats.llm_requests, stats.cache_hits, stats.retries = llm.requests, llm.cache_hits, llm.retries
             stats.tokens_in, stats.tokens_out = llm.tokens_in, llm.tokens_out
             stats.llm_latency_s = round(llm.latency_s, 3)
+            stats.hedges = llm.hedges
         return records, stats
 
-    return run_shared(main())
+    # the flow's wait on this task names the batch as the flow numbers it: this one fires only if that one cannot
+    return run_shared(main(), watchdog, stage, batch, grace_s=GRACE_S if flows_own is not None else 0.0)
+
+
+def _first(indexes: Sequence[int]) -> str:
+    """A batch named by its items' first plan index, as the flow numbers plans."""
+    return f"from item {min(indexes)}" if indexes else "(empty)"
 
 
 @task(name="mine-documents", **BATCH_TASK)
@@ -73,7 +98,8 @@ def mine_batch(run_scope: str, docs: list[Document], settings: GatewaySettings, 
         return shared_embedder(embedding_model).embed(texts)
 
     return _run_with_gateway(settings, mining.STAGE,
-                             lambda gw: mining.mine_documents(docs, gw, threshold, max_chars, embed, embed_every))
+                             lambda gw: mining.mine_documents(docs, gw, threshold, max_chars, embed, embed_every),
+                             batch=f"of {len(docs)} documents from {docs[0].source if docs else '(none)'}")
 
 
 @task(name="build-context-tree", persist_result=True, cache_policy=INPUTS + TASK_SOURCE)
@@ -87,7 +113,8 @@ def build_tree(run_scope: str, mined: list[MinedDocument], embedding_model: str 
 def synthesize_batch(run_scope: str, plans: list[api_synthesis.APIPlan], settings: GatewaySettings,
                      examples: list[APISpec | None]) -> tuple[list[APISpec], StageStats]:
     return _run_with_gateway(settings, api_synthesis.STAGE,
-                             lambda gw: api_synthesis.synthesize_apis(plans, gw, examples))
+                             lambda gw: api_synthesis.synthesize_apis(plans, gw, examples),
+                             batch=_first([p.index for p in plans]))
 
 
 @task(name="generate-dialogs", **BATCH_TASK)
@@ -95,7 +122,8 @@ def generate_dialog_batch(run_scope: str, plans: list[dialog_generation.DialogPl
                           settings: GatewaySettings, seed: int,
                           decision_samples: int = 1) -> tuple[list[Dialog], StageStats]:
     return _run_with_gateway(settings, dialog_generation.STAGE,
-                             lambda gw: dialog_generation.generate_dialogs(plans, apis, gw, seed, decision_samples))
+                             lambda gw: dialog_generation.generate_dialogs(plans, apis, gw, seed, decision_samples),
+                             batch=_first([p.index for p in plans]))
 
 
 @functools.lru_cache(maxsize=2)
@@ -148,4 +176,5 @@ def verify_batch(run_scope: str, dialogs: list[Dialog], settings: GatewaySetting
         return await dialog_verification.verify_dialogs(dialogs, gateway if model_checks else None, limits,
                                                         judge_votes)
 
-    return _run_with_gateway(settings, model_judges.STAGE, work, priority)  # type: ignore[arg-type, return-value]
+    return _run_with_gateway(settings, model_judges.STAGE, work, priority,  # type: ignore[arg-type, return-value]
+                             batch=f"from item {priority}")

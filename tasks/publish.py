@@ -19,8 +19,11 @@ from pydantic import BaseModel
 
 from schemas.frames import validate_table
 from schemas.records import Dialog
-from tasks.call_format import openai_messages, render_calls, toolace_system_prompt
+from schemas.samples import Sample
+from tasks.call_format import openai_example
+from tasks.dataset_formats import row_from_sample
 from tasks.run_storage import put_bytes
+from tasks.verification import sample_from_dialog
 
 MANIFEST_PACKAGES = ("toolace-platform", "prefect", "openai", "torch", "transformers", "polars", "pydantic",
                      "llama_cpp_python", "pandera", "great-expectations", "s3fs")
@@ -32,29 +35,37 @@ def _meta(dialog: Dialog) -> dict[str, Any]:
             "complexity_loss": dialog.complexity_loss, "apis_offered": [t.name for t in dialog.tools]}
 
 
+def _published_sample(dialog: Dialog) -> Sample:
+    """The dialog as a :class:`~schemas.samples.Sample` for the format writers, without result schemas (the
+    published formats offer tools as a model sees them; the result schemas are in ``tables/apis.parquet``)."""
+    sample = sample_from_dialog(dialog)
+    for tool in sample.tools:
+        tool.result_schema = None
+    return sample
+
+
+def _published(row: dict[str, Any], dialog: Dialog) -> dict[str, Any]:
+    return {**row, "id": dialog.dialog_id, "meta": _meta(dialog)}
+
+
 def toolace_row(dialog: Dialog) -> dict[str, Any]:
-    """ToolACE's release format, plus the ``id`` and ``meta`` its users asked for."""
-    conversations: list[dict[str, str]] = []
-    pending_results: list[dict[str, Any]] = []
-    for turn in dialog.turns:
-        if turn.role == "tool":
-            pending_results.append({"name": turn.name, "results": json.loads(turn.content or "null")})
-            continue
-        if pending_results:
-            conversations.append({"from": "tool", "value": json.dumps(pending_results, ensure_ascii=False)})
-            pending_results = []
-        value = render_calls(turn.tool_calls) if turn.tool_calls else (turn.content or "")
-        conversations.append({"from": turn.role, "value": value})
-    if pending_results:
-        conversations.append({"from": "tool", "value": json.dumps(pending_results, ensure_ascii=False)})
-    return {"id": dialog.dialog_id, "system": toolace_system_prompt(dialog.tools),
-            "conversations": conversations, "meta": _meta(dialog)}
+    """ToolACE's release format (the converter's writer, :mod:`tasks.dataset_formats`), plus the ``id`` and
+    ``meta`` its users asked for."""
+    return _published(row_from_sample(_published_sample(dialog), "toolace"), dialog)
+
+
+def sharegpt_row(dialog: Dialog) -> dict[str, Any]:
+    """LLaMA-Factory's function-calling ShareGPT format (``human``/``gpt``/``function_call``/``observation``,
+    ``tools`` as a JSON string), the converter's writer, plus ``id`` and ``meta``."""
+    return _published(row_from_sample(_published_sample(dialog), "sharegpt"), dialog)
 
 
 def openai_row(dialog: Dialog) -> dict[str, Any]:
-    """OpenAI chat format: ``tools`` plus ``messages`` with ``tool_calls`` and ``tool`` replies."""
-    return {"id": dialog.dialog_id, "tools": [t.tool_definition() for t in dialog.tools],
-            "messages": openai_messages(dialog.turns), "meta": _meta(dialog)}
+    """One example of OpenAI's fine-tuning format (:func:`tasks.call_format.openai_example`): ``messages`` with
+    ``tool_calls`` (JSON-string ``arguments``, 9-character ids) and ``tool`` replies, and ``tools``; nothing
+    else, since the fine-tuning input takes no other key (the id and meta are in ``toolace.jsonl`` and the
+    parquet shards, row for row in the same order)."""
+    return openai_example(dialog.turns, [t.tool_definition() for t in dialog.tools], dialog.dialog_id)
 
 
 def _is_str_list(value: Any) -> bool:

@@ -2,7 +2,8 @@
 
 The flow reports stages through :mod:`toolace.progress`; :class:`PrefectProgress` forwards each call to the
 sink it wraps (the CLI's bar, or nothing) and updates one progress artifact: the share of the run's stages
-done, the current stage counted by its items."""
+done, the current stage counted by its items. A stall (:class:`toolace.stall_watchdog.StallWatchdog`) shows in
+the artifact's description while it lasts."""
 
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ class PrefectProgress:
         self.done: dict[str, float] = {}
         self.totals: dict[str, int] = {}
         self.counts: dict[str, int] = {}
-        artifact = create_progress_artifact(0.0, key="toolace-progress", description=f"Progress of run {run_id}")
+        self.description = f"Progress of run {run_id}"
+        self.stalled: str | None = None  # the stall shown now (the artifact's description says it)
+        artifact = create_progress_artifact(0.0, key="toolace-progress", description=self.description)
         self.artifact_id: UUID | None = artifact if isinstance(artifact, UUID) else None
 
     @property
@@ -37,7 +40,9 @@ class PrefectProgress:
 
     def _update(self) -> None:
         if self.artifact_id is not None:
-            update_progress_artifact(self.artifact_id, self.percent)
+            update_progress_artifact(self.artifact_id, self.percent,
+                                     description=self.description if self.stalled is None
+                                     else f"{self.description}: STALLED, {self.stalled}")
 
     def stage(self, name: str, total: int) -> None:
         self.inner.stage(name, total)
@@ -52,4 +57,13 @@ class PrefectProgress:
     def finish(self, name: str) -> None:
         self.inner.finish(name)
         self.done[name] = 1.0
+        self._update()
+
+    def stall(self, name: str, message: str | None) -> None:
+        """A stall, while it lasts, in the artifact's description (the UI's progress bar), and in the inner sink;
+        the watchdog logs it too, which the UI shows among the run's logs."""
+        inner = getattr(self.inner, "stall", None)
+        if inner is not None:
+            inner(name, message)
+        self.stalled = message
         self._update()

@@ -7,6 +7,10 @@ reader that follows ``latest.json`` never sees a half-written run. A run folder 
 written again (a rerun of a published run id changes nothing), and a run whose suite failed stays in staging
 with ``FAILED.json`` beside its manifest.
 
+Prefect's persisted task results live in ``<out>/state/prefect-results/<run-id>/`` (see
+:mod:`tasks.result_storage`): outside staging, so they are neither listed in the manifest nor published, and
+removed by :func:`promote` once the run is published (they are never read again).
+
 Before any generation work, :func:`check_storage` writes and deletes a probe object under ``<out>``, so wrong
 S3 credentials, a missing bucket or an unreachable endpoint are a clear error at once, not after hours.
 """
@@ -27,6 +31,7 @@ import fsspec
 from toolace.errors import UserError
 
 LATEST = "latest.json"
+PREFECT_RESULTS = "state/prefect-results"
 FAILED_MARKER = "FAILED.json"
 # A storage error that may pass (a dropped connection, a timeout, a 5xx the client library gave up on) is
 # retried this many times with a doubling pause; one that will not (no bucket, no permission) is not.
@@ -77,6 +82,11 @@ class RunLocation:
     @property
     def latest(self) -> str:
         return f"{self.out.rstrip('/')}/{LATEST}"
+
+    @property
+    def prefect_results(self) -> str:
+        """Prefect's persisted task results of this run (what a rerun with the same run id resumes from)."""
+        return f"{self.out.rstrip('/')}/{PREFECT_RESULTS}/{self.run_id}"
 
 
 def configure_s3(endpoint_url: str | None) -> None:
@@ -134,7 +144,8 @@ def read_json(url: str) -> Any:
 
 def promote(location: RunLocation, manifest_sha256: str) -> dict[str, Any]:
     """Copy the staging folder to ``runs/<run-id>/`` (never over an existing one), then write the
-    ``latest`` pointer, last. Returns the pointer."""
+    ``latest`` pointer, last; then remove the staging folder and the run's Prefect results. Returns the
+    pointer."""
     fs, staging = fsspec.core.url_to_fs(location.staging)
     _, published = fsspec.core.url_to_fs(location.published)
     if fs.exists(f"{published}/manifest.json"):
@@ -149,7 +160,23 @@ def promote(location: RunLocation, manifest_sha256: str) -> dict[str, Any]:
                "promoted_at": dt.datetime.now(dt.UTC).isoformat()}
     put_bytes(json.dumps(pointer, indent=2).encode(), location.latest)  # one object: the atomic switch
     with_retries(lambda: fs.rm(staging, recursive=True), f"removing {location.staging}")
+    try:
+        remove_prefect_results(location)
+    except OSError as exc:  # the run is published: results left behind only take space
+        logging.getLogger(__name__).warning("could not remove %s (%s)", location.prefect_results, exc)
     return pointer
+
+
+def remove_prefect_results(location: RunLocation) -> bool:
+    """Remove the run's Prefect results (a published run never reads them again); False when there were none."""
+    fs, path = fsspec.core.url_to_fs(location.prefect_results)
+    if not fs.exists(path):
+        return False
+    try:
+        with_retries(lambda: fs.rm(path, recursive=True), f"removing {location.prefect_results}")
+    except FileNotFoundError:  # removed meanwhile (S3 lists a prefix, not a folder)
+        return False
+    return True
 
 
 def mark_failed(location: RunLocation, reason: dict[str, Any]) -> str:

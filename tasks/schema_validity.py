@@ -12,8 +12,8 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 from jsonschema_specifications import REGISTRY as META_REGISTRY
 
-# One validator of the meta-schema, built once: ``check_schema`` builds a new one per call.
-_META_VALIDATOR = Draft202012Validator(Draft202012Validator.META_SCHEMA)
+from tasks.safe_patterns import META_FORMAT_CHECKER, PatternError, schema_hazard
+
 # The shared checker's memory is bounded: it starts afresh past this many remembered nodes.
 MAX_REMEMBERED = 200_000
 
@@ -32,9 +32,15 @@ _META_ANYTHING = frozenset({"const", "default"})
 
 @functools.cache
 def _meta_validator() -> Draft202012Validator:
-    """The validator ``Draft202012Validator.check_schema`` uses."""
+    """The validator ``Draft202012Validator.check_schema`` uses, with the pattern rule of :mod:`tasks.safe_patterns`
+    for the ``regex`` format (a schema's patterns must have a linear-time matcher)."""
     meta = Draft202012Validator.META_SCHEMA
-    return Draft202012Validator(meta, format_checker=Draft202012Validator.FORMAT_CHECKER)
+    return Draft202012Validator(meta, format_checker=META_FORMAT_CHECKER)
+
+
+def _message(error: Any) -> str:
+    """A meta-schema error's message; a pattern's names the pattern and why it has no linear-time matcher."""
+    return str(error.cause) if isinstance(error.cause, PatternError) else error.message
 
 
 @functools.cache
@@ -130,7 +136,7 @@ class SchemaChecker:
         if key is not None and key in self.by_content:
             return self.by_content[key]
         error = next(_meta_validator().iter_errors(node), None)
-        found = error.message if error is not None else None
+        found = _message(error) if error is not None else None
         if key is not None:
             self.by_content[key] = found
         return found
@@ -147,16 +153,21 @@ def _checker() -> SchemaChecker:
 
 
 def schema_problem(schema: Any) -> str | None:
-    """None for a valid JSON Schema, else the most relevant meta-schema error (with its path).
+    """None for a valid, safe JSON Schema, else the most relevant problem (with its path).
 
-    Valid schemas, the common case, are confirmed by the node-at-a-time :class:`SchemaChecker` (parts
-    shared between schemas are checked once); only an invalid one is validated whole, for its path."""
+    A hazard of :func:`tasks.safe_patterns.schema_hazard` comes first (a pattern without a linear-time matcher, a
+    recursive or dangling ``$ref``, subschemas nested too deep). Valid schemas, the common case, are confirmed by the
+    node-at-a-time :class:`SchemaChecker` (parts shared between schemas are checked once); only an invalid one is
+    validated whole, for its path."""
     if not isinstance(schema, dict):
         return f"is a {type(schema).__name__}, not a JSON Schema object"
-    if _checker().problem(schema) is None:
+    if hazard := schema_hazard(schema):
+        return hazard
+    found = _checker().problem(schema)
+    if found is None:
         return None
-    error = best_match(_META_VALIDATOR.iter_errors(schema))
+    error = best_match(_meta_validator().iter_errors(schema))
     if error is None:
-        return None
+        return found.removeprefix("not a valid JSON Schema: ")
     where = "/".join(str(p) for p in error.absolute_path)
-    return f"{error.message}" + (f" (at {where})" if where else "")
+    return _message(error) + (f" (at {where})" if where else "")

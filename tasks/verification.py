@@ -8,6 +8,12 @@ The checks read :class:`schemas.samples.Sample`, so the same rules judge our dia
 :func:`sample_from_dialog`) and datasets we did not make (``toolace verify``). Parameter schemas are read
 through :mod:`tasks.type_dialects`, so the BFCL/ToolACE dialect (``dict``, ``float``...) is understood.
 
+Schemas are data too: ``tool_schema_v1`` fails a tool whose parameters or result schema has a hazard of
+:func:`tasks.safe_patterns.schema_hazard` (a pattern with no linear-time matcher, a recursive, dangling or remote
+``$ref``, subschemas nested deeper than ``MAX_SCHEMA_DEPTH``) or is not valid JSON Schema (a ``format`` that is not
+a string ...; an unknown format name is an annotation, as JSON Schema says), and the argument and result checks of
+such a tool are skipped. Patterns are matched with RE2, in time linear in the argument.
+
 The paper's groups, and the checks for each:
 - API definition clarity: ``tool_fields_v1``, ``tool_schema_v1``.
 - Function-call executability: ``call_syntax_v1``, ``tool_name_exists_v1``, ``required_params_v1``,
@@ -30,17 +36,17 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import best_match
+from jsonschema.protocols import Validator
 
 from schemas.records import Dialog, ToolCall
 from schemas.samples import Problem, Sample, SampleTurn, ToolSpec, Verdict
 from tasks.call_parsing import CallParseError, parse_calls
+from tasks.safe_patterns import safe_validator, schema_hazard
 from tasks.schema_validity import schema_problem
-from tasks.type_dialects import to_json_schema, unknown_types
+from tasks.type_dialects import parameters_schema, to_json_schema, unknown_types
 
 _INVALID_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]")
-_FORMAT_CHECKER = FormatChecker()
 # The ToolACE/BFCL system prompt asks for calls as a bare Python call list and nothing else.
 _CALL_LIST_FORMAT = re.compile(r"format of \[func1?\(|in the format of \[|\[func_name1\(", re.IGNORECASE)
 
@@ -67,18 +73,30 @@ class _Tool:
 def _read_parameters(key: str) -> tuple[dict[str, Any], str | None]:
     """(the parameters as JSON Schema, what is wrong with them): once per distinct definition."""
     raw = json.loads(key)
-    schema = to_json_schema(raw) if raw else {"type": "object", "properties": {}}
+    if hazard := schema_hazard(raw):  # before reading it: reading recurses too
+        return {"type": "object", "properties": {}}, f"schema: {hazard}"
+    try:
+        schema = parameters_schema(raw) if raw else {"type": "object", "properties": {}}
+    except RecursionError:
+        return {"type": "object", "properties": {}}, "schema: nests too deeply to be read"
     return schema, _schema_error(raw, schema)
 
 
 @lru_cache(maxsize=8192)
-def _result_validator(key: str) -> Draft202012Validator | str:
+def _result_validator(key: str) -> Validator | str:
     """Validator of a tool's results (its result schema as canonical JSON), or why the schema is invalid:
-    once per distinct result schema, for tool_schema_v1 and tool_result_schema_v1 alike."""
-    schema = to_json_schema(json.loads(key))
+    once per distinct result schema, for tool_schema_v1 and tool_result_schema_v1 alike. Patterns run on RE2."""
+    raw = json.loads(key)
+    if hazard := schema_hazard(raw):
+        return f"result schema: {hazard}"
+    try:
+        schema = to_json_schema(raw)
+    except RecursionError:
+        return "result schema: nests too deeply to be read"
+    if hazard := schema_hazard(schema):
+        return f"result schema: {hazard}"
     problem = schema_problem(schema)
-    return f"result schema is not a valid JSON Schema: {problem}" if problem else \
-        Draft202012Validator(schema, format_checker=_FORMAT_CHECKER)
+    return f"result schema is not a valid JSON Schema: {problem}" if problem else safe_validator(schema)
 
 
 def _result_key(spec: ToolSpec) -> str | None:
@@ -86,12 +104,11 @@ def _result_key(spec: ToolSpec) -> str | None:
 
 
 @lru_cache(maxsize=8192)
-def _arguments_validator(key: str) -> Draft202012Validator:
+def _arguments_validator(key: str) -> Validator:
     """Validator of a tool's arguments: ``required`` is left to required_params_v1, unknown names to
-    unknown_params_v1, so each failure is reported once, by its own check."""
+    unknown_params_v1, so each failure is reported once, by its own check. Patterns run on RE2."""
     schema, _ = _read_parameters(key)
-    return Draft202012Validator({k: v for k, v in schema.items() if k not in ("required", "additionalProperties")},
-                                format_checker=_FORMAT_CHECKER)
+    return safe_validator({k: v for k, v in schema.items() if k not in ("required", "additionalProperties")})
 
 
 @dataclass
@@ -132,6 +149,8 @@ def _schema_error(raw: dict[str, Any], schema: Any) -> str | None:
     unknown = unknown_types(raw)
     if unknown:
         return f"unknown type name(s) {', '.join(repr(u) for u in unknown)}"
+    if hazard := schema_hazard(schema):
+        return f"schema: {hazard}"
     problem = schema_problem(schema)
     if problem:
         return f"not a valid JSON Schema: {problem}"
@@ -336,7 +355,7 @@ def check_tool_results(ctx: Context) -> str | None:
         tool = ctx.tools.get(turn.name or "")
         key = _result_key(tool.spec) if turn.role == "tool" and tool is not None else None
         validator = _result_validator(key) if key is not None else None
-        if not isinstance(validator, Draft202012Validator):
+        if validator is None or isinstance(validator, str):
             continue  # no result schema, or an invalid one (reported by tool_schema_v1)
         try:
             value = json.loads(turn.content or "")
@@ -494,7 +513,7 @@ def score_sample(sample: Sample, limits: RuleLimits | None = None) -> list[Probl
     for check in RULE_CHECKS:
         try:
             reason = check.run(ctx)
-        except (RecursionError, MemoryError) as exc:  # a hostile sample must not stop the run
+        except Exception as exc:  # a hostile sample must not stop the run (tests/test_fuzz.py runs checks bare)
             reason = f"the check could not finish on this sample ({type(exc).__name__})"
         if reason:
             failures.append(Problem(check=check.name, reason=reason))

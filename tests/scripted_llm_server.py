@@ -25,13 +25,19 @@ are tried newest first and the first non-``None`` result answers. A result dict 
   tool's schema in the request), ``finish_reason``, ``usage`` (overrides of the usage numbers);
 * ``status`` (!= 200: an error with an OpenAI-style body), ``headers`` (added to any response),
   ``body`` (sent verbatim: dict/list as JSON, str as text; for faults and malformed answers);
-* ``delay`` (seconds to wait before answering), combinable with everything else.
+* ``delay`` (seconds to wait before answering), combinable with everything else;
+* ``reasoning_content`` / ``reasoning`` (str): sent in the message beside the answer, as reasoning
+  endpoints (vLLM, DeepSeek, Qwen3; OpenRouter) do.
 
 A result with none of the answer keys (e.g. ``{"delay": 1}``) gets the default answer. A plain
 ``str`` result is short for ``{"content": str}``.
 
+``openai_rules=True`` makes the server refuse, with HTTP 400 and OpenAI's error body (``message``, ``type``,
+``param``, ``code``), what OpenAI's API refuses (see :func:`openai_rule_error`): a ``strict`` JSON schema that
+breaks the strict structured-output rules, ``max_tokens`` or a temperature other than 1 for a reasoning model.
+
 Order of handling for ``POST /v1/chat/completions``: record the body, pending ``fail_next`` faults,
-unknown model (404), malformed request (400), scripted rules, default answer.
+unknown model (404), malformed request (400), OpenAI's rules (400, when on), scripted rules, default answer.
 
 Run standalone: ``python -m tests.scripted_llm_server --port 8765``.
 """
@@ -73,6 +79,7 @@ __all__ = [
     "match_schema",
     "match_text",
     "match_tool",
+    "openai_rule_error",
     "plain_reply",
     "schema_name",
     "short_hash",
@@ -87,7 +94,8 @@ Rule = Callable[[dict[str, Any]], RuleResult | str | None]
 Responder = Callable[[dict[str, Any]], RuleResult | str | None] | RuleResult | str
 
 _ANSWER_KEYS = frozenset({"content", "json", "refusal", "tool_calls"})
-_RESULT_KEYS = _ANSWER_KEYS | {"finish_reason", "usage", "status", "headers", "body", "delay"}
+_RESULT_KEYS = _ANSWER_KEYS | {"finish_reason", "usage", "status", "headers", "body", "delay", "reasoning_content",
+                               "reasoning"}
 
 _ERROR_DEFAULTS: dict[int, tuple[str, str, str | None]] = {
     400: ("Bad request (scripted).", "invalid_request_error", None),
@@ -280,6 +288,99 @@ def error_body(
             "code": code if code is not None else default_code,
         }
     }
+
+
+# --------------------------------------------------------------------------------------------------
+# OpenAI's request rules (``openai_rules=True``)
+# --------------------------------------------------------------------------------------------------
+
+# written from OpenAI's documentation (structured outputs' "Supported schemas", reasoning models), apart from
+# toolace's own checker, so that a test against this server checks the platform's requests, not itself
+_STRICT_KEYWORDS = frozenset({
+    "type", "properties", "required", "additionalProperties", "items", "enum", "const", "anyOf", "$ref", "$defs",
+    "description", "title", "pattern", "format", "multipleOf", "maximum", "exclusiveMaximum", "minimum",
+    "exclusiveMinimum", "minItems", "maxItems",
+})
+_STRICT_FORMATS = frozenset({"date-time", "time", "date", "duration", "email", "hostname", "ipv4", "ipv6", "uuid"})
+_REASONING_MODEL = re.compile(r"^(?:.*/)?(?:o\d+(?:-|$)|gpt-(?:[5-9]|\d{2,})(?:[.-]|$))")
+
+
+def _strict_schema_error(node: Any, context: tuple[str, ...], depth: int) -> str | None:
+    """OpenAI's message for the first strict-mode violation under ``node`` (``None`` when there is none)."""
+    where = f"In context={context!r}, "
+    if not isinstance(node, Mapping):
+        return f"{where}schema must be a JSON Schema of 'type: \"object\"', got '{type(node).__name__}'."
+    for key in node:
+        if key not in _STRICT_KEYWORDS:
+            return f"{where}'{key}' is not permitted."
+    if "$ref" in node and len(node) > 1:
+        return f"{where}$ref cannot have keywords {{{', '.join(repr(k) for k in node if k != '$ref')}}}."
+    if "format" in node and node["format"] not in _STRICT_FORMATS:
+        return f"{where}'{node['format']}' is not a valid format."
+    kind = node.get("type")
+    kinds = kind if isinstance(kind, list) else [kind]
+    if "object" in kinds:
+        depth += 1
+        if node.get("additionalProperties") is not False:
+            return f"{where}'additionalProperties' is required to be supplied and to be false."
+        properties = node.get("properties") if isinstance(node.get("properties"), Mapping) else {}
+        missing = [name for name in properties if name not in (node.get("required") or [])]
+        if missing:
+            return (f"{where}'required' is required to be supplied and to be an array including every key in "
+                    f"properties. Missing '{missing[0]}'.")
+        for name, sub in properties.items():
+            if error := _strict_schema_error(sub, (*context, "properties", name), depth):
+                return error
+    if "array" in kinds:
+        depth += 1
+        if not isinstance(node.get("items"), Mapping):
+            return f"{where}array schema missing items."
+        if error := _strict_schema_error(node["items"], (*context, "items"), depth):
+            return error
+    if depth > 10:
+        return f"{where}{depth} levels of nesting exceeds limit of 10."
+    for i, branch in enumerate(node.get("anyOf") or []):
+        if error := _strict_schema_error(branch, (*context, "anyOf", str(i)), depth):
+            return error
+    for name, sub in (node.get("$defs") or {}).items():
+        if error := _strict_schema_error(sub, ("$defs", name), 0):
+            return error
+    return None
+
+
+def openai_rule_error(body: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The 400 error body OpenAI's API answers ``body`` with, for the rules this server knows; ``None`` when
+    the request passes. Reasoning models (o-series, gpt-5 and later, by name) refuse ``max_tokens`` and any
+    temperature but 1; a ``response_format`` JSON schema sent with ``strict: true`` must meet the strict rules
+    (object root, every object closed with every property required, only supported keywords and formats,
+    at most 10 levels of nesting)."""
+
+    def refuse(message: str, param: str, code: str | None) -> dict[str, Any]:
+        return {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}
+
+    model = str(body.get("model") or "")
+    if _REASONING_MODEL.match(model):
+        if "max_tokens" in body:
+            return refuse("Unsupported parameter: 'max_tokens' is not supported with this model. Use "
+                          "'max_completion_tokens' instead.", "max_tokens", "unsupported_parameter")
+        temperature = body.get("temperature")
+        if temperature is not None and temperature != 1:
+            return refuse(f"Unsupported value: 'temperature' does not support {temperature} with this model. Only "
+                          "the default (1) value is supported.", "temperature", "unsupported_value")
+    fmt = body.get("response_format")
+    if isinstance(fmt, Mapping) and fmt.get("type") == "json_schema":
+        spec = fmt.get("json_schema") if isinstance(fmt.get("json_schema"), Mapping) else {}
+        if spec.get("strict") is True:
+            schema = spec.get("schema")
+            error = None
+            if not isinstance(schema, Mapping) or schema.get("type") != "object" or "anyOf" in schema:
+                error = "In context=(), schema must be a JSON Schema of 'type: \"object\"'."
+            else:
+                error = _strict_schema_error(schema, (), 0)
+            if error:
+                return refuse(f"Invalid schema for response_format '{spec.get('name')}': {error}", "response_format",
+                              "invalid_json_schema")
+    return None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -788,6 +889,7 @@ class ScriptedLLMServer:
         port: TCP port; 0 picks a free one (read ``.port`` / ``.base_url`` after ``start()``).
         latency: seconds added to every chat completion (for benchmarks), on top of a rule's delay.
         created: the ``created`` timestamp put in every answer (fixed, for determinism).
+        openai_rules: refuse what OpenAI's API refuses (:func:`openai_rule_error`) with its 400 error body.
     """
 
     def __init__(
@@ -799,6 +901,7 @@ class ScriptedLLMServer:
         latency: float = 0.0,
         created: int = DEFAULT_CREATED,
         keep_requests: bool = True,
+        openai_rules: bool = False,
     ) -> None:
         """``keep_requests=False``: no request log (``requests`` stays empty), for long benchmark runs whose
         hundreds of thousands of bodies would otherwise fill the server's memory."""
@@ -809,6 +912,8 @@ class ScriptedLLMServer:
         self.latency = latency
         self.created = created
         self.keep_requests = keep_requests
+        self.openai_rules = openai_rules
+        self.refusals: list[dict[str, Any]] = []  # the error bodies sent under openai_rules
         self._requested_port = port
         self._port: int | None = None
         self._lock = threading.RLock()
@@ -820,6 +925,7 @@ class ScriptedLLMServer:
         self._fault_rng = random.Random(0)
         self._fault_settings: dict[str, float] = {}
         self.faults_injected: Counter[str] = Counter()
+        self.stalls_abandoned = 0  # stall faults whose client closed the connection before the answer
         self._server: uvicorn.Server | None = None
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -954,6 +1060,7 @@ class ScriptedLLMServer:
         with self._lock:
             self._requests.clear()
             self._errors.clear()
+            self.refusals.clear()
             self._rules.clear()
             self._faults.clear()
             self._fault_rates = {}
@@ -1001,10 +1108,10 @@ class ScriptedLLMServer:
             self._faults.extend(copy.deepcopy(fault) for _ in range(n))
 
     FAULT_KINDS = ("latency", "rate_limit", "server_error", "timeout", "drop", "truncated_json",
-                   "schema_violation")
+                   "schema_violation", "stall", "hangup")
 
     def set_fault_rates(self, rates: Mapping[str, float] | None = None, *, seed: int = 0, latency_s: float = 0.2,
-                        retry_after_s: float = 0.05, timeout_s: float = 3.0) -> None:
+                        retry_after_s: float = 0.05, timeout_s: float = 3.0, stall_s: float = 120.0) -> None:
         """Inject faults at random into chat requests, each kind at its rate (0-1; the rates are summed, at
         most one fault per request), reproducibly for a ``seed``:
 
@@ -1014,7 +1121,10 @@ class ScriptedLLMServer:
         - ``timeout``: no answer for ``timeout_s`` (set the client's timeout below it), then a 504;
         - ``drop``: the connection is closed in the middle of the answer;
         - ``truncated_json``: a 200 whose content is the real answer cut in half;
-        - ``schema_violation``: a 200 whose content is valid JSON that fits no answer schema.
+        - ``schema_violation``: a 200 whose content is valid JSON that fits no answer schema;
+        - ``stall``: no answer for ``stall_s``, then the normal answer (a shared server that holds a request);
+          a client that closes the connection meanwhile is counted in ``stalls_abandoned``;
+        - ``hangup``: the connection is closed right after the request is read, with no response at all.
 
         ``faults_injected`` counts what was injected. ``None`` or ``{}`` turns injection off."""
         unknown = set(rates or {}) - set(self.FAULT_KINDS)
@@ -1025,8 +1135,10 @@ class ScriptedLLMServer:
         with self._lock:
             self._fault_rates = dict(rates or {})
             self._fault_rng = random.Random(seed)
-            self._fault_settings = {"latency_s": latency_s, "retry_after_s": retry_after_s, "timeout_s": timeout_s}
+            self._fault_settings = {"latency_s": latency_s, "retry_after_s": retry_after_s, "timeout_s": timeout_s,
+                                    "stall_s": stall_s}
             self.faults_injected = Counter()
+            self.stalls_abandoned = 0
 
     def _random_fault(self) -> str | None:
         with self._lock:
@@ -1040,12 +1152,27 @@ class ScriptedLLMServer:
                 draw -= rate
         return None
 
-    async def _inject(self, kind: str, body: dict[str, Any]) -> Response | None:
-        """The response of an injected fault (None: answer normally after a delay, for ``latency``)."""
+    async def _inject(self, kind: str, body: dict[str, Any], request: Request | None = None) -> Response | None:
+        """The response of an injected fault (None: answer normally after a delay, for ``latency`` and
+        ``stall``)."""
         settings = self._fault_settings
         if kind == "latency":
             await self._sleep(settings["latency_s"])
             return None
+        if kind == "stall":
+            if not await self._sleep(settings["stall_s"], request):
+                if request is not None and await request.is_disconnected():
+                    with self._lock:
+                        self.stalls_abandoned += 1
+                return JSONResponse(error_body(503, "The scripted server is shutting down."), 503)
+            return None
+        if kind == "hangup":
+            cycle = getattr(request.receive, "__self__", None) if request is not None else None
+            transport = getattr(cycle, "transport", None)
+            if transport is None:
+                raise RuntimeError("hangup fault: this server protocol gives no access to the connection")
+            transport.close()  # no status line, no headers: the client reads EOF
+            return JSONResponse({}, status_code=200)  # never reaches the client
         if kind == "rate_limit":
             return JSONResponse(error_body(429), status_code=429,
                                 headers={"Retry-After": str(settings["retry_after_s"])})
@@ -1155,7 +1282,7 @@ class ScriptedLLMServer:
             return await self._respond(body, fault)
         injected = self._random_fault()
         if injected is not None:
-            response = await self._inject(injected, body)
+            response = await self._inject(injected, body, request)
             if response is not None:
                 return response
         model = body.get("model")
@@ -1165,6 +1292,10 @@ class ScriptedLLMServer:
             return self._model_not_found(model)
         if not isinstance(body.get("messages"), list) or not body["messages"]:
             return JSONResponse(error_body(400, "'messages' must be a non-empty array."), 400)
+        if self.openai_rules and (refusal := openai_rule_error(body)) is not None:
+            with self._lock:
+                self.refusals.append(refusal)
+            return JSONResponse(refusal, 400)
         try:
             result = self._evaluate(body)
             return await self._respond(body, result)
@@ -1209,12 +1340,13 @@ class ScriptedLLMServer:
             )
         return JSONResponse(completion, headers=headers)
 
-    async def _sleep(self, seconds: float) -> bool:
-        """Sleep ``seconds``; False when the server began stopping meanwhile."""
+    async def _sleep(self, seconds: float, request: Request | None = None) -> bool:
+        """Sleep ``seconds``; False when the server began stopping meanwhile, or (given the ``request``) when its
+        client closed the connection."""
         loop = asyncio.get_running_loop()
         end = loop.time() + seconds
         while (remaining := end - loop.time()) > 0:
-            if self._stopping:
+            if self._stopping or (request is not None and await request.is_disconnected()):
                 return False
             await asyncio.sleep(min(remaining, 0.05))
         return not self._stopping
@@ -1257,6 +1389,7 @@ class ScriptedLLMServer:
                         "content": content,
                         "refusal": answer.get("refusal"),
                         "tool_calls": tool_calls,
+                        **{k: answer[k] for k in ("reasoning_content", "reasoning") if k in answer},
                     },
                     "logprobs": None,
                     "finish_reason": finish_reason,

@@ -14,12 +14,16 @@ import pytest
 from schemas.records import APISpec, Dialog, MinedDocument, ToolCall, TreeNode, Turn
 from tasks.call_format import (
     TOOLACE_SYSTEM_PROMPT,
+    call_id,
+    chat_messages,
     python_literal,
     render_calls,
     toolace_system_prompt,
     toolace_tool,
+    with_published_ids,
 )
 from tasks.publish import file_listing, openai_row, records_frame, records_frame_dicts, toolace_row
+from tasks.published_format import chat_convention_problems, openai_finetune_problems
 from toolace.config import redact_url
 
 # --------------------------------------------------------------------------------------------- render_calls
@@ -266,8 +270,8 @@ def test_toolace_row_non_tool_dialog() -> None:
 
 def test_openai_row(parallel_dialog: Dialog) -> None:
     row = openai_row(parallel_dialog)
-    assert row["id"] == "dlg-1"
-    assert row["meta"]["dialog_type"] == "parallel"
+    assert set(row) == {"messages", "tools"}  # OpenAI's fine-tuning input takes no other key
+    assert openai_finetune_problems(row) == []
     assert [t["type"] for t in row["tools"]] == ["function", "function"]
     assert row["tools"][0]["function"]["name"] == "get_weather"
     assert row["tools"][0]["function"]["parameters"] == parallel_dialog.tools[0].parameters  # JSON schema types
@@ -277,17 +281,55 @@ def test_openai_row(parallel_dialog: Dialog) -> None:
     assert msgs[0] == {"role": "user", "content": "Weather in Paris and Rome?"}
     first = msgs[1]
     assert first["content"] is None
-    assert [c["id"] for c in first["tool_calls"]] == ["call_1", "call_2"]
+    ids = [c["id"] for c in first["tool_calls"]] + [c["id"] for c in msgs[6]["tool_calls"]]
+    assert all(len(i) == 9 and i.isalnum() for i in ids) and len(set(ids)) == 3  # unique in the dialog
+    assert ids == [c["id"] for c in openai_row(parallel_dialog)["messages"][1]["tool_calls"]] + [ids[2]]  # stable
     assert all(c["type"] == "function" for c in first["tool_calls"])
     arguments = first["tool_calls"][1]["function"]["arguments"]
     assert isinstance(arguments, str)
     assert json.loads(arguments) == {"city": "Rome", "days": 2}
     assert first["tool_calls"][1]["function"]["name"] == "get_weather"
-    assert msgs[2] == {"role": "tool", "tool_call_id": "call_1", "content": json.dumps(RESULT_PARIS)}
-    assert msgs[3]["tool_call_id"] == "call_2"
+    assert msgs[2] == {"role": "tool", "tool_call_id": ids[0], "content": json.dumps(RESULT_PARIS)}
+    assert msgs[3]["tool_call_id"] == ids[1]
     assert msgs[4] == {"role": "assistant", "content": "Paris is cloudy at 18.5, Rome sunny at 24."}
-    assert msgs[7]["tool_call_id"] == "call_3"
+    assert msgs[7]["tool_call_id"] == ids[2]
     json.dumps(row)
+
+
+def test_with_published_ids_matches_tool_turns_by_old_id_then_name() -> None:
+    turns = [Turn(role="user", content="x"),
+             Turn(role="assistant", tool_calls=[ToolCall(id="call_0", name="a", arguments={}),
+                                                ToolCall(id="call_1", name="b", arguments={})]),
+             Turn(role="tool", tool_call_id="call_1", name="b", content="1"),
+             Turn(role="tool", name="a", content="2"),
+             Turn(role="assistant", tool_calls=[ToolCall(id="call_0", name="a", arguments={})]),  # id reused
+             Turn(role="tool", tool_call_id="call_0", name="a", content="3")]
+    out = with_published_ids("seed", turns)
+    first, second = out[1].tool_calls, out[4].tool_calls
+    assert out[2].tool_call_id == first[1].id and out[3].tool_call_id == first[0].id
+    assert out[5].tool_call_id == second[0].id != first[0].id
+    assert turns[1].tool_calls[0].id == "call_0"  # the dialog itself is not changed
+    assert call_id("seed", 0) == first[0].id and len({first[0].id, first[1].id, second[0].id}) == 3
+
+
+def test_chat_messages_follow_the_hugging_face_convention(parallel_dialog: Dialog) -> None:
+    turns = with_published_ids(parallel_dialog.dialog_id, parallel_dialog.turns)
+    msgs = chat_messages(turns)
+    assert msgs[0] == {"role": "user", "content": "Weather in Paris and Rome?"}  # no tool_calls, no null keys
+    assert msgs[1]["content"] == "" and set(msgs[1]) == {"role", "content", "tool_calls"}
+    assert msgs[1]["tool_calls"][1]["function"]["arguments"] == {"city": "Rome", "days": 2}  # an object
+    assert msgs[2] == {"role": "tool", "content": json.dumps(RESULT_PARIS), "tool_call_id": turns[1].tool_calls[0].id,
+                       "name": "get_weather"}
+    assert msgs[4] == {"role": "assistant", "content": "Paris is cloudy at 18.5, Rome sunny at 24."}
+    assert chat_convention_problems({"messages": msgs, "tools": [t.tool_definition() for t in parallel_dialog.tools]}) \
+        == []
+
+
+def test_chat_messages_carry_reasoning_only_when_asked() -> None:
+    turn = Turn(role="assistant", content="Hi.", reasoning_content="The user greets me.")
+    assert chat_messages([turn]) == [{"role": "assistant", "content": "Hi."}]
+    assert chat_messages([turn], reasoning=True) == [
+        {"role": "assistant", "content": "Hi.", "reasoning_content": "The user greets me."}]
 
 
 # --------------------------------------------------------------------------------------------- frames

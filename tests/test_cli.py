@@ -82,3 +82,49 @@ def test_help_lists_every_documented_option():
                    "--target-model", "--config", "--run-id"):
         assert option in result.output
     assert invoke("serve-llm", "--help").exit_code == 0
+
+
+# ------------------------------------------------------------ `toolace run` with no endpoint: embedded settings
+
+
+@pytest.fixture
+def captured_runs(monkeypatch):
+    """Stops `toolace run` after its config is resolved: the configs it would run, in order."""
+    import toolace.cli
+
+    configs = []
+    monkeypatch.setattr(toolace.cli, "_run", configs.append)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    return configs
+
+
+def test_run_without_flags_applies_the_embedded_settings_in_one_line(captured_runs):
+    result = invoke("run")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("no endpoint, so the embedded model's settings apply: "), lines
+    (config,) = captured_runs
+    assert (config.apis, config.dialogs, config.decision_samples, config.guidance_rounds, config.model_checks) == \
+        (8, 10, 1, 0, False)
+    assert "multi_turn" not in config.dialog_mix
+
+
+def test_explicit_flags_and_config_keys_win_over_the_embedded_settings(captured_runs, tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("decision_samples: 3\nmodel_checks: true\n")
+    result = invoke("run", "--config", str(path), "--dialogs", "25")
+    assert result.exit_code == 0, result.output
+    (config,) = captured_runs
+    assert (config.dialogs, config.decision_samples, config.model_checks) == (25, 3, True)
+    assert (config.apis, config.guidance_rounds) == (8, 0)
+    (line,) = [line for line in result.output.splitlines() if line.strip()]
+    assert "decision_samples" not in line and "model_checks" not in line and "dialogs 10" not in line
+    assert "apis 8" in line and "guidance_rounds 0" in line
+
+
+def test_run_with_an_endpoint_keeps_the_defaults_and_says_nothing(captured_runs):
+    result = invoke("run", "--llm-base-url", "http://127.0.0.1:1/v1")
+    assert result.exit_code == 0 and not result.output.strip(), result.output
+    (config,) = captured_runs
+    assert (config.apis, config.dialogs, config.decision_samples, config.guidance_rounds, config.model_checks) == \
+        (20, 20, 3, 2, True)

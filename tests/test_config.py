@@ -7,7 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from toolace.config import DEFAULT_TARGET_MODEL, SAMPLE_CORPUS, RunConfig, load_config, read_config_file
+from toolace.config import (
+    DEFAULT_TARGET_MODEL,
+    SAMPLE_CORPUS,
+    RunConfig,
+    embedded_defaults,
+    embedded_settings,
+    load_config,
+    load_run_config,
+    read_config_file,
+)
 from toolace.errors import ConfigError, UserError
 
 
@@ -288,3 +297,98 @@ def test_public_dict_redacts_endpoint_credentials(monkeypatch: pytest.MonkeyPatc
     flat = repr(config.public_dict())
     assert "hunter2pass" not in flat
     assert not _SECRET_LOOKING.search(flat)
+
+
+# ---------------------------------------------------------------- the embedded model's settings (no endpoint)
+
+
+EMBEDDED = {"apis": 8, "dialogs": 10, "decision_samples": 1, "guidance_rounds": 0, "model_checks": False,
+            "dialog_mix": {"single": 0.35, "parallel": 0.2, "dependent": 0.1, "non_tool": 0.2, "clarification": 0.15}}
+
+
+def assert_one_line(note: str | None) -> str:
+    assert note is not None
+    assert "\n" not in note and note == note.strip()
+    return note
+
+
+def test_no_endpoint_applies_every_embedded_setting() -> None:
+    config, note = load_run_config()
+    for key, value in EMBEDDED.items():
+        assert getattr(config, key) == value, key
+    note = assert_one_line(note)
+    assert note.startswith("no endpoint, so the embedded model's settings apply: ")
+    for fragment in ("apis 8", "dialogs 10", "decision_samples 1", "guidance_rounds 0", "model_checks false",
+                     "dialog_mix single:0.35,parallel:0.2,dependent:0.1,non_tool:0.2,clarification:0.15",
+                     "overrides any of them"):
+        assert fragment in note
+    # what the embedded settings leave alone keeps the RunConfig default
+    assert config.candidate_tools == RunConfig().candidate_tools and config.target_model == DEFAULT_TARGET_MODEL
+
+
+def test_load_config_alone_keeps_the_real_endpoint_defaults() -> None:
+    config = load_config()
+    assert (config.apis, config.dialogs, config.decision_samples, config.guidance_rounds, config.model_checks) == \
+        (20, 20, 3, 2, True)
+
+
+def test_flags_win_over_embedded_settings() -> None:
+    config, note = load_run_config(None, {"dialogs": 4, "decision_samples": 3, "apis": None})
+    assert config.dialogs == 4 and config.decision_samples == 3
+    assert config.apis == 8 and config.guidance_rounds == 0  # the flags left unset (None) do not count
+    note = assert_one_line(note)
+    assert "dialogs 10" not in note and "decision_samples" not in note and "apis 8" in note
+
+
+def test_config_file_keys_win_over_embedded_settings(tmp_path: Path) -> None:
+    path = write(tmp_path, "run.yaml", "model_checks: true\nguidance-rounds: 2\ndialog_mix:\n  multi_turn: 1\n")
+    config, note = load_run_config(path, {"dialogs": 12})
+    assert config.model_checks is True and config.guidance_rounds == 2 and config.dialog_mix == {"multi_turn": 1.0}
+    assert config.dialogs == 12 and config.decision_samples == 1 and config.apis == 8
+    note = assert_one_line(note)
+    assert "model_checks" not in note and "guidance_rounds" not in note and "dialog_mix" not in note
+
+
+def test_a_file_value_equal_to_the_default_still_counts_as_explicit(tmp_path: Path) -> None:
+    """Setting decision_samples: 3 (the RunConfig default) is a choice, not an unset option."""
+    config, _ = load_run_config(write(tmp_path, "run.toml", "decision_samples = 3\n"))
+    assert config.decision_samples == 3
+
+
+def test_every_embedded_setting_explicit_means_no_note(tmp_path: Path) -> None:
+    config, note = load_run_config(None, {**EMBEDDED, "dialogs": 30})
+    assert note is None and config.dialogs == 30
+
+
+@pytest.mark.parametrize("source", ["flag", "file", "env"])
+def test_an_endpoint_keeps_the_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str) -> None:
+    url = "http://localhost:8000/v1"
+    path = None
+    overrides: dict[str, object] = {}
+    if source == "flag":
+        overrides["llm_base_url"] = url
+    elif source == "file":
+        path = write(tmp_path, "run.yaml", f"llm_base_url: {url}\n")
+    else:
+        monkeypatch.setenv("OPENAI_BASE_URL", url)
+    config, note = load_run_config(path, overrides)
+    assert note is None
+    assert (config.apis, config.dialogs, config.decision_samples, config.guidance_rounds, config.model_checks) == \
+        (20, 20, 3, 2, True)
+
+
+def test_embedded_defaults_is_a_plain_function() -> None:
+    base = RunConfig(dialogs=7, seed=3)
+    config, note = embedded_defaults(base, {"dialogs"})
+    assert config.dialogs == 7 and config.seed == 3 and config.decision_samples == 1 and note
+    assert base.decision_samples == 3  # the input config is not changed
+    assert embedded_defaults(RunConfig(llm_base_url="http://h/v1"), set()) == (RunConfig(llm_base_url="http://h/v1"),
+                                                                               None)
+
+
+def test_embedded_settings_are_a_fresh_valid_dict_each_call() -> None:
+    first = embedded_settings()
+    first["dialog_mix"]["single"] = 99.0
+    first["apis"] = 1
+    assert embedded_settings() == EMBEDDED
+    RunConfig(**embedded_settings())  # valid as a config

