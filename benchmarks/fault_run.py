@@ -17,6 +17,7 @@ for (each stage's ``items_in`` = accepted + rejected); for the faulty run also t
 how many stalled requests the client abandoned (their hedge had answered). Figures are recorded in
 docs/benchmarks.md, never asserted.
 
+``--no-hedge`` sets ``llm_hedge: false``: the same runs as before hedging existed, for comparison.
 ``serve`` runs the faulty server alone: ``python -m benchmarks.fault_run serve --port 8765 --fault-rate 0.2``.
 """
 
@@ -95,7 +96,7 @@ def one_run(name: str, fault_rate: float, args: argparse.Namespace, folder: Path
     """One ``toolace run`` against a fresh server; its figures."""
     work = folder / name
     work.mkdir(parents=True)
-    (work / "config.yaml").write_text(CONFIG)
+    (work / "config.yaml").write_text(CONFIG + ("" if args.hedge else "llm_hedge: false\n"))
     port = free_port()
     counts = work / "faults.json"
     server = start_server(port, args, fault_rate, counts)
@@ -158,6 +159,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dialogs", type=int, default=30)
     parser.add_argument("--timeout", type=float, default=3600.0, help="most seconds one run may take")
     parser.add_argument("--only", choices=("clean", "faulty"), help="run one of the two")
+    parser.add_argument("--no-hedge", dest="hedge", action="store_false",
+                        help="llm_hedge: false (as before issue 19: a stalled request holds its batch)")
     args = parser.parse_args(argv)
     if args.command == "serve":
         serve(args)
@@ -165,7 +168,8 @@ def main(argv: list[str] | None = None) -> None:
     folder = Path(tempfile.mkdtemp(prefix="toolace-faults-"))
     print(f"{platform.node()}: {os.cpu_count()} cores, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; "
           f"--apis {args.apis} --dialogs {args.dialogs}, answers {args.latency:g} s late, faults on "
-          f"{args.fault_rate:.0%} of requests (stalls {args.stall_s:g} s), work in {folder}", flush=True)
+          f"{args.fault_rate:.0%} of requests (stalls {args.stall_s:g} s), hedging {'on' if args.hedge else 'off'}, "
+          f"work in {folder}", flush=True)
     runs: dict[str, dict[str, Any]] = {}
     for name, rate in (("clean", 0.0), ("faulty", args.fault_rate)):
         if args.only in (None, name):

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -251,3 +252,36 @@ def test_the_cli_bar_shows_a_stall_while_it_lasts() -> None:
         bar.stall("dialogs", "stage dialogs, batch 3: no progress for 75 s; waiting for 2 LLM requests")
         bar.stall("dialogs", None)
     assert "stalled" not in buffer.getvalue()
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_the_prefect_progress_artifact_says_a_stall_while_it_lasts() -> None:
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+
+    from tasks.run_progress import PrefectProgress
+
+    inner = Shown()
+
+    @flow(name="stall-display")
+    def stalled_run() -> tuple[str | None, str | None]:
+        sink = PrefectProgress(inner, "stall-ui")
+        sink.stage("dialogs", 30)
+        with get_client(sync_client=True) as client:
+            sink.stall("dialogs", "stage dialogs, batch items 0-2: no progress for 75 s; waiting for 2 LLM requests")
+            during = _artifact(client, sink.artifact_id)
+            sink.stall("dialogs", None)
+            return during, _artifact(client, sink.artifact_id)
+
+    during, after = stalled_run()
+    assert "STALLED, stage dialogs, batch items 0-2: no progress for 75 s" in (during or "")
+    assert after == "Progress of run stall-ui"
+    assert inner.events == [("dialogs", "stage dialogs, batch items 0-2: no progress for 75 s; waiting for 2 LLM "
+                                        "requests"), ("dialogs", None)]
+
+
+def _artifact(client: Any, artifact_id: Any) -> str | None:
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterId
+
+    found = client.read_artifacts(artifact_filter=ArtifactFilter(id=ArtifactFilterId(any_=[artifact_id])))
+    return found[0].description if found else None
