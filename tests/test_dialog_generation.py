@@ -240,9 +240,9 @@ def test_each_dialogs_requests_wait_with_its_plan_index_as_priority(llm, monkeyp
     seen: list[int] = []
     acquire = InFlightSlots.acquire
 
-    async def recording(self: InFlightSlots, priority: int | None = None) -> None:
+    async def recording(self: InFlightSlots, priority: int | None = None, *args: Any) -> None:
         seen.append(REQUEST_PRIORITY.get() if priority is None else priority)
-        await acquire(self, priority)
+        await acquire(self, priority, *args)
 
     monkeypatch.setattr(InFlightSlots, "acquire", recording)
     dialogs = run(llm, [single_plan(7), single_plan(3)])
