@@ -108,8 +108,14 @@ def submit_batch(task: Any, *args: Any) -> Any:
 
 
 def on_runner(task: Any, *args: Any) -> Any:
-    """Run one batch task on the flow's task runner and wait for its result."""
-    return submit_batch(task, *args).result()
+    """Run one batch task on the flow's task runner and wait for its result, watched by the run's stall
+    watchdog when there is one: the CPU tasks (context tree, loss, probes) report each step they finish, the
+    LLM tasks each answer; nothing for ``stall_timeout_s`` fails the run in one line naming the task."""
+    future = submit_batch(task, *args)
+    watchdog = CURRENT_WATCHDOG.get()
+    if watchdog is None:
+        return future.result()
+    return watchdog.wait(future, task.name, "(all of it)")
 
 
 def dask_runner(config: RunConfig) -> Any:

@@ -89,9 +89,9 @@ class LocalModelAnswers:
     reusing the complexity stage's loader and batched generation."""
 
     def __init__(self, target: str, max_new_tokens: int = 512, batch_size: int = 8, device: str | None = None,
-                 scorer: Any = None) -> None:
+                 scorer: Any = None, on_batch: Callable[[], None] | None = None) -> None:
         """``scorer``: a :class:`tasks.complexity.LossScorer` already loaded for ``target`` (the complexity
-        stage's), so the model is not loaded twice."""
+        stage's), so the model is not loaded twice. ``on_batch``: called after each generation batch."""
         from tasks.complexity import LossScorer, resolve_target
 
         if scorer is None:
@@ -103,6 +103,7 @@ class LocalModelAnswers:
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
         self.chunk_size = batch_size * 4
+        self.on_batch = on_batch
 
     def _prompt_tokens(self, chat: list[dict[str, str]]) -> int:
         from tasks.complexity import TargetModelError
@@ -127,7 +128,7 @@ class LocalModelAnswers:
             else:
                 fits.append(i)
         texts = self.scorer.generate([chats[i] for i in fits], max_new_tokens=self.max_new_tokens,
-                                     batch_size=self.batch_size) if fits else []
+                                     batch_size=self.batch_size, on_batch=self.on_batch) if fits else []
         for i, text in zip(fits, texts, strict=True):
             answers[i] = Answer(text)
         return answers

@@ -17,6 +17,7 @@ import hashlib
 import os
 import shutil
 from bisect import bisect_left
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -336,7 +337,9 @@ class LossScorer:
 
     # -- public API -----------------------------------------------------------------------------
 
-    def score_encoded_detailed(self, encoded: list[Encoded]) -> list[LossResult]:
+    def score_encoded_detailed(self, encoded: list[Encoded],
+                               on_batch: Callable[[], None] | None = None) -> list[LossResult]:
+        """``on_batch`` is called after each forward batch (progress, for the run's stall watchdog)."""
         torch = self.torch
         results = [LossResult(None, len(e.input_ids), e.assistant_tokens) for e in encoded]
         for result in results:
@@ -352,6 +355,8 @@ class LossScorer:
             for batch in self.batches(encoded):
                 order.extend(batch)
                 sums.append(self._batch_nll_sums([encoded[i] for i in batch]))
+                if on_batch is not None:
+                    on_batch()
         if order:
             for i, total in zip(order, torch.cat(sums).tolist(), strict=True):  # one device sync
                 results[i].loss = round(total / results[i].assistant_tokens, 6)
@@ -363,16 +368,16 @@ class LossScorer:
     def encode(self, dialogs: list[Dialog]) -> list[Encoded]:
         return encode_dialogs(self.tokenizer, [chat_messages(d) for d in dialogs])
 
-    def score_detailed(self, dialogs: list[Dialog]) -> list[LossResult]:
-        return self.score_encoded_detailed(self.encode(dialogs))
+    def score_detailed(self, dialogs: list[Dialog], on_batch: Callable[[], None] | None = None) -> list[LossResult]:
+        return self.score_encoded_detailed(self.encode(dialogs), on_batch)
 
     def score(self, dialogs: list[Dialog]) -> list[float | None]:
         return [r.loss for r in self.score_detailed(dialogs)]
 
     def generate(self, messages_list: list[list[dict[str, str]]], max_new_tokens: int = 96,
-                 batch_size: int = 16) -> list[str]:
+                 batch_size: int = 16, on_batch: Callable[[], None] | None = None) -> list[str]:
         """Greedy decoding of the assistant's next message for each chat: only the new text, without
-        special tokens. Chats are left-padded and batched by length."""
+        special tokens. Chats are left-padded and batched by length; ``on_batch`` is called after each batch."""
         torch = self.torch
         tokenizer = self.tokenizer
         prompts = [tokenizer(_template(tokenizer, m, True), add_special_tokens=False)["input_ids"]
@@ -395,4 +400,6 @@ class LossScorer:
                                           do_sample=False, pad_token_id=pad)
             for row, i in enumerate(chunk):
                 answers[i] = tokenizer.decode(out[row, width:], skip_special_tokens=True).strip()
+            if on_batch is not None:
+                on_batch()
         return answers

@@ -102,11 +102,25 @@ def mine_batch(run_scope: str, docs: list[Document], settings: GatewaySettings, 
                              batch=f"of {len(docs)} documents from {docs[0].source if docs else '(none)'}")
 
 
+def _progress() -> None:
+    """A CPU task's step is done: the run's stall watchdog (when this task runs in the flow's process) hears of
+    it, so a long but moving CPU stage is never taken for a stalled one."""
+    watchdog = CURRENT_WATCHDOG.get()
+    if watchdog is not None:
+        watchdog.progress()
+
+
 @task(name="build-context-tree", persist_result=True, cache_policy=INPUTS + TASK_SOURCE)
 def build_tree(run_scope: str, mined: list[MinedDocument], embedding_model: str | None = None,
                category_threshold: float = 0.75, leaf_threshold: float = 0.85) -> list[TreeNode]:
-    return context_tree.build_tree(mined, shared_embedder(embedding_model).embed, category_threshold,
-                                   leaf_threshold)
+    embed = shared_embedder(embedding_model).embed
+
+    def embed_with_progress(texts: Sequence[str]) -> np.ndarray:
+        vectors = embed(texts)
+        _progress()
+        return vectors
+
+    return context_tree.build_tree(mined, embed_with_progress, category_threshold, leaf_threshold)
 
 
 @task(name="synthesize-apis", **BATCH_TASK)
@@ -139,7 +153,7 @@ def complexity_batch(run_scope: str, dialogs: list[Dialog], target_model: str) -
     rejected with that reason (never truncated)."""
     scored = [d.model_copy(deep=True) for d in dialogs]
     ready = [d for d in scored if d.accepted]
-    for dialog, result in zip(ready, _scorer(target_model).score_detailed(ready), strict=True):
+    for dialog, result in zip(ready, _scorer(target_model).score_detailed(ready, on_batch=_progress), strict=True):
         dialog.complexity_loss = result.loss
         if result.rejected_by:
             dialog.reject(result.rejected_by, result.reason or "no loss")
@@ -153,7 +167,7 @@ def probe_batch(run_scope: str, dialogs: list[Dialog], target_model: str) -> lis
     and the BFCL checker judges the answer (decoded with ``ast``, never evaluated)."""
     items = [(d, item) for d in dialogs if (item := bfcl_eval.item_from_dialog(d)) is not None]
     source = bfcl_eval.LocalModelAnswers(target_model, max_new_tokens=PROBE_MAX_TOKENS,
-                                         scorer=_scorer(target_model)) if items else None
+                                         scorer=_scorer(target_model), on_batch=_progress) if items else None
     answers = source.answer([bfcl_eval.build_messages(item) for _, item in items]) if source else []
     rows: list[dict[str, Any]] = []
     for (dialog, item), answer in zip(items, answers, strict=True):

@@ -143,20 +143,24 @@ class FakeScorer:
     def __init__(self):
         self.generated = []
 
-    def generate(self, chats, max_new_tokens, batch_size):
+    def generate(self, chats, max_new_tokens, batch_size, on_batch=None):
         self.generated.append(len(chats))
+        if on_batch is not None:
+            on_batch()
         return ["[f(a=1)]"] * len(chats)
 
 
 def test_local_answers_skip_prompts_over_the_context():
     source = LocalModelAnswers.__new__(LocalModelAnswers)
     source.scorer, source.target, source.max_new_tokens, source.batch_size = FakeScorer(), "fake", 10, 2
+    steps: list[int] = []
+    source.on_batch = lambda: steps.append(1)  # the stall watchdog hears of each generation batch
     short = [{"role": "user", "content": "hi"}]
     long = [{"role": "user", "content": "word " * 45}]
     answers = source.answer([short, long, short])
     assert [a.text for a in answers] == ["[f(a=1)]", None, "[f(a=1)]"]
     assert answers[1].error.startswith("context_length: prompt of 45 tokens + 10 new ones")
-    assert source.scorer.generated == [2]
+    assert source.scorer.generated == [2] and steps == [1]
 
 
 def test_eval_through_an_openai_compatible_endpoint(llm, tmp_path):

@@ -285,3 +285,41 @@ def _artifact(client: Any, artifact_id: Any) -> str | None:
 
     found = client.read_artifacts(artifact_filter=ArtifactFilter(id=ArtifactFilterId(any_=[artifact_id])))
     return found[0].description if found else None
+
+
+# ----------------------------------------------------------------------------- CPU tasks (context tree, loss, probes)
+
+
+def _watched_cpu_task(watchdog: StallWatchdog, steps: int, step_s: float, report: bool) -> Any:
+    """A CPU task run as the flow runs one (a worker thread with the flow's context), waited on through the
+    watchdog as ``flows.toolace_pipeline.on_runner`` waits."""
+    import contextvars
+
+    from tasks.prefect_tasks import _progress
+    from toolace.stall_watchdog import CURRENT_WATCHDOG
+
+    def work() -> str:
+        for _ in range(steps):
+            time.sleep(step_s)
+            if report:
+                _progress()
+        return "done"
+
+    token = CURRENT_WATCHDOG.set(watchdog)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            future = pool.submit(contextvars.copy_context().run, work)
+            return watchdog.wait(future, "complexity-loss", "(all of it)")
+    finally:
+        CURRENT_WATCHDOG.reset(token)
+
+
+def test_a_cpu_task_that_reports_its_steps_outlives_the_stall_timeout() -> None:
+    watchdog = StallWatchdog(1.0, warn_after_s=0.3, poll_s=0.05)
+    assert _watched_cpu_task(watchdog, steps=10, step_s=0.25, report=True) == "done"  # 2.5 s in all
+
+
+def test_a_cpu_task_without_progress_fails_the_run_naming_it() -> None:
+    watchdog = StallWatchdog(1.0, warn_after_s=0.3, poll_s=0.05)
+    with pytest.raises(StallError, match=r"^stage complexity-loss, batch \(all of it\): no progress for 1 s"):
+        _watched_cpu_task(watchdog, steps=1, step_s=2.5, report=False)
