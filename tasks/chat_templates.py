@@ -171,6 +171,9 @@ def extract_chat_templates(sdist: str | Path, dest: str | Path) -> Path:
     return target
 
 
+PIP_TIMEOUT_S = 1800.0  # the sdist download (and pip's metadata build) ends by then, or the fetch fails
+
+
 def fetch_chat_templates(dest: str | Path | None = None, version: str = LLAMA_CPP_PYTHON_VERSION) -> Path:
     """Download the llama-cpp-python sdist with pip (into a temporary folder) and extract its chat templates
     into ``dest`` (default :func:`default_fetch_dir`). Returns the folder."""
@@ -178,7 +181,11 @@ def fetch_chat_templates(dest: str | Path | None = None, version: str = LLAMA_CP
     with tempfile.TemporaryDirectory(prefix="toolace-sdist-") as tmp:
         command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
                    "-d", tmp, f"llama-cpp-python=={version}"]
-        if subprocess.run(command, check=False).returncode != 0:
+        try:
+            done = subprocess.run(command, check=False, timeout=PIP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise UserError(f"`{' '.join(command[1:])}` did not finish in {PIP_TIMEOUT_S:.0f} s") from None
+        if done.returncode != 0:
             raise UserError(f"`{' '.join(command[1:])}` failed (see pip's output above)")
         sdists = sorted(Path(tmp).glob("llama_cpp_python-*.tar.gz"))
         if not sdists:

@@ -70,10 +70,11 @@ def chat_row(dialog: Dialog, reasoning: bool = False) -> dict[str, Any]:
             "tools": [t.tool_definition() for t in dialog.tools]}
 
 
-def shard_row(dialog: Dialog, reasoning: bool = False) -> dict[str, Any]:
+def shard_row(dialog: Dialog, reasoning: bool = False, toolace: dict[str, Any] | None = None) -> dict[str, Any]:
     """One row of the shards (see the module docstring); ``reasoning`` puts the turns' ``reasoning_content`` on
-    the assistant messages (the ``publish_reasoning`` setting)."""
-    toolace = toolace_row(dialog)
+    the assistant messages (the ``publish_reasoning`` setting); ``toolace``: the dialog's ToolACE row, when
+    already made."""
+    toolace = toolace or toolace_row(dialog)
     return {"id": dialog.dialog_id, "domain": dialog.domain, "dialog_type": dialog.dialog_type,
             "segments": list(dialog.segments), "apis_used": list(dialog.apis_used),
             "complexity_loss": dialog.complexity_loss, "toolace_system": toolace["system"],

@@ -203,15 +203,16 @@ class DialogStream:
         accepted = [d for d in decided if d.accepted]
         tally = self.tally
         tally.generated += len(decided)
-        toolace_rows = [publish.toolace_row(d) for d in accepted]
+        samples = [publish.published_sample(d) for d in accepted]  # each dialog converted once for its formats
+        toolace_rows = [publish.toolace_row(d, s) for d, s in zip(accepted, samples, strict=True)]
         records, problems = sample_records(toolace_rows, self.bounds)
         offset = len(tally.suite_records)
         tally.suite_records.extend(records)
         tally.suite_problems.update({offset + i: found for i, found in problems.items()})
         self._toolace.write(toolace_rows)
         self._openai.write([publish.openai_row(d) for d in accepted])
-        self._sharegpt.write([publish.sharegpt_row(d) for d in accepted])
-        shard_rows = [shard_row(d, self.publish_reasoning) for d in accepted]
+        self._sharegpt.write([publish.sharegpt_row(d, s) for d, s in zip(accepted, samples, strict=True)])
+        shard_rows = [shard_row(d, self.publish_reasoning, t) for d, t in zip(accepted, toolace_rows, strict=True)]
         for i, row in enumerate(shard_rows):
             found = chat_convention_problems(row)
             if found:

@@ -35,7 +35,7 @@ def _meta(dialog: Dialog) -> dict[str, Any]:
             "complexity_loss": dialog.complexity_loss, "apis_offered": [t.name for t in dialog.tools]}
 
 
-def _published_sample(dialog: Dialog) -> Sample:
+def published_sample(dialog: Dialog) -> Sample:
     """The dialog as a :class:`~schemas.samples.Sample` for the format writers, without result schemas (the
     published formats offer tools as a model sees them; the result schemas are in ``tables/apis.parquet``)."""
     sample = sample_from_dialog(dialog)
@@ -48,16 +48,16 @@ def _published(row: dict[str, Any], dialog: Dialog) -> dict[str, Any]:
     return {**row, "id": dialog.dialog_id, "meta": _meta(dialog)}
 
 
-def toolace_row(dialog: Dialog) -> dict[str, Any]:
+def toolace_row(dialog: Dialog, sample: Sample | None = None) -> dict[str, Any]:
     """ToolACE's release format (the converter's writer, :mod:`tasks.dataset_formats`), plus the ``id`` and
-    ``meta`` its users asked for."""
-    return _published(row_from_sample(_published_sample(dialog), "toolace"), dialog)
+    ``meta`` its users asked for. ``sample``: the dialog's :func:`published_sample`, when already made."""
+    return _published(row_from_sample(sample or published_sample(dialog), "toolace"), dialog)
 
 
-def sharegpt_row(dialog: Dialog) -> dict[str, Any]:
+def sharegpt_row(dialog: Dialog, sample: Sample | None = None) -> dict[str, Any]:
     """LLaMA-Factory's function-calling ShareGPT format (``human``/``gpt``/``function_call``/``observation``,
     ``tools`` as a JSON string), the converter's writer, plus ``id`` and ``meta``."""
-    return _published(row_from_sample(_published_sample(dialog), "sharegpt"), dialog)
+    return _published(row_from_sample(sample or published_sample(dialog), "sharegpt"), dialog)
 
 
 def openai_row(dialog: Dialog) -> dict[str, Any]:

