@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -11,6 +12,7 @@ import random
 import secrets
 import time
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +62,7 @@ from tasks.self_guidance import (
     start_record,
 )
 from tasks.text_embedding import shared_embedder
-from toolace import progress
+from toolace import dask_progress, progress
 from toolace.config import RunConfig, redact_url
 from toolace.errors import UserError
 from toolace.garbage_collection import fewer_collector_pauses, freeze_long_lived
@@ -192,11 +194,33 @@ def _run_stages(config: RunConfig, endpoint: Endpoint) -> dict[str, Any]:
     settings = gateway_settings_from(config, endpoint.base_url, endpoint.model, cache_dir_for(config.out))
     scope = f"{run_url}:{endpoint.model}"  # the Prefect cache key: this run folder and model only
     sink = PrefectProgress(progress.sink(), run_id)  # the CLI's bar (if any) and the Prefect UI's
-    # every wait on an LLM batch is watched: no progress for stall_timeout_s fails the run in one line (resumable);
-    # on Dask the batches' own watchdogs (on the workers, where the requests are seen) do it
+    # every wait on a batch is watched: no progress for stall_timeout_s fails the run in one line (resumable);
+    # on Dask the workers relay their tasks' progress to this watchdog as Dask events (toolace.dask_progress)
     watchdog = StallWatchdog(config.stall_timeout_s, on_stall=sink.stall, logger=logger,
-                             hint=f"resume with --run-id {run_id}", watching=config.task_runner != "dask")
+                             hint=f"resume with --run-id {run_id}")
     CURRENT_WATCHDOG.set(watchdog)
+    with _worker_progress(watchdog):
+        return _run_watched_stages(config, endpoint, watchdog, sink, settings, scope, location, logger)
+
+
+@contextlib.contextmanager
+def _worker_progress(watchdog: StallWatchdog) -> Iterator[None]:
+    """On Dask, the workers' progress events on this flow run's topic reach ``watchdog``; elsewhere nothing."""
+    context = FlowRunContext.get()
+    runner = getattr(context, "task_runner", None)
+    if context is None or context.flow_run is None or isinstance(runner, ThreadPoolTaskRunner) or \
+            not hasattr(runner, "client"):
+        yield
+        return
+    with dask_progress.listening(runner.client, dask_progress.progress_topic(context.flow_run.id),
+                                 watchdog.progress):
+        yield
+
+
+def _run_watched_stages(config: RunConfig, endpoint: Endpoint, watchdog: StallWatchdog, sink: PrefectProgress,
+                        settings: Any, scope: str, location: run_storage.RunLocation, logger: Any) -> dict[str, Any]:
+    run_id = str(config.run_id)
+    run_url = location.staging
     stats: dict[str, StageStats] = {}
     started_at = dt.datetime.now(dt.UTC).isoformat()
     logger.info("run %s: model %s at %s, writing to %s", run_id, endpoint.model,

@@ -28,6 +28,7 @@ from tasks import (
 )
 from tasks.complexity import LossScorer
 from tasks.text_embedding import shared_embedder
+from toolace.dask_progress import worker_relay
 from toolace.errors import UserError
 from toolace.llm.gateway import GatewaySettings, LLMGateway
 from toolace.llm.rate_limit import REQUEST_PRIORITY
@@ -63,7 +64,8 @@ def _run_with_gateway(settings: GatewaySettings, stage: str, work: Callable[[LLM
     runs in the flow's process (it comes with the context), else one of the batch's own with the run's
     ``stall_timeout_s`` (a Dask worker). ``batch`` names the batch in a stall's message."""
     flows_own = CURRENT_WATCHDOG.get()
-    watchdog = flows_own or StallWatchdog(settings.stall_timeout_s)
+    # on a Dask worker the batch's own watchdog also relays each answer to the flow's (a Dask event)
+    watchdog = flows_own or StallWatchdog(settings.stall_timeout_s, relay=worker_relay())
 
     async def main() -> tuple[list[T], StageStats]:
         REQUEST_PRIORITY.set(priority)
@@ -102,22 +104,29 @@ def mine_batch(run_scope: str, docs: list[Document], settings: GatewaySettings, 
                              batch=f"of {len(docs)} documents from {docs[0].source if docs else '(none)'}")
 
 
-def _progress() -> None:
-    """A CPU task's step is done: the run's stall watchdog (when this task runs in the flow's process) hears of
-    it, so a long but moving CPU stage is never taken for a stalled one."""
+def _progress_reporter() -> Callable[[], None]:
+    """What a CPU task calls when a step is done, so the run's stall watchdog never takes a long but moving CPU
+    stage for a stalled one: the flow's watchdog in the flow's process, a relay to it on a Dask worker."""
     watchdog = CURRENT_WATCHDOG.get()
     if watchdog is not None:
-        watchdog.progress()
+        return watchdog.progress
+    relay = worker_relay()
+    return relay if relay is not None else _nothing
+
+
+def _nothing() -> None:
+    return None
 
 
 @task(name="build-context-tree", persist_result=True, cache_policy=INPUTS + TASK_SOURCE)
 def build_tree(run_scope: str, mined: list[MinedDocument], embedding_model: str | None = None,
                category_threshold: float = 0.75, leaf_threshold: float = 0.85) -> list[TreeNode]:
     embed = shared_embedder(embedding_model).embed
+    progressed = _progress_reporter()
 
     def embed_with_progress(texts: Sequence[str]) -> np.ndarray:
         vectors = embed(texts)
-        _progress()
+        progressed()
         return vectors
 
     return context_tree.build_tree(mined, embed_with_progress, category_threshold, leaf_threshold)
@@ -153,7 +162,8 @@ def complexity_batch(run_scope: str, dialogs: list[Dialog], target_model: str) -
     rejected with that reason (never truncated)."""
     scored = [d.model_copy(deep=True) for d in dialogs]
     ready = [d for d in scored if d.accepted]
-    for dialog, result in zip(ready, _scorer(target_model).score_detailed(ready, on_batch=_progress), strict=True):
+    scores = _scorer(target_model).score_detailed(ready, on_batch=_progress_reporter())
+    for dialog, result in zip(ready, scores, strict=True):
         dialog.complexity_loss = result.loss
         if result.rejected_by:
             dialog.reject(result.rejected_by, result.reason or "no loss")
@@ -167,7 +177,7 @@ def probe_batch(run_scope: str, dialogs: list[Dialog], target_model: str) -> lis
     and the BFCL checker judges the answer (decoded with ``ast``, never evaluated)."""
     items = [(d, item) for d in dialogs if (item := bfcl_eval.item_from_dialog(d)) is not None]
     source = bfcl_eval.LocalModelAnswers(target_model, max_new_tokens=PROBE_MAX_TOKENS,
-                                         scorer=_scorer(target_model), on_batch=_progress) if items else None
+                                         scorer=_scorer(target_model), on_batch=_progress_reporter()) if items else None
     answers = source.answer([bfcl_eval.build_messages(item) for _, item in items]) if source else []
     rows: list[dict[str, Any]] = []
     for (dialog, item), answer in zip(items, answers, strict=True):

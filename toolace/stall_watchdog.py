@@ -67,9 +67,9 @@ class StallWatchdog:
                  logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
                  warn_after_s: float | None = None, poll_s: float = POLL_S,
                  clock: Callable[[], float] = time.monotonic, hint: str | None = None,
-                 watching: bool = True) -> None:
-        """``watching=False``: :meth:`wait` only waits (the flow on Dask, whose batches' requests it cannot
-        see: each batch's own watchdog on its worker watches it)."""
+                 watching: bool = True, relay: Callable[[], None] | None = None) -> None:
+        """``watching=False``: :meth:`wait` only waits, it never fires. ``relay``: also called on each progress
+        (a batch's own watchdog on a Dask worker relays it to the flow's: :mod:`toolace.dask_progress`)."""
         if stall_timeout_s <= 0:
             raise ValueError(f"stall_timeout_s must be positive, not {stall_timeout_s}")
         self.stall_timeout_s = float(stall_timeout_s)
@@ -79,6 +79,7 @@ class StallWatchdog:
         self.logger = logger or logging.getLogger("toolace.stall")
         self.hint = hint  # appended to the failure line, e.g. how to resume
         self.watching = watching
+        self.relay = relay
         self._owner = threading.get_ident()  # the progress display is told from the thread that made it only
         self._clock = clock
         self._lock = threading.Lock()
@@ -96,6 +97,8 @@ class StallWatchdog:
 
     def progress(self) -> None:
         """Something moved on (an answer, a finished batch): the idle clock restarts and a shown stall clears."""
+        if self.relay is not None:
+            self.relay()
         with self._lock:
             self._last_progress = self._clock()
             shown, self._warned = self._warned, None
