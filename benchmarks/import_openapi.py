@@ -4,7 +4,7 @@ The document has OPERATIONS operations (four per path: get, post, put, delete), 
 `$ref`s DEPTH deep (every third link an `allOf`, every third a `oneOf`), `allOf` / `oneOf` entities built on the
 chains, shared parameters and request bodies through `components/parameters` / `components/requestBodies` refs, and
 a recursive schema. It is written as JSON and as YAML to a temporary folder and each file is imported, in a fresh
-process, through `tasks.api_import.read_api_file`, the function the CLI uses. Prints, per format: operations, APIs
+process, through `tasks.apis.importing.read_api_file`, the function the CLI uses. Prints, per format: operations, APIs
 imported (accepted / rejected), wall and CPU seconds, operations/s and the importing process's peak RSS.
 
 Usage: python benchmarks/import_openapi.py [--operations 5000] [--depth 50] [--chains 16] [--profile 25]
@@ -120,7 +120,7 @@ def build_document(operations: int = 5000, depth: int = 50, chains: int = 16) ->
 def import_one(path: str, profile: int) -> dict[str, Any]:
     """Import one file in this process: seconds, API counts and peak RSS (MiB)."""
     sys.path.insert(0, str(ROOT))
-    from tasks.api_import import read_api_file
+    from tasks.apis.importing import read_api_file
 
     profiler = None
     if profile:

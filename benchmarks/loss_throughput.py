@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from schemas.records import APISpec, Dialog, ToolCall, Turn  # noqa: E402
-from tasks.complexity import LossScorer  # noqa: E402
+from tasks.dialogs.complexity import LossScorer  # noqa: E402
 
 CITIES = ["Lisbon", "Rio de Janeiro", "Oslo", "Nairobi", "Osaka", "Vancouver", "Kraków", "Buenos Aires", "Hanoi",
           "Marrakesh", "Reykjavík", "Melbourne"]

@@ -47,11 +47,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.script
 
 from schemas.llm_outputs import ConstrainedAPI, ConstrainedNestedAPI, GeneratedAPI, NestedAPI
 from schemas.records import APISpec, MinedDocument
-from tasks import api_synthesis
-from tasks.api_synthesis import STAGE, PoolGrower, TreeSampler, pool_report, synthesize_apis
-from tasks.context_tree import build_tree, tree_shape
-from tasks.near_duplicates import NearDuplicateIndex
-from tasks.text_embedding import shared_embedder
+from tasks.apis import synthesis as api_synthesis
+from tasks.apis.near_duplicates import NearDuplicateIndex
+from tasks.apis.synthesis import STAGE, PoolGrower, TreeSampler, pool_report, synthesize_apis
+from tasks.context_tree.building import build_tree, tree_shape
+from tasks.embedding.text_embedding import shared_embedder
 from tests.scripted_llm_server import DEFAULT_MODEL, ScriptedLLMServer, last_user_text, schema_name
 from toolace.llm import gateway as gateway_module
 from toolace.llm.gateway import GatewaySettings, LLMGateway

@@ -6,7 +6,7 @@
    model output, the possible answers; about 20% carry one fault: wrong type, missing required parameter,
    unknown value, unexpected parameter, wrong function, wrong count).
 2. Each item becomes a Sample (tools + a user turn + the assistant's call turn) and the whole rule layer
-   (every check, ``tasks.verification.score_sample``) runs over it, pinned to one core. Two figures:
+   (every check, ``tasks.verification.rules.score_sample``) runs over it, pinned to one core. Two figures:
    rules on already-decoded calls (what BFCL's checker gets), and rules plus parsing the Python-style call
    text with ``ast`` (what ``toolace verify`` does on ToolACE/BFCL text).
 3. BFCL's ``ast_checker`` times the same items in its own environment (``benchmarks/bfcl_env/setup.sh``
@@ -35,9 +35,9 @@ sys.path.insert(0, str(ROOT))
 
 from schemas.records import ToolCall  # noqa: E402
 from schemas.samples import Sample, SampleTurn, ToolSpec  # noqa: E402
-from tasks.call_format import render_calls  # noqa: E402
-from tasks.call_parsing import parse_calls  # noqa: E402
-from tasks.verification import score_sample  # noqa: E402
+from tasks.formats.call_format import render_calls  # noqa: E402
+from tasks.formats.call_parsing import parse_calls  # noqa: E402
+from tasks.verification.rules import score_sample  # noqa: E402
 
 BFCL_PYTHON = ROOT / "benchmarks" / "bfcl_env" / ".venv" / "bin" / "python"
 

@@ -1,7 +1,7 @@
 """The downstream check flow: fine-tune a base model on a published run's dataset with a fixed budget, score
 the base and the tuned model on BFCL items the same way, and store both figures in the run's manifest and as
-Prefect artifacts. The logic is in :mod:`tasks.downstream`, :mod:`tasks.fine_tuning` and
-:mod:`tasks.bfcl_eval`; this module only composes them."""
+Prefect artifacts. The logic is in :mod:`tasks.evaluation.downstream`, :mod:`tasks.training.fine_tuning` and
+:mod:`tasks.evaluation.bfcl_eval`; this module only composes them."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from tasks import bfcl_eval, downstream, fine_tuning, run_storage
-from tasks.bfcl_data import BfclItem
+from tasks.evaluation import bfcl_eval, downstream
+from tasks.evaluation.bfcl_data import BfclItem
+from tasks.storage import run_storage
+from tasks.training import fine_tuning
 
 
 @task(name="fine-tune-on-run")

@@ -28,19 +28,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import quote
 from pydantic import BaseModel
 
-from schemas.frames import APIsFrame, DocumentsFrame, TreeNodesFrame
-from schemas.records import APISpec, Dialog, MinedDocument, StageStats, TreeNode
-from schemas.suites import SuiteBounds
-from tasks import api_synthesis, dataset_card, dialog_generation, publish, run_storage
-from tasks.api_import import merge_into_pool, read_pool
-from tasks.chat_templates import TemplateGate
-from tasks.context_tree import tree_nested, tree_shape
-from tasks.corpus import iter_documents
-from tasks.dataset_expectations import SuiteOutcome, check_records, prefetch_great_expectations
-from tasks.dataset_stream import DatasetTally, DialogStream
-from tasks.mining_ledger import MiningLedger, mining_fingerprint
-from tasks.near_duplicates import NearDuplicateIndex
-from tasks.prefect_tasks import (
+from flows.batch_tasks import (
     build_tree,
     complexity_batch,
     generate_dialog_batch,
@@ -49,10 +37,23 @@ from tasks.prefect_tasks import (
     synthesize_batch,
     verify_batch,
 )
-from tasks.result_storage import results_beside_run
-from tasks.run_charts import dialog_type_chart_png, domain_chart_png, loss_histogram_png, png_data_uri
-from tasks.run_progress import PrefectProgress
-from tasks.self_guidance import (
+from flows.result_storage import results_beside_run
+from flows.run_progress import PrefectProgress
+from schemas.frames import APIsFrame, DocumentsFrame, TreeNodesFrame
+from schemas.records import APISpec, Dialog, MinedDocument, StageStats, TreeNode
+from schemas.suites import SuiteBounds
+from tasks.apis import synthesis as api_synthesis
+from tasks.apis.importing import merge_into_pool, read_pool
+from tasks.apis.near_duplicates import NearDuplicateIndex
+from tasks.context_tree.building import tree_nested, tree_shape
+from tasks.corpus.mining_ledger import MiningLedger, mining_fingerprint
+from tasks.corpus.reading import iter_documents
+from tasks.dataset import card as dataset_card
+from tasks.dataset import provenance
+from tasks.dataset.charts import dialog_type_chart_png, domain_chart_png, loss_histogram_png, png_data_uri
+from tasks.dataset.stream import DatasetTally, DialogStream
+from tasks.dialogs import generation as dialog_generation
+from tasks.dialogs.self_guidance import (
     GuidanceRecord,
     LossBounds,
     apply_record,
@@ -61,7 +62,10 @@ from tasks.self_guidance import (
     guidance_instruction,
     start_record,
 )
-from tasks.text_embedding import shared_embedder
+from tasks.embedding.text_embedding import shared_embedder
+from tasks.storage import frames, run_storage, writers
+from tasks.verification.expectations import SuiteOutcome, check_records, prefetch_great_expectations
+from tasks.verification.template_gate import TemplateGate
 from toolace import dask_progress, progress
 from toolace.config import RunConfig, redact_url
 from toolace.errors import UserError
@@ -242,7 +246,7 @@ def _run_watched_stages(config: RunConfig, endpoint: Endpoint, watchdog: StallWa
     sink.stage("mining", 0)
     # Two batches are in flight: the next batch's first pass (embedding, CPU) overlaps this batch's LLM calls.
     in_flight: deque[tuple[int, list[MinedDocument], Any]] = deque()
-    with publish.TableWriter(f"{run_url}/tables/documents.parquet", MinedDocument,
+    with writers.TableWriter(f"{run_url}/tables/documents.parquet", MinedDocument,
                              DocumentsFrame, "documents") as documents_table:
 
         def finish_oldest() -> None:
@@ -296,9 +300,9 @@ def _run_watched_stages(config: RunConfig, endpoint: Endpoint, watchdog: StallWa
     stats["context_tree"] = StageStats(items_in=stage.accepted, accepted=len(in_tree),
                                        rejected=stage.accepted - len(in_tree),
                                        wall_time_s=round(time.perf_counter() - t0, 3))
-    publish.write_validated(nodes, TreeNode, TreeNodesFrame, f"{run_url}/tables/context_tree_nodes.parquet",
+    writers.write_validated(nodes, TreeNode, TreeNodesFrame, f"{run_url}/tables/context_tree_nodes.parquet",
                             "context_tree_nodes")
-    publish.write_json(tree_nested(nodes), f"{run_url}/context_tree.json")
+    writers.write_json(tree_nested(nodes), f"{run_url}/context_tree.json")
     logger.info("context tree: %s", shape)
 
     # 3. API synthesis, in batches until the requested number is admitted (bounded attempts). A pool,
@@ -349,13 +353,13 @@ def _run_watched_stages(config: RunConfig, endpoint: Endpoint, watchdog: StallWa
     stage.count(apis)
     stage.wall_time_s = round(time.perf_counter() - t0, 3)
     stats["api_synthesis"] = stage
-    publish.write_validated(apis, APISpec, APIsFrame, f"{run_url}/tables/apis.parquet", "apis")
+    writers.write_validated(apis, APISpec, APIsFrame, f"{run_url}/tables/apis.parquet", "apis")
     pool_counts = merge_into_pool(config.pool, [a for a in apis if a.accepted]) if config.pool else None
     api_report = api_synthesis.pool_report(apis)
     api_report["domain_cap"] = grower.domain_cap
     chart = domain_chart_png(api_report["apis_per_domain"], f"New APIs per domain (run {run_id})")
-    publish.write_json(api_report, f"{run_url}/reports/api_pool.json")
-    publish.write_bytes(chart, f"{run_url}/reports/api_domains.png")
+    writers.write_json(api_report, f"{run_url}/reports/api_pool.json")
+    writers.write_bytes(chart, f"{run_url}/reports/api_domains.png")
     _report_pool(run_id, api_report, chart)
 
     # 4. self-guidance bounds: fixed, or calibrated on a probe set the target model answers itself
@@ -452,7 +456,7 @@ def _run_watched_stages(config: RunConfig, endpoint: Endpoint, watchdog: StallWa
                           f"{dataset_url}/data_docs", chat_problems=tally.chat_problems,
                           chat_rows=tally.chat_sample.sorted(),
                           templates=template_gate if template_gate.active else None)
-    publish.write_json(suite.model_dump(mode="json"), f"{dataset_url}/expectations.json")
+    writers.write_json(suite.model_dump(mode="json"), f"{dataset_url}/expectations.json")
     stats["publish"] = StageStats(items_in=tally.accepted, accepted=tally.accepted,
                                   wall_time_s=round(time.perf_counter() - t0, 3))
     manifest = {
@@ -462,7 +466,7 @@ def _run_watched_stages(config: RunConfig, endpoint: Endpoint, watchdog: StallWa
         "config": config.public_dict(),
         "llm_endpoint": {"base_url": redact_url(endpoint.base_url), "model": endpoint.model,
                          "embedded": endpoint.embedded},
-        "packages": publish.package_versions(),
+        "packages": provenance.package_versions(),
         "stages": {name: stats[name].model_dump() for name in STAGES},
         "context_tree": shape,
         "api_report": api_report,
@@ -481,11 +485,11 @@ def _run_watched_stages(config: RunConfig, endpoint: Endpoint, watchdog: StallWa
     }
     card = dataset_card.dataset_card(manifest, tally.types, tally.domains, stream.shards,
                                      templates=suite.chat_templates)
-    publish.write_bytes(card.encode(), f"{dataset_url}/README.md")
-    manifest["files"] = publish.file_listing(run_url)
+    writers.write_bytes(card.encode(), f"{dataset_url}/README.md")
+    manifest["files"] = writers.file_listing(run_url)
     manifest["status"] = "promoted" if suite.success else "failed"
     manifest_bytes = json.dumps(manifest, ensure_ascii=False, indent=2, default=str).encode()
-    publish.write_bytes(manifest_bytes, f"{run_url}/manifest.json")
+    writers.write_bytes(manifest_bytes, f"{run_url}/manifest.json")
     if not suite.success:  # the dataset is not promoted: it stays in staging, marked failed
         marker = run_storage.mark_failed(location, {"reason": "expectation suite failed", "failed": suite.failed})
         _report_expectations(run_id, suite, run_url)
@@ -527,7 +531,7 @@ def _charts(run_id: str, run_url: str, config: RunConfig, tally: DatasetTally,
     paths = {}
     for name, png in pngs.items():
         paths[name] = f"reports/{name}.png"
-        publish.write_bytes(png, f"{run_url}/{paths[name]}")
+        writers.write_bytes(png, f"{run_url}/{paths[name]}")
         create_image_artifact(png_data_uri(png), key=f"toolace-{name.replace('_', '-')}",
                               description=f"{name.replace('_', ' ')} of run {run_id}")
     return paths
@@ -634,7 +638,7 @@ def _loss_bounds(config: RunConfig, scope: str, settings: GatewaySettings, apis:
     stats.count(probes)
     rows = on_runner(probe_batch, scope, [d for d in probes if d.accepted and d.complexity_loss is not None],
                        config.target_model)
-    publish.write_table(publish.records_frame_dicts(rows) if rows else publish.records_frame([]),
+    writers.write_table(frames.records_frame_dicts(rows) if rows else frames.records_frame([]),
                         f"{run_url}/tables/probes.parquet")
     try:
         bounds = calibrate_bounds([r["loss"] for r in rows], [r["correct"] for r in rows])

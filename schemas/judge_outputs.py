@@ -1,4 +1,4 @@
-"""Pydantic answer models of the model-layer judges (see :mod:`tasks.model_judges`).
+"""Pydantic answer models of the model-layer judges (see :mod:`tasks.verification.model_judges`).
 
 One model per judge, so each request's ``response_format`` carries its own schema name (the model's
 class name) and the field descriptions tell the judge what to fill in. As in :mod:`schemas.llm_outputs`,

@@ -30,7 +30,7 @@ class Problem(BaseModel):
 
 class ToolSpec(BaseModel):
     """A tool as offered to the model. ``parameters`` is kept as given (JSON Schema or the BFCL/ToolACE
-    dialect with ``dict``/``float``/``int``...); checks read it through :mod:`tasks.type_dialects`."""
+    dialect with ``dict``/``float``/``int``...); checks read it through :mod:`tasks.formats.type_dialects`."""
 
     name: str
     description: str = ""

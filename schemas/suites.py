@@ -3,7 +3,7 @@
 Two frames are validated, each by its own suite (an ExpectationSuite validates one batch):
 
 - ``samples`` (:data:`SAMPLES_SUITE`): one row per published sample, with the columns of
-  :data:`SAMPLE_COLUMNS` (derived by :mod:`tasks.dataset_expectations`).
+  :data:`SAMPLE_COLUMNS` (derived by :mod:`tasks.verification.expectations`).
 - ``summary`` (:data:`SUMMARY_SUITE`): one row for the whole dataset: ``generated``, ``accepted``,
   ``acceptance_rate`` and ``share_<type>`` (the share of the rows of each dialog type, see :func:`share_column`).
 
@@ -13,7 +13,7 @@ reported under that name. Changing what an expectation checks means a new versio
 The dialog-type mix. ``dialog_mix`` holds weights (as :class:`toolace.config.RunConfig` does); they are
 normalised into expected shares ``e``, and every type of :data:`schemas.records.DIALOG_TYPES` not in the mix is
 expected at 0. A type's observed share passes when it lies in ``[e - mix_tolerance, e + mix_tolerance]`` clipped
-to ``[0, 1]``. When the number of rows ``n`` is known (``rows=``, as :mod:`tasks.dataset_expectations` passes it)
+to ``[0, 1]``. When the number of rows ``n`` is known (``rows=``, as :mod:`tasks.verification.expectations` passes it)
 the bounds are rounded outward to whole dialogs: the count of a type may lie in
 ``[floor(n * (e - tol)), ceil(n * (e + tol))]``. So a small dataset is never failed by the granularity of one
 dialog (with 3 rows and ``e = 0.3, tol = 0.25``, 0 to 2 dialogs of the type pass), while a large one is held to

@@ -1,1 +1,1 @@
-"""The work of each stage, as plain functions; ``tasks.prefect_tasks`` wraps them for Prefect."""
+"""The work of each stage, as plain functions; ``flows.batch_tasks`` wraps them for Prefect."""

@@ -129,7 +129,7 @@ def tiny_base(request, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tiny-base")
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    # the marker a folder converted from a GGUF keeps (tasks.complexity.materialise_gguf), as smollm2's does
+    # the marker a folder converted from a GGUF keeps (tasks.dialogs.complexity.materialise_gguf), as smollm2's does
     saved = json.loads((folder / "config.json").read_text())
     saved["quantization_config"] = {"dequantize": False, "gguf_file": "tiny.gguf", "quant_method": "gguf"}
     (folder / "config.json").write_text(json.dumps(saved))

@@ -10,7 +10,7 @@ import yaml
 from jsonschema import Draft202012Validator, SchemaError
 from typer.testing import CliRunner
 
-from tasks.api_import import (
+from tasks.apis.importing import (
     _YAML_LOADER,
     MAX_NESTING,
     REF_CHECK,
@@ -21,7 +21,7 @@ from tasks.api_import import (
     read_api_file,
     read_pool,
 )
-from tasks.schema_validity import (
+from tasks.apis.schema_validity import (
     _META_ANY_ARRAY,
     _META_ANY_STRING,
     _META_ANYTHING,
@@ -30,8 +30,8 @@ from tasks.schema_validity import (
     _META_SUBSCHEMA_MAPS,
     _meta_keywords,
 )
-from tasks.schema_validity import SchemaChecker as _SchemaChecker
-from tasks.type_dialects import type_says_optional, type_string_schema
+from tasks.apis.schema_validity import SchemaChecker as _SchemaChecker
+from tasks.formats.type_dialects import type_says_optional, type_string_schema
 from toolace.cli import app
 from toolace.errors import UserError
 

@@ -1,4 +1,4 @@
-"""Unit tests for tasks.api_synthesis: speciation plans, answer -> APISpec (constraints, nesting),
+"""Unit tests for tasks.apis.synthesis: speciation plans, answer -> APISpec (constraints, nesting),
 admission (duplicates, near duplicates through the index, domain cap) and the pool report."""
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from schemas.llm_outputs import (
     api_answer_model,
 )
 from schemas.records import APISpec, MinedDocument
-from tasks.api_synthesis import (
+from tasks.apis.near_duplicates import NearDuplicateIndex
+from tasks.apis.synthesis import (
     DEFINITION_CHECK,
     DOMAIN_SHARE_CHECK,
     DUPLICATE_CHECK,
@@ -35,8 +36,7 @@ from tasks.api_synthesis import (
     pool_report,
     to_api_spec,
 )
-from tasks.context_tree import build_tree
-from tasks.near_duplicates import NearDuplicateIndex
+from tasks.context_tree.building import build_tree
 from toolace.llm.response_format import schema_for
 
 

@@ -15,11 +15,11 @@ import polars as pl
 import pytest
 
 from schemas.records import APISpec
-from tasks.complexity import check_chat_template, resolve_target
-from tasks.corpus import iter_documents
-from tasks.dataset_formats import read_samples
-from tasks.run_storage import check_storage
-from tasks.verification import score_sample
+from tasks.corpus.reading import iter_documents
+from tasks.dialogs.complexity import check_chat_template, resolve_target
+from tasks.formats.dataset_formats import read_samples
+from tasks.storage.run_storage import check_storage
+from tasks.verification.rules import score_sample
 from toolace.config import load_config
 from toolace.errors import UserError
 from toolace.llm.endpoint import check_endpoint
@@ -157,7 +157,7 @@ def test_target_models_that_cannot_be_used(tmp_path: Path) -> None:
 
 
 def test_api_with_an_invalid_result_schema_is_a_recorded_rejection() -> None:
-    from tasks.schema_validity import schema_problem
+    from tasks.apis.schema_validity import schema_problem
 
     api = APISpec(api_id="a", name="f", description="An API.", parameters={"type": "object", "properties": {}},
                   result_schema={"type": "object", "properties": {"t": {"type": "celsius"}}}, domain="d",

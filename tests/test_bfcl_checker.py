@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.bfcl_checker import (
+from tasks.evaluation.bfcl_checker import (
     BfclDecodeError,
     check_calls,
     decode_answer,

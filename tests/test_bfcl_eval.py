@@ -9,8 +9,8 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from tasks.bfcl_data import CATEGORIES, BfclDataError, bfcl_data_dir, check_categories, load_category
-from tasks.bfcl_eval import (
+from tasks.evaluation.bfcl_data import CATEGORIES, BfclDataError, bfcl_data_dir, check_categories, load_category
+from tasks.evaluation.bfcl_eval import (
     PYTHON_HINT,
     Answer,
     EndpointAnswers,

@@ -1,4 +1,5 @@
-"""Tests for tasks.call_format (ToolACE call lists and tools) and tasks.publish (rows, frames, manifest helpers)."""
+"""Tests for tasks.formats.call_format (ToolACE call lists and tools) and tasks.dataset.rows (rows, frames,
+manifest helpers)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import polars as pl
 import pytest
 
 from schemas.records import APISpec, Dialog, MinedDocument, ToolCall, TreeNode, Turn
-from tasks.call_format import (
+from tasks.dataset.rows import openai_row, toolace_row
+from tasks.formats.call_format import (
     TOOLACE_SYSTEM_PROMPT,
     call_id,
     chat_messages,
@@ -22,8 +24,9 @@ from tasks.call_format import (
     toolace_tool,
     with_published_ids,
 )
-from tasks.publish import file_listing, openai_row, records_frame, records_frame_dicts, toolace_row
-from tasks.published_format import chat_convention_problems, openai_finetune_problems
+from tasks.storage.frames import records_frame, records_frame_dicts
+from tasks.storage.writers import file_listing
+from tasks.verification.published_format import chat_convention_problems, openai_finetune_problems
 from toolace.config import redact_url
 
 # --------------------------------------------------------------------------------------------- render_calls
@@ -132,7 +135,7 @@ def test_parameter_named_like_a_python_keyword_is_rendered_as_toolace_writes_it(
 
 def test_synthesised_parameter_names_avoid_python_keywords() -> None:
     """Our own API pool never creates such names, so its calls also parse as plain Python."""
-    from tasks.api_synthesis import snake_case
+    from tasks.apis.synthesis import snake_case
 
     assert snake_case("from") == "from_"
     assert snake_case("Class") == "class_"

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from schemas.records import ToolCall
-from tasks import call_parsing
-from tasks.call_format import render_calls
-from tasks.call_parsing import MAX_DEPTH, MAX_TEXT_CHARS, CallParseError, parse_calls
+from tasks.formats import call_parsing
+from tasks.formats.call_format import render_calls
+from tasks.formats.call_parsing import MAX_DEPTH, MAX_TEXT_CHARS, CallParseError, parse_calls
 
 
 def call(name: str, call_id: str = "x", **arguments: Any) -> ToolCall:

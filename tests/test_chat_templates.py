@@ -1,4 +1,4 @@
-"""The published rows through the real chat templates (tasks.chat_templates): llama.cpp's copies of the model
+"""The published rows through the real chat templates (tasks.formats.chat_templates): llama.cpp's copies of the model
 families' templates, which `make setup` extracts into the virtual environment, rendered with transformers'
 own renderer; the gate that fails a dataset a listed template cannot render."""
 
@@ -13,29 +13,30 @@ from typing import Any
 import pytest
 
 from schemas.records import Dialog, ToolCall, Turn
-from tasks.call_format import chat_messages, with_published_ids
-from tasks.chat_templates import (
-    DEFAULT_FAMILIES,
-    FAMILIES,
-    PARALLEL_CALLS,
+from tasks.dataset.card import chat_row, template_section
+from tasks.formats.call_format import chat_messages, with_published_ids
+from tasks.formats.chat_templates import (
     ChatTemplate,
     RowSample,
-    TargetTemplateError,
-    TemplateGate,
-    TemplatesMissingError,
     can_render_tools,
-    extract_chat_templates,
     load_family,
     render,
     render_problem,
-    templates_dir,
     unsupported_reason,
 )
-from tasks.dataset_card import chat_row, template_section
-from tasks.dataset_expectations import check_records, sample_records
-from tasks.dataset_formats import read_samples
-from tasks.type_dialects import parameters_schema
+from tasks.formats.dataset_formats import read_samples
+from tasks.formats.type_dialects import parameters_schema
+from tasks.verification.expectations import check_records, sample_records
+from tasks.verification.template_gate import TargetTemplateError, TemplateGate
 from tests.test_dataset_expectations import ACCEPTANCE, ALERTS, BOUNDS, FORECAST, GOOD_RESULT, dialog, rows_of
+from toolace.chat_template_files import (
+    DEFAULT_FAMILIES,
+    FAMILIES,
+    PARALLEL_CALLS,
+    TemplatesMissingError,
+    extract_chat_templates,
+    templates_dir,
+)
 
 SAMPLE = Path(__file__).parent / "data" / "toolace-sample.jsonl"
 JSON_ARGUMENT_FAMILIES = ("qwen2.5", "qwen3", "llama3.1", "llama3.2", "llama3.3", "hermes3", "mistral-nemo",
@@ -285,7 +286,7 @@ def test_a_run_without_templates_stops_before_any_work(llm, tmp_path: Path) -> N
 
 
 def test_preflight_leaves_a_missing_target_model_to_the_stage_that_loads_it(folder: Path, tmp_path: Path) -> None:
-    from tasks.complexity import TargetModelError
+    from tasks.dialogs.complexity import TargetModelError
 
     gate = TemplateGate(families=["qwen3"], target_model=str(tmp_path / "missing-model"), target_explicit=True)
     gate.preflight()  # the complexity stage names the missing model, as before
@@ -298,7 +299,7 @@ def test_preflight_leaves_a_missing_target_model_to_the_stage_that_loads_it(fold
 def test_fetch_downloads_the_sdist_with_pip_and_extracts_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import subprocess
 
-    from tasks import chat_templates
+    from toolace import chat_template_files as chat_templates
 
     seen: list[list[str]] = []
 

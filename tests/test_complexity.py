@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from schemas.records import APISpec, Dialog, ToolCall, Turn
-from tasks.complexity import (
+from tasks.dialogs.complexity import (
     CONTEXT_CHECK,
     NO_ASSISTANT_CHECK,
     LossResult,

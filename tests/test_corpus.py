@@ -1,4 +1,4 @@
-"""Tests for tasks.corpus: streamed reading of text/HTML, JSONL and parquet corpora in CorpusBatch batches,
+"""Tests for tasks.corpus.reading: streamed reading of text/HTML, JSONL and parquet corpora in CorpusBatch batches,
 with stable content-hash ids, and bad input turned into rejected rows instead of errors."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 from fsspec.implementations.local import LocalFileSystem
 
 from schemas.records import CorpusBatch, Document, MinedDocument
-from tasks.corpus import (
+from tasks.corpus.reading import (
     CORPUS_EMPTY_CHECK,
     CORPUS_READ_CHECK,
     CORPUS_ROW_CHECK,

@@ -1,4 +1,4 @@
-"""Tests for the Great Expectations suites on a published dataset (schemas.suites, tasks.dataset_expectations)."""
+"""Tests for the Great Expectations suites on a published dataset (schemas.suites, tasks.verification.expectations)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 
 from schemas.records import APISpec, Dialog, DialogType, ToolCall, Turn
 from schemas.suites import SAMPLES_SUITE, SUMMARY_SUITE, SuiteBounds, mix_expectation
-from tasks.dataset_expectations import SuiteOutcome, check_published, sample_records
-from tasks.publish import toolace_row
+from tasks.dataset.rows import toolace_row
+from tasks.verification.expectations import SuiteOutcome, check_published, sample_records
 from toolace.config import RunConfig
 
 PARAMS: dict[str, Any] = {
@@ -191,7 +191,7 @@ def test_unreadable_rows_fail_without_crashing() -> None:
 def test_great_expectations_is_prefetched_in_a_background_thread() -> None:
     import sys
 
-    from tasks.dataset_expectations import prefetch_great_expectations
+    from tasks.verification.expectations import prefetch_great_expectations
 
     thread = prefetch_great_expectations()
     assert thread.daemon and thread.name == "toolace-prefetch-gx"

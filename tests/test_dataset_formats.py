@@ -1,4 +1,4 @@
-"""Tests for tasks.dataset_formats: reading and writing ToolACE, OpenAI, ShareGPT, xLAM and BFCL datasets."""
+"""Tests for tasks.formats.dataset_formats: reading and writing ToolACE, OpenAI, ShareGPT, xLAM and BFCL datasets."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ import pytest
 
 from schemas.records import APISpec, Dialog, ToolCall, Turn
 from schemas.samples import Sample
-from tasks.call_format import TOOLACE_SYSTEM_PROMPT
-from tasks.dataset_formats import (
+from tasks.dataset.rows import toolace_row
+from tasks.formats.call_format import TOOLACE_SYSTEM_PROMPT
+from tasks.formats.dataset_formats import (
     convert,
     detect_format,
     read_samples,
@@ -22,7 +23,6 @@ from tasks.dataset_formats import (
     sample_from_row,
     write_samples,
 )
-from tasks.publish import toolace_row
 from toolace.errors import UserError
 
 TOOLACE_SAMPLE = Path(__file__).resolve().parent / "data" / "toolace-sample.jsonl"  # see data/README.md

@@ -1,4 +1,4 @@
-"""The dialogs stage's streamed output (tasks.dataset_stream): batches written as they come, shards renamed
+"""The dialogs stage's streamed output (tasks.dataset.stream): batches written as they come, shards renamed
 to the Hugging Face layout at the end, only per-row figures kept."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import polars as pl
 
-from tasks.dataset_expectations import check_published, check_records
-from tasks.dataset_stream import DialogStream, VerificationTally
-from tasks.published_format import openai_finetune_problems
+from tasks.dataset.stream import DialogStream, VerificationTally
+from tasks.verification.expectations import check_published, check_records
+from tasks.verification.published_format import openai_finetune_problems
 from tests.test_dataset_expectations import ACCEPTANCE, BOUNDS, dialog, rows_of
 
 

@@ -48,7 +48,7 @@ def test_every_deployment_points_at_a_flow_with_valid_parameters():
 
 
 def test_downstream_deployment_checks_the_latest_run_at_the_documented_budget():
-    from tasks.downstream import DownstreamConfig
+    from tasks.evaluation.downstream import DownstreamConfig
 
     config = DownstreamConfig(**deployments()["toolace-downstream-check"]["parameters"]["config"])
     assert (config.run, config.steps, config.lr, config.batch_size, config.limit) == ("./data", 60, 5e-5, 1, 100)

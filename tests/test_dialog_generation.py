@@ -10,7 +10,7 @@ from collections import Counter
 from typing import Any
 
 from schemas.records import APISpec
-from tasks.dialog_generation import (
+from tasks.dialogs.generation import (
     AGREEMENT_CHECK,
     API_SCHEMA_CHECK,
     DEPENDENT_CALL_CHECK,
@@ -22,7 +22,7 @@ from tasks.dialog_generation import (
     generate_dialogs,
     plan_dialogs,
 )
-from tasks.verification import score_dialog
+from tasks.verification.rules import score_dialog
 from toolace.llm.gateway import GatewaySettings, LLMGateway
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.bfcl_eval import CategoryScore
-from tasks.downstream import DownstreamConfig, record_in_manifest, resolve_run, score_summary
-from tasks.publish import openai_row
+from tasks.dataset.rows import openai_row
+from tasks.evaluation.bfcl_eval import CategoryScore
+from tasks.evaluation.downstream import DownstreamConfig, record_in_manifest, resolve_run, score_summary
 from tests.test_dataset_expectations import dialog
 from toolace.errors import UserError
 

@@ -19,9 +19,11 @@ from pydantic import BaseModel
 from schemas import judge_outputs, llm_outputs
 from schemas.llm_outputs import DocumentExtraction, UserTurn, api_answer_model
 from schemas.records import APISpec, Document, TreeNode
-from tasks import api_synthesis, mining, model_judges
-from tasks.dialog_generation import DialogPlan, Segment, generate_dialogs
-from tasks.verification import sample_from_dialog
+from tasks.apis import synthesis as api_synthesis
+from tasks.corpus import mining
+from tasks.dialogs.generation import DialogPlan, Segment, generate_dialogs
+from tasks.verification import model_judges
+from tasks.verification.rules import sample_from_dialog
 from tests.conftest import judges_pass
 from tests.scripted_llm_server import ScriptedLLMServer, instance_from_schema, openai_rule_error
 from toolace.errors import EndpointError

@@ -15,9 +15,9 @@ import pytest
 from typer.testing import CliRunner
 
 from schemas.records import APISpec, Dialog, ToolCall, Turn
-from tasks.call_format import TOOLACE_SYSTEM_PROMPT, render_calls
-from tasks.dataset_formats import convert, read_samples
-from tasks.fine_tuning import (
+from tasks.formats.call_format import TOOLACE_SYSTEM_PROMPT, render_calls
+from tasks.formats.dataset_formats import convert, read_samples
+from tasks.training.fine_tuning import (
     RECORD_NAME,
     TrainConfig,
     TrainingError,
@@ -113,8 +113,8 @@ def test_openai_and_toolace_inputs_give_the_same_examples(toolace_file, openai_f
 
 def test_our_dialog_chat_is_the_same_as_its_published_sample(tmp_path):
     """A published dialog trains on exactly the chat the complexity loss scores."""
-    from tasks.complexity import chat_messages
-    from tasks.publish import openai_row
+    from tasks.dataset.rows import openai_row
+    from tasks.dialogs.complexity import chat_messages
 
     api = APISpec(api_id="a", name="get_forecast", description="Forecast for a city.", domain="Weather",
                   parameters={"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
@@ -216,7 +216,7 @@ def test_completion_only_labels_cover_the_assistant_message_only(tiny_base, tool
     from datasets import Dataset
     from trl import SFTTrainer
 
-    from tasks.fine_tuning import _sft_config, load_base_model
+    from tasks.training.fine_tuning import _sft_config, load_base_model
 
     tokenizer, source = load_base_tokenizer(str(tiny_base))
     examples = read_examples(str(toolace_file)).examples[:6]
@@ -248,7 +248,7 @@ def _assert_saved_model(out: Path, method: str, steps: int) -> dict:
 
 
 def test_full_fine_tuning_through_the_cli_saves_a_model_run_accepts(tiny_base, short_openai_file, tmp_path):
-    from tasks.complexity import LossScorer, encode_dialogs
+    from tasks.dialogs.complexity import LossScorer, encode_dialogs
     from toolace.cli import app
 
     out = tmp_path / "tuned"

@@ -14,12 +14,12 @@ from hypothesis import strategies as st
 
 from schemas.records import ToolCall
 from schemas.samples import FORMATS, Problem, Sample, SampleTurn, ToolSpec
-from tasks.call_parsing import CallParseError, parse_calls, parse_json_calls
-from tasks.dataset_formats import TOOL_LIST_MARKER, detect_format, sample_from_row
-from tasks.dataset_verification import verify_stream
-from tasks.safe_patterns import safe_validator, schema_hazard
-from tasks.schema_validity import schema_problem
-from tasks.verification import RULE_CHECKS, Context, RuleLimits, score_sample
+from tasks.apis.schema_validity import schema_problem
+from tasks.formats.call_parsing import CallParseError, parse_calls, parse_json_calls
+from tasks.formats.dataset_formats import TOOL_LIST_MARKER, detect_format, sample_from_row
+from tasks.verification.datasets import verify_stream
+from tasks.verification.rules import RULE_CHECKS, Context, RuleLimits, score_sample
+from toolace.safe_patterns import safe_validator, schema_hazard
 
 FUZZ = settings(max_examples=150, deadline=timedelta(seconds=2), derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

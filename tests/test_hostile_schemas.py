@@ -14,13 +14,13 @@ import pytest
 from typer.testing import CliRunner
 
 from schemas.records import APISpec, Dialog, ToolCall, Turn
-from tasks.api_import import SCHEMA_CHECK, apis_from_function_list, apis_from_openapi
-from tasks.api_synthesis import check_definition, to_api_spec
-from tasks.dataset_formats import sample_from_row
-from tasks.safe_patterns import MAX_SCHEMA_DEPTH, pattern_problem, safe_validator, schema_hazard, search
-from tasks.schema_validity import schema_problem
-from tasks.verification import score_dialog, score_sample
+from tasks.apis.importing import SCHEMA_CHECK, apis_from_function_list, apis_from_openapi
+from tasks.apis.schema_validity import schema_problem
+from tasks.apis.synthesis import check_definition, to_api_spec
+from tasks.formats.dataset_formats import sample_from_row
+from tasks.verification.rules import score_dialog, score_sample
 from toolace.cli import app
+from toolace.safe_patterns import MAX_SCHEMA_DEPTH, pattern_problem, safe_validator, schema_hazard, search
 
 CATASTROPHIC_ARGUMENT = "a" * 34 + "!"  # ^(a+)+$ backtracks 2^34 times on it in Python's re
 

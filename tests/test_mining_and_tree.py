@@ -1,4 +1,5 @@
-"""Tests for tasks.mining (relevance score, mine_document with a fake gateway) and tasks.context_tree."""
+"""Tests for tasks.corpus.mining (relevance score, mine_document with a fake gateway) and
+tasks.context_tree.building."""
 
 from __future__ import annotations
 
@@ -10,9 +11,8 @@ import pytest
 
 from schemas.llm_outputs import DocumentExtraction
 from schemas.records import Document, MinedDocument, TreeNode
-from tasks.context_tree import build_tree, domain_of, normalise_name, tree_nested, tree_shape
-from tasks.corpus import document_id
-from tasks.mining import (
+from tasks.context_tree.building import build_tree, domain_of, normalise_name, tree_nested, tree_shape
+from tasks.corpus.mining import (
     FUNCTIONALITY_CHECK,
     LLM_RELEVANCE_CHECK,
     RELEVANCE_CHECK,
@@ -25,6 +25,7 @@ from tasks.mining import (
     relevance_score,
     settled_by_heuristic,
 )
+from tasks.corpus.reading import document_id
 from toolace.config import SAMPLE_CORPUS
 from toolace.llm.gateway import STRUCTURED_OUTPUT_CHECK, Structured
 
@@ -219,7 +220,7 @@ class CountingEmbed:
     def __call__(self, texts: Any) -> Any:
         import numpy as np
 
-        from tasks.mining import PROTOTYPES
+        from tasks.corpus.mining import PROTOTYPES
 
         rows = []
         for text in texts:
@@ -440,7 +441,7 @@ def test_tree_nested(docs: list[MinedDocument]) -> None:
 
 @pytest.fixture(scope="module")
 def embed() -> Any:
-    from tasks.text_embedding import shared_embedder
+    from tasks.embedding.text_embedding import shared_embedder
 
     return shared_embedder().embed
 
@@ -475,7 +476,7 @@ def test_near_synonymous_nodes_merge_by_embedding(embed: Any) -> None:
 
 
 def test_mining_ledger_round_trip_and_fingerprint(tmp_path: Path) -> None:
-    from tasks.mining_ledger import MiningLedger, mining_fingerprint
+    from tasks.corpus.mining_ledger import MiningLedger, mining_fingerprint
 
     base = mining_fingerprint("m", 0.2, 1500, None)
     assert base == mining_fingerprint("m", 0.2, 1500, None)

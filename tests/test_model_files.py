@@ -95,7 +95,7 @@ def test_fetch_installs_only_what_is_missing_or_forced(monkeypatch):
 
 
 def test_templates_come_from_the_chat_templates_module(monkeypatch, tmp_path):
-    from tasks import chat_templates
+    from toolace import chat_template_files as chat_templates
 
     assert select(None) == ["embedded-model", "embedding", "bfcl", "templates"]
     fetched: list[object] = []
@@ -140,8 +140,8 @@ def test_require_names_the_command(monkeypatch):
 
 
 def test_every_reader_names_the_command(monkeypatch):
-    from tasks.bfcl_data import bfcl_data_dir
-    from tasks.text_embedding import EmbeddingModelMissingError, TextEmbedder
+    from tasks.embedding.text_embedding import EmbeddingModelMissingError, TextEmbedder
+    from tasks.evaluation.bfcl_data import bfcl_data_dir
     from toolace.llm.embedded_server import default_gguf_path
 
     hide(monkeypatch, "embedded-model", "embedding", "bfcl")
@@ -166,7 +166,7 @@ def test_missing_embedded_extra_names_the_extra(monkeypatch):
 
 
 def test_target_model_smollm2_names_the_command(monkeypatch):
-    from tasks.complexity import TargetModelError, resolve_target
+    from tasks.dialogs.complexity import TargetModelError, resolve_target
 
     hide(monkeypatch, "embedded-model")
     with pytest.raises(TargetModelError, match="toolace fetch-models --only embedded-model"):
@@ -234,7 +234,7 @@ def test_wheel_carries_what_a_run_needs(tmp_path):
     corpus = sorted(p.name for p in (ROOT / "toolace" / "sample_corpus").iterdir())
     assert len(corpus) == 60 and {f"toolace/sample_corpus/{name}" for name in corpus} <= names
     for module in ("toolace/model_files.py", "toolace/config.py", "toolace/cli.py", "toolace/llm/embedded_server.py",
-                   "flows/toolace_pipeline.py", "tasks/text_embedding.py", "schemas/records.py"):
+                   "flows/toolace_pipeline.py", "tasks/embedding/text_embedding.py", "schemas/records.py"):
         assert module in names
     assert not any(name.startswith(("tests/", "configs/", "benchmarks/")) for name in names)
     metadata = next(zipfile.ZipFile(wheel).read(n).decode() for n in names if n.endswith(".dist-info/METADATA"))

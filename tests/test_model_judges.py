@@ -12,7 +12,7 @@ import pytest
 
 from schemas.records import ToolCall
 from schemas.samples import Problem, Sample, SampleTurn, ToolSpec
-from tasks.model_judges import (
+from tasks.verification.model_judges import (
     CONSISTENCY_CHECK,
     HALLUCINATION_CHECK,
     JUDGES,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.near_duplicates import Match, NearDuplicateIndex, brute_force_nearest
+from tasks.apis.near_duplicates import Match, NearDuplicateIndex, brute_force_nearest
 
 DIM = 384
 POOL = 20_000

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from flows.toolace_pipeline import STAGES, DatasetRejected, toolace_pipeline
-from tasks.published_format import chat_convention_problems, openai_finetune_problems
+from tasks.verification.published_format import chat_convention_problems, openai_finetune_problems
 from toolace.config import SAMPLE_CORPUS, RunConfig
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -128,7 +128,7 @@ def test_every_item_ends_accepted_or_rejected_with_reason_and_raw_output(llm, tm
 
 
 def test_run_starts_from_an_api_pool_and_grows_it(llm, tmp_path):
-    from tasks.api_import import merge_into_pool, read_api_file, read_pool
+    from tasks.apis.importing import merge_into_pool, read_api_file, read_pool
 
     pool = str(tmp_path / "pool.jsonl")
     imported = read_api_file(str(Path(__file__).resolve().parent / "data" / "toolace-sample.jsonl"))[:5]

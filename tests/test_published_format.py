@@ -1,6 +1,6 @@
 """The published files as their readers take them: the parquet shards loaded by `datasets` and fed to a
 tokenizer's chat template, `openai.jsonl` held to OpenAI's documented fine-tuning format
-(tasks.published_format)."""
+(tasks.verification.published_format)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 
-from tasks.chat_templates import load_family, templates_dir
-from tasks.dataset_stream import DialogStream
-from tasks.published_format import chat_convention_problems, openai_finetune_problems
+from tasks.dataset.stream import DialogStream
+from tasks.formats.chat_templates import load_family
+from tasks.verification.published_format import chat_convention_problems, openai_finetune_problems
 from tests.test_chat_templates import multi_turn_dialog, tiny_tokenizer
 from tests.test_dataset_expectations import BOUNDS, dialog
 from tests.test_dataset_stream import verdict
+from toolace.chat_template_files import templates_dir
 
 
 def write_run(tmp_path: Path, reasoning: bool = False) -> Path:
@@ -165,7 +166,7 @@ def test_openai_checker_parallel_calls_need_parallel_tool_calls() -> None:
     (lambda m: m[2].pop("tool_call_id"), "answers None"),
 ])
 def test_chat_convention_checker(change: Any, problem: str) -> None:
-    from tasks.dataset_card import chat_row
+    from tasks.dataset.card import chat_row
 
     row = chat_row(dialog("d0"))
     assert chat_convention_problems(row) == []

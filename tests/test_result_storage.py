@@ -16,8 +16,8 @@ from prefect.filesystems import LocalFileSystem, RemoteFileSystem
 from prefect.settings import PREFECT_HOME, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
 import flows.toolace_pipeline as pipeline
-from tasks.result_storage import result_storage_for, results_beside_run, run_result_storage
-from tasks.run_storage import RunLocation
+from flows.result_storage import result_storage_for, results_beside_run, run_result_storage
+from tasks.storage.run_storage import RunLocation
 from toolace.cli import _with_run_results
 from toolace.config import RunConfig
 from toolace.errors import UserError
@@ -144,7 +144,7 @@ def test_crash_then_resume_from_s3(llm, s3_server: str, tmp_path: Path, monkeypa
 
 
 def test_promote_removes_the_runs_results_only(tmp_path: Path) -> None:
-    from tasks.run_storage import promote
+    from tasks.storage.run_storage import promote
 
     location = RunLocation(str(tmp_path), "r1")
     staging, mine, other = Path(location.staging), Path(location.prefect_results), Path(

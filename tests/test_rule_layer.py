@@ -6,8 +6,8 @@ from typing import Any
 
 from schemas.records import ToolCall
 from schemas.samples import Problem, Sample, SampleTurn, ToolSpec
-from tasks.call_format import TOOLACE_SYSTEM_PROMPT
-from tasks.verification import RuleLimits, score_sample
+from tasks.formats.call_format import TOOLACE_SYSTEM_PROMPT
+from tasks.verification.rules import RuleLimits, score_sample
 
 BFCL_TOOL = ToolSpec(name="Market Trends API", description="Market trends.", parameters={
     "type": "dict", "properties": {

@@ -9,7 +9,7 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from tasks.run_storage import RunLocation, check_storage, configure_s3, is_published, mark_failed, promote
+from tasks.storage.run_storage import RunLocation, check_storage, configure_s3, is_published, mark_failed, promote
 from toolace.errors import UserError
 
 

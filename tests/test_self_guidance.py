@@ -8,9 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from schemas.records import APISpec, Dialog, ToolCall, Turn
-from tasks.bfcl_eval import Answer, bfcl_parameters, build_messages, item_from_dialog, score_item
-from tasks.call_format import render_calls
-from tasks.self_guidance import (
+from tasks.dialogs.self_guidance import (
     GuidanceRecord,
     GuidanceRound,
     LossBounds,
@@ -23,6 +21,8 @@ from tasks.self_guidance import (
     quantile,
     start_record,
 )
+from tasks.evaluation.bfcl_eval import Answer, bfcl_parameters, build_messages, item_from_dialog, score_item
+from tasks.formats.call_format import render_calls
 
 
 def api(name: str) -> APISpec:

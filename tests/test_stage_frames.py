@@ -7,7 +7,8 @@ import pytest
 
 from schemas.frames import APIsFrame, DialogsFrame, DocumentsFrame, TableValidationError, TreeNodesFrame, validate_table
 from schemas.records import APISpec, Dialog, MinedDocument, ToolCall, TreeNode, Turn
-from tasks.publish import TableWriter, model_frame, write_validated
+from tasks.storage.frames import model_frame
+from tasks.storage.writers import TableWriter, write_validated
 
 API = APISpec(api_id="a1", name="get_weather", description="Weather for a city.",
               parameters={"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},

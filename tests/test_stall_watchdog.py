@@ -259,7 +259,7 @@ def test_the_prefect_progress_artifact_says_a_stall_while_it_lasts() -> None:
     from prefect import flow
     from prefect.client.orchestration import get_client
 
-    from tasks.run_progress import PrefectProgress
+    from flows.run_progress import PrefectProgress
 
     inner = Shown()
 
@@ -295,7 +295,7 @@ def _watched_cpu_task(watchdog: StallWatchdog, steps: int, step_s: float, report
     watchdog as ``flows.toolace_pipeline.on_runner`` waits."""
     import contextvars
 
-    from tasks.prefect_tasks import _progress
+    from flows.batch_tasks import _progress
     from toolace.stall_watchdog import CURRENT_WATCHDOG
 
     def work() -> str:

@@ -12,7 +12,7 @@ import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
 from flows.toolace_pipeline import toolace_pipeline
-from tasks import run_storage
+from tasks.storage import run_storage
 from toolace.config import RunConfig
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

@@ -7,8 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from tasks.near_duplicates import NearDuplicateIndex
-from tasks.text_embedding import (
+from tasks.apis.near_duplicates import NearDuplicateIndex
+from tasks.embedding.text_embedding import (
     EMBEDDING_MODEL,
     EmbeddingModelMissingError,
     TextEmbedder,

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from schemas.records import Dialog, Turn
-from tasks.dataset_stream import DialogStream
+from tasks.dataset.stream import DialogStream
 from tests.test_dataset_expectations import BOUNDS, dialog
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -67,7 +67,7 @@ def tool_capable_base(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory)
     and ``tool_calls`` (SmolLM2's own template renders neither)."""
     from transformers import AutoTokenizer
 
-    from tasks.chat_templates import load_template
+    from tasks.formats.chat_templates import load_template
 
     folder = tmp_path_factory.mktemp("tool-base")
     shutil.copytree(tiny_base, folder, dirs_exist_ok=True)

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from flows.toolace_pipeline import toolace_pipeline
-from tasks.corpus import CORPUS_EMPTY_CHECK, CORPUS_READ_CHECK, CORPUS_ROW_CHECK, CORPUS_SIZE_CHECK
+from tasks.corpus.reading import CORPUS_EMPTY_CHECK, CORPUS_READ_CHECK, CORPUS_ROW_CHECK, CORPUS_SIZE_CHECK
 from toolace.config import SAMPLE_CORPUS, RunConfig
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

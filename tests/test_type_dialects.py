@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from jsonschema import Draft202012Validator
 
-from tasks.type_dialects import to_json_schema, type_string_schema, unknown_types
+from tasks.formats.type_dialects import to_json_schema, type_string_schema, unknown_types
 
 TOOLACE = {"type": "dict", "properties": {
     "a": {"type": "float"}, "b": {"type": "int"}, "c": {"type": "str"}, "d": {"type": "bool"},

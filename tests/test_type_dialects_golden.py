@@ -1,8 +1,8 @@
 """Golden round trips of parameter types through every dialect, pinning the cases the readers once disagreed on.
 
 For each case: the exact JSON Schema read from each dialect, the exact dialect written back, and that the
-importer (``tasks.api_import``), dataset conversion (``sample_from_row`` / ``row_from_sample``) and ``toolace
-verify`` (``tasks.verification``) read the same schema. The rules are in :mod:`tasks.type_dialects`.
+importer (``tasks.apis.importing``), dataset conversion (``sample_from_row`` / ``row_from_sample``) and ``toolace
+verify`` (``tasks.verification.rules``) read the same schema. The rules are in :mod:`tasks.formats.type_dialects`.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from typer.testing import CliRunner
 
 from schemas.records import APISpec
 from schemas.samples import Sample
-from tasks.api_import import apis_from_function_list
-from tasks.call_format import TOOLACE_SYSTEM_PROMPT, toolace_tool
-from tasks.dataset_formats import row_from_sample, sample_from_row
-from tasks.type_dialects import (
+from tasks.apis.importing import apis_from_function_list
+from tasks.formats.call_format import TOOLACE_SYSTEM_PROMPT, toolace_tool
+from tasks.formats.dataset_formats import row_from_sample, sample_from_row
+from tasks.formats.type_dialects import (
     schema_to_xlam,
     to_bfcl_dialect,
     to_json_schema,
@@ -30,7 +30,7 @@ from tasks.type_dialects import (
     unknown_types,
     xlam_to_schema,
 )
-from tasks.verification import Context, RuleLimits, check_argument_values
+from tasks.verification.rules import Context, RuleLimits, check_argument_values
 from toolace.cli import app
 
 # ------------------------------------------------------------------------------------------------ the cases

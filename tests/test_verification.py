@@ -1,4 +1,4 @@
-"""Tests for tasks.verification: every rule check on hand-built dialogs, and the keep/drop decision."""
+"""Tests for tasks.verification.rules: every rule check on hand-built dialogs, and the keep/drop decision."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from schemas.records import APISpec, Dialog, DialogType, ToolCall, Turn
-from tasks.verification import RULE_CHECKS, Context, Failure, RuleLimits, decide, sample_from_dialog, score_dialog
+from tasks.verification.rules import RULE_CHECKS, Context, Failure, RuleLimits, decide, sample_from_dialog, score_dialog
 
 MAX_CHARS = 2000
 
@@ -420,7 +420,7 @@ def test_verify_dialogs_leaves_the_callers_dialogs_unchanged() -> None:
     """verify_dialogs decides copies: the dialogs it was given keep their status and raw outputs."""
     import asyncio
 
-    from tasks.dialog_verification import verify_dialogs
+    from tasks.verification.dialogs import verify_dialogs
 
     good = single_dialog()
     bad = single_dialog(arguments={**GOOD_ARGS, "days": "three"}).model_copy(update={"dialog_id": "d2"})

@@ -10,7 +10,7 @@ from typing import Any
 import polars as pl
 from typer.testing import CliRunner
 
-from tasks.dataset_formats import read_samples
+from tasks.formats.dataset_formats import read_samples
 from tests.scripted_llm_server import schema_name
 from toolace.cli import app
 

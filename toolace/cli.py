@@ -84,8 +84,8 @@ def run(
 def _run(cfg: Any) -> None:
     from rich.console import Console
 
-    from tasks.corpus import iter_documents
-    from tasks.run_storage import check_storage, configure_s3
+    from tasks.corpus.reading import iter_documents
+    from tasks.storage.run_storage import check_storage, configure_s3
     from toolace.llm.endpoint import llm_endpoint
 
     console = Console(stderr=True)
@@ -93,7 +93,7 @@ def _run(cfg: Any) -> None:
     check_storage(cfg.out)  # fail fast on storage that cannot be written, before the model starts
     next(iter_documents(cfg.corpus, cfg.text_column, batch_size=1))  # fail fast on a bad corpus
     if cfg.pool:
-        from tasks.api_import import read_pool
+        from tasks.apis.importing import read_pool
 
         read_pool(cfg.pool)  # fail fast on a pool that is not one
     if cfg.target_model and cfg.target_model.endswith(".gguf") and not Path(cfg.target_model).is_file():
@@ -125,8 +125,8 @@ def _run(cfg: Any) -> None:
 
 def _with_run_results(pipeline: Any, cfg: Any) -> Any:
     """The flow with its own result storage under a local --out (its failure record included; its batch tasks
-    keep their results there in any case, see tasks.result_storage); its summary is not persisted."""
-    from tasks.result_storage import flow_result_path
+    keep their results there in any case, see flows.result_storage); its summary is not persisted."""
+    from flows.result_storage import flow_result_path
 
     path = flow_result_path(cfg.out, cfg.run_id)
     return pipeline if path is None else pipeline.with_options(result_storage=path, persist_result=False)
@@ -156,7 +156,7 @@ def import_apis(
                                       "absent)")],
 ) -> None:
     """Add real APIs to an API pool, skipping the ones already there."""
-    from tasks.api_import import merge_into_pool, read_api_file
+    from tasks.apis.importing import merge_into_pool, read_api_file
 
     try:
         apis = [api for path in files for api in read_api_file(path)]  # every file read before the pool is touched
@@ -188,8 +188,8 @@ def verify(
 ) -> None:
     """Verify any dataset: one verdict per sample, in input order, then a summary. Exits 0 when the input
     was read, whatever the verdicts."""
-    from tasks.dataset_verification import summary_lines, verify_dataset
-    from tasks.verification import RuleLimits
+    from tasks.verification.datasets import summary_lines, verify_dataset
+    from tasks.verification.rules import RuleLimits
     from toolace.llm.gateway import GatewaySettings
 
     if format_ not in FORMAT_NAMES:
@@ -227,7 +227,7 @@ def convert(
     = "auto",
 ) -> None:
     """Convert a dataset between formats, losing nothing the target format can hold."""
-    from tasks.dataset_formats import convert as convert_dataset
+    from tasks.formats.dataset_formats import convert as convert_dataset
 
     if format_ not in FORMAT_NAMES:
         _fail(f"unknown --format {format_!r}: choose one of {', '.join(FORMAT_NAMES)}")
@@ -294,7 +294,7 @@ def fetch_models(
         if list_:
             for key in keys:
                 if key == model_files.TEMPLATES_KEY:
-                    from tasks.chat_templates import find_templates_dir
+                    from toolace.chat_template_files import find_templates_dir
 
                     found = find_templates_dir()
                     typer.echo(f"{key}: llama.cpp chat templates ({f'in {found}' if found else 'missing'})")

@@ -37,14 +37,14 @@ def downstream_check(
     _prepare_prefect_env()
     try:
         from flows.downstream_check import downstream_check as flow
-        from tasks.downstream import DownstreamConfig
+        from tasks.evaluation.downstream import DownstreamConfig
 
         config = DownstreamConfig(run=run, base=base, steps=steps, lr=lr, batch_size=batch_size, lora_r=lora_r,
                                   seed=seed, calls_only=calls_only, categories=category or ["simple_python"],
                                   limit=limit, max_new_tokens=max_tokens, models_dir=models_dir,
                                   s3_endpoint_url=s3_endpoint_url)
-        from tasks.downstream import dataset_url, resolve_run
-        from tasks.run_storage import configure_s3
+        from tasks.evaluation.downstream import dataset_url, resolve_run
+        from tasks.storage.run_storage import configure_s3
 
         configure_s3(s3_endpoint_url)
         dataset_url(*resolve_run(run))  # a missing or empty run fails here, before Prefect starts

@@ -9,7 +9,7 @@ import typer
 from toolace.errors import UserError
 
 if TYPE_CHECKING:
-    from tasks.bfcl_eval import CategoryScore
+    from tasks.evaluation.bfcl_eval import CategoryScore
 
 
 def _fail(message: str) -> None:
@@ -40,8 +40,8 @@ def eval_command(
     category."""
     from rich.console import Console
 
-    from tasks.bfcl_data import DEFAULT_CATEGORIES
-    from tasks.bfcl_eval import AnswerSource, EndpointAnswers, LocalModelAnswers, evaluate, load_items
+    from tasks.evaluation.bfcl_data import DEFAULT_CATEGORIES
+    from tasks.evaluation.bfcl_eval import AnswerSource, EndpointAnswers, LocalModelAnswers, evaluate, load_items
 
     if model and base_url:
         _fail("give either --model (a local model) or --base-url (an endpoint), not both")
@@ -71,7 +71,7 @@ def _print_scores(scores: list[CategoryScore], model: str, output: str | None) -
     from rich.console import Console
     from rich.table import Table
 
-    from tasks.bfcl_eval import overall
+    from tasks.evaluation.bfcl_eval import overall
 
     table = Table(title=f"BFCL (prompt mode): {model}")
     for column in ("category", "items", "correct", "accuracy"):

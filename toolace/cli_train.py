@@ -32,8 +32,8 @@ def train(
     a Hugging Face folder that `toolace run --target-model` accepts."""
     from rich.console import Console
 
-    from tasks.fine_tuning import TrainConfig, skipped_summary
-    from tasks.fine_tuning import train as train_model
+    from tasks.training.fine_tuning import TrainConfig, skipped_summary
+    from tasks.training.fine_tuning import train as train_model
 
     console = Console(stderr=True)
     config = TrainConfig(dataset=dataset, out=out, base=base, steps=steps, epochs=epochs, lr=lr, lora_r=lora_r,

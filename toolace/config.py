@@ -148,7 +148,7 @@ class RunConfig(BaseModel):
                                        "be accepted for the dataset to be promoted")
     model_checks: bool = Field(True, description="Run the LLM judges (model layer) on dialogs the rules passed")
     judge_votes: int = Field(1, ge=1, description="Votes per LLM judge; a strict majority of answers must pass")
-    # -- the chat-template gate (tasks.chat_templates): rows rendered through real model templates at publish
+    # -- the chat-template gate (tasks.formats.chat_templates): rows rendered through real model templates at publish
     template_families: list[str] = Field(
         default_factory=lambda: ["qwen2.5", "qwen3", "qwen3.5", "llama3.1", "llama3.2", "llama3.3", "hermes3",
                                  "mistral-nemo", "mistral-small3", "gemma4", "deepseek-v3", "granite4"],
@@ -163,7 +163,7 @@ class RunConfig(BaseModel):
     @field_validator("template_families")
     @classmethod
     def _known_families(cls, value: list[str]) -> list[str]:
-        from tasks.chat_templates import FAMILIES
+        from toolace.chat_template_files import FAMILIES
 
         unknown = [name for name in value if name not in FAMILIES]
         if unknown:

@@ -46,7 +46,7 @@ MODEL_PACKAGES: tuple[ModelPackage, ...] = (
                  "all-MiniLM-L6-v2 embedding model (mining, context tree, near duplicates)"),
     ModelPackage("bfcl", "bfcl-eval", "2026.3.23", "bfcl_eval", "BFCL test data (toolace eval, downstream-check)"),
 )
-TEMPLATES_KEY = "templates"  # llama.cpp's chat templates: not a pip package (tasks.chat_templates fetches them)
+TEMPLATES_KEY = "templates"  # llama.cpp's chat templates: not a pip package (toolace.chat_template_files fetches them)
 
 
 class ModelFilesMissingError(UserError):
@@ -99,9 +99,9 @@ def needed_for_run(llm_base_url: str | None, target_model: str | None, embedding
 
 
 def templates_available() -> bool:
-    """Whether this checkout has the chat-template fetcher (``tasks.chat_templates.fetch_chat_templates``)."""
+    """Whether this checkout has the chat-template fetcher (``toolace.chat_template_files.fetch_chat_templates``)."""
     try:
-        return importlib.util.find_spec("tasks.chat_templates") is not None
+        return importlib.util.find_spec("toolace.chat_template_files") is not None
     except (ImportError, ValueError):
         return False
 
@@ -173,7 +173,7 @@ def fetch_models(keys: Sequence[str], *, force: bool = False, quiet: bool = Fals
             raise UserError(f"`{' '.join(command[1:])}` failed (see pip's output above)")
         lines.extend(f"{package.key}: installed {package.requirement}" for package in to_install)
     if TEMPLATES_KEY in keys:
-        from tasks import chat_templates
+        from toolace import chat_template_files as chat_templates
 
         found = None if force or templates_dest else chat_templates.find_templates_dir()
         if found is not None:

@@ -35,7 +35,6 @@ import orjson
 from openai._base_client import make_request_options
 from pydantic import BaseModel, ValidationError
 
-from tasks.safe_patterns import SafeValidator, schema_hazard
 from toolace.errors import EndpointError
 from toolace.llm.rate_limit import retry_after_s, shared_gate, shared_latencies, shared_limits
 from toolace.llm.response_cache import ResponseCache, request_key
@@ -46,6 +45,7 @@ from toolace.llm.response_format import (
     response_format_for,
     strip_added_nulls,
 )
+from toolace.safe_patterns import SafeValidator, schema_hazard
 from toolace.stall_watchdog import StallError, StallWatchdog
 
 T = TypeVar("T")
@@ -285,7 +285,7 @@ def check_completion_shape(raw: Any) -> None:
 def _validator(schema_text: bytes) -> Any:
     """What ``jsonschema.validate`` builds per call, built once per schema: checking the schema against its
     meta-schema was most of the cost of validating a small tool answer. A bad schema still raises
-    ``SchemaError`` (exceptions are not cached), and so does a hazard (:func:`tasks.safe_patterns.schema_hazard`:
+    ``SchemaError`` (exceptions are not cached), and so does a hazard (:func:`toolace.safe_patterns.schema_hazard`:
     a pattern with no linear-time matcher, a recursive ``$ref``, too deep). Patterns are matched with RE2, so an
     answer can never make validation backtrack for minutes."""
     schema = json.loads(schema_text)

@@ -1,0 +1,1 @@
+"""The context tree: domains, subdomains and functionalities clustered from mined documents."""

@@ -1,0 +1,1 @@
+"""The published dataset: streaming writers, frames, the card and the charts."""

@@ -1,0 +1,1 @@
+"""Text embeddings shared by mining, the context tree and API synthesis."""

@@ -1,0 +1,1 @@
+"""Evaluation: BFCL data, checker and scoring, and the downstream check."""

@@ -1,0 +1,289 @@
+"""Scoring a model on BFCL's single-turn categories in prompt mode, with our own checker.
+
+Prompts are built as BFCL builds them for a prompting model (``bfcl_eval`` 2026.3.23, default system prompt
+format ``ret_fmt=python&tool_call_tag=False&func_doc_fmt=json&prompt_fmt=plaintext&style=classic``): each
+function's description gets BFCL's Python hint, the function list goes into the system prompt as indented
+JSON, and the system prompt is put first (or in front of the item's own system message, with a blank line
+between). The model answers with a Python-style call list; :func:`tasks.evaluation.bfcl_checker.judge_answer` decodes
+(with :mod:`ast`, never ``eval``) and checks it as BFCL's eval runner does.
+
+Answers come from a local model (``transformers``, greedy, see :class:`LocalModelAnswers`) or from an
+OpenAI-compatible endpoint through the one :class:`~toolace.llm.gateway.LLMGateway` (temperature 0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from tasks.evaluation.bfcl_checker import Verdict, jsonable, judge_answer
+from tasks.evaluation.bfcl_data import BfclItem, check_categories, load_category
+from tasks.formats.type_dialects import to_bfcl_dialect
+from toolace.errors import EndpointError, UserError
+
+PYTHON_HINT = " Note that the provided function is in Python 3 syntax."
+PERSONA = "You are an expert in composing functions."
+TASK = ("You are given a question and a set of possible functions. Based on the question, you will need to make "
+        "one or more function/tool calls to achieve the purpose. If none of the functions can be used, point it "
+        "out. If the given question lacks the parameters required by the function, also point it out.")
+OUTPUT_FORMAT = "[func_name1(params_name1=params_value1, params_name2=params_value2...), func_name2(params)]"
+TOOL_CALL_FORMAT = ("You should only return the function calls in your response.\n\nIf you decide to invoke any of "
+                    f"the function(s), you MUST put it in the format of {OUTPUT_FORMAT}.  You SHOULD NOT include any "
+                    "other text in the response.")  # two spaces: BFCL's empty {param_types} sits between
+MULTITURN_BEHAVIOR = ("At each turn, you should try your best to complete the tasks requested by the user within the "
+                      "current turn. Continue to output functions to call until you have fulfilled the user's request "
+                      "to the best of your ability. Once you have no more functions to call, the system will consider "
+                      "the current turn complete and proceed to the next turn or task.")
+EVAL_STAGE = "bfcl_eval"
+
+
+def prompt_functions(functions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The function docs as BFCL shows them to the model: a copy, each description ending in its Python hint."""
+    docs = copy.deepcopy(functions)
+    for doc in docs:
+        doc["description"] = str(doc.get("description", "")) + PYTHON_HINT
+    return docs
+
+
+def system_prompt(functions: list[dict[str, Any]]) -> str:
+    """BFCL's default prompt-mode system prompt (persona and task run together, as BFCL's template has it)."""
+    tools = f"Here is a list of functions in json format that you can invoke.\n{json.dumps(functions, indent=4)}\n"
+    return f"{PERSONA}{TASK}\n\n{TOOL_CALL_FORMAT}\n\n{MULTITURN_BEHAVIOR}\n\n{tools}"
+
+
+def build_messages(item: BfclItem) -> list[dict[str, str]]:
+    """The chat sent to the model for one item: BFCL's system prompt, then the item's first turn."""
+    messages = [{"role": str(m["role"]), "content": str(m.get("content") or "")} for m in item.question[0]]
+    prompt = system_prompt(prompt_functions(item.functions))
+    if messages and messages[0]["role"] == "system":
+        messages[0]["content"] = prompt + "\n\n" + messages[0]["content"]
+    else:
+        messages.insert(0, {"role": "system", "content": prompt})
+    return messages
+
+
+# -------------------------------------------------------------------------------------------- answer sources
+
+
+@dataclass
+class Answer:
+    """A model's answer text, or why there is none (``error``)."""
+
+    text: str | None
+    error: str | None = None
+
+
+class AnswerSource(Protocol):
+    description: str
+    chunk_size: int
+
+    def answer(self, chats: list[list[dict[str, str]]]) -> list[Answer]: ...
+
+
+class LocalModelAnswers:
+    """Greedy answers of a local model (``smollm2``, a Hugging Face folder or id) through ``transformers``,
+    reusing the complexity stage's loader and batched generation."""
+
+    def __init__(self, target: str, max_new_tokens: int = 512, batch_size: int = 8, device: str | None = None,
+                 scorer: Any = None, on_batch: Callable[[], None] | None = None) -> None:
+        """``scorer``: a :class:`tasks.dialogs.complexity.LossScorer` already loaded for ``target`` (the complexity
+        stage's), so the model is not loaded twice. ``on_batch``: called after each generation batch."""
+        from tasks.dialogs.complexity import LossScorer, resolve_target
+
+        if scorer is None:
+            resolve_target(target, "model")  # a missing folder or file fails here, before torch is imported
+            scorer = LossScorer(target, device=device)
+        self.scorer = scorer
+        self.target = target
+        self.description = f"local model {target} ({self.scorer.device})"
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+        self.chunk_size = batch_size * 4
+        self.on_batch = on_batch
+
+    def _prompt_tokens(self, chat: list[dict[str, str]]) -> int:
+        from tasks.dialogs.complexity import TargetModelError
+
+        tokenizer = self.scorer.tokenizer
+        try:
+            text = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+        except Exception as exc:
+            raise TargetModelError(f"model {self.target}: its chat template refused a BFCL chat "
+                                   f"({type(exc).__name__}: {str(exc)[:200]})") from exc
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def answer(self, chats: list[list[dict[str, str]]]) -> list[Answer]:
+        answers = [Answer(None)] * len(chats)
+        limit = self.scorer.max_length
+        fits: list[int] = []
+        for i, chat in enumerate(chats):
+            tokens = self._prompt_tokens(chat)
+            if limit is not None and tokens + self.max_new_tokens > limit:
+                answers[i] = Answer(None, f"context_length: prompt of {tokens} tokens + {self.max_new_tokens} new "
+                                    f"ones is over the model's context of {limit}")
+            else:
+                fits.append(i)
+        texts = self.scorer.generate([chats[i] for i in fits], max_new_tokens=self.max_new_tokens,
+                                     batch_size=self.batch_size, on_batch=self.on_batch) if fits else []
+        for i, text in zip(fits, texts, strict=True):
+            answers[i] = Answer(text)
+        return answers
+
+
+class EndpointAnswers:
+    """Answers of a model at an OpenAI-compatible endpoint, through the LLM gateway, at temperature 0. The
+    endpoint is checked first (unreachable, or not serving the model: a one-line error naming the URL)."""
+
+    def __init__(self, base_url: str, model: str | None, max_tokens: int = 512, concurrency: int = 8,
+                 max_retries: int = 2, timeout_s: float = 120.0) -> None:
+        from toolace.llm.endpoint import check_endpoint
+        from toolace.llm.gateway import GatewaySettings
+
+        endpoint = check_endpoint(base_url, model)
+        self.settings = GatewaySettings(base_url=endpoint.base_url, model=endpoint.model, concurrency=concurrency,
+                                        max_retries=max_retries, timeout_s=timeout_s, temperature=0.0,
+                                        max_tokens=max_tokens)
+        self.description = f"{endpoint.model} at {endpoint.base_url}"
+        self.chunk_size = concurrency * 4
+
+    def answer(self, chats: list[list[dict[str, str]]]) -> list[Answer]:
+        return asyncio.run(self._answer_all(chats))
+
+    async def _answer_all(self, chats: list[list[dict[str, str]]]) -> list[Answer]:
+        from toolace.llm.gateway import LLMCallFailed, LLMGateway
+
+        gateway = LLMGateway(self.settings)
+        try:
+            results = await asyncio.gather(
+                *(gateway.chat(chat, stage=EVAL_STAGE) for chat in chats), return_exceptions=True)
+        finally:
+            await gateway.aclose()
+        answers: list[Answer] = []
+        for result in results:
+            if isinstance(result, EndpointError):
+                raise result
+            if isinstance(result, LLMCallFailed):
+                raise EndpointError(f"the endpoint {self.settings.base_url} failed to answer: {result}")
+            if isinstance(result, BaseException):
+                raise result
+            answers.append(Answer(result.content or ""))
+        return answers
+
+
+# ------------------------------------------------------------------------------------------------- scoring
+
+
+@dataclass
+class ItemResult:
+    item: BfclItem
+    answer: Answer
+    verdict: Verdict
+
+    def row(self, model: str) -> dict[str, Any]:
+        return {"id": self.item.id, "category": self.item.category, "model": model, "answer": self.answer.text,
+                "answer_error": self.answer.error, "valid": self.verdict.valid,
+                "error_type": self.verdict.error_type, "errors": jsonable(self.verdict.errors),
+                "decoded": jsonable(self.verdict.decoded)}
+
+
+@dataclass
+class CategoryScore:
+    category: str
+    items: int
+    correct: int
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.items if self.items else 0.0
+
+
+def score_item(item: BfclItem, answer: Answer) -> ItemResult:
+    """One item's verdict; an item without an answer (its prompt did not fit, ...) is wrong."""
+    if answer.text is None:
+        reason = answer.error or "no answer"
+        verdict = Verdict(False, "generation_error:" + reason.split(":", 1)[0], [reason], None)
+    else:
+        verdict = judge_answer(item.kind, item.functions, answer.text, item.possible_answer)
+    return ItemResult(item, answer, verdict)
+
+
+def overall(scores: list[CategoryScore]) -> CategoryScore:
+    """All items of all categories together (micro average)."""
+    return CategoryScore("overall", sum(s.items for s in scores), sum(s.correct for s in scores))
+
+
+Progress = Callable[[str, int, int], None]
+
+
+def load_items(categories: list[str], limit: int | None = None) -> dict[str, list[BfclItem]]:
+    """Every category's items (first ``limit`` of each), read before any model is loaded."""
+    if limit is not None and limit < 1:
+        raise UserError("--limit must be at least 1")
+    return {category: load_category(category, limit) for category in check_categories(categories)}
+
+
+def evaluate(items: dict[str, list[BfclItem]], source: AnswerSource, output: str | None = None,
+             progress: Progress | None = None) -> list[CategoryScore]:
+    """Ask ``source`` every item, judge each answer, write one JSONL row per item to ``output`` (a path or
+    fsspec URL) as it goes, and return the accuracy per category."""
+    import fsspec
+
+    handle = None
+    if output:
+        try:
+            handle = fsspec.open(output, "w", encoding="utf-8").open()
+        except OSError as exc:
+            raise UserError(f"cannot write --output {output}: {exc}") from exc
+    scores: list[CategoryScore] = []
+    try:
+        for category, category_items in items.items():
+            correct = 0
+            if progress:
+                progress(category, 0, len(category_items))
+            step = max(1, source.chunk_size)
+            for start in range(0, len(category_items), step):
+                chunk = category_items[start: start + step]
+                answers = source.answer([build_messages(item) for item in chunk])
+                for item, answer in zip(chunk, answers, strict=True):
+                    result = score_item(item, answer)
+                    correct += result.verdict.valid
+                    if handle is not None:
+                        handle.write(json.dumps(result.row(source.description), ensure_ascii=False) + "\n")
+                if handle is not None:
+                    handle.flush()
+                if progress:
+                    progress(category, start + len(chunk), len(category_items))
+            scores.append(CategoryScore(category, len(category_items), correct))
+    finally:
+        if handle is not None:
+            handle.close()
+    return scores
+
+
+# ------------------------------------------------------------------------------------ our dialogs as items
+
+# Our APIs' parameters in BFCL's type names: the one writer is tasks.formats.type_dialects.to_bfcl_dialect.
+bfcl_parameters = to_bfcl_dialect
+
+
+def item_from_dialog(dialog: Any) -> BfclItem | None:
+    """The first request of one of our dialogs as a BFCL item (what self-guidance's probes ask the target
+    model): the turns before the first assistant turn with calls, our tools in BFCL's dialect, and that
+    turn's calls as the only acceptable answer. Scored as ``parallel_multiple`` (order-free) when it makes
+    several calls, else ``multiple`` (the right function among those offered) or ``simple_python``. None when
+    the dialog makes no call."""
+    index = next((i for i, t in enumerate(dialog.turns) if t.role == "assistant" and t.tool_calls), None)
+    if index is None:
+        return None
+    question = [{"role": t.role, "content": t.content or ""} for t in dialog.turns[:index]
+                if t.role in ("user", "assistant") and not t.tool_calls]
+    calls = dialog.turns[index].tool_calls
+    functions = [{"name": t.name, "description": t.description, "parameters": bfcl_parameters(t.parameters)}
+                 for t in dialog.tools]
+    category = "parallel_multiple" if len(calls) > 1 else "multiple" if len(functions) > 1 else "simple_python"
+    return BfclItem(id=str(dialog.dialog_id), category=category, question=[question], functions=functions,
+                    possible_answer=[{c.name: {k: [v] for k, v in c.arguments.items()}} for c in calls])

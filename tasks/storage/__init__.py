@@ -1,0 +1,1 @@
+"""Run storage on local disk or object storage: staging, promotion, the latest pointer."""
