@@ -9,7 +9,7 @@ import pytest
 from prefect import flow, task
 from prefect_dask import DaskTaskRunner
 
-from flows.toolace_pipeline import _worker_progress
+from flows.stages.run_context import workers_watched as _worker_progress
 from toolace.dask_progress import ThrottledRelay, progress_topic, worker_relay
 from toolace.stall_watchdog import StallError, StallWatchdog
 

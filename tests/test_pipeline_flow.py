@@ -247,11 +247,12 @@ def test_dask_task_runner_gives_the_same_dataset(llm, tmp_path):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName
 
-    with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["toolace-pipeline-on-dask"])))
-        assert runs and all(r.state and r.state.is_completed() for r in runs)
+    with get_client(sync_client=True) as client:  # each stage is a subflow of its own, with its batch tasks
+        runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["mining"])),
+                                     sort="START_TIME_DESC", limit=1)
+        assert runs and runs[0].state and runs[0].state.is_completed()
         tasks = client.read_task_runs()
-    assert any(t.flow_run_id == runs[-1].id and t.name.startswith("mine-documents") for t in tasks)
+    assert any(t.flow_run_id == runs[0].id and t.name.startswith("mine-documents") for t in tasks)
 
 
 def test_failed_run_resumes_from_its_finished_batches(llm, tmp_path):
@@ -260,7 +261,7 @@ def test_failed_run_resumes_from_its_finished_batches(llm, tmp_path):
     takes the API batches from Prefect's result store (Cached) and the mining decisions from the mining
     ledger, so neither is computed again, and nothing was promoted in between."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterId
 
     with pytest.raises(Exception, match="does not exist|not found|No such"):
         run_flow(llm, tmp_path, target_model=str(tmp_path / "missing-model"))
@@ -269,9 +270,10 @@ def test_failed_run_resumes_from_its_finished_batches(llm, tmp_path):
     llm.clear_requests()
     summary = run_flow(llm, tmp_path)
     assert summary["accepted_dialogs"] == 6
-    with get_client(sync_client=True) as client:
-        run = client.read_flow_runs(limit=1, sort="START_TIME_DESC")[0]
-        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+    with get_client(sync_client=True) as client:  # the rerun's stage subflows and their tasks
+        stages = [client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[name])), limit=1,
+                                        sort="START_TIME_DESC")[0] for name in ("mining", "api-synthesis")]
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[r.id for r in stages])))
     synthesis = [t for t in tasks if t.name.startswith("synthesize-apis")]
     assert synthesis and all(t.state_name == "Cached" for t in synthesis)
     assert not [t for t in tasks if t.name.startswith("mine-documents")]

@@ -238,7 +238,7 @@ def test_a_stalled_stage_fails_the_run_in_one_line_then_it_resumes_with_the_same
 def test_the_cli_bar_shows_a_stall_while_it_lasts() -> None:
     from rich.console import Console
 
-    from toolace.cli_progress import RichProgress
+    from toolace.cli.progress_bar import RichProgress
 
     buffer = io.StringIO()
     with RichProgress(Console(file=buffer, width=200, force_terminal=False)) as bar:
@@ -292,17 +292,18 @@ def _artifact(client: Any, artifact_id: Any) -> str | None:
 
 def _watched_cpu_task(watchdog: StallWatchdog, steps: int, step_s: float, report: bool) -> Any:
     """A CPU task run as the flow runs one (a worker thread with the flow's context), waited on through the
-    watchdog as ``flows.toolace_pipeline.on_runner`` waits."""
+    watchdog as ``flows.scheduler.on_runner`` waits."""
     import contextvars
 
-    from flows.batch_tasks import _progress
+    from flows.batch_tasks import _progress_reporter
     from toolace.stall_watchdog import CURRENT_WATCHDOG
 
     def work() -> str:
+        progressed = _progress_reporter()
         for _ in range(steps):
             time.sleep(step_s)
             if report:
-                _progress()
+                progressed()
         return "done"
 
     token = CURRENT_WATCHDOG.set(watchdog)

@@ -1,0 +1,210 @@
+"""Stages 5-7, dialogs: each batch is generated, scored by the target model (complexity loss), guided into the loss
+bounds and verified (rules, then the model judges), then written at once (tables, dataset files, shards): only
+per-row figures stay in memory.
+
+Two batches generate at once: the older one's dialogs go first (their requests wait with the plan index as
+priority), and the newer one fills the slots the older batch's last, longest dialogs leave idle; each batch is
+then verified while the next ones generate. Dialogs generating or verifying count as accepted when the next
+batch is planned, so no more are generated than the target can use.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any
+
+from prefect import flow
+
+from flows.batch_tasks import complexity_batch, generate_dialog_batch, verify_batch
+from flows.scheduler import on_runner, submit_batch
+from flows.stages.calibration import offered_apis
+from flows.stages.run_context import MAX_ATTEMPT_FACTOR, Carried, RunContext, StageResult, seeded, workers_watched
+from schemas.records import APISpec, Dialog, StageStats
+from schemas.suites import SuiteBounds
+from tasks.dataset.stream import DialogStream
+from tasks.dialogs import generation as dialog_generation
+from tasks.dialogs.self_guidance import (
+    GuidanceRecord,
+    LossBounds,
+    apply_record,
+    guidance_instruction,
+    start_record,
+)
+from tasks.verification.expectations import prefetch_great_expectations
+from toolace.garbage_collection import freeze_long_lived
+from toolace.stall_watchdog import items_of
+
+GENERATION_BATCHES = 2  # dialog batches generating at once
+OUT_OF_BAND_CHECK = "complexity_bounds_v1"
+STAGES = ("dialog_generation", "complexity_loss", "verification")
+
+
+def suite_bounds(run: RunContext) -> SuiteBounds:
+    config = run.config
+    return SuiteBounds.from_config(config, mix_tolerance=config.mix_tolerance,
+                                   min_acceptance_rate=config.min_acceptance_rate)
+
+
+def reject_out_of_band(dialog: Dialog, record: GuidanceRecord, bounds: LossBounds, keep_out_of_band: bool) -> None:
+    """After the last guidance round: a dialog still too easy or too hard for the target model is rejected by
+    :data:`OUT_OF_BAND_CHECK` (unless ``keep_out_of_band``), naming its loss, the verdict and the bounds."""
+    if keep_out_of_band or record.final_verdict not in ("too_easy", "too_hard"):
+        return
+    dialog.reject(OUT_OF_BAND_CHECK, f"loss {dialog.complexity_loss} still {record.final_verdict} "
+                                     f"after {dialog.guidance_rounds} rounds "
+                                     f"(bounds {bounds.lower:.3f}-{bounds.upper:.3f})")
+
+
+def make_dialogs(run: RunContext, all_apis: list[APISpec], bounds: LossBounds | None,
+                 bounds_for_suite: SuiteBounds) -> StageResult[Any]:
+    """Generate, score, guide and verify dialogs until ``config.dialogs`` are accepted (bounded attempts), writing
+    each batch as it is decided. ``report``: the stream's tally, shards and verification report."""
+    config, sink, watchdog = run.config, run.sink, run.watchdog
+    gen, loss, ver = StageStats(), StageStats(), StageStats()
+    apis_by_id = {a.api_id: a for a in all_apis}
+    all_dialog_plans = dialog_generation.plan_dialogs(
+        all_apis, config.dialogs * MAX_ATTEMPT_FACTOR, config.dialog_mix, config.candidate_tools,
+        seeded(config.seed, "dialogs"), config.max_segments)
+    sink.stage("dialogs", config.dialogs)
+    # Great Expectations is needed at publish: it is imported while the dialogs wait on the LLM (the interpreter is
+    # far from busy then), instead of stalling publish for its 4 s import
+    prefetch_great_expectations()
+    freeze_long_lived()  # the API pool and the dialog plans live until the run ends
+    cursor = 0
+    gate = run.template_gate
+
+    def start_dialogs(reserved: int) -> tuple[list[dialog_generation.DialogPlan], list[APISpec], Any, float] | None:
+        """Submit the next batch's generation; ``reserved`` dialogs (generating or generated, not yet verified)
+        count as accepted, so no more are generated than the target can use."""
+        nonlocal cursor
+        need = config.dialogs - stream.tally.accepted - reserved
+        if need <= 0 or cursor >= len(all_dialog_plans):
+            return None
+        batch_plans = all_dialog_plans[cursor:cursor + min(config.batch_size, need)]
+        cursor += len(batch_plans)
+        offered = offered_apis(apis_by_id, batch_plans)
+        generating = submit_batch(generate_dialog_batch, run.scope, batch_plans, offered, run.settings, config.seed,
+                                  config.decision_samples)
+        return batch_plans, offered, generating, time.perf_counter()
+
+    with DialogStream(run.run_url, bounds_for_suite, publish_reasoning=config.publish_reasoning,
+                      template_rows=config.template_check_rows if gate.active else 0, seed=config.seed) as stream:
+        generating_batches: deque[tuple[list[dialog_generation.DialogPlan], list[APISpec], Any, float]] = deque()
+        generation_clock = 0.0  # when the last batch finished: generation's wall time counts overlapping batches once
+
+        def top_up(verifying: int) -> None:
+            """Keep GENERATION_BATCHES batches generating; the dialogs of the batches generating and the
+            ``verifying`` ones count as accepted, so no more are generated than the target can use."""
+            while len(generating_batches) < GENERATION_BATCHES:
+                started = start_dialogs(verifying + sum(len(b[0]) for b in generating_batches))
+                if started is None:
+                    return
+                generating_batches.append(started)
+
+        top_up(0)
+        while generating_batches:
+            batch_plans, offered, generating, started = generating_batches.popleft()
+            generated, llm = watchdog.wait(generating, "dialogs", items_of(batch_plans))
+            gen = _count_generation(gen, generated, llm, max(started, generation_clock))
+            generation_clock = time.perf_counter()
+            generated, loss = _score(run, generated, loss)
+            if bounds is not None:
+                generated, gen, loss = _guide(run, offered, batch_plans, generated, bounds, gen, loss)
+            t0 = time.perf_counter()
+            ready_ids = {d.dialog_id for d in generated if d.accepted}
+            verifying = submit_batch(verify_batch, run.scope, generated, run.settings, config.max_assistant_chars,
+                                     config.model_checks, config.judge_votes, batch_plans[0].index)
+            top_up(len(ready_ids))  # the next batch starts generating while this one is verified
+            (decided, batch_verdicts), llm = watchdog.wait(verifying, "verification", items_of(batch_plans))
+            ver = ver.add(llm)
+            ver.count([d for d in decided if d.dialog_id in ready_ids])
+            ver.wall_time_s = round(ver.wall_time_s + time.perf_counter() - t0, 3)
+            stream.write(decided, batch_verdicts)
+            sink.advance("dialogs", sum(d.accepted for d in decided))
+            top_up(0)  # fewer were accepted than counted on: more to generate
+    sink.finish("dialogs")
+    stats = dict(zip(STAGES, (gen, loss, ver), strict=True))
+    return StageResult(stats=stats, files=["tables/dialogs.parquet", "tables/verdicts.parquet", "dataset/"],
+                       report={"tally": stream.tally, "shards": stream.shards,
+                               "verification": stream.verification.report()})
+
+
+def _count_generation(gen: StageStats, generated: list[Dialog], llm: StageStats, started: float) -> StageStats:
+    gen = gen.add(llm)
+    gen.count(generated)
+    gen.wall_time_s = round(gen.wall_time_s + time.perf_counter() - started, 3)
+    return gen
+
+
+def _score(run: RunContext, generated: list[Dialog], loss: StageStats) -> tuple[list[Dialog], StageStats]:
+    """The target model's loss of each generated dialog (a score; a dialog longer than the model's context is
+    rejected here with that reason)."""
+    if not run.config.target_model:
+        return generated, loss
+    t0 = time.perf_counter()
+    ready = {d.dialog_id for d in generated if d.accepted}
+    generated = on_runner(complexity_batch, run.scope, generated, run.config.target_model)
+    loss.count([d for d in generated if d.dialog_id in ready])
+    for dialog in generated:
+        if dialog.dialog_id in ready:
+            dialog.losses = [dialog.complexity_loss]
+    loss.wall_time_s = round(loss.wall_time_s + time.perf_counter() - t0, 3)
+    return generated, loss
+
+
+def _generate_and_score(run: RunContext, apis: list[APISpec], plans: list[dialog_generation.DialogPlan],
+                        gen: StageStats, loss: StageStats) -> tuple[list[Dialog], StageStats, StageStats]:
+    """One batch of dialogs from the agents, then the target model's loss."""
+    started = time.perf_counter()
+    generated, llm = on_runner(generate_dialog_batch, run.scope, plans, apis, run.settings, run.config.seed,
+                               run.config.decision_samples)
+    gen = _count_generation(gen, generated, llm, started)
+    generated, loss = _score(run, generated, loss)
+    return generated, gen, loss
+
+
+def _guide(run: RunContext, apis: list[APISpec], plans: list[dialog_generation.DialogPlan],
+           generated: list[Dialog], bounds: LossBounds, gen: StageStats,
+           loss: StageStats) -> tuple[list[Dialog], StageStats, StageStats]:
+    """Self-guidance: a dialog the target model finds too easy (loss under the lower bound) or too hard
+    (over the upper bound) is regenerated with an instruction for the user agent, for at most
+    ``guidance_rounds`` rounds. A round that fails keeps the previous version; every round is recorded."""
+    by_plan = {d.dialog_id: (p, d) for p, d in zip(plans, generated, strict=True)}
+    records: dict[str, GuidanceRecord] = {}
+    for _, dialog in by_plan.values():
+        if dialog.accepted:
+            records[dialog.dialog_id] = start_record(bounds, dialog.complexity_loss)
+    for round_no in range(1, run.config.guidance_rounds + 1):
+        todo = [(plan, dialog) for plan, dialog in by_plan.values()
+                if dialog.dialog_id in records
+                and records[dialog.dialog_id].final_verdict in ("too_easy", "too_hard")]
+        if not todo:
+            break
+        new_plans = [plan.model_copy(update={"round": round_no, "guidance": guidance_instruction(
+            records[dialog.dialog_id].final_verdict, plan.dialog_type, [t.name for t in dialog.tools])})
+            for plan, dialog in todo]
+        regenerated, gen, loss = _generate_and_score(run, apis, new_plans, gen, loss)
+        for (_, old), plan, new in zip(todo, new_plans, regenerated, strict=True):
+            if new.accepted:
+                by_plan[old.dialog_id] = (plan, new)
+                records[old.dialog_id].add_round(new.complexity_loss, plan.guidance)
+            else:
+                records[old.dialog_id].add_round(new.complexity_loss, plan.guidance,
+                                                 verdict=f"rejected ({new.rejected_by}): previous version kept")
+    out: list[Dialog] = []
+    for _, dialog in by_plan.values():
+        record = records.get(dialog.dialog_id)
+        if record is not None:
+            apply_record(dialog, record)
+            reject_out_of_band(dialog, record, bounds, run.config.keep_out_of_band)
+        out.append(dialog)
+    return out, gen, loss
+
+
+@flow(name="dialogs", validate_parameters=False, persist_result=False)
+def dialogs_stage(run: RunContext, apis: Carried[APISpec], bounds: Carried[LossBounds],
+                  bounds_for_suite: SuiteBounds) -> StageResult[Any]:
+    """Stages 5-7 as one subflow (generation, loss and verification interleave batch by batch)."""
+    with workers_watched(run.watchdog):
+        return make_dialogs(run, list(apis.items), bounds.items[0] if bounds.items else None, bounds_for_suite)
