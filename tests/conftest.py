@@ -33,6 +33,22 @@ def prefect_harness() -> Iterator[None]:
         yield
 
 
+@pytest.fixture(autouse=True)
+def _cli_prefect_env_stays_in_its_test() -> Iterator[None]:
+    """A command run in-process (CliRunner) sets the Prefect variables of `toolace.cli.prefect_env` in this
+    process's environment, as it would in its own: they are put back after each test, so no later test or
+    subprocess inherits a quiet console or a verbose one."""
+    from toolace.cli.prefect_env import DEFAULTS
+
+    saved = {key: os.environ.get(key) for key in DEFAULTS}
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.fixture(scope="session")
 def mixed_corpus(tmp_path_factory: pytest.TempPathFactory) -> str:
     """Every fourth document of the bundled corpus (15: API documents, manuals, stories, release notes): flow

@@ -914,6 +914,7 @@ class ScriptedLLMServer:
         self.keep_requests = keep_requests
         self.openai_rules = openai_rules
         self.refusals: list[dict[str, Any]] = []  # the error bodies sent under openai_rules
+        self.api_keys: Counter[str] = Counter()  # bearer tokens of the chat requests (Authorization header)
         self._requested_port = port
         self._port: int | None = None
         self._lock = threading.RLock()
@@ -1061,6 +1062,7 @@ class ScriptedLLMServer:
             self._requests.clear()
             self._errors.clear()
             self.refusals.clear()
+            self.api_keys.clear()
             self._rules.clear()
             self._faults.clear()
             self._fault_rates = {}
@@ -1277,6 +1279,7 @@ class ScriptedLLMServer:
         with self._lock:
             if self.keep_requests:
                 self._requests.append(body)
+            self.api_keys[request.headers.get("authorization", "").removeprefix("Bearer ")] += 1
             fault = self._faults.popleft() if self._faults else None
         if fault is not None:
             return await self._respond(body, fault)

@@ -331,7 +331,7 @@ def test_cli_missing_file(tmp_path):
     missing = tmp_path / "nowhere.json"
     pool = tmp_path / "pool.jsonl"
     result = runner.invoke(app, ["import-apis", str(missing), "--pool", str(pool)])
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 1, result.output
     lines = [line for line in result.output.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and str(missing) in lines[0]
     assert "does not exist" in lines[0] and "Traceback" not in result.output

@@ -226,5 +226,5 @@ def test_cli_eval_writes_every_answer_and_prints_the_accuracy(llm, tmp_path):
 ])
 def test_cli_eval_user_errors(args, message):
     result = CliRunner().invoke(app, ["eval", *args])
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert "error:" in result.output and message in result.output

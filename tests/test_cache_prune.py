@@ -151,4 +151,4 @@ def test_cli_prune_prints_what_it_removed(tmp_path: Path) -> None:
     assert cache.get(fresh) is None
 
     bad = runner.invoke(app, ["cache", "prune", "--out", str(out), "--max-age-days", "0"])
-    assert bad.exit_code == 2 and "error: --max-age-days must be positive" in bad.output
+    assert bad.exit_code == 1 and "error: --max-age-days must be positive" in bad.output

@@ -1,8 +1,13 @@
-"""The `toolace` CLI: user errors stop at once with one clear line and exit status 2, no traceback."""
+"""The `toolace` CLI: user errors stop at once with one clear line and exit status 1, no traceback; usage errors
+exit 2 (Click's own); a rejected dataset exits 3. --help shows every default, --version the package version."""
 
 from __future__ import annotations
 
+import os
+import re
 import socket
+import subprocess
+import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -23,7 +28,7 @@ def invoke(*args: str):
 
 
 def assert_user_error(result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 1, result.output
     lines = [line for line in result.output.strip().splitlines() if line.strip()]
     assert len(lines) == 1, result.output  # one line, no traceback
     assert lines[0].startswith("error: ")
@@ -90,10 +95,10 @@ def test_help_lists_every_documented_option():
 @pytest.fixture
 def captured_runs(monkeypatch):
     """Stops `toolace run` after its config is resolved: the configs it would run, in order."""
-    import toolace.cli
+    import toolace.cli.run
 
     configs = []
-    monkeypatch.setattr(toolace.cli, "_run", configs.append)
+    monkeypatch.setattr(toolace.cli.run, "_run", configs.append)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     return configs
 
@@ -128,3 +133,110 @@ def test_run_with_an_endpoint_keeps_the_defaults_and_says_nothing(captured_runs)
     (config,) = captured_runs
     assert (config.apis, config.dialogs, config.decision_samples, config.guidance_rounds, config.model_checks) == \
         (20, 20, 3, 2, True)
+
+
+def test_run_takes_openai_base_url_after_the_config_file(captured_runs, tmp_path, monkeypatch):
+    """OPENAI_BASE_URL is the flag's environment variable (shown in --help), yet only fills in for an endpoint
+    neither the flag nor the config file sets."""
+    path = tmp_path / "c.yaml"
+    path.write_text("llm_base_url: http://from-the-file/v1\n")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://from-the-env/v1")
+    assert invoke("run", "--config", str(path)).exit_code == 0
+    assert invoke("run").exit_code == 0
+    assert invoke("run", "--config", str(path), "--llm-base-url", "http://from-the-flag/v1").exit_code == 0
+    assert [c.llm_base_url for c in captured_runs] == ["http://from-the-file/v1", "http://from-the-env/v1",
+                                                       "http://from-the-flag/v1"]
+
+
+def test_choices_are_checked_by_the_parser(captured_runs):
+    assert invoke("run", "--task-runner", "dask").exit_code == 0
+    assert captured_runs[-1].task_runner == "dask"
+    result = invoke("run", "--task-runner", "ray")
+    assert result.exit_code == 2 and "'ray' is not one of 'thread', 'dask'" in unboxed(result.output)
+    assert len(captured_runs) == 1
+
+
+def test_a_rejected_dataset_exits_3(captured_runs, monkeypatch):
+    import toolace.cli.run
+    from flows.toolace_pipeline import DatasetRejected
+
+    def rejected(cfg):
+        raise DatasetRejected("run x: the published-dataset expectation suite failed (gx_unique_ids_v1)")
+
+    monkeypatch.setattr(toolace.cli.run, "_run", rejected)
+    result = invoke("run", "--llm-base-url", "http://127.0.0.1:1/v1")
+    assert result.exit_code == 3, result.output
+    assert result.output.strip() == "error: run x: the published-dataset expectation suite failed (gx_unique_ids_v1)"
+
+
+def test_run_keeps_prefect_logs_for_the_api_and_the_console_quiet(captured_runs, monkeypatch):
+    from toolace.cli.prefect_env import CONSOLE_LEVEL
+
+    monkeypatch.delenv(CONSOLE_LEVEL, raising=False)
+    monkeypatch.delenv("PREFECT_LOGGING_LEVEL", raising=False)
+    assert invoke("run", "--llm-base-url", "http://127.0.0.1:1/v1").exit_code == 0
+    assert os.environ[CONSOLE_LEVEL] == "WARNING" and "PREFECT_LOGGING_LEVEL" not in os.environ
+    assert invoke("run", "-v", "--llm-base-url", "http://127.0.0.1:1/v1").exit_code == 0
+    assert os.environ[CONSOLE_LEVEL] == "INFO"
+
+
+def test_version():
+    from importlib.metadata import version
+
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.output == f"toolace {version('toolace-platform')}\n"
+    done = subprocess.run([sys.executable, "-m", "toolace.cli", "--version"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0 and done.stdout == result.output
+
+
+def unboxed(output: str) -> str:
+    """Typer's rich output without the boxes and the line wrapping."""
+    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", output).split())
+
+
+def plain_help(*args: str) -> str:
+    result = invoke(*args, "--help")
+    assert result.exit_code == 0, result.output
+    return unboxed(result.output)
+
+
+def test_help_shows_the_exit_statuses_and_the_key_variable():
+    text = plain_help()
+    for status in ("0 done", "1 user error", "2 usage error", "3 the dataset failed its expectation suite"):
+        assert status in text
+    assert "OPENAI_API_KEY" in text and "OPENAI_BASE_URL" in text
+
+
+def test_help_shows_every_default():
+    """Every option that takes a value shows its default: the signature's, or, for options a config file may
+    also set (None in the signature, so that the file's value wins), the one that applies."""
+    import typer.main
+
+    from toolace.cli import app
+
+    def commands(group, prefix=()):
+        for name, command in group.commands.items():
+            if hasattr(command, "commands"):
+                yield from commands(command, (*prefix, name))
+            else:
+                yield (*prefix, name), command
+
+    checked = 0
+    for path, command in commands(typer.main.get_command(app)):
+        for param in command.params:
+            if param.param_type_name != "option" or param.is_flag or param.name == "help":
+                continue
+            if param.required:
+                continue
+            assert param.show_default is not False, (path, param.name)
+            assert param.default is not None or isinstance(param.show_default, str), (path, param.name)
+            checked += 1
+    assert checked > 50
+    run_help = plain_help("run")
+    assert "[default: (20; 8 with the embedded model)]" in run_help
+    assert "[default: (20; 10 with the embedded model)]" in run_help
+    assert "[env var: OPENAI_BASE_URL]" in run_help and "OPENAI_API_KEY" in run_help
+    assert "<thread|dask>" in run_help and "[default: (thread)]" in run_help
+    assert "[default: auto]" in plain_help("verify") and "<rules|all>" in plain_help("verify")
+    assert "[env var: PREFECT_API_URL]" in plain_help("deploy")

@@ -2,7 +2,10 @@
 
 The refresh deployment of deployments/prefect.yaml is deployed with its parameters pointed at a tiny corpus, a
 temporary output folder and the scripted LLM server; a worker started from the repository root runs it in a
-subprocess, twice: the second run mines only the document added since the first and grows the same pool.
+subprocess, twice: the second run mines only the document added since the first and grows the same pool. Each run
+takes the endpoint key from the Secret block its pull step reads (the worker's environment has none), and each
+completed refresh triggers a run of the downstream-check deployment (deployed too, on a pool no worker serves, so
+the triggered runs wait there instead of training a model).
 """
 
 from __future__ import annotations
@@ -33,6 +36,11 @@ ROOT = Path(__file__).resolve().parents[1]
 PREFECT_YAML = ROOT / "deployments" / "prefect.yaml"
 DEPLOYMENT = "toolace-refresh"
 POOL = "toolace-process"
+CHECK = "toolace-downstream-check"
+PARKED_POOL = "toolace-parked"  # no worker: the triggered downstream checks are created, never run
+KEY_BLOCK = "toolace-openai-api-key"
+API_KEY = "sk-MARKER-deployed-key-4e1d"
+TRIGGER_TIMEOUT_S = 60
 SERVER_START_TIMEOUT_S = 120
 WATCH_TIMEOUT_S = 240
 
@@ -163,9 +171,12 @@ def tiny_corpus(folder: Path) -> list[Path]:
 
 
 def refresh_prefect_file(tmp_path: Path, base_url: str) -> Path:
-    """deployments/prefect.yaml with only the refresh deployment, its schedule paused, pointed at tmp_path."""
+    """deployments/prefect.yaml with the refresh deployment, its schedule paused, pointed at tmp_path, and the
+    downstream check with its trigger, on a pool no worker serves."""
     spec = yaml.safe_load(PREFECT_YAML.read_text())
     [refresh] = [d for d in spec["deployments"] if d["name"] == DEPLOYMENT]
+    [check] = [d for d in spec["deployments"] if d["name"] == CHECK]
+    check["work_pool"]["name"] = PARKED_POOL
     config = refresh["parameters"]["config"]
     config.update({"corpus": str(tmp_path / "incoming"), "out": str(tmp_path / "out"),
                    "pool": str(tmp_path / "out" / "api_pool.jsonl"), "apis": 2, "dialogs": 2, "batch_size": 4,
@@ -173,8 +184,31 @@ def refresh_prefect_file(tmp_path: Path, base_url: str) -> Path:
     for schedule in refresh["schedules"]:
         schedule["active"] = False  # the cron is deployed and parsed, but no nightly run is scheduled here
     path = tmp_path / "prefect.yaml"
-    path.write_text(yaml.safe_dump({**spec, "deployments": [refresh]}, sort_keys=False))
+    path.write_text(yaml.safe_dump({**spec, "deployments": [refresh, check]}, sort_keys=False))
     return path
+
+
+def save_secret(env: dict[str, str], name: str, value: str) -> None:
+    """A Secret block on the server, saved as a user would (the value travels in the environment, not argv)."""
+    done = run_command([sys.executable, "-c", "import os; from prefect.blocks.system import Secret; "
+                        "Secret(value=os.environ['SECRET_VALUE']).save(os.environ['SECRET_NAME'], overwrite=True)"],
+                       {**env, "SECRET_NAME": name, "SECRET_VALUE": value}, 120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def triggered_checks(api_url: str) -> list[dict[str, Any]]:
+    """The flow runs of the downstream-check deployment (made by its trigger), oldest first."""
+    response = httpx.post(f"{api_url}/flow_runs/filter", timeout=10,
+                          json={"deployments": {"name": {"any_": [CHECK]}}, "sort": "EXPECTED_START_TIME_ASC"})
+    response.raise_for_status()
+    return response.json()
+
+
+def wait_for_checks(api_url: str, count: int) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + TRIGGER_TIMEOUT_S
+    while len(runs := triggered_checks(api_url)) < count and time.monotonic() < deadline:
+        time.sleep(1)
+    return runs
 
 
 def run_command(command: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
@@ -222,6 +256,7 @@ def test_deploy_then_trigger_the_refresh_from_the_cli(llm, tmp_path, background)
         prefect_file = refresh_prefect_file(tmp_path, llm.base_url)
 
         t0 = time.monotonic()
+        save_secret(env, KEY_BLOCK, API_KEY)
         deployed = run_command([sys.executable, "-m", "toolace.cli", "deploy", "--prefect-file", str(prefect_file)],
                                env, 300)
         timings["deploy"] = time.monotonic() - t0
@@ -229,13 +264,29 @@ def test_deploy_then_trigger_the_refresh_from_the_cli(llm, tmp_path, background)
         assert f"work pool {POOL}: created (process)" in deployed.stdout
         assert f"deployed toolace-pipeline/{DEPLOYMENT} (pool {POOL}, cron 0 3 * * * (UTC), paused)" in \
             deployed.stdout
+        assert (f"deployed {CHECK}/{CHECK} (pool {PARKED_POOL}, no schedule; triggered on prefect.flow-run.Completed "
+                f"of toolace-pipeline/{DEPLOYMENT})") in deployed.stdout, deployed.stdout
         assert f"prefect worker start --pool {POOL}" in deployed.stdout
+        assert "note:" not in deployed.stdout  # the Secret block is there
+        assert API_KEY not in deployed.stdout + deployed.stderr
+        [check_deployment] = httpx.post(f"{api_url}/deployments/filter", timeout=10,
+                                        json={"deployments": {"name": {"any_": [CHECK]}}}).json()
+        [refresh_deployment] = httpx.post(f"{api_url}/deployments/filter", timeout=10,
+                                          json={"deployments": {"name": {"any_": [DEPLOYMENT]}}}).json()
+        for deployment in (check_deployment, refresh_deployment):  # the key is not stored with the deployment
+            assert API_KEY not in json.dumps(deployment) and KEY_BLOCK in json.dumps(deployment["pull_steps"])
+        assert not triggered_checks(api_url)
 
         _, worker_log = background.start("worker", [sys.executable, "-m", "prefect", "worker", "start",
                                                     "--pool", POOL, "--limit", "1"], env)
 
         first_id, timings["first_run"] = trigger(env, worker_log)
         assert flow_run(api_url, first_id)["state_type"] == "COMPLETED"
+        assert llm.api_keys and set(llm.api_keys) == {API_KEY}, llm.api_keys  # from the block, every request
+        t0 = time.monotonic()
+        [check_run] = wait_for_checks(api_url, 1)  # the completed refresh triggered the downstream check
+        timings["trigger"] = time.monotonic() - t0
+        assert check_run["deployment_id"] == check_deployment["id"] and check_run["state_type"] == "SCHEDULED"
         [first] = manifests(tmp_path / "out")
         assert first["stages"]["mining"]["items_in"] == 3 and first["stages"]["mining"]["reused"] == 0
         assert first["stages"]["mining"]["accepted"] == 3
@@ -247,6 +298,7 @@ def test_deploy_then_trigger_the_refresh_from_the_cli(llm, tmp_path, background)
         (tmp_path / "incoming" / extra.name).write_bytes(extra_text)  # one new document arrives
         second_id, timings["second_run"] = trigger(env, worker_log)
         assert flow_run(api_url, second_id)["state_type"] == "COMPLETED"
+        assert len(wait_for_checks(api_url, 2)) == 2  # one downstream check per completed refresh
         first, second = manifests(tmp_path / "out")
         assert second["stages"]["mining"]["items_in"] == 4
         assert second["stages"]["mining"]["reused"] == 3  # only the new document was mined

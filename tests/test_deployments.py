@@ -1,11 +1,16 @@
 """What deployments/prefect.yaml deploys must import and its parameters must validate; the refresh deployment is
-scheduled and incremental; the CI workflow triggers and watches it; `toolace deploy` fails clearly. No server."""
+scheduled and incremental, and its completed runs trigger the downstream check; deployed runs work in this checkout
+and take their endpoint key from a Secret block when they start; the CI workflow triggers and watches the refresh;
+`toolace deploy` fails clearly. No server, except the session's Prefect test harness for the pull steps."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+import os
 import re
 import socket
+import uuid
 from pathlib import Path
 
 import pytest
@@ -15,12 +20,14 @@ from typer.testing import CliRunner
 
 from toolace.cli import app
 from toolace.config import RunConfig
-from toolace.deploy import DeployedDeployment, DeployResult, summary_lines, with_pool
+from toolace.deploy import DeployedDeployment, DeployResult, _trigger_text, secret_blocks, summary_lines, with_pool
 
 DEPLOYMENTS = Path(__file__).parents[1] / "deployments"
 PREFECT_YAML = DEPLOYMENTS / "prefect.yaml"
 CI_TRIGGER = DEPLOYMENTS / "ci-trigger.yml"
 SECRET_WORDS = ("api_key", "apikey", "secret", "password", "token")
+KEY_BLOCK = "toolace-openai-api-key"
+SECRET_STEP = "toolace.deployment_steps.set_environment"
 
 
 def deployments() -> dict[str, dict]:
@@ -70,13 +77,93 @@ def test_refresh_deployment_is_scheduled_on_the_process_pool_and_incremental():
 
 
 def test_prefect_file_holds_no_secret_or_endpoint():
+    """The key is named only by the pull step that reads it from its Secret block when a run starts; nothing
+    resolved at deploy time (job variables, parameters) names a key."""
     spec = yaml.safe_load(PREFECT_YAML.read_text())
-    for key in keys_of(spec):
+    pull = spec["pull"]
+    for key in keys_of({**spec, "pull": [step for step in pull if SECRET_STEP not in step]}):
         assert not any(word in key.lower() for word in SECRET_WORDS), key
+    for step in pull:
+        for name, value in (step.get(SECRET_STEP) or {}).items():
+            assert re.fullmatch(r"\{\{ prefect\.blocks\.secret\.[\w-]+ \}\}", value), (name, value)
     for deployment in spec["deployments"]:
         config = deployment["parameters"]["config"]
         assert "llm_base_url" not in config  # the worker's OPENAI_BASE_URL decides
         assert not (deployment.get("work_pool") or {}).get("job_variables", {}).get("env")
+        assert "pull" not in deployment and "build" not in deployment  # the file's own steps apply to every one
+
+
+def test_deployed_runs_work_in_this_checkout_and_read_the_key_from_a_secret_block():
+    spec = yaml.safe_load(PREFECT_YAML.read_text())
+    [build] = spec["build"]
+    assert build["prefect.deployments.steps.run_shell_script"] == {"id": "checkout", "script": "pwd",
+                                                                   "stream_output": False}
+    workdir, environment = spec["pull"]
+    assert workdir == {"prefect.deployments.steps.set_working_directory": {"directory": "{{ checkout.stdout }}"}}
+    assert environment == {SECRET_STEP: {"OPENAI_API_KEY": f"{{{{ prefect.blocks.secret.{KEY_BLOCK} }}}}"}}
+    assert secret_blocks(spec) == [KEY_BLOCK]
+    for step in (build, workdir, environment):  # every step names a function that imports
+        module, name = next(iter(step)).rsplit(".", 1)
+        assert callable(getattr(importlib.import_module(module), name))
+
+
+def test_the_pull_steps_run_as_a_deployed_run_runs_them(prefect_harness, tmp_path, monkeypatch):
+    """Prefect's own step runner, as a flow run calls it: the working directory is set and the key comes from
+    the Secret block, resolved when the steps run."""
+    from prefect.blocks.system import Secret
+    from prefect.deployments.steps.core import run_steps
+    from prefect.utilities.templating import apply_values
+
+    monkeypatch.chdir(tmp_path)  # put back after the test, as OPENAI_API_KEY is
+    monkeypatch.setenv("OPENAI_API_KEY", "the worker's own")
+    Secret(value="sk-MARKER-from-the-block").save(KEY_BLOCK, overwrite=True)
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    pull = apply_values(yaml.safe_load(PREFECT_YAML.read_text())["pull"], {"checkout": {"stdout": str(checkout)}},
+                        remove_notset=False)  # what `prefect deploy` does with the build step's output
+    assert KEY_BLOCK in str(pull)  # the reference is kept for the run, not resolved at deploy time
+    outputs = asyncio.run(run_steps(pull))
+    assert Path.cwd() == checkout and outputs["directory"] == str(checkout)
+    assert os.environ["OPENAI_API_KEY"] == "sk-MARKER-from-the-block"
+    assert "sk-MARKER" not in str(outputs)  # step outputs name the variables only
+
+
+def test_a_completed_refresh_triggers_the_downstream_check():
+    from prefect.cli.deploy._triggers import _initialize_deployment_triggers
+    from prefect.server.events.schemas.automations import EventTrigger
+    from prefect.server.events.schemas.events import ReceivedEvent
+
+    refresh, check = deployments()["toolace-refresh"], deployments()["toolace-downstream-check"]
+    [trigger] = _initialize_deployment_triggers(check["name"], check["triggers"])  # as `prefect deploy` reads them
+    deployment_id = uuid.uuid4()
+    trigger.set_deployment_id(deployment_id)
+    automation = trigger.as_automation()
+    assert automation.enabled and [a.type for a in automation.actions] == ["run-deployment"]
+    assert automation.actions[0].deployment_id == deployment_id and automation.actions[0].parameters is None
+    assert _trigger_text(automation) == "on prefect.flow-run.Completed of toolace-pipeline/toolace-refresh"
+    # the check's own parameters: the latest run under the output root the refresh publishes to
+    assert check["parameters"]["config"]["run"] == refresh["parameters"]["config"]["out"]
+    path, name = refresh["entrypoint"].split(":")
+    refresh_flow = getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), name).name
+
+    server_trigger = EventTrigger.model_validate(automation.trigger.model_dump(mode="json"))
+
+    def event(state: str, flow: str, deployment: str) -> ReceivedEvent:
+        run_id = uuid.uuid4()
+        return ReceivedEvent(
+            occurred="2026-01-01T03:10:00Z", event=f"prefect.flow-run.{state}", id=uuid.uuid4(),
+            resource={"prefect.resource.id": f"prefect.flow-run.{run_id}", "prefect.resource.name": "clever-fox"},
+            related=[{"prefect.resource.id": f"prefect.flow.{uuid.uuid4()}", "prefect.resource.role": "flow",
+                      "prefect.resource.name": flow},
+                     {"prefect.resource.id": f"prefect.deployment.{uuid.uuid4()}",
+                      "prefect.resource.role": "deployment", "prefect.resource.name": deployment}])
+
+    assert server_trigger.immediate  # reactive, fires on the event itself
+    assert server_trigger.covers(event("Completed", refresh_flow, "toolace-refresh"))
+    assert not server_trigger.covers(event("Failed", refresh_flow, "toolace-refresh"))  # e.g. a rejected dataset
+    assert not server_trigger.covers(event("Running", refresh_flow, "toolace-refresh"))
+    assert not server_trigger.covers(event("Completed", refresh_flow, "toolace-run"))
+    assert not server_trigger.covers(event("Completed", "toolace-downstream-check", "toolace-downstream-check"))
 
 
 def test_ci_workflow_triggers_the_refresh_and_waits_for_it():
@@ -104,15 +191,21 @@ def test_with_pool_rewrites_only_the_selected_deployments():
 
 
 def test_summary_says_what_was_deployed_and_how_to_start_a_worker():
+    trigger = "on prefect.flow-run.Completed of toolace-pipeline/toolace-refresh"
     result = DeployResult(api_url="http://127.0.0.1:4200/api", prefect_file=PREFECT_YAML,
-                          pools_created=["toolace-process"],
+                          pools_created=["toolace-process"], secret_blocks=[KEY_BLOCK],
                           deployed=[DeployedDeployment("toolace-pipeline/toolace-refresh", "toolace-process",
-                                                       ["cron 0 3 * * * (UTC)"])])
+                                                       ["cron 0 3 * * * (UTC)"]),
+                                    DeployedDeployment("toolace-downstream-check/toolace-downstream-check",
+                                                       "toolace-process", [], [trigger])])
     text = "\n".join(summary_lines(result))
     assert "work pool toolace-process: created" in text
     assert "deployed toolace-pipeline/toolace-refresh (pool toolace-process, cron 0 3 * * * (UTC))" in text
+    assert ("deployed toolace-downstream-check/toolace-downstream-check (pool toolace-process, no schedule; "
+            f"triggered {trigger})") in text
+    assert f"the runs read its key from the Secret block {KEY_BLOCK}" in text
     assert "prefect worker start --pool toolace-process" in text
-    assert "prefect deployment run 'toolace-pipeline/toolace-refresh' --watch" in text
+    assert "prefect deployment run 'toolace-downstream-check/toolace-downstream-check' --watch" in text
 
 
 def closed_port() -> int:
@@ -126,7 +219,7 @@ def invoke_deploy(*args: str, env: dict[str, str] | None = None):
 
 
 def assert_user_error(result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output
     for fragment in fragments:
         assert fragment in result.output

@@ -301,10 +301,10 @@ def test_lora_is_merged_and_a_failure_leaves_the_previous_model(tiny_base, short
     assert not fresh.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["tuned"]
 
 
-def test_cli_bad_input_exits_2_with_one_line(tmp_path):
+def test_cli_bad_input_exits_1_with_one_line(tmp_path):
     from toolace.cli import app
 
     result = CliRunner().invoke(app, ["train", str(tmp_path / "d.jsonl"), "--out", str(tmp_path / "o"),
                                       "--steps", "5", "--epochs", "1"])
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert "error: give --steps or --epochs, not both" in result.output

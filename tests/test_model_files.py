@@ -174,7 +174,7 @@ def test_target_model_smollm2_names_the_command(monkeypatch):
 
 
 def assert_cli_error(result, fragment: str) -> None:
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == 1, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], result.output
 
@@ -187,7 +187,7 @@ def test_run_stops_before_any_work_naming_the_command(monkeypatch, tmp_path):
     assert_cli_error(result, "run `toolace fetch-models --only embedding`")
     hide(monkeypatch, "embedded-model")
     result = runner.invoke(app, ["run", "--out", str(tmp_path)])  # no endpoint: the note, then the error
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1].endswith("run `toolace fetch-models --only embedded-model,embedding`")
 
 
@@ -233,8 +233,9 @@ def test_wheel_carries_what_a_run_needs(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     corpus = sorted(p.name for p in (ROOT / "toolace" / "sample_corpus").iterdir())
     assert len(corpus) == 60 and {f"toolace/sample_corpus/{name}" for name in corpus} <= names
-    for module in ("toolace/model_files.py", "toolace/config.py", "toolace/cli.py", "toolace/llm/embedded_server.py",
-                   "flows/toolace_pipeline.py", "tasks/embedding/text_embedding.py", "schemas/records.py"):
+    for module in ("toolace/model_files.py", "toolace/config.py", "toolace/cli/__init__.py", "toolace/cli/app.py",
+                   "toolace/llm/embedded_server.py", "flows/toolace_pipeline.py", "tasks/embedding/text_embedding.py",
+                   "schemas/records.py"):
         assert module in names
     assert not any(name.startswith(("tests/", "configs/", "benchmarks/")) for name in names)
     metadata = next(zipfile.ZipFile(wheel).read(n).decode() for n in names if n.endswith(".dist-info/METADATA"))

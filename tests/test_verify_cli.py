@@ -101,9 +101,9 @@ def test_verdicts_to_stdout_and_parquet_input(tmp_path: Path) -> None:
 
 def test_verify_user_errors(tmp_path: Path) -> None:
     missing = runner.invoke(app, ["verify", str(tmp_path / "nope.jsonl")])
-    assert missing.exit_code == 2 and "nope.jsonl" in missing.output
+    assert missing.exit_code == 1 and "nope.jsonl" in missing.output  # a user error
     bad_format = runner.invoke(app, ["verify", str(TOOLACE_SAMPLE), "--format", "alpaca"])
-    assert bad_format.exit_code == 2 and "alpaca" in bad_format.output
+    assert bad_format.exit_code == 2 and "alpaca" in bad_format.output  # a usage error: not one of the choices
 
 
 def test_verify_with_the_model_layer(llm, tmp_path: Path) -> None:

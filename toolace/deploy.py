@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -27,6 +28,7 @@ DEFAULT_PREFECT_FILE = Path("deployments") / "prefect.yaml"
 DEFAULT_POOL = "toolace-process"
 HEALTH_TIMEOUT_S = 10.0
 DEPLOY_TIMEOUT_S = 600
+SECRET_REFERENCE = re.compile(r"\{\{\s*prefect\.blocks\.secret\.([\w-]+)(?:\.value)?\s*\}\}")
 START_SERVER_HINT = ("start one with `prefect server start` and set PREFECT_API_URL=http://127.0.0.1:4200/api "
                      "(or PREFECT_API_URL and PREFECT_API_KEY of a Prefect Cloud workspace), or pass --api-url")
 
@@ -36,6 +38,7 @@ class DeployedDeployment:
     name: str  # flow/deployment, as `prefect deployment run` takes it
     work_pool: str | None
     schedules: list[str]
+    triggers: list[str] = field(default_factory=list)  # the automations the deployment owns, described
 
 
 @dataclass
@@ -46,6 +49,7 @@ class DeployResult:
     pools_found: list[str] = field(default_factory=list)
     deployed: list[DeployedDeployment] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    secret_blocks: list[str] = field(default_factory=list)  # the Secret blocks deployed runs read
 
 
 def resolve_api_url(api_url: str | None = None) -> str:
@@ -133,6 +137,44 @@ def missing_inputs(selected: list[dict[str, Any]], root: Path) -> list[str]:
     return notes
 
 
+def secret_blocks(spec: dict[str, Any]) -> list[str]:
+    """The Secret blocks the prefect file refers to (``{{ prefect.blocks.secret.NAME }}``), in order."""
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+        elif isinstance(value, str):
+            found.extend(SECRET_REFERENCE.findall(value))
+
+    walk(spec)
+    return list(dict.fromkeys(found))
+
+
+def missing_secrets(api_url: str, names: list[str]) -> list[str]:
+    """Notes on Secret blocks the API does not hold (a deployed run would stop at its pull step); their values
+    are never read."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    notes = []
+    with _api_errors(api_url), temporary_settings(updates={PREFECT_API_URL: api_url}), \
+            get_client(sync_client=True) as client:
+        for name in names:
+            try:
+                client.read_block_document_by_name(name, block_type_slug="secret", include_secrets=False)
+            except ObjectNotFound:
+                notes.append(f"Secret block {name} does not exist yet: deployed runs stop at their pull step until "
+                             "you create it (`prefect block create secret` links to the form in the UI; any value, "
+                             "such as EMPTY, for an endpoint without a key)")
+    return notes
+
+
 def ensure_process_pools(api_url: str, pools: list[str]) -> tuple[list[str], list[str]]:
     """Create each missing pool as a process pool; returns (created, already there)."""
     from prefect.client.orchestration import get_client
@@ -181,10 +223,12 @@ def read_back(api_url: str, names: list[str]) -> list[DeployedDeployment]:
         for deployment in deployments:
             if deployment.flow_id not in flow_names:
                 flow_names[deployment.flow_id] = client.read_flow(deployment.flow_id).name
+            automations = client.read_resource_related_automations(f"prefect.deployment.{deployment.id}")
             found.append(DeployedDeployment(
                 name=f"{flow_names[deployment.flow_id]}/{deployment.name}",
                 work_pool=deployment.work_pool_name,
                 schedules=[_schedule_text(s.schedule, s.active) for s in deployment.schedules or []],
+                triggers=[_trigger_text(a) for a in automations if _runs(a, deployment.id)],
             ))
     return sorted(found, key=lambda d: names.index(d.name.split("/", 1)[1]))
 
@@ -205,6 +249,8 @@ def deploy(prefect_file: str | Path = DEFAULT_PREFECT_FILE, names: list[str] | N
     effective = with_pool(spec, rewrite, pool or DEFAULT_POOL) if rewrite else spec
     pools = list(dict.fromkeys(str(pool_of(d)) for d in select_deployments(effective, names, file)))
     result.pools_created, result.pools_found = ensure_process_pools(url, pools)
+    result.secret_blocks = secret_blocks(effective)
+    result.notes += missing_secrets(url, result.secret_blocks)
     if not rewrite:
         run_prefect_deploy(url, result.prefect_file, names, root)
     else:
@@ -227,13 +273,16 @@ def summary_lines(result: DeployResult) -> list[str]:
     lines += [f"work pool {pool}: already there" for pool in result.pools_found]
     for deployment in result.deployed:
         schedule = "; ".join(deployment.schedules) or "no schedule"
-        lines.append(f"deployed {deployment.name} (pool {deployment.work_pool}, {schedule})")
+        triggers = "".join(f"; triggered {trigger}" for trigger in deployment.triggers)
+        lines.append(f"deployed {deployment.name} (pool {deployment.work_pool}, {schedule}{triggers})")
     lines += [f"note: {note}" for note in result.notes]
     pools = sorted({d.work_pool for d in result.deployed if d.work_pool})
     lines.append("next:")
+    endpoint = (f"OPENAI_BASE_URL set for a real endpoint; the runs read its key from the Secret block "
+                f"{', '.join(result.secret_blocks)}" if result.secret_blocks
+                else "OPENAI_BASE_URL / OPENAI_API_KEY set for a real endpoint")
     for pool in pools:
-        lines.append(f"  start a worker from {PROJECT_ROOT} (with OPENAI_BASE_URL / OPENAI_API_KEY set for a real "
-                     f"endpoint): prefect worker start --pool {pool}")
+        lines.append(f"  start a worker from {PROJECT_ROOT} (with {endpoint}): prefect worker start --pool {pool}")
     if result.deployed:
         lines.append(f"  run one now and wait for it: prefect deployment run '{result.deployed[-1].name}' --watch")
     return lines
@@ -263,6 +312,23 @@ def _schedule_text(schedule: Any, active: bool) -> str:
     else:
         text = str(schedule)
     return text if active else f"{text}, paused"
+
+
+def _runs(automation: Any, deployment_id: Any) -> bool:
+    """Whether the automation runs this deployment (a deployment trigger does)."""
+    return any(action.type == "run-deployment" and getattr(action, "deployment_id", None) == deployment_id
+               for action in automation.actions)
+
+
+def _trigger_text(automation: Any) -> str:
+    """``on prefect.flow-run.Completed of toolace-pipeline/toolace-refresh`` for a deployment trigger."""
+    trigger = automation.trigger
+    events = ", ".join(sorted(getattr(trigger, "expect", None) or ())) or f"a {trigger.type} trigger"
+    related = getattr(trigger, "match_related", None) or []
+    specs = related if isinstance(related, list) else [related]
+    names = [str(spec.root["prefect.resource.name"]) for spec in specs if spec.root.get("prefect.resource.name")]
+    text = f"on {events}" + (f" of {'/'.join(names)}" if names else "")
+    return text if automation.enabled else f"{text}, disabled"
 
 
 def _tail(output: str, lines: int = 12) -> str:

@@ -1,5 +1,5 @@
-"""``toolace downstream-check``: train on a run's dataset and score base vs tuned (registered in
-:mod:`toolace.cli`; the work is the ``toolace-downstream-check`` flow)."""
+"""``toolace downstream-check``: train on a run's dataset and score base vs tuned (the work is the
+``toolace-downstream-check`` flow)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from toolace.errors import UserError
+from toolace.cli.errors import fail, user_errors
+from toolace.cli.prefect_env import Verbose, prepare_prefect_env
 
 
 def downstream_check(
@@ -17,46 +18,42 @@ def downstream_check(
     steps: Annotated[int, typer.Option(help="Optimizer steps")] = 60,
     lr: Annotated[float, typer.Option(help="Learning rate")] = 5e-5,
     batch_size: Annotated[int, typer.Option(help="Examples per step")] = 1,
-    lora_r: Annotated[int | None, typer.Option(help="LoRA rank (default: full fine-tuning)")] = None,
+    lora_r: Annotated[int | None, typer.Option(help="LoRA rank", show_default="none: full fine-tuning")] = None,
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
     calls_only: Annotated[bool, typer.Option(help="Train on assistant turns with calls only")] = False,
-    category: Annotated[list[str] | None, typer.Option(help="BFCL category, repeatable [default: simple_python]")]
-    = None,
-    limit: Annotated[int | None, typer.Option(help="First N items of each category [default: 100]")] = 100,
+    category: Annotated[list[str] | None, typer.Option(help="BFCL category, repeatable",
+                                                       show_default="simple_python")] = None,
+    limit: Annotated[int | None, typer.Option(help="First N items of each category")] = 100,
     max_tokens: Annotated[int, typer.Option(help="Answer length cap in tokens")] = 128,
-    models_dir: Annotated[str | None, typer.Option(help="Where tuned models are kept "
-                                                   "[default: ~/.cache/toolace/downstream]")] = None,
-    s3_endpoint_url: Annotated[str | None, typer.Option(help="S3-compatible endpoint for s3:// runs")] = None,
+    models_dir: Annotated[str | None, typer.Option(help="Where tuned models are kept",
+                                                   show_default="~/.cache/toolace/downstream")] = None,
+    s3_endpoint_url: Annotated[str | None, typer.Option(help="S3-compatible endpoint for s3:// runs",
+                                                        show_default="AWS_ENDPOINT_URL, else AWS")] = None,
+    verbose: Verbose = False,
 ) -> None:
     """Fine-tune a base model on a run's dataset with a fixed budget, score the base and the tuned model on BFCL
     the same way, and store both figures in the run's manifest and as Prefect artifacts."""
     from pydantic import ValidationError
 
-    from toolace.cli import _prepare_prefect_env
+    prepare_prefect_env(verbose)
+    with user_errors():
+        try:
+            from flows.downstream_check import downstream_check as flow
+            from tasks.evaluation.downstream import DownstreamConfig
 
-    _prepare_prefect_env()
-    try:
-        from flows.downstream_check import downstream_check as flow
-        from tasks.evaluation.downstream import DownstreamConfig
+            config = DownstreamConfig(run=run, base=base, steps=steps, lr=lr, batch_size=batch_size, lora_r=lora_r,
+                                      seed=seed, calls_only=calls_only, categories=category or ["simple_python"],
+                                      limit=limit, max_new_tokens=max_tokens, models_dir=models_dir,
+                                      s3_endpoint_url=s3_endpoint_url)
+            from tasks.evaluation.downstream import dataset_url, resolve_run
+            from tasks.storage.run_storage import configure_s3
 
-        config = DownstreamConfig(run=run, base=base, steps=steps, lr=lr, batch_size=batch_size, lora_r=lora_r,
-                                  seed=seed, calls_only=calls_only, categories=category or ["simple_python"],
-                                  limit=limit, max_new_tokens=max_tokens, models_dir=models_dir,
-                                  s3_endpoint_url=s3_endpoint_url)
-        from tasks.evaluation.downstream import dataset_url, resolve_run
-        from tasks.storage.run_storage import configure_s3
-
-        configure_s3(s3_endpoint_url)
-        dataset_url(*resolve_run(run))  # a missing or empty run fails here, before Prefect starts
-        record = flow(config)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        typer.secho(f"error: --{str(first['loc'][0]).replace('_', '-')}: {first['msg']}", fg=typer.colors.RED,
-                    err=True)
-        raise typer.Exit(code=2) from None
-    except UserError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(code=2) from None
+            configure_s3(s3_endpoint_url)
+            dataset_url(*resolve_run(run))  # a missing or empty run fails here, before Prefect starts
+            record = flow(config)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            fail(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}")
     for name, base_score in record["base"].items():
         tuned_score = record["tuned"][name]
         typer.echo(f"{name:<20} {base_score['items']:>5} items  base {base_score['accuracy']:6.1%}  tuned "

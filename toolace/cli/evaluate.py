@@ -1,4 +1,4 @@
-"""``toolace eval``: score a model on BFCL's test data in prompt mode (registered in :mod:`toolace.cli`)."""
+"""``toolace eval``: score a model on BFCL's test data in prompt mode."""
 
 from __future__ import annotations
 
@@ -6,32 +6,29 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from toolace.errors import UserError
+from toolace.cli.errors import fail, user_errors
 
 if TYPE_CHECKING:
     from tasks.evaluation.bfcl_eval import CategoryScore
 
 
-def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
-
-
 def eval_command(
     model: Annotated[str | None, typer.Option(
-        help="Local model answering the questions: 'smollm2' (the embedded SmolLM2), a Hugging Face folder or id "
-             "[default: smollm2, unless --base-url is given]")] = None,
+        help="Local model answering the questions: 'smollm2' (the embedded SmolLM2), a Hugging Face folder or id",
+        show_default="smollm2, unless --base-url is given")] = None,
     base_url: Annotated[str | None, typer.Option(
-        "--base-url", "--llm-base-url", help="OpenAI-compatible endpoint to ask instead of a local model")] = None,
+        "--base-url", "--llm-base-url", help="OpenAI-compatible endpoint to ask instead of a local model; its key is "
+                                             "read from OPENAI_API_KEY", show_default="none: a local model")] = None,
     llm_model: Annotated[str | None, typer.Option(
-        help="Model name at --base-url [default: the one model it serves]")] = None,
+        help="Model name at --base-url", show_default="the one model it serves")] = None,
     category: Annotated[list[str] | None, typer.Option(
         help="BFCL category (repeatable): simple_python, multiple, parallel, parallel_multiple, irrelevance, "
-             "live_simple, live_multiple, live_parallel, live_parallel_multiple, live_irrelevance, live_relevance "
-             "[default: simple_python multiple parallel parallel_multiple irrelevance live_simple]")] = None,
-    limit: Annotated[int | None, typer.Option(help="Only the first N items of each category")] = None,
+             "live_simple, live_multiple, live_parallel, live_parallel_multiple, live_irrelevance, live_relevance",
+        show_default="simple_python multiple parallel parallel_multiple irrelevance live_simple")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N items of each category",
+                                              show_default="every item")] = None,
     output: Annotated[str | None, typer.Option(
-        help="JSONL with every item's answer and verdict (path or fsspec URL)")] = None,
+        help="JSONL with every item's answer and verdict (path or fsspec URL)", show_default="none")] = None,
     max_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens")] = 512,
     batch_size: Annotated[int, typer.Option(help="Local model: prompts generated together")] = 8,
     concurrency: Annotated[int, typer.Option(help="Endpoint: requests in flight")] = 8,
@@ -44,11 +41,11 @@ def eval_command(
     from tasks.evaluation.bfcl_eval import AnswerSource, EndpointAnswers, LocalModelAnswers, evaluate, load_items
 
     if model and base_url:
-        _fail("give either --model (a local model) or --base-url (an endpoint), not both")
+        fail("give either --model (a local model) or --base-url (an endpoint), not both")
     if max_tokens < 1 or batch_size < 1 or concurrency < 1:
-        _fail("--max-tokens, --batch-size and --concurrency must be at least 1")
+        fail("--max-tokens, --batch-size and --concurrency must be at least 1")
     err = Console(stderr=True)
-    try:
+    with user_errors():
         items = load_items([c for part in (category or DEFAULT_CATEGORIES) for c in part.split(",") if c], limit)
         source: AnswerSource
         if base_url:
@@ -61,9 +58,6 @@ def eval_command(
             err.print(f"{name}: {done}/{total}", highlight=False)
 
         scores = evaluate(items, source, output, progress)
-    except UserError as exc:
-        _fail(str(exc))
-        return
     _print_scores(scores, source.description, output)
 
 

