@@ -4,7 +4,7 @@ reaches against the same server in the same run. The bare loop runs over both of
 which the gateway uses, and the default httpx); the ratio is taken against the faster.
 
     .venv/bin/python benchmarks/llm_throughput.py [--docs 400] [--apis 120] [--dialogs 120] [--bare 2000]
-        [--batch-size 256] [--task-runner thread|dask] [--dask-workers 2]
+        [--batch-size N] [--task-runner thread|dask] [--dask-workers 2]
 
 The scripted server runs in its own process (its CPU is not the pipeline's). The pipeline is the real flow
 (mining, API synthesis, dialog generation with 3 agents, both verification layers; no loss model, so every
@@ -190,13 +190,13 @@ def record_requests(keep: int) -> list[dict]:
     rng = random.Random(0)
     send = LLMGateway._send
 
-    async def recording(self: LLMGateway, body: dict, stats: object) -> dict:
+    async def recording(self: LLMGateway, body: dict, stats: object, stage: str) -> dict:
         seen[0] += 1
         if len(sample) < keep:
             sample.append(body)
         elif (j := rng.randrange(seen[0])) < keep:
             sample[j] = body
-        return await send(self, body, stats)  # type: ignore[arg-type]
+        return await send(self, body, stats, stage)  # type: ignore[arg-type]
 
     LLMGateway._send = recording  # type: ignore[method-assign]
     return sample
@@ -215,7 +215,8 @@ def run_pipeline(base_url: str, corpus: Path, out: Path, args: argparse.Namespac
     warm_up()
     config = RunConfig(llm_base_url=base_url, llm_model="scripted-model", corpus=str(corpus), out=str(out),
                        apis=args.apis, dialogs=args.dialogs, target_model=None, run_id="bench",
-                       concurrency=in_flight_per_process(args), batch_size=args.batch_size, mix_tolerance=1.0,
+                       concurrency=in_flight_per_process(args), mix_tolerance=1.0,
+                       **({"batch_size": args.batch_size} if args.batch_size else {}),
                        task_runner=getattr(args, "task_runner", "thread"),
                        dask_workers=getattr(args, "dask_workers", 2),
                        min_acceptance_rate=0.0, model_checks=getattr(args, "model_checks", True))
@@ -239,7 +240,8 @@ def main() -> None:
     parser.add_argument("--dialogs", type=int, default=120)
     parser.add_argument("--bare", type=int, default=2000, help="requests of the bare loop")
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="batch tasks' size [default: the run config's default, 16]")
     parser.add_argument("--latency", type=float, default=0.2)
     parser.add_argument("--task-runner", choices=("thread", "dask"), default="thread")
     parser.add_argument("--dask-workers", type=int, default=2,

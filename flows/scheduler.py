@@ -35,3 +35,11 @@ def on_runner(task: Any, *args: Any) -> Any:
     if watchdog is None:
         return future.result()
     return watchdog.wait(future, task.name, "(all of it)")
+
+
+def batches_in_flight(concurrency: int, batch_size: int) -> int:
+    """How many batches an LLM stage keeps going at once: enough items for twice the gateway's ``concurrency``
+    (an item waits on its own earlier answers, so about half are between requests at any time), and never fewer
+    than two (the next batch fills the slots the current one's last, longest items leave idle). The batch stays
+    the unit of retry, caching and resume; this sets only how many are in flight."""
+    return max(2, -(-2 * concurrency // max(batch_size, 1)))

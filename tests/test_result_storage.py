@@ -15,10 +15,11 @@ import pytest
 from prefect.filesystems import LocalFileSystem, RemoteFileSystem
 from prefect.settings import PREFECT_HOME, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
 
+import flows.stages.publishing as publishing
 import flows.toolace_pipeline as pipeline
 from flows.result_storage import result_storage_for, results_beside_run, run_result_storage
 from tasks.storage.run_storage import RunLocation
-from toolace.cli import _with_run_results
+from toolace.cli.run import _with_run_results
 from toolace.config import RunConfig
 from toolace.errors import UserError
 
@@ -86,7 +87,7 @@ def test_crash_then_resume_on_another_machine(llm, tmp_path: Path, monkeypatch: 
     # failure record lands in the local storage (the S3 test below runs the flow as a deployment does)
     run_flow = _with_run_results(pipeline.toolace_pipeline, config)
     with temporary_settings(updates=machine_a), monkeypatch.context() as patch:
-        patch.setattr(pipeline, "check_records", crash_at_publish)
+        patch.setattr(publishing, "check_records", crash_at_publish)
         with pytest.raises(Crash):
             run_flow(config)
     first_requests = len(llm.requests)
@@ -124,7 +125,7 @@ def test_crash_then_resume_from_s3(llm, s3_server: str, tmp_path: Path, monkeypa
     monkeypatch.setenv("HOME", str(tmp_path / "a" / "home"))  # an s3:// run caches LLM answers under ~/.cache
     run_flow = pipeline.toolace_pipeline
     with temporary_settings(updates=machine_a), monkeypatch.context() as patch:
-        patch.setattr(pipeline, "check_records", crash_at_publish)
+        patch.setattr(publishing, "check_records", crash_at_publish)
         with pytest.raises(Crash):
             run_flow(config)
     assert llm.requests

@@ -144,6 +144,9 @@ class RunConfig(BaseModel):
     dask_workers: int = Field(2, ge=1, description="Worker processes of the local Dask cluster")
     mix_tolerance: float = Field(0.25, ge=0, le=1, description="Published dialog-type shares may differ from "
                                  "dialog_mix by this much (Great Expectations suite)")
+    mix_shortfall: Literal["fail", "warn"] = Field(
+        "fail", description="A dialog type found unable to reach its share of dialog_mix (within mix_tolerance) "
+                            "while the run goes on: fail the run at once, or warn and go on")
     min_acceptance_rate: float = Field(0.2, ge=0, le=1, description="Least share of generated dialogs that must "
                                        "be accepted for the dataset to be promoted")
     model_checks: bool = Field(True, description="Run the LLM judges (model layer) on dialogs the rules passed")

@@ -1,8 +1,10 @@
 """Stage 3, API synthesis: batches of APIs until the requested number is admitted (bounded attempts).
 
 A pool, when given, seeds the example buffer, the duplicate index and the dialogs' tool sets, and receives the
-new accepted APIs. The next batch is generated while this one is admitted (embedded, compared with the pool); its
-plans count the batch being admitted as if all of it were accepted, so the target is never overshot.
+new accepted APIs. The next batches are generated while this one is admitted (embedded, compared with the pool); its
+plans count the batches generating and the one being admitted as if all of them were accepted, so the target
+is never overshot. As many batches generate at once as keep the gateway's concurrency busy
+(:func:`flows.scheduler.batches_in_flight`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_image_artifact, create_markdown_artifact
 
 from flows.batch_tasks import synthesize_batch
-from flows.scheduler import submit_batch
+from flows.scheduler import batches_in_flight, submit_batch
 from flows.stages.run_context import MAX_ATTEMPT_FACTOR, Carried, RunContext, StageResult, seeded, workers_watched
 from schemas.frames import APIsFrame
 from schemas.records import APISpec, StageStats, TreeNode
@@ -43,31 +45,38 @@ def synthesize(run: RunContext, nodes: list[TreeNode], pooled: list[APISpec]) ->
     max_attempts = config.apis * MAX_ATTEMPT_FACTOR
     sink.stage(STAGE, config.apis)
     api_batches: deque[tuple[list[api_synthesis.APIPlan], Any]] = deque()
+    depth = batches_in_flight(config.concurrency, config.batch_size)
     capped = False
 
-    def start_api_batch(reserved: int) -> None:
+    def start_api_batch(reserved: int) -> bool:
+        """Submit the next batch; ``reserved`` APIs (generating, or generated and not yet admitted) count as
+        accepted, so the target is never overshot. False when there is nothing more to plan."""
         nonlocal capped
         want = min(config.batch_size, config.apis - grower.accepted - reserved, max_attempts - grower.planned)
         if want <= 0:
-            return
+            return False
         batch_plans = grower.next_plans(want)
         if not batch_plans:
             capped = True
-            return
+            return False
         api_batches.append((batch_plans, submit_batch(synthesize_batch, run.scope, batch_plans, run.settings,
                                                       grower.examples(batch_plans))))
+        return True
 
-    start_api_batch(0)
+    def top_up(admitting: int) -> None:
+        while len(api_batches) < depth and start_api_batch(admitting + sum(len(p) for p, _ in api_batches)):
+            pass
+
+    top_up(0)
     while api_batches:
         batch_plans, synthesis = api_batches.popleft()
         specs, llm = watchdog.wait(synthesis, STAGE, items_of(batch_plans))
-        start_api_batch(len(batch_plans))
+        top_up(len(batch_plans))  # the next batches generate while this one is admitted
         before = grower.accepted
         apis.extend(grower.admit(batch_plans, specs))
         stage = stage.add(llm)
         sink.advance(STAGE, grower.accepted - before)
-        if not api_batches:
-            start_api_batch(0)
+        top_up(0)  # fewer were admitted than counted on: more to generate
     if capped and grower.accepted < config.apis:
         logger.warning("every domain reached its cap of %d new APIs: raise max_domain_share or add documents",
                        grower.domain_cap)

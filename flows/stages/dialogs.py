@@ -2,10 +2,13 @@
 bounds and verified (rules, then the model judges), then written at once (tables, dataset files, shards): only
 per-row figures stay in memory.
 
-Two batches generate at once: the older one's dialogs go first (their requests wait with the plan index as
+As many batches generate at once as keep the gateway's concurrency busy (at least two,
+:func:`flows.scheduler.batches_in_flight`): the older one's dialogs go first (their requests wait with the plan index as
 priority), and the newer one fills the slots the older batch's last, longest dialogs leave idle; each batch is
 then verified while the next ones generate. Dialogs generating or verifying count as accepted when the next
-batch is planned, so no more are generated than the target can use.
+batch is planned, so no more are generated than the target can use. Dialogs are planned type by type against
+quotas of accepted dialogs (:mod:`tasks.dialogs.quotas`): the mix asked for is the mix published, and a type that
+cannot reach its share is said as soon as that is known (``mix_shortfall``).
 """
 
 from __future__ import annotations
@@ -14,16 +17,17 @@ import time
 from collections import deque
 from typing import Any
 
-from prefect import flow
+from prefect import flow, get_run_logger
 
 from flows.batch_tasks import complexity_batch, generate_dialog_batch, verify_batch
-from flows.scheduler import on_runner, submit_batch
+from flows.scheduler import batches_in_flight, on_runner, submit_batch
 from flows.stages.calibration import offered_apis
-from flows.stages.run_context import MAX_ATTEMPT_FACTOR, Carried, RunContext, StageResult, seeded, workers_watched
+from flows.stages.run_context import MAX_ATTEMPT_FACTOR, Carried, RunContext, StageResult, workers_watched
 from schemas.records import APISpec, Dialog, StageStats
 from schemas.suites import SuiteBounds
 from tasks.dataset.stream import DialogStream
 from tasks.dialogs import generation as dialog_generation
+from tasks.dialogs.quotas import MixPlanner
 from tasks.dialogs.self_guidance import (
     GuidanceRecord,
     LossBounds,
@@ -32,10 +36,10 @@ from tasks.dialogs.self_guidance import (
     start_record,
 )
 from tasks.verification.expectations import prefetch_great_expectations
+from toolace.errors import UserError
 from toolace.garbage_collection import freeze_long_lived
 from toolace.stall_watchdog import items_of
 
-GENERATION_BATCHES = 2  # dialog batches generating at once
 OUT_OF_BAND_CHECK = "complexity_bounds_v1"
 STAGES = ("dialog_generation", "complexity_loss", "verification")
 
@@ -63,26 +67,23 @@ def make_dialogs(run: RunContext, all_apis: list[APISpec], bounds: LossBounds | 
     config, sink, watchdog = run.config, run.sink, run.watchdog
     gen, loss, ver = StageStats(), StageStats(), StageStats()
     apis_by_id = {a.api_id: a for a in all_apis}
-    all_dialog_plans = dialog_generation.plan_dialogs(
-        all_apis, config.dialogs * MAX_ATTEMPT_FACTOR, config.dialog_mix, config.candidate_tools,
-        seeded(config.seed, "dialogs"), config.max_segments)
+    planner = MixPlanner(all_apis, config.dialogs, config.dialog_mix, config.candidate_tools, config.seed,
+                         config.max_segments, MAX_ATTEMPT_FACTOR, config.mix_tolerance)
     sink.stage("dialogs", config.dialogs)
     # Great Expectations is needed at publish: it is imported while the dialogs wait on the LLM (the interpreter is
     # far from busy then), instead of stalling publish for its 4 s import
     prefetch_great_expectations()
     freeze_long_lived()  # the API pool and the dialog plans live until the run ends
-    cursor = 0
     gate = run.template_gate
+    depth = batches_in_flight(config.concurrency, config.batch_size)
 
-    def start_dialogs(reserved: int) -> tuple[list[dialog_generation.DialogPlan], list[APISpec], Any, float] | None:
-        """Submit the next batch's generation; ``reserved`` dialogs (generating or generated, not yet verified)
-        count as accepted, so no more are generated than the target can use."""
-        nonlocal cursor
-        need = config.dialogs - stream.tally.accepted - reserved
-        if need <= 0 or cursor >= len(all_dialog_plans):
+    def start_dialogs() -> tuple[list[dialog_generation.DialogPlan], list[APISpec], Any, float] | None:
+        """Submit the next batch's generation: the planner's plans for the types furthest below their quotas,
+        counting the dialogs generating or verifying as accepted, so no more are generated than the target can
+        use."""
+        batch_plans = planner.next_plans(config.batch_size)
+        if not batch_plans:
             return None
-        batch_plans = all_dialog_plans[cursor:cursor + min(config.batch_size, need)]
-        cursor += len(batch_plans)
         offered = offered_apis(apis_by_id, batch_plans)
         generating = submit_batch(generate_dialog_batch, run.scope, batch_plans, offered, run.settings, config.seed,
                                   config.decision_samples)
@@ -93,16 +94,15 @@ def make_dialogs(run: RunContext, all_apis: list[APISpec], bounds: LossBounds | 
         generating_batches: deque[tuple[list[dialog_generation.DialogPlan], list[APISpec], Any, float]] = deque()
         generation_clock = 0.0  # when the last batch finished: generation's wall time counts overlapping batches once
 
-        def top_up(verifying: int) -> None:
-            """Keep GENERATION_BATCHES batches generating; the dialogs of the batches generating and the
-            ``verifying`` ones count as accepted, so no more are generated than the target can use."""
-            while len(generating_batches) < GENERATION_BATCHES:
-                started = start_dialogs(verifying + sum(len(b[0]) for b in generating_batches))
+        def top_up() -> None:
+            """Keep ``depth`` batches generating."""
+            while len(generating_batches) < depth:
+                started = start_dialogs()
                 if started is None:
                     return
                 generating_batches.append(started)
 
-        top_up(0)
+        top_up()
         while generating_batches:
             batch_plans, offered, generating, started = generating_batches.popleft()
             generated, llm = watchdog.wait(generating, "dialogs", items_of(batch_plans))
@@ -115,19 +115,39 @@ def make_dialogs(run: RunContext, all_apis: list[APISpec], bounds: LossBounds | 
             ready_ids = {d.dialog_id for d in generated if d.accepted}
             verifying = submit_batch(verify_batch, run.scope, generated, run.settings, config.max_assistant_chars,
                                      config.model_checks, config.judge_votes, batch_plans[0].index)
-            top_up(len(ready_ids))  # the next batch starts generating while this one is verified
+            top_up()  # the next batch starts generating while this one is verified
             (decided, batch_verdicts), llm = watchdog.wait(verifying, "verification", items_of(batch_plans))
             ver = ver.add(llm)
             ver.count([d for d in decided if d.dialog_id in ready_ids])
             ver.wall_time_s = round(ver.wall_time_s + time.perf_counter() - t0, 3)
             stream.write(decided, batch_verdicts)
             sink.advance("dialogs", sum(d.accepted for d in decided))
-            top_up(0)  # fewer were accepted than counted on: more to generate
+            planner.record(batch_plans, decided)
+            _say_shortfalls(planner, config.mix_shortfall, run.run_id)
+            top_up()  # fewer were accepted than counted on: more to generate
     sink.finish("dialogs")
     stats = dict(zip(STAGES, (gen, loss, ver), strict=True))
     return StageResult(stats=stats, files=["tables/dialogs.parquet", "tables/verdicts.parquet", "dataset/"],
                        report={"tally": stream.tally, "shards": stream.shards,
                                "verification": stream.verification.report()})
+
+
+class MixShortfall(UserError):
+    """A dialog type cannot reach its share of the mix: the run stops as soon as that is known (``mix_shortfall:
+    fail``), its finished batches kept for a rerun with other settings."""
+
+
+def _say_shortfalls(planner: MixPlanner, policy: str, run_id: str) -> None:
+    """Log each type found unable to reach its share; with ``policy`` "fail", stop the run with the first."""
+    lines = planner.shortfalls()
+    if not lines:
+        return
+    logger = get_run_logger()
+    for line in lines:
+        logger.warning("%s", line)
+    if policy == "fail":
+        raise MixShortfall(f"run {run_id}: {lines[0]}; lower its weight in dialog_mix or raise mix_tolerance "
+                           "(mix_shortfall: warn makes the rest all the same, for the expectation suite to judge)")
 
 
 def _count_generation(gen: StageStats, generated: list[Dialog], llm: StageStats, started: float) -> StageStats:

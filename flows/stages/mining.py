@@ -17,7 +17,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.batch_tasks import mine_batch
-from flows.scheduler import submit_batch
+from flows.scheduler import batches_in_flight, submit_batch
 from flows.stages.run_context import RunContext, StageResult, workers_watched
 from schemas.frames import DocumentsFrame
 from schemas.records import Document, MinedDocument, StageStats
@@ -72,7 +72,9 @@ def mine_corpus(run: RunContext) -> StageResult[MinedDocument]:
     known = ledger.load() if config.reuse_mined else {}
     seen: dict[str, str] = {}
     sink.stage(STAGE, 0)
-    # Two batches are in flight: the next batch's first pass (embedding, CPU) overlaps this batch's LLM calls.
+    # Several batches are in flight (at least two: the next batch's first pass, embedding on the CPU, overlaps this
+    # batch's LLM calls); each is written as soon as it and those before it are done.
+    depth = batches_in_flight(config.concurrency, config.batch_size)
     in_flight: deque[tuple[int, list[MinedDocument], Any]] = deque()
     with TableWriter(f"{run.run_url}/{DOCUMENTS_TABLE}", MinedDocument, DocumentsFrame, "documents") as table:
 
@@ -97,7 +99,7 @@ def mine_corpus(run: RunContext) -> StageResult[MinedDocument]:
                                   config.max_doc_chars, config.embedding_model,
                                   config.embed_every_document) if sorted_.fresh else None
             in_flight.append((part, list(batch.rejected) + sorted_.decided, mining))
-            if len(in_flight) > 1:
+            if len(in_flight) >= depth:
                 finish_oldest()
         while in_flight:
             finish_oldest()

@@ -172,18 +172,22 @@ class Neighbourhoods:
 
 
 def plan_dialogs(apis: list[APISpec], count: int, mix: dict[str, float], candidates: int,
-                 rng: random.Random, max_segments: int = 3) -> list[DialogPlan]:
-    """Choose each dialog's type by the configured mix, its target APIs and its candidate tools."""
+                 rng: random.Random, max_segments: int = 3, start: int = 0,
+                 segment_mix: dict[str, float] | None = None, pool: Neighbourhoods | None = None) -> list[DialogPlan]:
+    """Choose each dialog's type by the configured mix, its target APIs and its candidate tools. ``start``: the
+    first plan's index (plans made in chunks continue the sequence); ``segment_mix``: the weights of a multi-turn
+    dialog's parts (default ``mix``); ``pool``: the usable APIs' neighbourhoods, when already built."""
     usable = [a for a in apis if a.accepted]
     if not usable:
         return []
     types = [t for t in mix if mix[t] > 0]
     weights = [mix[t] for t in types]
-    segment_types = [t for t in types if t in SEGMENT_TYPES] or list(SEGMENT_TYPES)
-    segment_weights = [mix.get(t, 0) or 1.0 for t in segment_types]
+    parts = segment_mix if segment_mix is not None else mix
+    segment_types = [t for t in parts if parts[t] > 0 and t in SEGMENT_TYPES] or list(SEGMENT_TYPES)
+    segment_weights = [parts.get(t, 0) or 1.0 for t in segment_types]
     plans: list[DialogPlan] = []
-    pool = Neighbourhoods(usable)
-    for index in range(count):
+    pool = pool or Neighbourhoods(usable)
+    for index in range(start, start + count):
         dialog_type: DialogType = rng.choices(types, weights)[0]  # type: ignore[assignment]
         target = usable[index % len(usable)] if index < len(usable) else rng.choice(usable)
         related = pool.related(target, rng)
