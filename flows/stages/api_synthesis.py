@@ -10,14 +10,13 @@ is never overshot. As many batches generate at once as keep the gateway's concur
 from __future__ import annotations
 
 import time
-from collections import deque
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_image_artifact, create_markdown_artifact
 
 from flows.batch_tasks import synthesize_batch
-from flows.scheduler import batches_in_flight, submit_batch
+from flows.scheduler import BatchStream, Submitted, batches_in_flight, submit_batch
 from flows.stages.run_context import MAX_ATTEMPT_FACTOR, Carried, RunContext, StageResult, seeded, workers_watched
 from schemas.frames import APIsFrame
 from schemas.records import APISpec, StageStats, TreeNode
@@ -27,7 +26,6 @@ from tasks.apis.near_duplicates import NearDuplicateIndex
 from tasks.dataset.charts import domain_chart_png, png_data_uri
 from tasks.embedding.text_embedding import shared_embedder
 from tasks.storage.writers import write_bytes, write_json, write_validated
-from toolace.stall_watchdog import items_of
 
 STAGE = "api_synthesis"
 
@@ -44,39 +42,28 @@ def synthesize(run: RunContext, nodes: list[TreeNode], pooled: list[APISpec]) ->
     grower.seed(pooled)
     max_attempts = config.apis * MAX_ATTEMPT_FACTOR
     sink.stage(STAGE, config.apis)
-    api_batches: deque[tuple[list[api_synthesis.APIPlan], Any]] = deque()
-    depth = batches_in_flight(config.concurrency, config.batch_size)
     capped = False
 
-    def start_api_batch(reserved: int) -> bool:
-        """Submit the next batch; ``reserved`` APIs (generating, or generated and not yet admitted) count as
-        accepted, so the target is never overshot. False when there is nothing more to plan."""
+    def start(reserved: int) -> Submitted[api_synthesis.APIPlan] | None:
+        """The next batch; ``reserved`` APIs (generating, or generated and not yet admitted) count as accepted, so
+        the target is never overshot. None when there is nothing more to plan."""
         nonlocal capped
         want = min(config.batch_size, config.apis - grower.accepted - reserved, max_attempts - grower.planned)
         if want <= 0:
-            return False
+            return None
         batch_plans = grower.next_plans(want)
         if not batch_plans:
             capped = True
-            return False
-        api_batches.append((batch_plans, submit_batch(synthesize_batch, run.scope, batch_plans, run.settings,
-                                                      grower.examples(batch_plans))))
-        return True
+            return None
+        return Submitted(batch_plans, submit_batch(synthesize_batch, run.scope, batch_plans, run.settings,
+                                                   grower.examples(batch_plans)))
 
-    def top_up(admitting: int) -> None:
-        while len(api_batches) < depth and start_api_batch(admitting + sum(len(p) for p, _ in api_batches)):
-            pass
-
-    top_up(0)
-    while api_batches:
-        batch_plans, synthesis = api_batches.popleft()
-        specs, llm = watchdog.wait(synthesis, STAGE, items_of(batch_plans))
-        top_up(len(batch_plans))  # the next batches generate while this one is admitted
+    for batch in BatchStream(STAGE, start, batches_in_flight(config.concurrency, config.batch_size), watchdog):
+        specs, llm = batch.result
         before = grower.accepted
-        apis.extend(grower.admit(batch_plans, specs))
+        apis.extend(grower.admit(batch.plans, specs))
         stage = stage.add(llm)
         sink.advance(STAGE, grower.accepted - before)
-        top_up(0)  # fewer were admitted than counted on: more to generate
     if capped and grower.accepted < config.apis:
         logger.warning("every domain reached its cap of %d new APIs: raise max_domain_share or add documents",
                        grower.domain_cap)

@@ -14,13 +14,12 @@ cannot reach its share is said as soon as that is known (``mix_shortfall``).
 from __future__ import annotations
 
 import time
-from collections import deque
 from typing import Any
 
 from prefect import flow, get_run_logger
 
 from flows.batch_tasks import complexity_batch, generate_dialog_batch, verify_batch
-from flows.scheduler import batches_in_flight, on_runner, submit_batch
+from flows.scheduler import BatchStream, Submitted, batches_in_flight, on_runner, submit_batch
 from flows.stages.calibration import offered_apis
 from flows.stages.run_context import MAX_ATTEMPT_FACTOR, Carried, RunContext, StageResult, workers_watched
 from schemas.records import APISpec, Dialog, StageStats
@@ -77,35 +76,24 @@ def make_dialogs(run: RunContext, all_apis: list[APISpec], bounds: LossBounds | 
     gate = run.template_gate
     depth = batches_in_flight(config.concurrency, config.batch_size)
 
-    def start_dialogs() -> tuple[list[dialog_generation.DialogPlan], list[APISpec], Any, float] | None:
-        """Submit the next batch's generation: the planner's plans for the types furthest below their quotas,
-        counting the dialogs generating or verifying as accepted, so no more are generated than the target can
+    def start(reserved: int) -> Submitted[dialog_generation.DialogPlan] | None:
+        """The next batch's generation: the planner's plans for the types furthest below their quotas (it counts
+        the dialogs generating or verifying as accepted itself), so no more are generated than the target can
         use."""
         batch_plans = planner.next_plans(config.batch_size)
         if not batch_plans:
             return None
         offered = offered_apis(apis_by_id, batch_plans)
-        generating = submit_batch(generate_dialog_batch, run.scope, batch_plans, offered, run.settings, config.seed,
-                                  config.decision_samples)
-        return batch_plans, offered, generating, time.perf_counter()
+        return Submitted(batch_plans, submit_batch(generate_dialog_batch, run.scope, batch_plans, offered,
+                                                   run.settings, config.seed, config.decision_samples),
+                         (offered, time.perf_counter()))
 
     with DialogStream(run.run_url, bounds_for_suite, publish_reasoning=config.publish_reasoning,
                       template_rows=config.template_check_rows if gate.active else 0, seed=config.seed) as stream:
-        generating_batches: deque[tuple[list[dialog_generation.DialogPlan], list[APISpec], Any, float]] = deque()
         generation_clock = 0.0  # when the last batch finished: generation's wall time counts overlapping batches once
-
-        def top_up() -> None:
-            """Keep ``depth`` batches generating."""
-            while len(generating_batches) < depth:
-                started = start_dialogs()
-                if started is None:
-                    return
-                generating_batches.append(started)
-
-        top_up()
-        while generating_batches:
-            batch_plans, offered, generating, started = generating_batches.popleft()
-            generated, llm = watchdog.wait(generating, "dialogs", items_of(batch_plans))
+        for batch in BatchStream("dialogs", start, depth, watchdog):
+            batch_plans, (offered, started) = batch.plans, batch.extra
+            generated, llm = batch.result
             gen = _count_generation(gen, generated, llm, max(started, generation_clock))
             generation_clock = time.perf_counter()
             generated, loss = _score(run, generated, loss)
@@ -115,7 +103,6 @@ def make_dialogs(run: RunContext, all_apis: list[APISpec], bounds: LossBounds | 
             ready_ids = {d.dialog_id for d in generated if d.accepted}
             verifying = submit_batch(verify_batch, run.scope, generated, run.settings, config.max_assistant_chars,
                                      config.model_checks, config.judge_votes, batch_plans[0].index)
-            top_up()  # the next batch starts generating while this one is verified
             (decided, batch_verdicts), llm = watchdog.wait(verifying, "verification", items_of(batch_plans))
             ver = ver.add(llm)
             ver.count([d for d in decided if d.dialog_id in ready_ids])
@@ -124,7 +111,6 @@ def make_dialogs(run: RunContext, all_apis: list[APISpec], bounds: LossBounds | 
             sink.advance("dialogs", sum(d.accepted for d in decided))
             planner.record(batch_plans, decided)
             _say_shortfalls(planner, config.mix_shortfall, run.run_id)
-            top_up()  # fewer were accepted than counted on: more to generate
     sink.finish("dialogs")
     stats = dict(zip(STAGES, (gen, loss, ver), strict=True))
     return StageResult(stats=stats, files=["tables/dialogs.parquet", "tables/verdicts.parquet", "dataset/"],

@@ -9,15 +9,13 @@ mined again.
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from prefect import flow, get_run_logger
 
 from flows.batch_tasks import mine_batch
-from flows.scheduler import batches_in_flight, submit_batch
+from flows.scheduler import BatchStream, Submitted, batches_in_flight, submit_batch
 from flows.stages.run_context import RunContext, StageResult, workers_watched
 from schemas.frames import DocumentsFrame
 from schemas.records import Document, MinedDocument, StageStats
@@ -74,15 +72,28 @@ def mine_corpus(run: RunContext) -> StageResult[MinedDocument]:
     sink.stage(STAGE, 0)
     # Several batches are in flight (at least two: the next batch's first pass, embedding on the CPU, overlaps this
     # batch's LLM calls); each is written as soon as it and those before it are done.
-    depth = batches_in_flight(config.concurrency, config.batch_size)
-    in_flight: deque[tuple[int, list[MinedDocument], Any]] = deque()
-    with TableWriter(f"{run.run_url}/{DOCUMENTS_TABLE}", MinedDocument, DocumentsFrame, "documents") as table:
+    batches = enumerate(iter_documents(config.corpus, config.text_column, config.batch_size, config.max_doc_bytes))
+    reused = 0
 
-        def finish_oldest() -> None:
-            nonlocal stage
-            part, done, mining = in_flight.popleft()
-            if mining is not None:
-                records, llm = watchdog.wait(mining, STAGE, part + 1)
+    def start(reserved: int) -> Submitted[Document] | None:
+        nonlocal reused
+        read = next(batches, None)
+        if read is None:
+            return None
+        part, batch = read
+        sorted_ = triage(batch.documents, seen, known)
+        reused += sorted_.reused
+        mining = submit_batch(mine_batch, run.scope, sorted_.fresh, run.settings, config.relevance_threshold,
+                              config.max_doc_chars, config.embedding_model,
+                              config.embed_every_document) if sorted_.fresh else None
+        return Submitted(sorted_.fresh, mining, (part, list(batch.rejected) + sorted_.decided), label=part + 1)
+
+    with TableWriter(f"{run.run_url}/{DOCUMENTS_TABLE}", MinedDocument, DocumentsFrame, "documents") as table:
+        depth = batches_in_flight(config.concurrency, config.batch_size)
+        for done_batch in BatchStream(STAGE, start, depth, watchdog):
+            part, done = done_batch.extra
+            if done_batch.future is not None:
+                records, llm = done_batch.result
                 ledger.append(run.run_id, part, records)
                 stage = stage.add(llm)
                 done.extend(records)
@@ -90,19 +101,7 @@ def mine_corpus(run: RunContext) -> StageResult[MinedDocument]:
             stage.count(done)
             kept.extend(r for r in done if r.accepted)
             sink.advance(STAGE, len(done))
-
-        for part, batch in enumerate(iter_documents(config.corpus, config.text_column, config.batch_size,
-                                                    config.max_doc_bytes)):
-            sorted_ = triage(batch.documents, seen, known)
-            stage.reused += sorted_.reused
-            mining = submit_batch(mine_batch, run.scope, sorted_.fresh, run.settings, config.relevance_threshold,
-                                  config.max_doc_chars, config.embedding_model,
-                                  config.embed_every_document) if sorted_.fresh else None
-            in_flight.append((part, list(batch.rejected) + sorted_.decided, mining))
-            if len(in_flight) >= depth:
-                finish_oldest()
-        while in_flight:
-            finish_oldest()
+    stage.reused += reused
     sink.finish(STAGE)
     stage.wall_time_s = round(time.perf_counter() - t0, 3)
     return StageResult(records=kept, stats={STAGE: stage}, files=[DOCUMENTS_TABLE])
