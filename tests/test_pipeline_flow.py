@@ -54,6 +54,20 @@ def test_flow_publishes_dataset_tables_and_manifest(llm, tmp_path):
     assert {"dataset/toolace.jsonl", "dataset/openai.jsonl", "tables/documents.parquet", "tables/apis.parquet",
             "tables/dialogs.parquet", "tables/verdicts.parquet", "context_tree.json"} <= listed
     assert all(len(f["sha256"]) == 64 and f["bytes"] > 0 for f in manifest["files"])
+    # each stage ran as a subflow of the run's flow: its own state and logs in the Prefect UI
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    with get_client(sync_client=True) as client:
+        (parent,) = client.read_flow_runs(limit=1, sort="START_TIME_DESC",
+                                          flow_run_filter=FlowRunFilter(parent_task_run_id={"is_null_": True}))
+        children = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent.id])), sort="START_TIME_ASC")
+        names = [client.read_flow(r.flow_id).name for r in children]
+        logs = client.read_logs()
+    assert names == ["mining", "context-tree", "api-synthesis", "calibration", "dialogs", "publish"]
+    assert all(r.state and r.state.is_completed() for r in children)
+    assert any(log.flow_run_id == children[0].id and "mining:" in log.message for log in logs)
 
     toolace = read_jsonl(run_dir / "dataset" / "toolace.jsonl")
     openai_rows = read_jsonl(run_dir / "dataset" / "openai.jsonl")
