@@ -1,11 +1,11 @@
 """The downstream check flow: fine-tune a base model on a published run's dataset with a fixed budget, score
-the base and the tuned model on BFCL items the same way, and store both figures in the run's manifest and as
-Prefect artifacts. The logic is in :mod:`tasks.evaluation.downstream`, :mod:`tasks.training.fine_tuning` and
+the base and the tuned model on BFCL items the same way, and store both figures as a new version beside the run
+(``<out>/downstream/<run-id>/<check-id>/``: the published run is never written again) and as Prefect artifacts.
+The logic is in :mod:`tasks.evaluation.downstream`, :mod:`tasks.training.fine_tuning` and
 :mod:`tasks.evaluation.bfcl_eval`; this module only composes them."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from typing import Any
 
@@ -33,7 +33,7 @@ def score_task(model: str, items: dict[str, list[BfclItem]], max_new_tokens: int
 
 @flow(name="toolace-downstream-check", log_prints=True)
 def downstream_check(config: downstream.DownstreamConfig) -> dict[str, Any]:
-    """Train on the run's dataset, score base vs tuned, record both in the run's manifest."""
+    """Train on the run's dataset, score base vs tuned, record both in a new check beside the run."""
     logger = get_run_logger()
     run_storage.configure_s3(config.s3_endpoint_url)
     run_url, manifest = downstream.resolve_run(config.run)
@@ -49,14 +49,13 @@ def downstream_check(config: downstream.DownstreamConfig) -> dict[str, Any]:
             lora_r=config.lora_r, batch_size=config.batch_size, seed=config.seed, calls_only=config.calls_only))
     else:
         logger.info("reusing the model tuned earlier on this dataset with the same budget: %s", tuned_dir)
-    folder = f"{run_url}/{downstream.DOWNSTREAM_FOLDER}"
+    check = downstream.start_check(run_url, run_id)  # a new version beside the run, never in it
     base = score_task(config.base, items, config.max_new_tokens, config.eval_batch_size,
-                      f"{folder}/base-answers.jsonl")
+                      check.file(downstream.ANSWERS["base"]))
     tuned = score_task(str(tuned_dir), items, config.max_new_tokens, config.eval_batch_size,
-                       f"{folder}/tuned-answers.jsonl")
-    record = downstream.downstream_record(config, run_id, tuned_dir, training, reused, base, tuned)
-    run_storage.put_bytes(json.dumps(record, indent=2, ensure_ascii=False).encode(), f"{folder}/report.json")
-    downstream.record_in_manifest(run_url, record)
+                       check.file(downstream.ANSWERS["tuned"]))
+    record = downstream.downstream_record(config, check, tuned_dir, training, reused, base, tuned)
+    downstream.publish_check(check, record)
     table = downstream.report_table(record)
     create_table_artifact(table, key="toolace-downstream", description=f"BFCL accuracy, base vs tuned, run {run_id}")
     lines = "\n".join(f"| {r['category']} | {r['items']} | {r['base_accuracy']:.1%} | {r['tuned_accuracy']:.1%} | "
@@ -68,6 +67,7 @@ def downstream_check(config: downstream.DownstreamConfig) -> dict[str, Any]:
         f"{budget['lr']:g}, {'LoRA r=' + str(budget['lora_r']) if budget['lora_r'] else 'full'}), scored on BFCL "
         f"in prompt mode.\n\n| category | items | base | tuned | delta |\n|---|---|---|---|---|\n{lines}\n",
         key="toolace-downstream-summary", description=f"Downstream check of run {run_id}")
-    logger.info("downstream check of run %s: overall accuracy %.1f%% -> %.1f%%", run_id,
-                100 * record["base"]["overall"]["accuracy"], 100 * record["tuned"]["overall"]["accuracy"])
+    logger.info("downstream check of run %s: overall accuracy %.1f%% -> %.1f%%, written to %s", run_id,
+                100 * record["base"]["overall"]["accuracy"], 100 * record["tuned"]["overall"]["accuracy"],
+                check.folder)
     return record

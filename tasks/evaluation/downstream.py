@@ -1,9 +1,19 @@
 """The downstream check: does a run's dataset make a model better at calling functions?
 
 A base model is fine-tuned on the run's published dataset with a fixed budget (:mod:`tasks.training.fine_tuning`),
-then the base and the tuned model are scored on BFCL items the same way (:mod:`tasks.evaluation.bfcl_eval`). The two
-figures go into the run's manifest (``downstream``) and ``downstream/`` beside the dataset; the dataset itself
-is never touched. Plain functions here; ``flows/downstream_check.py`` composes them.
+then the base and the tuned model are scored on BFCL items the same way (:mod:`tasks.evaluation.bfcl_eval`).
+
+A published run is never written again, so each check is a new version beside it, never in it::
+
+    <out>/runs/<run-id>/                         the published run: not touched (nor <out>/latest.json)
+    <out>/downstream/<run-id>/<check-id>/        one check: base-answers.jsonl, tuned-answers.jsonl,
+                                                 report.json (the figures), manifest.json (written last)
+    <out>/downstream/<run-id>/latest.json        the run's latest check (written after its manifest)
+
+The check's ``manifest.json`` lists its files with size and sha256 and names the run it evaluated with the
+sha256 of that run's ``manifest.json``. A check id is new for every check and a check folder is never
+written again. :func:`read_downstream` and :func:`check_versions` read them back. Plain functions here;
+``flows/downstream_check.py`` composes them.
 """
 
 from __future__ import annotations
@@ -11,6 +21,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import secrets
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +32,13 @@ from pydantic import BaseModel, Field, field_validator
 from tasks.dialogs.complexity import DEFAULT_TARGET
 from tasks.evaluation.bfcl_data import check_categories
 from tasks.evaluation.bfcl_eval import CategoryScore, overall
-from tasks.storage import run_storage
+from tasks.storage import run_storage, writers
 from toolace.errors import UserError
 
-DOWNSTREAM_FOLDER = "downstream"
+DOWNSTREAM_FOLDER = run_storage.DOWNSTREAM
+ANSWERS = {"base": "base-answers.jsonl", "tuned": "tuned-answers.jsonl"}
+REPORT = "report.json"
+CHECK_MANIFEST = "manifest.json"
 TRAINING_FIELDS = ("base", "base_source", "method", "samples_used", "call_turns", "text_turns", "examples",
                    "examples_too_long", "steps", "epochs", "lr", "lora_r", "batch_size", "seed", "device",
                    "compute_dtype", "final_train_loss", "mean_train_loss", "wall_time_s")
@@ -122,12 +137,17 @@ def score_summary(scores: list[CategoryScore]) -> dict[str, Any]:
     return summary
 
 
-def downstream_record(config: DownstreamConfig, run_id: str, tuned_dir: Path, training: dict[str, Any],
+def downstream_record(config: DownstreamConfig, check: CheckLocation, tuned_dir: Path, training: dict[str, Any],
                       reused: bool, base: list[CategoryScore], tuned: list[CategoryScore]) -> dict[str, Any]:
-    """The manifest's ``downstream`` section: budget, evaluation, both scores and the training record."""
+    """The check's ``report.json``: the run it evaluated, budget, evaluation, both scores and the training
+    record; ``files`` are relative to the check's folder."""
     base_summary, tuned_summary = score_summary(base), score_summary(tuned)
     return {
-        "run_id": run_id,
+        "run_id": check.run_id,
+        "check_id": check.check_id,
+        "run_url": check.run_url,
+        "run_manifest_sha256": check.run_manifest_sha256,
+        "results": check.folder,
         "checked_at": dt.datetime.now(dt.UTC).isoformat(),
         "budget": config.budget(),
         "evaluation": config.evaluation(),
@@ -138,42 +158,138 @@ def downstream_record(config: DownstreamConfig, run_id: str, tuned_dir: Path, tr
         "tuned_model": str(tuned_dir),
         "training_reused": reused,
         "training": {k: training.get(k) for k in TRAINING_FIELDS},
-        "files": {"base_answers": f"{DOWNSTREAM_FOLDER}/base-answers.jsonl",
-                  "tuned_answers": f"{DOWNSTREAM_FOLDER}/tuned-answers.jsonl",
-                  "report": f"{DOWNSTREAM_FOLDER}/report.json"},
+        "files": {"base_answers": ANSWERS["base"], "tuned_answers": ANSWERS["tuned"], "report": REPORT},
     }
 
 
-def _listing_entry(run_url: str, relative: str) -> dict[str, Any]:
-    fs, path = fsspec.core.url_to_fs(f"{run_url}/{relative}")
+def sha256_of(url: str) -> str:
+    fs, path = fsspec.core.url_to_fs(url)
     digest = hashlib.sha256()
     with fs.open(path, "rb") as handle:
         for chunk in iter(lambda h=handle: h.read(1 << 20), b""):
             digest.update(chunk)
-    return {"path": relative, "bytes": fs.size(path), "sha256": digest.hexdigest()}
+    return digest.hexdigest()
 
 
-def record_in_manifest(run_url: str, record: dict[str, Any]) -> str:
-    """Add ``record`` to the run's manifest as ``downstream`` (an earlier check's section is replaced) and
-    list the downstream files in its ``files``; when the output root's ``latest.json`` points at this run,
-    its ``manifest_sha256`` follows. Returns the new manifest's sha256."""
-    manifest = run_storage.read_json(f"{run_url}/manifest.json")
-    manifest["downstream"] = record
-    listed = [f for f in manifest.get("files", []) if not str(f.get("path", "")).startswith(f"{DOWNSTREAM_FOLDER}/")]
-    manifest["files"] = listed + [_listing_entry(run_url, path) for path in record["files"].values()]
+def _exists(url: str) -> bool:
+    fs, path = fsspec.core.url_to_fs(url)
+    return bool(fs.exists(path))
+
+
+def output_root(run_url: str) -> str:
+    """The output root of a run folder: ``<out>`` for ``<out>/runs/<run-id>``; for a run folder elsewhere, the
+    folder that holds it (its checks then go beside it all the same)."""
+    run_url = run_url.rstrip("/")
+    parent = run_url.rpartition("/")[0] if "/" in run_url else "."
+    if parent == "runs" or parent.endswith("/runs"):
+        parent = parent.removesuffix("runs") or "."
+    return parent.rstrip("/") or "/"
+
+
+@dataclass(frozen=True)
+class CheckLocation:
+    """One downstream check of a published run: ``<out>/downstream/<run-id>/<check-id>/``."""
+
+    out: str
+    run_id: str
+    check_id: str
+    run_url: str
+    run_manifest_sha256: str
+
+    @property
+    def root(self) -> str:
+        """Every check of the run, and its ``latest.json``."""
+        return run_storage.RunLocation(self.out, self.run_id).downstream
+
+    @property
+    def folder(self) -> str:
+        return f"{self.root}/{self.check_id}"
+
+    @property
+    def manifest(self) -> str:
+        return f"{self.folder}/{CHECK_MANIFEST}"
+
+    @property
+    def latest(self) -> str:
+        return f"{self.root}/{run_storage.LATEST}"
+
+    def file(self, name: str) -> str:
+        return f"{self.folder}/{name}"
+
+
+def new_check_id() -> str:
+    """Like a run id: time first (so ids sort by start), then random (so two checks never share one)."""
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+
+
+def start_check(run_url: str, run_id: str, check_id: str | None = None) -> CheckLocation:
+    """A new version for a check of the published run at ``run_url``: its folder beside the run, and the
+    sha256 of the run manifest it evaluates. A check id already used is refused: a check is never rewritten."""
+    run_url = run_url.rstrip("/")
+    check = CheckLocation(output_root(run_url), run_id, check_id or new_check_id(), run_url,
+                          sha256_of(f"{run_url}/manifest.json"))
+    if _exists(check.folder):
+        raise UserError(f"downstream check {check.check_id} of run {run_id} already exists at {check.folder}: "
+                        f"a check is never written again, start a new one")
+    return check
+
+
+def publish_check(check: CheckLocation, record: dict[str, Any]) -> dict[str, Any]:
+    """Write ``report.json``, then the check's ``manifest.json`` (every file of the check with size and sha256,
+    the run and the sha256 of the run manifest evaluated), then, last, the run's downstream ``latest.json``.
+    Nothing of the published run is written. Returns the check's manifest."""
+    if _exists(check.manifest):
+        raise UserError(f"downstream check {check.check_id} of run {check.run_id} is already published at "
+                        f"{check.folder}: a check is never written again")
+    if sha256_of(f"{check.run_url}/manifest.json") != check.run_manifest_sha256:
+        raise UserError(f"the manifest of run {check.run_id} changed during the check: a published run must not "
+                        f"be written again")
+    writers.write_json(record, check.file(REPORT))
+    manifest = {"check_id": check.check_id, "run_id": check.run_id, "run_url": check.run_url,
+                "run_manifest_sha256": check.run_manifest_sha256,
+                "created_at": dt.datetime.now(dt.UTC).isoformat(),
+                "files": writers.file_listing(check.folder)}
     data = json.dumps(manifest, ensure_ascii=False, indent=2, default=str).encode()
-    run_storage.put_bytes(data, f"{run_url}/manifest.json")
-    sha = hashlib.sha256(data).hexdigest()
-    parent, _, _ = run_url.rpartition("/")
-    if parent.endswith("/runs"):
-        latest = f"{parent.removesuffix('/runs')}/{run_storage.LATEST}"
-        fs, path = fsspec.core.url_to_fs(latest)
-        if fs.exists(path):
-            pointer = run_storage.read_json(latest)
-            if str(pointer.get("url", "")).rstrip("/") == run_url:
-                pointer["manifest_sha256"] = sha
-                run_storage.put_bytes(json.dumps(pointer, indent=2).encode(), latest)
-    return sha
+    writers.write_bytes(data, check.manifest)
+    pointer = {"run_id": check.run_id, "check_id": check.check_id, "url": check.folder,
+               "manifest_sha256": hashlib.sha256(data).hexdigest(), "created_at": manifest["created_at"]}
+    writers.write_json(pointer, check.latest)  # one object, last: whoever follows it finds a whole check
+    return manifest
+
+
+def check_versions(out: str, run_id: str) -> list[dict[str, Any]]:
+    """The manifests of every published check of a run under the output root ``out``, oldest first (a check
+    that stopped before its manifest is not one)."""
+    root = run_storage.RunLocation(out, run_id).downstream
+    fs, path = fsspec.core.url_to_fs(root)
+    if not fs.exists(path):
+        return []
+    found = fs.glob(f"{path}/*/{CHECK_MANIFEST}")
+    manifests = [run_storage.read_json(f"{root}/{found_path[len(path):].strip('/')}") for found_path in found]
+    return sorted(manifests, key=lambda m: (str(m.get("created_at", "")), str(m.get("check_id", ""))))
+
+
+def read_downstream(out: str, run_id: str, check_id: str | None = None) -> dict[str, Any] | None:
+    """The figures (``report.json``) of a run's latest downstream check, or of ``check_id``; None when the run
+    was never checked. ``out`` is the output root (or the run folder ``<out>/runs/<run-id>``). The report is
+    checked against its check's manifest: a difference is a ``UserError``."""
+    out = out.rstrip("/")
+    if out.endswith(f"/runs/{run_id}"):
+        out = output_root(out)
+    root = run_storage.RunLocation(out, run_id).downstream
+    if check_id is None:
+        if not _exists(f"{root}/{run_storage.LATEST}"):
+            return None
+        folder = f"{root}/{run_storage.read_json(f'{root}/{run_storage.LATEST}')['check_id']}"
+    else:
+        folder = f"{root}/{check_id}"
+        if not _exists(f"{folder}/{CHECK_MANIFEST}"):
+            return None
+    manifest = run_storage.read_json(f"{folder}/{CHECK_MANIFEST}")
+    listed = {f["path"]: f["sha256"] for f in manifest.get("files", [])}
+    if listed.get(REPORT) != sha256_of(f"{folder}/{REPORT}"):
+        raise UserError(f"{folder}/{REPORT} differs from its manifest: the check's files were changed")
+    return run_storage.read_json(f"{folder}/{REPORT}")
 
 
 def report_table(record: dict[str, Any]) -> list[dict[str, Any]]:

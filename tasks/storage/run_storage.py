@@ -7,6 +7,10 @@ reader that follows ``latest.json`` never sees a half-written run. A run folder 
 written again (a rerun of a published run id changes nothing), and a run whose suite failed stays in staging
 with ``FAILED.json`` beside its manifest.
 
+What is computed later from a published run (the downstream check) goes beside it, under
+``<out>/downstream/<run-id>/`` (:attr:`RunLocation.downstream`), never into ``runs/<run-id>/``: the run folder,
+its manifest and ``<out>/latest.json`` stay byte for byte as promoted.
+
 Prefect's persisted task results live in ``<out>/state/prefect-results/<run-id>/`` (see
 :mod:`flows.result_storage`): outside staging, so they are neither listed in the manifest nor published, and
 removed by :func:`promote` once the run is published (they are never read again).
@@ -31,6 +35,7 @@ import fsspec
 from toolace.errors import UserError
 
 LATEST = "latest.json"
+DOWNSTREAM = "downstream"
 PREFECT_RESULTS = "state/prefect-results"
 FAILED_MARKER = "FAILED.json"
 # A storage error that may pass (a dropped connection, a timeout, a 5xx the client library gave up on) is
@@ -82,6 +87,12 @@ class RunLocation:
     @property
     def latest(self) -> str:
         return f"{self.out.rstrip('/')}/{LATEST}"
+
+    @property
+    def downstream(self) -> str:
+        """Results computed later from the published run (each downstream check a version of its own):
+        beside ``runs/``, never inside the published folder."""
+        return f"{self.out.rstrip('/')}/{DOWNSTREAM}/{self.run_id}"
 
     @property
     def prefect_results(self) -> str:

@@ -32,7 +32,8 @@ def downstream_check(
     verbose: Verbose = False,
 ) -> None:
     """Fine-tune a base model on a run's dataset with a fixed budget, score the base and the tuned model on BFCL
-    the same way, and store both figures in the run's manifest and as Prefect artifacts."""
+    the same way, and store both figures beside the run (<out>/downstream/<run-id>/<check-id>/, a new version
+    each time: the published run is never written) and as Prefect artifacts."""
     from pydantic import ValidationError
 
     prepare_prefect_env(verbose)
@@ -58,3 +59,4 @@ def downstream_check(
         tuned_score = record["tuned"][name]
         typer.echo(f"{name:<20} {base_score['items']:>5} items  base {base_score['accuracy']:6.1%}  tuned "
                    f"{tuned_score['accuracy']:6.1%}  ({record['delta_accuracy'][name]:+.1%})")
+    typer.echo(f"written to {record['results']}")
