@@ -65,7 +65,8 @@ def downstream_check(config: downstream.DownstreamConfig) -> dict[str, Any]:
         f"# Downstream check of run `{run_id}`\n\n`{config.base}` fine-tuned on the run's dataset "
         f"({training.get('examples')} examples, {budget['steps']} steps, batch {budget['batch_size']}, lr "
         f"{budget['lr']:g}, {'LoRA r=' + str(budget['lora_r']) if budget['lora_r'] else 'full'}), scored on BFCL "
-        f"in prompt mode.\n\n| category | items | base | tuned | delta |\n|---|---|---|---|---|\n{lines}\n",
+        f"in prompt mode.\n\n| category | items | base | tuned | delta |\n|---|---|---|---|---|\n{lines}\n\n"
+        f"{record['paired'].get('overall', {}).get('line', '')}\n",
         key="toolace-downstream-summary", description=f"Downstream check of run {run_id}")
     logger.info("downstream check of run %s: overall accuracy %.1f%% -> %.1f%%, written to %s", run_id,
                 100 * record["base"]["overall"]["accuracy"], 100 * record["tuned"]["overall"]["accuracy"],

@@ -17,11 +17,12 @@ import asyncio
 import copy
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tasks.evaluation.bfcl_checker import Verdict, jsonable, judge_answer
 from tasks.evaluation.bfcl_data import BfclItem, check_categories, load_category
+from tasks.evaluation.statistics import Interval, accuracy_interval, counts_interval
 from tasks.formats.type_dialects import to_bfcl_dialect
 from toolace.errors import EndpointError, UserError
 
@@ -195,6 +196,13 @@ class CategoryScore:
     category: str
     items: int
     correct: int
+    outcomes: tuple[bool, ...] = field(default=(), compare=False)  # each item's verdict, in item order
+
+    def interval(self) -> Interval:
+        """The accuracy with its 95% bootstrap interval over items."""
+        if self.outcomes:
+            return accuracy_interval(self.outcomes)
+        return counts_interval(self.correct, self.items)
 
     @property
     def accuracy(self) -> float:
@@ -213,7 +221,8 @@ def score_item(item: BfclItem, answer: Answer) -> ItemResult:
 
 def overall(scores: list[CategoryScore]) -> CategoryScore:
     """All items of all categories together (micro average)."""
-    return CategoryScore("overall", sum(s.items for s in scores), sum(s.correct for s in scores))
+    return CategoryScore("overall", sum(s.items for s in scores), sum(s.correct for s in scores),
+                         tuple(o for s in scores for o in s.outcomes))
 
 
 Progress = Callable[[str, int, int], None]
@@ -241,7 +250,7 @@ def evaluate(items: dict[str, list[BfclItem]], source: AnswerSource, output: str
     scores: list[CategoryScore] = []
     try:
         for category, category_items in items.items():
-            correct = 0
+            correct, outcomes = 0, []
             if progress:
                 progress(category, 0, len(category_items))
             step = max(1, source.chunk_size)
@@ -251,13 +260,14 @@ def evaluate(items: dict[str, list[BfclItem]], source: AnswerSource, output: str
                 for item, answer in zip(chunk, answers, strict=True):
                     result = score_item(item, answer)
                     correct += result.verdict.valid
+                    outcomes.append(bool(result.verdict.valid))
                     if handle is not None:
                         handle.write(json.dumps(result.row(source.description), ensure_ascii=False) + "\n")
                 if handle is not None:
                     handle.flush()
                 if progress:
                     progress(category, start + len(chunk), len(category_items))
-            scores.append(CategoryScore(category, len(category_items), correct))
+            scores.append(CategoryScore(category, len(category_items), correct, tuple(outcomes)))
     finally:
         if handle is not None:
             handle.close()

@@ -32,6 +32,7 @@ from pydantic import BaseModel, Field, field_validator
 from tasks.dialogs.complexity import DEFAULT_TARGET
 from tasks.evaluation.bfcl_data import check_categories
 from tasks.evaluation.bfcl_eval import CategoryScore, overall
+from tasks.evaluation.statistics import paired_difference
 from tasks.storage import run_storage, writers
 from toolace.errors import UserError
 
@@ -137,6 +138,30 @@ def score_summary(scores: list[CategoryScore]) -> dict[str, Any]:
     return summary
 
 
+def intervals(scores: list[CategoryScore]) -> dict[str, list[float]]:
+    """Each category's and the overall accuracy's 95% bootstrap interval over items, as [low, high]."""
+    return {s.category: [round(i.low, 4), round(i.high, 4)]
+            for s in [*scores, overall(scores)] for i in [s.interval()]}
+
+
+def paired_comparison(base: list[CategoryScore], tuned: list[CategoryScore]) -> dict[str, Any]:
+    """Tuned against base on the same items, per category and overall: the difference with its 95% paired
+    bootstrap interval and the one-sided bootstrap p-value (categories whose per-item verdicts are not both
+    known are left out)."""
+    out: dict[str, Any] = {}
+    by_name = {s.category: s for s in tuned}
+    for name, a, b in [(s.category, s, by_name.get(s.category)) for s in base] + \
+            [("overall", overall(base), overall(tuned))]:
+        if b is None or not a.outcomes or len(a.outcomes) != len(b.outcomes):
+            continue
+        paired = paired_difference(a.outcomes, b.outcomes)
+        out[name] = {"difference": round(paired.difference.estimate, 4),
+                     "ci95": [round(paired.difference.low, 4), round(paired.difference.high, 4)],
+                     "p_not_better": round(paired.p_not_better, 4), "items": paired.items,
+                     "tuned_only": paired.tuned_only, "base_only": paired.base_only, "line": paired.line()}
+    return out
+
+
 def downstream_record(config: DownstreamConfig, check: CheckLocation, tuned_dir: Path, training: dict[str, Any],
                       reused: bool, base: list[CategoryScore], tuned: list[CategoryScore]) -> dict[str, Any]:
     """The check's ``report.json``: the run it evaluated, budget, evaluation, both scores and the training
@@ -155,6 +180,8 @@ def downstream_record(config: DownstreamConfig, check: CheckLocation, tuned_dir:
         "tuned": tuned_summary,
         "delta_accuracy": {name: round(tuned_summary[name]["accuracy"] - base_summary[name]["accuracy"], 4)
                            for name in base_summary},
+        "ci95": {"base": intervals(base), "tuned": intervals(tuned)},
+        "paired": paired_comparison(base, tuned),
         "tuned_model": str(tuned_dir),
         "training_reused": reused,
         "training": {k: training.get(k) for k in TRAINING_FIELDS},

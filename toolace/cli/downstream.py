@@ -57,6 +57,10 @@ def downstream_check(
             fail(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}")
     for name, base_score in record["base"].items():
         tuned_score = record["tuned"][name]
-        typer.echo(f"{name:<20} {base_score['items']:>5} items  base {base_score['accuracy']:6.1%}  tuned "
-                   f"{tuned_score['accuracy']:6.1%}  ({record['delta_accuracy'][name]:+.1%})")
+        base_ci, tuned_ci = record["ci95"]["base"][name], record["ci95"]["tuned"][name]
+        typer.echo(f"{name:<20} {base_score['items']:>5} items  base {base_score['accuracy']:6.1%} "
+                   f"[{base_ci[0]:.1%}, {base_ci[1]:.1%}]  tuned {tuned_score['accuracy']:6.1%} "
+                   f"[{tuned_ci[0]:.1%}, {tuned_ci[1]:.1%}]  ({record['delta_accuracy'][name]:+.1%})")
+    if "overall" in record["paired"]:
+        typer.echo(record["paired"]["overall"]["line"])
     typer.echo(f"written to {record['results']}")

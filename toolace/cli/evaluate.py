@@ -68,10 +68,12 @@ def _print_scores(scores: list[CategoryScore], model: str, output: str | None) -
     from tasks.evaluation.bfcl_eval import overall
 
     table = Table(title=f"BFCL (prompt mode): {model}")
-    for column in ("category", "items", "correct", "accuracy"):
+    for column in ("category", "items", "correct", "accuracy", "95% CI"):
         table.add_column(column, justify="left" if column == "category" else "right")
     for score in [*scores, overall(scores)] if len(scores) > 1 else scores:
-        table.add_row(score.category, str(score.items), str(score.correct), f"{100 * score.accuracy:.1f}%")
+        interval = score.interval()
+        table.add_row(score.category, str(score.items), str(score.correct), f"{100 * score.accuracy:.1f}%",
+                      f"[{100 * interval.low:.1f}, {100 * interval.high:.1f}]")
     console = Console()
     console.print(table)
     if output:
