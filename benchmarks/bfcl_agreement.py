@@ -4,6 +4,8 @@
     .venv/bin/python benchmarks/bfcl_agreement.py [--answers eval1.jsonl ...] [--no-variants]
         [--categories simple_python,multiple,parallel,...] [--seed 0] [--report report.json]
 
+By default every single-turn category is judged: the five non-live ones and the six live ones.
+
 Answers come from two kinds of source:
 
 - ``--answers FILE...``: JSONL written by ``toolace eval --output`` (``id``, ``category``, ``answer``); each
@@ -44,7 +46,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BFCL_PYTHON = ROOT / "benchmarks" / "bfcl_env" / ".venv" / "bin" / "python"
-DEFAULT_CATEGORIES = "simple_python,multiple,parallel,parallel_multiple,live_simple,irrelevance"
+# every single-turn category: the non-live ones, irrelevance and the live ones (relevance and irrelevance included);
+# the multi-turn categories have their own benchmark (benchmarks/bfcl_multi_turn_agreement.py)
+DEFAULT_CATEGORIES = ("simple_python,multiple,parallel,parallel_multiple,irrelevance,live_simple,live_multiple,"
+                      "live_parallel,live_parallel_multiple,live_irrelevance,live_relevance")
 # BFCL's checker looks the model up for one setting only (underscore_to_dot: dotted function names rewritten
 # for FC models). Prompt-mode models keep the dots; this model's config says so.
 BFCL_MODEL_NAME = "gorilla-openfunctions-v2"

@@ -22,7 +22,10 @@ from tasks.corpus import mining
 from tasks.dialogs import generation as dialog_generation
 from tasks.dialogs.complexity import LossScorer
 from tasks.embedding.text_embedding import shared_embedder
+from tasks.environments import agentic_dialogs
+from tasks.environments.blueprints import STAGE as AGENTIC_STAGE
 from tasks.evaluation import bfcl_eval
+from tasks.mcp.execution import ExecutionPolicy, MCPToolExecutor
 from tasks.verification import dialogs as dialog_verification
 from tasks.verification import model_judges
 from tasks.verification import rules as verification
@@ -30,7 +33,7 @@ from toolace.dask_progress import worker_relay
 from toolace.errors import UserError
 from toolace.llm.gateway import GatewaySettings, LLMGateway
 from toolace.llm.rate_limit import REQUEST_PRIORITY
-from toolace.llm.shared_loop import run_shared
+from toolace.llm.shared_loop import CURRENT_LLM, LlmRuntime
 from toolace.stall_watchdog import CURRENT_WATCHDOG, StallWatchdog
 
 T = TypeVar("T")
@@ -55,8 +58,10 @@ BATCH_TASK: dict[str, Any] = {"retries": 2, "retry_delay_seconds": 5, "retry_con
 
 def _run_with_gateway(settings: GatewaySettings, stage: str, work: Callable[[LLMGateway], Awaitable[list[T]]],
                       priority: int = 0, batch: str = "?") -> tuple[list[T], StageStats]:
-    """``work`` with a fresh gateway, on the process's shared LLM event loop (this thread waits for it); its
-    requests wait for a slot with ``priority`` (lower first) unless a request's own task sets another.
+    """``work`` with a fresh gateway, on the run's LLM event loop with the run's endpoint limits (this thread waits
+    for it): the flow's :class:`~toolace.llm.shared_loop.LlmRuntime` when the task runs in the flow's process (it
+    comes with the context), else one of the batch's own (a Dask worker). Its requests wait for a slot with
+    ``priority`` (lower first) unless a request's own task sets another.
 
     The wait is watched (:class:`~toolace.stall_watchdog.StallWatchdog`): the flow's own watchdog when the task
     runs in the flow's process (it comes with the context), else one of the batch's own with the run's
@@ -65,9 +70,13 @@ def _run_with_gateway(settings: GatewaySettings, stage: str, work: Callable[[LLM
     # on a Dask worker the batch's own watchdog also relays each answer to the flow's (a Dask event)
     watchdog = flows_own or StallWatchdog(settings.stall_timeout_s, relay=worker_relay())
 
+    runtime = CURRENT_LLM.get()
+    own = runtime is None
+    runtime = runtime or LlmRuntime()
+
     async def main() -> tuple[list[T], StageStats]:
         REQUEST_PRIORITY.set(priority)
-        gateway = LLMGateway(settings, watchdog=watchdog)
+        gateway = LLMGateway(settings, watchdog=watchdog, limits=runtime.limits)
         try:
             records = await work(gateway)
         finally:
@@ -82,7 +91,11 @@ def _run_with_gateway(settings: GatewaySettings, stage: str, work: Callable[[LLM
         return records, stats
 
     # the flow's wait on this task names the batch as the flow numbers it: this one fires only if that one cannot
-    return run_shared(main(), watchdog, stage, batch, grace_s=GRACE_S if flows_own is not None else 0.0)
+    try:
+        return runtime.loop.run(main(), watchdog, stage, batch, grace_s=GRACE_S if flows_own is not None else 0.0)
+    finally:
+        if own:
+            runtime.loop.close()
 
 
 def _first(indexes: Sequence[int]) -> str:
@@ -140,10 +153,13 @@ def synthesize_batch(run_scope: str, plans: list[api_synthesis.APIPlan], setting
 
 @task(name="generate-dialogs", **BATCH_TASK)
 def generate_dialog_batch(run_scope: str, plans: list[dialog_generation.DialogPlan], apis: list[APISpec],
-                          settings: GatewaySettings, seed: int,
-                          decision_samples: int = 1) -> tuple[list[Dialog], StageStats]:
+                          settings: GatewaySettings, seed: int, decision_samples: int = 1,
+                          execution: ExecutionPolicy | None = None) -> tuple[list[Dialog], StageStats]:
+    """``execution``: calls of imported MCP tools are made for real under this policy (None: all simulated)."""
+    executor = MCPToolExecutor(execution) if execution is not None else None
     return _run_with_gateway(settings, dialog_generation.STAGE,
-                             lambda gw: dialog_generation.generate_dialogs(plans, apis, gw, seed, decision_samples),
+                             lambda gw: dialog_generation.generate_dialogs(plans, apis, gw, seed, decision_samples,
+                                                                           executor),
                              batch=_first([p.index for p in plans]))
 
 
@@ -184,6 +200,21 @@ def probe_batch(run_scope: str, dialogs: list[Dialog], target_model: str) -> lis
                      "correct": result.verdict.valid, "error_type": result.verdict.error_type,
                      "category": item.category})
     return rows
+
+
+@task(name="agentic-dialogs", **BATCH_TASK)
+def agentic_dialog_batch(run_scope: str, apis: list[APISpec], nodes: list[TreeNode], settings: GatewaySettings,
+                         agentic: agentic_dialogs.AgenticSettings) -> tuple[tuple[list[Dialog], dict[str, Any]],
+                                                                            StageStats]:
+    """``agentic_multi_turn`` dialogs (:mod:`tasks.environments.agentic_dialogs`): environments proposed per API
+    family, blueprints executed, trajectories executed in the sandbox; every dialog (accepted or rejected with its
+    check) and the counts of the run report."""
+    async def work(gateway: LLMGateway) -> tuple[list[Dialog], dict[str, Any]]:
+        made = await agentic_dialogs.make_agentic_dialogs(apis, nodes, gateway, agentic)
+        return list(made.dialogs), made.stats()
+
+    return _run_with_gateway(settings, AGENTIC_STAGE, work,  # type: ignore[arg-type, return-value]
+                             batch=f"of {agentic.dialogs} agentic dialogs")
 
 
 @task(name="verify-dialogs", **BATCH_TASK)

@@ -7,11 +7,9 @@ watchdog, the task runner) and hands each stage its result's records; everything
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
 import secrets
-from collections.abc import Iterator
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -24,16 +22,17 @@ from flows.stages.context_tree import context_tree_stage
 from flows.stages.dialogs import dialogs_stage, suite_bounds
 from flows.stages.mining import mining_stage
 from flows.stages.publishing import STAGES, DatasetRejected, publish_stage
-from flows.stages.run_context import Carried, RunContext, StageResult, run_stage
+from flows.stages.run_context import Carried, RunContext, StageResult, run_stage, stage_task_runner
 from tasks.storage import run_storage
 from tasks.verification.template_gate import TemplateGate
-from toolace import progress
 from toolace.config import RunConfig, redact_url
-from toolace.garbage_collection import fewer_collector_pauses, freeze_long_lived
+from toolace.garbage_collection import CollectorPauses
 from toolace.llm.endpoint import Endpoint, llm_endpoint
 from toolace.llm.gateway import gateway_settings_from
 from toolace.llm.response_cache import cache_dir_for as llm_cache_dir
 from toolace.llm.response_cache import prune_cache
+from toolace.llm.shared_loop import CURRENT_LLM, LlmRuntime
+from toolace.progress import ProgressTo
 from toolace.stall_watchdog import CURRENT_WATCHDOG, StallWatchdog
 
 __all__ = ["STAGES", "DatasetRejected", "cache_dir_for", "new_run_id", "toolace_pipeline"]
@@ -49,16 +48,23 @@ def cache_dir_for(out: str) -> str:
 
 
 @flow(name="toolace-pipeline", log_prints=True)
-def toolace_pipeline(config: RunConfig, endpoint: Endpoint | None = None) -> dict[str, Any]:
+def toolace_pipeline(config: RunConfig, endpoint: Endpoint | None = None,
+                     progress: ProgressTo | None = None) -> dict[str, Any]:
     """Make a function-calling dataset from a corpus.
 
     ``endpoint`` is an LLM endpoint already resolved by the caller (the CLI starts the embedded model
     before the flow, so start-up errors are plain user errors); without it the flow checks the
-    configured endpoint, or starts the embedded model itself for the length of the run.
+    configured endpoint, or starts the embedded model itself for the length of the run. ``progress``: where the
+    run reports its stages besides the Prefect UI (the CLI's bar).
     """
     run_id = config.run_id or new_run_id()
     config = config.model_copy(update={"run_id": run_id})
-    run_storage.configure_s3(config.s3_endpoint_url)
+    with run_storage.s3_endpoint(config.s3_endpoint_url):
+        return _run(config, endpoint, progress or ProgressTo())
+
+
+def _run(config: RunConfig, endpoint: Endpoint | None, progress: ProgressTo) -> dict[str, Any]:
+    run_id = str(config.run_id)
     run_storage.check_storage(config.out)  # wrong credentials, no bucket, no endpoint: fail before any work
     location = run_storage.RunLocation(config.out, run_id)
     if run_storage.is_published(location):  # a published run is never written again
@@ -72,48 +78,36 @@ def toolace_pipeline(config: RunConfig, endpoint: Endpoint | None = None) -> dic
     if gate.active:
         gate.preflight()
     if endpoint is not None:
-        return _stages(config, endpoint, gate)
+        return _stages(config, endpoint, gate, progress)
     # a deployed run takes the endpoint from the worker's environment, like the CLI does
     with llm_endpoint(config.llm_base_url or os.environ.get("OPENAI_BASE_URL"), config.llm_model) as resolved:
-        return _stages(config, resolved, gate)
+        return _stages(config, resolved, gate, progress)
 
 
-def _stages(config: RunConfig, endpoint: Endpoint, gate: TemplateGate) -> dict[str, Any]:
-    # full collections of this process's large heap stalled the LLM loop for up to 0.9 s; the batch tasks' results
-    # persist under <out>/state/prefect-results/<run-id>/ (not ~/.prefect): a rerun resumes from any machine
-    with fewer_collector_pauses(), results_beside_run(config.out, str(config.run_id), config.s3_endpoint_url), \
+def _stages(config: RunConfig, endpoint: Endpoint, gate: TemplateGate, progress: ProgressTo) -> dict[str, Any]:
+    # full collections of this process's large heap stalled the LLM loop for up to 0.9 s (toolace.garbage_collection);
+    # the batch tasks' results persist under <out>/state/prefect-results/<run-id>/ (not ~/.prefect): a rerun resumes
+    # from any machine
+    collector, llm = CollectorPauses(), LlmRuntime()
+    with collector, llm.loop, results_beside_run(config.out, str(config.run_id), config.s3_endpoint_url), \
             stage_task_runner(config) as task_runner:
-        token = CURRENT_WATCHDOG.set(None)
+        run = new_run_context(config, endpoint, gate, task_runner, progress,
+                              {"collector": collector, "llm": llm})
+        watching, serving = CURRENT_WATCHDOG.set(None), CURRENT_LLM.set(llm)
         try:
-            return run_stages(new_run_context(config, endpoint, gate, task_runner))
+            return run_stages(run)
         finally:
-            CURRENT_WATCHDOG.reset(token)
+            CURRENT_LLM.reset(serving)
+            CURRENT_WATCHDOG.reset(watching)
 
 
-@contextlib.contextmanager
-def stage_task_runner(config: RunConfig) -> Iterator[Any]:
-    """Where the stages' batch tasks run: ``None`` (threads in this process), or a Dask task runner on an
-    existing cluster at ``dask_address`` or on a local cluster of ``dask_workers`` worker processes started for
-    the run (every stage's subflow connects to the same cluster)."""
-    if config.task_runner != "dask":
-        yield None
-        return
-    from prefect_dask import DaskTaskRunner
-
-    if config.dask_address:
-        yield DaskTaskRunner(address=config.dask_address)
-        return
-    from distributed import LocalCluster
-
-    with LocalCluster(n_workers=config.dask_workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster:
-        yield DaskTaskRunner(address=cluster.scheduler_address)
-
-
-def new_run_context(config: RunConfig, endpoint: Endpoint, gate: TemplateGate, task_runner: Any) -> RunContext:
+def new_run_context(config: RunConfig, endpoint: Endpoint, gate: TemplateGate, task_runner: Any,
+                    progress: ProgressTo | None = None, services: dict[str, Any] | None = None) -> RunContext:
+    """The run's context; ``services`` the run's own LLM runtime and collector settings when the caller has
+    opened them (else new ones, unopened)."""
     run_id = str(config.run_id)
     location = run_storage.RunLocation(config.out, run_id)
-    sink = PrefectProgress(progress.sink(), run_id)  # the CLI's bar (if any) and the Prefect UI's
+    sink = PrefectProgress((progress or ProgressTo()).resolved(), run_id)  # the CLI's bar (if any) and the UI's
     # every wait on a batch is watched: no progress for stall_timeout_s fails the run in one line (resumable);
     # on Dask the workers relay their tasks' progress to this watchdog as Dask events (toolace.dask_progress)
     watchdog = StallWatchdog(config.stall_timeout_s, on_stall=sink.stall, logger=get_run_logger(),
@@ -122,7 +116,7 @@ def new_run_context(config: RunConfig, endpoint: Endpoint, gate: TemplateGate, t
                       settings=gateway_settings_from(config, endpoint.base_url, endpoint.model,
                                                      cache_dir_for(config.out)),
                       scope=f"{location.staging}:{endpoint.model}", location=location, sink=sink, watchdog=watchdog,
-                      template_gate=gate, started_at=RunContext.now(), task_runner=task_runner)
+                      template_gate=gate, started_at=RunContext.now(), task_runner=task_runner, **(services or {}))
 
 
 def run_stages(run: RunContext) -> dict[str, Any]:
@@ -136,7 +130,7 @@ def run_stages(run: RunContext) -> dict[str, Any]:
         logger.info("%s", prune_cache(run.settings.cache_dir, config.llm_cache_max_age_days,
                                       config.llm_cache_max_bytes).summary())
     mining = run_stage(mining_stage, run)
-    freeze_long_lived()  # the embedding model and the kept documents live for the rest of the run
+    run.collector.freeze()  # the embedding model and the kept documents live for the rest of the run
     tree = run_stage(context_tree_stage, run, Carried(items=mining.records))
     pooled = pooled_apis(config.pool)
     apis = run_stage(api_synthesis_stage, run, Carried(items=tree.records), Carried(items=pooled))
@@ -144,7 +138,7 @@ def run_stages(run: RunContext) -> dict[str, Any]:
     calibration = run_stage(calibration_stage, run, Carried(items=all_apis))
     bounds_for_suite = suite_bounds(run)
     dialogs = run_stage(dialogs_stage, run, Carried(items=all_apis), Carried(items=calibration.records),
-                        bounds_for_suite)
+                        bounds_for_suite, Carried(items=tree.records))
     results = {"pooled": StageResult(records=pooled), "context_tree": tree, "api_synthesis": apis,
                "calibration": calibration, "dialogs": dialogs}
     stats = {name: value for result in (mining, tree, apis, calibration, dialogs)

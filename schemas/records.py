@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializationInfo, SerializerFunctionWrapHandler, model_serializer
 
 Status = Literal["accepted", "rejected"]
-DialogType = Literal["single", "parallel", "dependent", "non_tool", "clarification", "multi_turn"]
-DIALOG_TYPES: tuple[DialogType, ...] = ("single", "parallel", "dependent", "non_tool", "clarification", "multi_turn")
+# ``agentic_multi_turn``: a conversation executed against a stateful environment (tasks/environments); made only
+# when a run's ``dialog_mix`` names it, so the default mix (and every default output) is unchanged
+DialogType = Literal["single", "parallel", "dependent", "non_tool", "clarification", "multi_turn",
+                     "agentic_multi_turn"]
+DIALOG_TYPES: tuple[DialogType, ...] = ("single", "parallel", "dependent", "non_tool", "clarification", "multi_turn",
+                                        "agentic_multi_turn")
 SegmentType = Literal["single", "parallel", "dependent", "non_tool", "clarification"]
 SEGMENT_TYPES: tuple[SegmentType, ...] = ("single", "parallel", "dependent", "non_tool", "clarification")
 
@@ -79,7 +83,39 @@ class TreeNode(BaseModel):
     aliases: list[str] = Field(default_factory=list, description="Other names merged into this node")
 
 
+class MCPProvenance(BaseModel):
+    """Where an API imported from an MCP server came from (``APISpec.mcp``), and what the server says of it."""
+
+    server_name: str
+    server_version: str | None = None
+    protocol_version: str | None = None
+    transport: Literal["stdio", "streamable_http", "file"]
+    command: list[str] | None = Field(None, description="The stdio server's command line")
+    url: str | None = Field(None, description="The streamable-HTTP server's URL")
+    source_file: str | None = Field(None, description="The saved tools/list file it was read from")
+    tool_name: str = Field(description="The tool's name on the server (tools/call uses it)")
+    title: str | None = None
+    annotations: dict[str, bool] = Field(
+        default_factory=dict, description="readOnlyHint, destructiveHint, idempotentHint, openWorldHint as given")
+    result_schema: Literal["declared", "inferred", "unknown"] = Field(
+        "unknown", description="declared: the tool's outputSchema; inferred: from executed calls; unknown: neither")
+
+    @property
+    def read_only(self) -> bool:
+        return self.annotations.get("readOnlyHint") is True
+
+    @property
+    def destructive(self) -> bool:
+        """MCP's defaults: a tool that is not read-only is destructive unless it says it is not."""
+        return not self.read_only and self.annotations.get("destructiveHint", True) is not False
+
+
 class APISpec(Outcome):
+    # extra fields are kept, not dropped: ``mcp`` (an MCPProvenance as a dict) on tools imported from an MCP server,
+    # ``imported_from: "openapi"`` on OpenAPI operations. No declared field, so the stage tables (fixed columns) and
+    # every synthesised API's rows stay as they were.
+    model_config = ConfigDict(extra="allow")
+
     api_id: str
     name: str
     description: str
@@ -89,6 +125,23 @@ class APISpec(Outcome):
     node_ids: list[str] = Field(description="Context-tree nodes the API was grown from")
     operators: list[str] = Field(description="Evolution operators applied")
     example_api_id: str | None = None
+
+    def mcp_provenance(self) -> MCPProvenance | None:
+        """The MCP server this API was imported from, if it was."""
+        raw = (self.model_extra or {}).get("mcp")
+        if isinstance(raw, MCPProvenance):
+            return raw
+        return MCPProvenance.model_validate(raw) if isinstance(raw, dict) else None
+
+    def tool_source(self) -> Literal["mcp", "openapi", "imported", "synthesised"]:
+        """Where the API came from: an MCP server, an OpenAPI document, another import (function lists), or
+        synthesis from documents."""
+        extra = self.model_extra or {}
+        if "mcp" in extra:
+            return "mcp"
+        if extra.get("imported_from") == "openapi":
+            return "openapi"
+        return "imported" if "imported" in self.operators else "synthesised"
 
     def tool_definition(self) -> dict[str, Any]:
         """The tool as an OpenAI ``tools`` entry."""
@@ -112,6 +165,21 @@ class Turn(BaseModel):
     name: str | None = Field(default=None, description="API name on a tool turn")
     reasoning_content: str | None = Field(
         default=None, description="The reasoning the endpoint returned with an assistant turn (reasoning models)")
+    executed: bool = Field(False, description="A tool turn that is the result of really calling the tool (MCP)")
+    duration_s: float | None = Field(None, description="How long the executed call took")
+    error: str | None = Field(None, description="Why the executed call failed")
+
+    @model_serializer(mode="wrap")
+    def _omit_unexecuted(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> dict[str, Any]:
+        """A simulated turn is written as before execution existed (no executed/duration_s/error keys)."""
+        data: dict[str, Any] = handler(self)
+        if not self.executed and self.duration_s is None and self.error is None:
+            for key in _EXECUTION_FIELDS:
+                data.pop(key, None)
+        return data
+
+
+_EXECUTION_FIELDS = ("executed", "duration_s", "error")
 
 
 class Dialog(Outcome):

@@ -25,4 +25,4 @@ def test_tasks_is_grouped_into_packages_by_stage_and_concern() -> None:
     assert loose == [], f"modules outside a stage package: {loose}"
     assert {p.name for p in (ROOT / "tasks").iterdir() if (p / "__init__.py").is_file()} == {
         "corpus", "embedding", "context_tree", "apis", "dialogs", "verification", "formats", "dataset", "storage",
-        "evaluation", "training"}
+        "evaluation", "training", "mcp", "environments"}

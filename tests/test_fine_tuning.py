@@ -253,7 +253,7 @@ def test_full_fine_tuning_through_the_cli_saves_a_model_run_accepts(tiny_base, s
 
     out = tmp_path / "tuned"
     result = CliRunner().invoke(app, ["train", str(short_openai_file), "--base", str(tiny_base), "--out", str(out),
-                                      "--steps", "3", "--batch-size", "2", "--lr", "1e-3"])
+                                      "--steps", "3", "--batch-size", "2", "--lr", "1e-3", "--format", "toolace"])
     assert result.exit_code == 0, result.output
     assert "step 3/3: loss" in result.output and result.stdout.strip().endswith(str(out))
     record = _assert_saved_model(out, "full", 3)

@@ -270,15 +270,21 @@ def test_a_cancelled_waiter_does_not_keep_a_slot():
     run(main())
 
 
-def test_gateways_of_one_endpoint_share_their_limits():
-    one = LLMGateway(GatewaySettings(base_url="http://shared/v1", model="m", concurrency=5),
-                     client=SimpleNamespace(post=None, close=None))
-    two = LLMGateway(GatewaySettings(base_url="http://shared/v1", model="m", concurrency=5),
-                     client=SimpleNamespace(post=None, close=None))
-    other = LLMGateway(GatewaySettings(base_url="http://other/v1", model="m", concurrency=5),
-                       client=SimpleNamespace(post=None, close=None))
+def test_gateways_of_one_run_share_its_limits_per_endpoint_and_others_have_their_own():
+    from toolace.llm.rate_limit import EndpointLimits
+
+    run_limits = EndpointLimits()  # the run context's
+
+    def gateway(url: str, limits: EndpointLimits | None = run_limits) -> LLMGateway:
+        return LLMGateway(GatewaySettings(base_url=url, model="m", concurrency=5), limits=limits,
+                          client=SimpleNamespace(post=None, close=None))
+
+    one, two, other = gateway("http://shared/v1"), gateway("http://shared/v1"), gateway("http://other/v1")
     assert one._slots is two._slots and one._limiter is two._limiter
+    assert one.latencies is two.latencies and one._gate is two._gate
     assert other._slots is not one._slots
+    alone = gateway("http://shared/v1", None)  # made outside a run: nothing shared with it
+    assert alone._slots is not one._slots and alone.latencies is not one.latencies
 
 
 def test_request_body_keeps_the_schema_property_order_and_the_cache_key_ignores_key_order():
@@ -375,11 +381,11 @@ def test_a_cancelled_waiter_leaves_the_priority_queue_in_order():
     assert served == [1, 2, 4, 5] and slots.in_use == 0
 
 
-def test_the_shared_loop_runs_batches_with_the_callers_context_and_errors():
+def test_the_runs_loop_runs_batches_with_the_callers_context_and_errors():
     import contextvars
     import threading
 
-    from toolace.llm.shared_loop import run_shared, shared_loop
+    from toolace.llm.shared_loop import LlmLoop
 
     marker: contextvars.ContextVar[str] = contextvars.ContextVar("marker", default="unset")
 
@@ -388,45 +394,45 @@ def test_the_shared_loop_runs_batches_with_the_callers_context_and_errors():
         return marker.get(), threading.current_thread().name
 
     marker.set("caller")
-    value, thread = run_shared(where())
-    assert value == "caller" and thread == "toolace-llm-loop"
-    results: list[tuple[str, str]] = []
-    workers = [threading.Thread(target=lambda: results.append(run_shared(where()))) for _ in range(3)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(timeout=10)
-    assert [t for _, t in results] == ["toolace-llm-loop"] * 3  # one loop for every worker thread
+    with LlmLoop() as llm_loop:
+        value, thread = llm_loop.run(where())
+        assert value == "caller" and thread == "toolace-llm-loop"
+        results: list[tuple[str, str]] = []
+        workers = [threading.Thread(target=lambda: results.append(llm_loop.run(where()))) for _ in range(3)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(timeout=10)
+        assert [t for _, t in results] == ["toolace-llm-loop"] * 3  # one loop for every worker thread
 
-    async def fails() -> None:
-        raise ValueError("from the batch")
+        async def fails() -> None:
+            raise ValueError("from the batch")
 
-    with pytest.raises(ValueError, match="from the batch"):
-        run_shared(fails())
+        with pytest.raises(ValueError, match="from the batch"):
+            llm_loop.run(fails())
 
-    async def nested() -> None:
-        run_shared(where())  # would wait for itself forever
+        async def nested() -> None:
+            llm_loop.run(where())  # would wait for itself forever
 
-    with pytest.raises(RuntimeError, match="shared LLM loop itself"):
-        asyncio.run_coroutine_threadsafe(nested(), shared_loop()).result(timeout=10)
+        with pytest.raises(RuntimeError, match="LLM loop itself"):
+            asyncio.run_coroutine_threadsafe(nested(), llm_loop.open()).result(timeout=10)
+    assert not any(t.name == "toolace-llm-loop" and t.is_alive() for t in threading.enumerate())  # closed
 
 
-def test_starting_the_shared_loop_shortens_the_switch_interval_but_never_lengthens_it(monkeypatch):
+def test_opening_the_loop_shortens_the_switch_interval_closing_restores_it_never_lengthens_it():
     import sys
 
-    from toolace.llm import shared_loop as module
+    from toolace.llm.shared_loop import SWITCH_INTERVAL_S, LlmLoop
 
     before = sys.getswitchinterval()
-    started: list[asyncio.AbstractEventLoop] = []
     try:
-        for preset, expected in ((0.005, module.SWITCH_INTERVAL_S), (0.0001, 0.0001)):
+        for preset, expected in ((0.005, SWITCH_INTERVAL_S), (0.0001, 0.0001)):
             sys.setswitchinterval(preset)
-            monkeypatch.setattr(module, "_loop", None)  # a process whose loop has not started yet
-            started.append(module.shared_loop())
-            assert sys.getswitchinterval() == pytest.approx(expected)
-            module.shared_loop()  # the running loop is reused: the interval is set once, at start
-            assert sys.getswitchinterval() == pytest.approx(expected)
+            llm_loop = LlmLoop()
+            with llm_loop:
+                assert sys.getswitchinterval() == pytest.approx(expected)
+                llm_loop.open()  # the running loop is reused: the interval is set once, at start
+                assert sys.getswitchinterval() == pytest.approx(expected)
+            assert sys.getswitchinterval() == pytest.approx(preset)  # what the process had before the run
     finally:
         sys.setswitchinterval(before)
-        for loop in started:
-            loop.call_soon_threadsafe(loop.stop)

@@ -64,7 +64,7 @@ def test_out_of_band_dialogs_can_be_rejected(llm, tmp_path, tiny_base):
 
     with pytest.raises(DatasetRejected, match="gx_row_count_v1"):  # nothing left to publish: not promoted
         run_flow(llm, tmp_path, "strict", target_model=str(tiny_base), loss_bounds=(0.0, 0.001), guidance_rounds=1,
-                 dialog_mix={"single": 1.0}, keep_out_of_band=False, dialogs=2)
+                 dialog_mix={"single": 1.0}, keep_out_of_band=False, dialogs=2, mix_shortfall="warn")
     run_dir = tmp_path / "out" / "staging" / "strict"
     dialogs = pl.read_parquet(run_dir / "tables" / "dialogs.parquet")
     assert dialogs.filter(pl.col("status") == "accepted").height == 0
@@ -73,7 +73,7 @@ def test_out_of_band_dialogs_can_be_rejected(llm, tmp_path, tiny_base):
 
 def test_calibrated_bounds_from_a_probe_set(llm, tmp_path, tiny_base):
     summary, run_dir = run_flow(llm, tmp_path, "calibrated", target_model=str(tiny_base), probe_size=4,
-                                guidance_rounds=1,
+                                guidance_rounds=1, mix_tolerance=1.0,  # (the scripted model makes no parallel call)
                                 dialog_mix={"single": 1.0, "parallel": 1.0, "non_tool": 1.0})
     manifest = json.loads((run_dir / "manifest.json").read_text())
     guidance = manifest["self_guidance"]

@@ -35,8 +35,25 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def process_state() -> dict[str, Any]:
+    """What a run may change only while it lasts (its run context owns it): the collector's settings, the switch
+    interval, fsspec's configuration and the LLM loop's thread."""
+    import copy
+    import gc
+    import sys
+    import threading
+
+    import fsspec
+
+    return {"gc": (gc.get_threshold(), gc.get_freeze_count()), "switch": sys.getswitchinterval(),
+            "fsspec": copy.deepcopy(fsspec.config.conf),
+            "loops": sum(t.name == "toolace-llm-loop" and t.is_alive() for t in threading.enumerate())}
+
+
 def test_flow_publishes_dataset_tables_and_manifest(llm, tmp_path):
-    summary = run_flow(llm, tmp_path, corpus=SAMPLE_CORPUS)
+    before = process_state()
+    summary = run_flow(llm, tmp_path, corpus=SAMPLE_CORPUS, s3_endpoint_url="http://127.0.0.1:9")
+    assert process_state() == before  # no ambient state: the run context's settings end with the run
     run_dir = tmp_path / "runs" / "run-a"
     assert summary["run_dir"].endswith("runs/run-a")
     assert summary["accepted_dialogs"] == 6
@@ -56,7 +73,12 @@ def test_flow_publishes_dataset_tables_and_manifest(llm, tmp_path):
     assert all(len(f["sha256"]) == 64 and f["bytes"] > 0 for f in manifest["files"])
     # each stage ran as a subflow of the run's flow: its own state and logs in the Prefect UI
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterParentFlowRunId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
 
     with get_client(sync_client=True) as client:
         (parent,) = client.read_flow_runs(limit=1, sort="START_TIME_DESC",
@@ -64,7 +86,7 @@ def test_flow_publishes_dataset_tables_and_manifest(llm, tmp_path):
         children = client.read_flow_runs(flow_run_filter=FlowRunFilter(
             parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent.id])), sort="START_TIME_ASC")
         names = [client.read_flow(r.flow_id).name for r in children]
-        logs = client.read_logs()
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[children[0].id])))
     assert names == ["mining", "context-tree", "api-synthesis", "calibration", "dialogs", "publish"]
     assert all(r.state and r.state.is_completed() for r in children)
     assert any(log.flow_run_id == children[0].id and "mining:" in log.message for log in logs)
@@ -117,7 +139,7 @@ def test_every_item_ends_accepted_or_rejected_with_reason_and_raw_output(llm, tm
     # only non-tool dialogs survive: the published-dataset suite fails (dialog mix, acceptance rate), so the
     # run is not promoted and stays in staging, marked failed, with every table, the Data Docs and manifest
     with pytest.raises(DatasetRejected, match="expectation suite failed") as info:
-        run_flow(llm, tmp_path)
+        run_flow(llm, tmp_path, mix_shortfall="warn")  # warned of, made all the same: the suite judges
     assert "gx_acceptance_rate_v1" in str(info.value)
     run_dir = tmp_path / "staging" / "run-a"
     assert not (tmp_path / "runs" / "run-a").exists() and not (tmp_path / "latest.json").exists()
@@ -168,7 +190,7 @@ def test_model_layer_rejections_are_stored_and_reported(llm, tmp_path):
     llm.script(lambda body: {"json": {"reason": "The answer ignores the tool result.", "passed": False}}
                if schema_name(body) == "ConsistencyAnswer" else None)
     with pytest.raises(DatasetRejected, match="gx_row_count_v1"):  # nothing accepted: nothing promoted
-        run_flow(llm, tmp_path, dialogs=2)
+        run_flow(llm, tmp_path, dialogs=2, mix_shortfall="warn")
     run_dir = tmp_path / "staging" / "run-a"
     dialogs = pl.read_parquet(run_dir / "tables" / "dialogs.parquet")
     judged = dialogs.filter(pl.col("rejected_by") == "llm_consistency_v1")

@@ -9,7 +9,7 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from tasks.storage.run_storage import RunLocation, check_storage, configure_s3, is_published, mark_failed, promote
+from tasks.storage.run_storage import RunLocation, check_storage, is_published, mark_failed, promote, s3_endpoint
 from toolace.errors import UserError
 
 
@@ -105,7 +105,15 @@ def test_unreachable_endpoint_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     s3fs.S3FileSystem.clear_instance_cache()
 
 
-def test_endpoint_from_config_reaches_s3fs(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(fsspec.config.conf, "s3", {})
-    configure_s3("http://minio.local:9000")
-    assert fsspec.config.conf["s3"]["client_kwargs"]["endpoint_url"] == "http://minio.local:9000"
+def test_endpoint_from_config_reaches_s3fs_while_the_run_lasts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(fsspec.config.conf, "s3", {"anon": False})
+    with s3_endpoint("http://minio.local:9000"):
+        assert fsspec.config.conf["s3"]["client_kwargs"]["endpoint_url"] == "http://minio.local:9000"
+        assert fsspec.config.conf["s3"]["anon"] is False
+    assert fsspec.config.conf["s3"] == {"anon": False}  # restored: nothing left behind for the next run
+    monkeypatch.delitem(fsspec.config.conf, "s3")
+    with s3_endpoint("http://other:9000"):
+        assert fsspec.config.conf["s3"]["client_kwargs"]["endpoint_url"] == "http://other:9000"
+    assert "s3" not in fsspec.config.conf
+    with s3_endpoint(None):  # no endpoint: fsspec's configuration untouched
+        assert "s3" not in fsspec.config.conf

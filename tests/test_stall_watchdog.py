@@ -23,7 +23,7 @@ from toolace.config import SAMPLE_CORPUS
 from toolace.llm.gateway import GatewaySettings, LLMGateway
 from toolace.llm.rate_limit import FirstAnswerGate, InFlightSlots, RateLimiter
 from toolace.llm.response_cache import request_key
-from toolace.llm.shared_loop import run_shared
+from toolace.llm.shared_loop import LlmLoop
 from toolace.stall_watchdog import StallError, StallWatchdog, items_of
 
 
@@ -170,8 +170,9 @@ def test_a_stalled_request_without_hedging_fails_the_batch_in_one_line(llm: Scri
             await gateway.aclose()
 
     started = time.monotonic()
+    llm_loop = LlmLoop()
     with pytest.raises(StallError) as info:
-        run_shared(work(), watchdog, "dialogs", 3)
+        llm_loop.run(work(), watchdog, "dialogs", 3)
     assert time.monotonic() - started < 5
     assert str(info.value).startswith(
         "stage dialogs, batch 3: no progress for 1 s; waiting for 1 LLM request (oldest in flight 1 s to "
@@ -181,6 +182,7 @@ def test_a_stalled_request_without_hedging_fails_the_batch_in_one_line(llm: Scri
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert gateway._slots.in_use == 0 and watchdog.in_flight() == 0
+    llm_loop.close()
 
 
 def test_items_of_names_a_batch_by_its_plans() -> None:

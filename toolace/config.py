@@ -151,6 +151,17 @@ class RunConfig(BaseModel):
                                        "be accepted for the dataset to be promoted")
     model_checks: bool = Field(True, description="Run the LLM judges (model layer) on dialogs the rules passed")
     judge_votes: int = Field(1, ge=1, description="Votes per LLM judge; a strict majority of answers must pass")
+    # -- executed tool turns (tasks.mcp.execution): calls of tools imported from MCP servers made for real
+    execute_tools: Literal["none", "read_only", "all"] = Field(
+        "none", description="Call imported MCP tools for real in a sandbox instead of simulating them: none, the "
+                            "tools marked read-only, or all (destructive ones only when named below)")
+    execute_destructive_tools: list[str] = Field(
+        default_factory=list, description="Destructive MCP tools (by name) that execute_tools may still execute")
+    execute_network: bool = Field(False, description="Let executed tools (and the servers they start) use the "
+                                  "network; off: stdio servers run without any, only loopback HTTP servers are called")
+    execute_time_limit_s: float = Field(30.0, gt=0, description="Time limit of one executed tool call")
+    execute_memory_mb: int = Field(2048, ge=64, description="Memory (address space) limit of an executed call's "
+                                   "sandbox, its server included")
     # -- the chat-template gate (tasks.formats.chat_templates): rows rendered through real model templates at publish
     template_families: list[str] = Field(
         default_factory=lambda: ["qwen2.5", "qwen3", "qwen3.5", "llama3.1", "llama3.2", "llama3.3", "hermes3",

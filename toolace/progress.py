@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, model_serializer
 
 
 class ProgressSink(Protocol):
@@ -17,7 +19,9 @@ class ProgressSink(Protocol):
         once it moves again (:class:`toolace.stall_watchdog.StallWatchdog`)."""
 
 
-class _Silent:
+class Silent:
+    """Reports nowhere (a run started without a progress bar)."""
+
     def stage(self, name: str, total: int) -> None:
         return None
 
@@ -31,13 +35,17 @@ class _Silent:
         return None
 
 
-_sink: ProgressSink = _Silent()
+class ProgressTo(BaseModel):
+    """Where a run reports its progress, handed to the flow as a parameter by whoever runs it (the CLI's bar);
+    the Prefect UI shows the sink's kind, not the object."""
 
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
 
-def set_sink(sink: ProgressSink | None) -> None:
-    global _sink
-    _sink = sink or _Silent()
+    sink: Any = None
 
+    def resolved(self) -> ProgressSink:
+        return self.sink if self.sink is not None else Silent()
 
-def sink() -> ProgressSink:
-    return _sink
+    @model_serializer
+    def _shown(self) -> dict[str, str]:
+        return {"sink": type(self.sink).__name__ if self.sink is not None else "none"}

@@ -13,20 +13,22 @@ cannot reach its share is said as soon as that is known (``mix_shortfall``).
 
 from __future__ import annotations
 
+import math
 import time
+from collections import Counter
 from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.batch_tasks import complexity_batch, generate_dialog_batch, verify_batch
+from flows.batch_tasks import agentic_dialog_batch, complexity_batch, generate_dialog_batch, verify_batch
 from flows.scheduler import BatchStream, Submitted, batches_in_flight, on_runner, submit_batch
 from flows.stages.calibration import offered_apis
 from flows.stages.run_context import MAX_ATTEMPT_FACTOR, Carried, RunContext, StageResult, workers_watched
-from schemas.records import APISpec, Dialog, StageStats
+from schemas.records import APISpec, Dialog, StageStats, TreeNode
 from schemas.suites import SuiteBounds
 from tasks.dataset.stream import DialogStream
 from tasks.dialogs import generation as dialog_generation
-from tasks.dialogs.quotas import MixPlanner
+from tasks.dialogs.quotas import MixPlanner, type_quotas
 from tasks.dialogs.self_guidance import (
     GuidanceRecord,
     LossBounds,
@@ -34,12 +36,14 @@ from tasks.dialogs.self_guidance import (
     guidance_instruction,
     start_record,
 )
+from tasks.environments.agentic_dialogs import AgenticSettings
+from tasks.mcp.execution import ExecutionPolicy
 from tasks.verification.expectations import prefetch_great_expectations
 from toolace.errors import UserError
-from toolace.garbage_collection import freeze_long_lived
 from toolace.stall_watchdog import items_of
 
 OUT_OF_BAND_CHECK = "complexity_bounds_v1"
+AGENTIC = "agentic_multi_turn"
 STAGES = ("dialog_generation", "complexity_loss", "verification")
 
 
@@ -60,38 +64,52 @@ def reject_out_of_band(dialog: Dialog, record: GuidanceRecord, bounds: LossBound
 
 
 def make_dialogs(run: RunContext, all_apis: list[APISpec], bounds: LossBounds | None,
-                 bounds_for_suite: SuiteBounds) -> StageResult[Any]:
+                 bounds_for_suite: SuiteBounds, nodes: list[TreeNode] | None = None) -> StageResult[Any]:
     """Generate, score, guide and verify dialogs until ``config.dialogs`` are accepted (bounded attempts), writing
-    each batch as it is decided. ``report``: the stream's tally, shards and verification report."""
+    each batch as it is decided. ``report``: the stream's tally, shards and verification report (and the agentic
+    counts when the mix asks for ``agentic_multi_turn``, made first: :func:`_agentic`)."""
     config, sink, watchdog = run.config, run.sink, run.watchdog
     gen, loss, ver = StageStats(), StageStats(), StageStats()
     apis_by_id = {a.api_id: a for a in all_apis}
-    planner = MixPlanner(all_apis, config.dialogs, config.dialog_mix, config.candidate_tools, config.seed,
-                         config.max_segments, MAX_ATTEMPT_FACTOR, config.mix_tolerance)
     sink.stage("dialogs", config.dialogs)
     # Great Expectations is needed at publish: it is imported while the dialogs wait on the LLM (the interpreter is
     # far from busy then), instead of stalling publish for its 4 s import
     prefetch_great_expectations()
-    freeze_long_lived()  # the API pool and the dialog plans live until the run ends
+    run.collector.freeze()  # the API pool and the dialog plans live until the run ends
     gate = run.template_gate
     depth = batches_in_flight(config.concurrency, config.batch_size)
-
-    def start(reserved: int) -> Submitted[dialog_generation.DialogPlan] | None:
-        """The next batch's generation: the planner's plans for the types furthest below their quotas (it counts
-        the dialogs generating or verifying as accepted itself), so no more are generated than the target can
-        use."""
-        batch_plans = planner.next_plans(config.batch_size)
-        if not batch_plans:
-            return None
-        offered = offered_apis(apis_by_id, batch_plans)
-        return Submitted(batch_plans, submit_batch(generate_dialog_batch, run.scope, batch_plans, offered,
-                                                   run.settings, config.seed, config.decision_samples),
-                         (offered, time.perf_counter()))
+    agentic_quota = type_quotas(config.dialog_mix, config.dialogs).get(AGENTIC, 0) \
+        if config.dialog_mix.get(AGENTIC, 0) > 0 else 0
+    rest_mix = {t: w for t, w in config.dialog_mix.items() if t != AGENTIC and w > 0}
+    agentic_report: dict[str, Any] | None = None
 
     with DialogStream(run.run_url, bounds_for_suite, publish_reasoning=config.publish_reasoning,
                       template_rows=config.template_check_rows if gate.active else 0, seed=config.seed) as stream:
+        made = 0
+        if agentic_quota:
+            made, agentic_report, (gen, loss, ver) = _agentic(run, all_apis, nodes or [], agentic_quota, stream,
+                                                               (gen, loss, ver))
+        rest = config.dialogs - made
+        planner = MixPlanner(all_apis, rest, rest_mix, config.candidate_tools, config.seed, config.max_segments,
+                             MAX_ATTEMPT_FACTOR, config.mix_tolerance, overfill=config.mix_shortfall == "warn") \
+            if rest > 0 and rest_mix else None
+
+        def start(reserved: int) -> Submitted[dialog_generation.DialogPlan] | None:
+            """The next batch's generation: the planner's plans for the types furthest below their quotas (it
+            counts the dialogs generating or verifying as accepted itself), so no more are generated than the
+            target can use."""
+            batch_plans = planner.next_plans(config.batch_size) if planner is not None else []
+            if not batch_plans:
+                return None
+            offered = offered_apis(apis_by_id, batch_plans)
+            return Submitted(batch_plans, submit_batch(generate_dialog_batch, run.scope, batch_plans, offered,
+                                                       run.settings, config.seed, config.decision_samples,
+                                                       ExecutionPolicy.from_config(config)),
+                             (offered, time.perf_counter()))
+
         generation_clock = 0.0  # when the last batch finished: generation's wall time counts overlapping batches once
         for batch in BatchStream("dialogs", start, depth, watchdog):
+            assert planner is not None  # a batch started only from the planner's plans
             batch_plans, (offered, started) = batch.plans, batch.extra
             generated, llm = batch.result
             gen = _count_generation(gen, generated, llm, max(started, generation_clock))
@@ -99,23 +117,66 @@ def make_dialogs(run: RunContext, all_apis: list[APISpec], bounds: LossBounds | 
             generated, loss = _score(run, generated, loss)
             if bounds is not None:
                 generated, gen, loss = _guide(run, offered, batch_plans, generated, bounds, gen, loss)
-            t0 = time.perf_counter()
-            ready_ids = {d.dialog_id for d in generated if d.accepted}
-            verifying = submit_batch(verify_batch, run.scope, generated, run.settings, config.max_assistant_chars,
-                                     config.model_checks, config.judge_votes, batch_plans[0].index)
-            (decided, batch_verdicts), llm = watchdog.wait(verifying, "verification", items_of(batch_plans))
-            ver = ver.add(llm)
-            ver.count([d for d in decided if d.dialog_id in ready_ids])
-            ver.wall_time_s = round(ver.wall_time_s + time.perf_counter() - t0, 3)
-            stream.write(decided, batch_verdicts)
-            sink.advance("dialogs", sum(d.accepted for d in decided))
+            decided, ver = _verify_and_write(run, generated, stream, ver, batch_plans[0].index, items_of(batch_plans))
             planner.record(batch_plans, decided)
             _say_shortfalls(planner, config.mix_shortfall, run.run_id)
     sink.finish("dialogs")
     stats = dict(zip(STAGES, (gen, loss, ver), strict=True))
     return StageResult(stats=stats, files=["tables/dialogs.parquet", "tables/verdicts.parquet", "dataset/"],
                        report={"tally": stream.tally, "shards": stream.shards,
-                               "verification": stream.verification.report()})
+                               "verification": stream.verification.report(), "agentic": agentic_report})
+
+
+def _verify_and_write(run: RunContext, generated: list[Dialog], stream: DialogStream, ver: StageStats,
+                      priority: int, batch: str) -> tuple[list[Dialog], StageStats]:
+    """A batch's verification (rules, then the model judges), its verdicts and dialogs written at once."""
+    config = run.config
+    t0 = time.perf_counter()
+    ready_ids = {d.dialog_id for d in generated if d.accepted}
+    verifying = submit_batch(verify_batch, run.scope, generated, run.settings, config.max_assistant_chars,
+                             config.model_checks, config.judge_votes, priority)
+    (decided, batch_verdicts), llm = run.watchdog.wait(verifying, "verification", batch)
+    ver = ver.add(llm)
+    ver.count([d for d in decided if d.dialog_id in ready_ids])
+    ver.wall_time_s = round(ver.wall_time_s + time.perf_counter() - t0, 3)
+    stream.write(decided, batch_verdicts)
+    run.sink.advance("dialogs", sum(d.accepted for d in decided))
+    return decided, ver
+
+
+def _agentic(run: RunContext, apis: list[APISpec], nodes: list[TreeNode], quota: int, stream: DialogStream,
+             stats: tuple[StageStats, StageStats, StageStats]) -> tuple[int, dict[str, Any],
+                                                                       tuple[StageStats, StageStats, StageStats]]:
+    """The mix's ``agentic_multi_turn`` share, made before the other types: environments, blueprints and
+    trajectories verified by execution (one batch task), then the target model's loss and the same verification
+    and writing as every dialog. A share it cannot reach is a shortfall like any type's (``mix_shortfall``)."""
+    config = run.config
+    gen, loss, ver = stats
+    settings = AgenticSettings(dialogs=quota, model_checks=config.model_checks, judge_votes=config.judge_votes,
+                               max_assistant_chars=config.max_assistant_chars, seed=config.seed)
+    started = time.perf_counter()
+    (generated, report), llm = on_runner(agentic_dialog_batch, run.scope, [a for a in apis if a.accepted], nodes,
+                                         run.settings, settings)
+    gen = _count_generation(gen, generated, llm, started)
+    generated, loss = _score(run, generated, loss)
+    decided, ver = _verify_and_write(run, generated, stream, ver, 0, f"of {quota} agentic dialogs")
+    made = sum(d.accepted for d in decided)
+    weights = {t: w for t, w in config.dialog_mix.items() if w > 0}
+    floor = max(0, math.ceil((weights[AGENTIC] / sum(weights.values()) - config.mix_tolerance) * config.dialogs))
+    if made < floor:
+        rejected = Counter(d.rejected_by or "unknown" for d in decided if not d.accepted)
+        rejected.update({k: v for k, v in report.get("rejected_by", {}).items()})
+        check = rejected.most_common(1)[0][0] if rejected else "none"
+        line = (f"dialog type {AGENTIC} cannot reach its share of the mix: {made} of {quota} accepted "
+                f"({report.get('environments_accepted', 0)} of {report.get('environments_proposed', 0)} environments "
+                f"and {report.get('blueprints_accepted', 0)} of {report.get('blueprints_proposed', 0)} blueprints "
+                f"accepted), mostly rejected by {check}; the expectation suite needs {floor} "
+                f"(mix_tolerance {config.mix_tolerance})")
+        get_run_logger().warning("%s", line)
+        if config.mix_shortfall == "fail":
+            raise MixShortfall(f"run {run.run_id}: {line}; lower its weight in dialog_mix or raise mix_tolerance "
+                               "(mix_shortfall: warn makes the rest all the same, for the expectation suite to judge)")
+    return made, report, (gen, loss, ver)
 
 
 class MixShortfall(UserError):
@@ -164,7 +225,7 @@ def _generate_and_score(run: RunContext, apis: list[APISpec], plans: list[dialog
     """One batch of dialogs from the agents, then the target model's loss."""
     started = time.perf_counter()
     generated, llm = on_runner(generate_dialog_batch, run.scope, plans, apis, run.settings, run.config.seed,
-                               run.config.decision_samples)
+                               run.config.decision_samples, ExecutionPolicy.from_config(run.config))
     gen = _count_generation(gen, generated, llm, started)
     generated, loss = _score(run, generated, loss)
     return generated, gen, loss
@@ -210,7 +271,9 @@ def _guide(run: RunContext, apis: list[APISpec], plans: list[dialog_generation.D
 
 @flow(name="dialogs", validate_parameters=False, persist_result=False)
 def dialogs_stage(run: RunContext, apis: Carried[APISpec], bounds: Carried[LossBounds],
-                  bounds_for_suite: SuiteBounds) -> StageResult[Any]:
-    """Stages 5-7 as one subflow (generation, loss and verification interleave batch by batch)."""
+                  bounds_for_suite: SuiteBounds, nodes: Carried[TreeNode] | None = None) -> StageResult[Any]:
+    """Stages 5-7 as one subflow (generation, loss and verification interleave batch by batch); ``nodes``: the
+    context tree, which groups the APIs into the families agentic environments are made for."""
     with workers_watched(run.watchdog):
-        return make_dialogs(run, list(apis.items), bounds.items[0] if bounds.items else None, bounds_for_suite)
+        return make_dialogs(run, list(apis.items), bounds.items[0] if bounds.items else None, bounds_for_suite,
+                            list(nodes.items) if nodes is not None else None)

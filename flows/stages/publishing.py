@@ -76,6 +76,8 @@ def publish_run(run: RunContext, stats: dict[str, StageStats], bounds_for_suite:
                           "rounds": config.guidance_rounds},
         "api_pool": {"url": config.pool, "apis_before": len(pooled), **pool_counts} if pool_counts else None,
         "verification": dialogs["verification"],
+        "tools": tally.tools.report(),
+        **({"agentic": dialogs["agentic"]} if dialogs.get("agentic") else {}),
         "loss": tally.loss_summary(),
         "charts": charts,
         "dataset": {"dialogs": tally.accepted, "toolace": "dataset/toolace.jsonl",

@@ -19,8 +19,10 @@ from tasks.storage.run_storage import RunLocation
 from tasks.verification.template_gate import TemplateGate
 from toolace import dask_progress
 from toolace.config import RunConfig
+from toolace.garbage_collection import CollectorPauses
 from toolace.llm.endpoint import Endpoint
 from toolace.llm.gateway import GatewaySettings
+from toolace.llm.shared_loop import LlmRuntime
 from toolace.stall_watchdog import StallWatchdog
 
 T = TypeVar("T")
@@ -34,10 +36,13 @@ def seeded(seed: int, *parts: object) -> random.Random:
 
 
 class RunContext(BaseModel):
-    """One run's settings and services, handed to every stage subflow: the config, the LLM endpoint and the
-    gateway settings the batch tasks build their gateways from (its limits), the Prefect cache scope, where the
-    run is written, the progress sink, the stall watchdog, the chat-template gate and the task runner the stages'
-    batch tasks run on. The Prefect UI shows a stage's parameters as the run id, output and model only."""
+    """One run's settings and services, created by the flow and handed to every stage subflow: the config, the LLM
+    endpoint and the gateway settings the batch tasks build their gateways from, the LLM runtime (the event loop
+    the batches' requests run on and the endpoint limits their gateways share), the collector settings and their
+    freeze points, the Prefect cache scope, where the run is written, the progress sink, the stall watchdog, the
+    chat-template gate and the task runner the stages' batch tasks run on. Nothing of it is a module global: the
+    flow opens the loop, the collector settings and the storage endpoint for the run's length and closes them
+    after. The Prefect UI shows a stage's parameters as the run id, output and model only."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
 
@@ -51,6 +56,8 @@ class RunContext(BaseModel):
     template_gate: TemplateGate
     started_at: str
     task_runner: Any = None  # the stages' task runner (a DaskTaskRunner on the run's cluster); None = threads
+    llm: LlmRuntime = Field(default_factory=LlmRuntime)
+    collector: CollectorPauses = Field(default_factory=CollectorPauses)
 
     @property
     def run_id(self) -> str:
@@ -124,3 +131,23 @@ def workers_watched(watchdog: StallWatchdog) -> Iterator[None]:
     with dask_progress.listening(runner.client, dask_progress.progress_topic(context.flow_run.id),
                                  watchdog.progress):
         yield
+
+
+@contextlib.contextmanager
+def stage_task_runner(config: RunConfig) -> Iterator[Any]:
+    """Where the stages' batch tasks run: ``None`` (threads in this process), or a Dask task runner on an
+    existing cluster at ``dask_address`` or on a local cluster of ``dask_workers`` worker processes started for
+    the run (every stage's subflow connects to the same cluster)."""
+    if config.task_runner != "dask":
+        yield None
+        return
+    from prefect_dask import DaskTaskRunner
+
+    if config.dask_address:
+        yield DaskTaskRunner(address=config.dask_address)
+        return
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=config.dask_workers, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster:
+        yield DaskTaskRunner(address=cluster.scheduler_address)

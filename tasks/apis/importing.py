@@ -25,7 +25,8 @@ from schemas.records import APISpec
 from tasks.apis.schema_validity import SchemaChecker as _SchemaChecker
 from tasks.apis.synthesis import snake_case
 from tasks.formats.type_dialects import DATA_KEYWORDS, SCHEMA_MAPS, parameters_schema, to_json_schema, unknown_types
-from tasks.storage.frames import records_frame
+from tasks.mcp.tool_import import apis_from_tools_list_document, tools_list_payload
+from tasks.storage.frames import records_frame, records_frame_dicts
 from tasks.storage.writers import write_table
 from toolace.errors import UserError
 from toolace.safe_patterns import schema_hazard
@@ -394,7 +395,10 @@ def apis_from_openapi(doc: dict[str, Any], source: str) -> list[APISpec]:
     ``$ref`` chains import in time linear in their operations.
     """
     with _gc_paused():
-        return _apis_from_openapi(doc, source)
+        apis = _apis_from_openapi(doc, source)
+    for api in apis:
+        api.imported_from = "openapi"  # an extra field (APISpec.tool_source): the tables' columns stay as they are
+    return apis
 
 
 def _apis_from_openapi(doc: dict[str, Any], source: str) -> list[APISpec]:
@@ -574,8 +578,9 @@ def _is_openapi(value: Any) -> bool:
 
 
 def read_api_file(path: str) -> list[APISpec]:
-    """APISpecs from one file, local or fsspec URL: an OpenAPI 3 / Swagger 2 document (JSON or YAML), a JSON
-    list of functions, or JSONL rows (functions, ToolACE rows, xLAM rows). Bad files raise :class:`UserError`."""
+    """APISpecs from one file, local or fsspec URL: an OpenAPI 3 / Swagger 2 document (JSON or YAML), a saved MCP
+    ``tools/list`` answer (JSON), a JSON list of functions, or JSONL rows (functions, ToolACE rows, xLAM rows). Bad
+    files raise :class:`UserError`."""
     try:
         with fsspec.open(path, "r", encoding="utf-8") as handle:
             text = handle.read()
@@ -617,6 +622,8 @@ def _apis_from_text(text: str, path: str) -> list[APISpec]:
         if value is not None:
             if _is_openapi(value):
                 return apis_from_openapi(value, path)
+            if tools_list_payload(value) is not None:  # a saved MCP tools/list answer
+                return apis_from_tools_list_document(value, path)
             rows = [(0, value)]
     functions: list[Any] = []
     for number, row in rows:
@@ -629,7 +636,19 @@ def _apis_from_text(text: str, path: str) -> list[APISpec]:
 
 # ------------------------------------------------------------------------------------------------- pool
 
-_JSON_FIELDS = ("parameters", "result_schema", "node_ids", "operators", "raw_outputs")
+_JSON_FIELDS = ("parameters", "result_schema", "node_ids", "operators", "raw_outputs", "mcp")
+
+
+_EXTRA_COLUMNS = ("imported_from", "mcp")  # APISpec's extra fields a parquet pool keeps (APISpec.tool_source)
+
+
+def _pool_frame(pool: list[APISpec]) -> pl.DataFrame:
+    """The pool as a table, with a column for each extra field some API has (``imported_from``; ``mcp`` as JSON)."""
+    extras = [key for key in _EXTRA_COLUMNS if any(key in (api.model_extra or {}) for api in pool)]
+    if not extras:
+        return records_frame(pool)
+    return records_frame_dicts([{**{k: getattr(api, k) for k in APISpec.model_fields},
+                                 **{k: (api.model_extra or {}).get(k) for k in extras}} for api in pool])
 
 
 def _pool_format(pool_url: str) -> str:
@@ -659,6 +678,9 @@ def read_pool(pool_url: str) -> list[APISpec]:
                 for key in _JSON_FIELDS:
                     if isinstance(row.get(key), str):
                         row[key] = json.loads(row[key])
+                for key in _EXTRA_COLUMNS:
+                    if key in row and row[key] is None:
+                        del row[key]
                 rows.append((number, row))
         return [APISpec.model_validate(row) for _, row in rows]
     except UserError:
@@ -695,5 +717,5 @@ def merge_into_pool(pool_url: str, apis: list[APISpec]) -> dict[str, int]:
                 for api in pool:
                     handle.write(json.dumps(api.model_dump(mode="json"), ensure_ascii=False) + "\n")
         else:
-            write_table(records_frame(pool), pool_url)
+            write_table(_pool_frame(pool), pool_url)
     return counts

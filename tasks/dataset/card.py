@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -38,6 +39,56 @@ from tasks.formats.call_format import chat_messages, with_published_ids
 
 ROWS_PER_SHARD = 5_000
 LICENSE = "apache-2.0"
+TOOL_SOURCES = ("synthesised", "openapi", "mcp", "imported")
+REAL_TOOLS_SHOWN = 50
+
+
+@dataclass
+class ToolTally:
+    """The published dialogs' tools by source (each tool once) and their tool turns, executed (the tool really
+    called: an MCP tool with ``execute_tools``) or simulated by the tool agent."""
+
+    sources: Counter[str] = field(default_factory=Counter)
+    turns: Counter[str] = field(default_factory=Counter)
+    executed: Counter[str] = field(default_factory=Counter)  # "tool (server)": executed turns
+    _seen: set[str] = field(default_factory=set)
+
+    def add(self, dialog: Dialog) -> None:
+        for api in dialog.tools:
+            if api.api_id not in self._seen:
+                self._seen.add(api.api_id)
+                self.sources[api.tool_source()] += 1
+        servers = {a.name: p.server_name for a in dialog.tools if (p := a.mcp_provenance()) is not None}
+        for turn in dialog.turns:
+            if turn.role != "tool":
+                continue
+            self.turns["executed" if turn.executed else "simulated"] += 1
+            if turn.executed and turn.name:
+                self.executed[f"{turn.name} ({servers.get(turn.name, 'MCP')})"] += 1
+
+    def report(self) -> dict[str, Any]:
+        return {"by_source": {s: self.sources.get(s, 0) for s in TOOL_SOURCES},
+                "tool_turns": {"executed": self.turns.get("executed", 0), "simulated": self.turns.get("simulated", 0)},
+                "executed_tools": dict(self.executed.most_common())}
+
+
+def tools_section(report: dict[str, Any] | None) -> str:
+    """The card's account of the tools: how many came from where, and which tool turns are real results."""
+    if not report:
+        return "Not recorded for this run."
+    by_source, turns = report["by_source"], report["tool_turns"]
+    table = _table(("tools offered in the dialogs, by source", "tools"),
+                   [("synthesised from documents", by_source.get("synthesised", 0)),
+                    ("imported from OpenAPI documents", by_source.get("openapi", 0)),
+                    ("imported from MCP servers", by_source.get("mcp", 0)),
+                    ("imported from function lists", by_source.get("imported", 0))])
+    executed = report.get("executed_tools") or {}
+    real = ", ".join(f"`{name}` ({n})" for name, n in list(executed.items())[:REAL_TOOLS_SHOWN])
+    more = f" and {len(executed) - REAL_TOOLS_SHOWN} more" if len(executed) > REAL_TOOLS_SHOWN else ""
+    said = (f"Real tools (results from actually calling them, with the number of turns): {real}{more}."
+            if executed else "No tool was called for real: every tool result was written by the tool agent.")
+    return (f"{table}\n\nTool turns: {turns.get('executed', 0)} executed (the tool's real result), "
+            f"{turns.get('simulated', 0)} simulated by the tool agent. {said}")
 
 _JSON_LIST = pa.list_(pa.json_())
 _STRING_LIST = pa.list_(pa.string())
@@ -181,6 +232,10 @@ convention: `tool_calls` with `arguments` as objects and 9-character ids, `tool`
 ## Counts
 
 {_table(("dialog type", "dialogs"), sorted(types.items()))}
+
+## Tools
+
+{tools_section(manifest.get("tools"))}
 
 {_table(("domain", "dialogs"), domains.most_common())}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from schemas.environments import AgenticDialog
 from schemas.records import Dialog
 from schemas.samples import Sample
 from tasks.formats.call_format import openai_example
@@ -13,9 +14,14 @@ from tasks.verification.rules import sample_from_dialog
 
 
 def _meta(dialog: Dialog) -> dict[str, Any]:
-    return {"domain": dialog.domain, "dialog_type": dialog.dialog_type, "segments": dialog.segments,
+    """The row's ``meta``; an ``agentic_multi_turn`` dialog adds its environment: id, initial state, ground-truth
+    actions, required outputs and the final state's diff (:class:`schemas.environments.AgenticDialog`)."""
+    meta = {"domain": dialog.domain, "dialog_type": dialog.dialog_type, "segments": dialog.segments,
             "apis_used": dialog.apis_used,
             "complexity_loss": dialog.complexity_loss, "apis_offered": [t.name for t in dialog.tools]}
+    if isinstance(dialog, AgenticDialog):
+        meta.update(dialog.meta)
+    return meta
 
 
 def published_sample(dialog: Dialog) -> Sample:

@@ -26,7 +26,7 @@ from schemas.frames import VERDICT_SCHEMA, DialogsFrame, verdicts_frame
 from schemas.records import Dialog
 from schemas.suites import SuiteBounds
 from tasks.dataset import rows
-from tasks.dataset.card import ROWS_PER_SHARD, SHARD_SCHEMA, shard_row, shard_table
+from tasks.dataset.card import ROWS_PER_SHARD, SHARD_SCHEMA, ToolTally, shard_row, shard_table
 from tasks.formats.chat_templates import RowSample
 from tasks.storage import writers
 from tasks.storage.run_storage import with_retries
@@ -78,6 +78,7 @@ class DatasetTally:
     suite_problems: dict[int, list[str]] = field(default_factory=dict)
     chat_problems: dict[int, list[str]] = field(default_factory=dict)  # chat-convention problems by record
     chat_sample: RowSample = field(default_factory=lambda: RowSample(0))  # shard rows for the template check
+    tools: ToolTally = field(default_factory=ToolTally)  # tools by source, tool turns executed or simulated
 
     def loss_summary(self) -> dict[str, Any]:
         losses = sorted(self.losses)
@@ -224,6 +225,7 @@ class DialogStream:
             tally.accepted += 1
             tally.types[dialog.dialog_type] += 1
             tally.domains[dialog.domain] += 1
+            tally.tools.add(dialog)
             if dialog.complexity_loss is not None:
                 tally.losses.append(dialog.complexity_loss)
         self._shards.write(shard_rows)

@@ -20,7 +20,7 @@ import asyncio
 import hashlib
 import json
 import random
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
@@ -43,6 +43,24 @@ _JSON_SCALARS = ("string", "integer", "number")
 # partners outside the neighbourhood beyond LINK_SCAN APIs (smaller pools give exactly the scanned result).
 OTHERS_SCAN = 2048
 LINK_SCAN = 512
+
+
+class ToolRunResult(Protocol):
+    """An executed call (see :class:`ToolExecutor`): its result, seconds taken, and the check and reason of a
+    failure (a time limit hit, an error answer, a result breaking the tool's outputSchema)."""
+
+    result: Any
+    duration_s: float
+    error: str | None
+    check: str | None
+
+
+class ToolExecutor(Protocol):
+    """Calls some tools for real instead of the tool agent (``tasks.mcp.execution.MCPToolExecutor``)."""
+
+    def executes(self, api: APISpec) -> bool: ...
+
+    async def execute(self, api: APISpec, arguments: dict[str, Any]) -> ToolRunResult: ...
 
 
 class DependencyLink(BaseModel):
@@ -285,10 +303,11 @@ class DialogBuilder:
     """Runs the three agents for one plan; raises :class:`_Rejected` to end the dialog with a reason."""
 
     def __init__(self, plan: DialogPlan, apis: dict[str, APISpec], gateway: LLMGateway, seed: int,
-                 decision_samples: int = 1) -> None:
+                 decision_samples: int = 1, executor: ToolExecutor | None = None) -> None:
         self.plan = plan
         self.apis = apis
         self.gateway = gateway
+        self.executor = executor
         self.samples = decision_samples
         self.tools = [apis[i] for i in plan.offered]
         self.dialog = Dialog(dialog_id=dialog_id(plan, seed), dialog_type=plan.dialog_type,
@@ -359,6 +378,9 @@ class DialogBuilder:
         results: list[Any] = []
         for call in calls:
             api = by_name[call.name]
+            if self.executor is not None and self.executor.executes(api):
+                results.append(await self._executed(api, call))
+                continue
             answer = await self.gateway.structured_json(
                 "ToolResult", api.result_schema, [
                     {"role": "system", "content": "You simulate an API server. Return only the API's result."},
@@ -373,6 +395,17 @@ class DialogBuilder:
             self.dialog.turns.append(Turn(role="tool", tool_call_id=call.id, name=call.name,
                                           content=json.dumps(answer.value, ensure_ascii=False)))
         return results
+
+    async def _executed(self, api: APISpec, call: ToolCall) -> Any:
+        """The tool turn of a call really made: its result, duration and error; a failed call ends the dialog."""
+        assert self.executor is not None
+        run = await self.executor.execute(api, call.arguments)
+        self.dialog.turns.append(Turn(role="tool", tool_call_id=call.id, name=call.name, executed=True,
+                                      content=json.dumps(run.result, ensure_ascii=False),
+                                      duration_s=round(run.duration_s, 3), error=run.error))
+        if run.error is not None:
+            raise _Rejected(run.check or "tool_execution_v1", run.error)
+        return run.result
 
     async def assistant_says(self, guidance: str) -> None:
         result = await self.gateway.chat(self._assistant_context(guidance), stage=STAGE,
@@ -448,13 +481,14 @@ class DialogBuilder:
 
 
 async def generate_dialogs(plans: list[DialogPlan], apis: list[APISpec], gateway: LLMGateway,
-                           seed: int, decision_samples: int = 1) -> list[Dialog]:
+                           seed: int, decision_samples: int = 1, executor: ToolExecutor | None = None) -> list[Dialog]:
+    """``executor``: answers the calls of the tools it executes (imported MCP tools) instead of the tool agent."""
     by_id = {a.api_id: a for a in apis}
 
     async def build(plan: DialogPlan) -> Dialog:
         # each dialog is its own asyncio task: its requests wait for a slot with the plan's index as priority, so
         # the run's oldest dialogs go first and later ones (this batch's, the next batch's) fill the idle slots
         REQUEST_PRIORITY.set(plan.index)
-        return await DialogBuilder(plan, by_id, gateway, seed, decision_samples).run()
+        return await DialogBuilder(plan, by_id, gateway, seed, decision_samples, executor).run()
 
     return list(await asyncio.gather(*(build(p) for p in plans)))

@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 
 from toolace.errors import UserError
-from toolace.garbage_collection import freeze_long_lived
 from toolace.model_files import fetch_hint
 
 EMBEDDING_MODEL = "all-MiniLM-L6-v2"
@@ -139,9 +138,7 @@ _shared_lock = threading.Lock()
 
 @functools.lru_cache(maxsize=4)
 def _cached_embedder(model_path: str) -> TextEmbedder:
-    embedder = TextEmbedder(model_path=model_path)
-    freeze_long_lived()  # torch, transformers and the model stay for the process: out of the collector's scans
-    return embedder
+    return TextEmbedder(model_path=model_path)  # the flow's freeze points take it out of the collector's scans
 
 
 def shared_embedder(model_path: str | None = None) -> TextEmbedder:

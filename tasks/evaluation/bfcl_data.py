@@ -143,3 +143,127 @@ def load_category(category: str, limit: int | None = None, data_dir: Path | None
         items.append(BfclItem(id=row["id"], category=category, question=question, functions=functions,
                               possible_answer=possible))
     return items
+
+
+# ------------------------------------------------------------------------------------------ multi-turn
+
+# BFCL's multi-turn categories: executed against BFCL's classes (tasks.evaluation.bfcl_multi_turn).
+MULTI_TURN_CATEGORIES = ("multi_turn_base", "multi_turn_miss_func", "multi_turn_miss_param", "multi_turn_long_context")
+MULTI_TURN_CLASS_DOCS = {  # class -> its function-doc file in data/multi_turn_func_doc (BFCL's mapping)
+    "GorillaFileSystem": "gorilla_file_system.json", "MathAPI": "math_api.json", "MessageAPI": "message_api.json",
+    "TwitterAPI": "posting_api.json", "TicketAPI": "ticket_api.json", "TradingBot": "trading_bot.json",
+    "TravelAPI": "travel_booking.json", "VehicleControlAPI": "vehicle_control.json",
+}
+
+
+@dataclass(frozen=True)
+class MultiTurnEntry:
+    """One multi-turn entry as BFCL's loader prepares it (``load_dataset_entry``): ``functions`` are the docs of
+    the involved classes in their order, less the held-out ones, which ``missed_functions`` gives by the turn
+    that adds them (miss_func); ``ground_truth`` holds one list of call strings per turn."""
+
+    id: str
+    category: str
+    question: list[list[dict[str, Any]]]
+    functions: list[dict[str, Any]]
+    missed_functions: dict[int, list[dict[str, Any]]]
+    involved_classes: list[str]
+    initial_config: dict[str, Any]
+    ground_truth: list[list[str]]
+
+    @property
+    def long_context(self) -> bool:
+        """BFCL loads the scenarios with ``long_context`` for this category (``"long_context" in category``)."""
+        return "long_context" in self.category
+
+
+def all_categories() -> list[str]:
+    return [*CATEGORIES, *MULTI_TURN_CATEGORIES]
+
+
+def check_any_categories(categories: list[str]) -> list[str]:
+    """Like :func:`check_categories`, the multi-turn categories included: each once, in order; an unknown one
+    is an error naming every valid one."""
+    valid = all_categories()
+    out: list[str] = []
+    for category in categories:
+        if category not in valid:
+            raise BfclDataError(f"unknown BFCL category {category!r}: choose from {', '.join(valid)}")
+        if category not in out:
+            out.append(category)
+    if not out:
+        raise BfclDataError(f"no BFCL category given: choose from {', '.join(valid)}")
+    return out
+
+
+def multi_turn_function_docs(class_name: str, data_dir: Path | None = None) -> list[dict[str, Any]]:
+    """BFCL's function docs of one class (``data/multi_turn_func_doc/<file>``, JSON Lines)."""
+    if class_name not in MULTI_TURN_CLASS_DOCS:
+        raise BfclDataError(f"unknown BFCL class {class_name!r}: choose from {', '.join(MULTI_TURN_CLASS_DOCS)}")
+    path = (data_dir or bfcl_data_dir()) / "multi_turn_func_doc" / MULTI_TURN_CLASS_DOCS[class_name]
+    docs = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines() if path.is_file() else [], 1):
+        if line.strip():
+            try:
+                doc = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise BfclDataError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
+            if not isinstance(doc, dict) or not isinstance(doc.get("name"), str):
+                raise BfclDataError(f"{path}:{number}: a function doc needs a string 'name'")
+            docs.append(doc)
+    if not docs:
+        raise BfclDataError(f"BFCL function docs {path} missing or empty: reinstall bfcl-eval=={BFCL_EVAL_VERSION} "
+                            f"with `{fetch_hint(['bfcl'])} --force`")
+    return docs
+
+
+def _multi_turn_entry(path: Path, row: dict[str, Any], category: str, ground_truth: Any,
+                      docs: dict[str, list[dict[str, Any]]]) -> MultiTurnEntry:
+    where = f"{path}, item {row['id']}"
+    question, classes = row.get("question"), row.get("involved_classes")
+    if not (isinstance(question, list) and question and all(isinstance(turn, list) for turn in question)):
+        raise BfclDataError(f"{where}: field 'question' is not a list of turns")
+    if not (isinstance(classes, list) and classes and all(c in MULTI_TURN_CLASS_DOCS for c in classes)):
+        raise BfclDataError(f"{where}: field 'involved_classes' must list classes among "
+                            f"{', '.join(MULTI_TURN_CLASS_DOCS)}")
+    config = row.get("initial_config") or {}
+    if not isinstance(config, dict):
+        raise BfclDataError(f"{where}: field 'initial_config' is not an object")
+    if not (isinstance(ground_truth, list) and len(ground_truth) == len(question)
+            and all(isinstance(t, list) and all(isinstance(c, str) for c in t) for t in ground_truth)):
+        raise BfclDataError(f"{path.parent / 'possible_answer' / path.name}: item {row['id']}: ground_truth must be "
+                            f"one list of call strings per turn ({len(question)} turns)")
+    functions = [dict(doc) for name in classes for doc in docs[name]]
+    missed: dict[int, list[dict[str, Any]]] = {}
+    for turn, names in (row.get("missed_function") or {}).items():
+        if not (str(turn).isdigit() and int(turn) < len(question) and isinstance(names, list)):
+            raise BfclDataError(f"{where}: field 'missed_function' maps turn numbers to lists of names")
+        missed[int(turn)] = []
+        for name in names:  # as BFCL: the first doc of that name leaves the list for that turn
+            index = next((i for i, doc in enumerate(functions) if doc["name"] == name), None)
+            if index is not None:
+                missed[int(turn)].append(functions.pop(index))
+    return MultiTurnEntry(id=row["id"], category=category, question=question, functions=functions,
+                          missed_functions=missed, involved_classes=list(classes), initial_config=config,
+                          ground_truth=ground_truth)
+
+
+def load_multi_turn_category(category: str, limit: int | None = None, data_dir: Path | None = None
+                             ) -> list[MultiTurnEntry]:
+    """The first ``limit`` entries (all when None) of a multi-turn category, with their ground truth."""
+    if category not in MULTI_TURN_CATEGORIES:
+        raise BfclDataError(f"unknown BFCL multi-turn category {category!r}: choose from "
+                            f"{', '.join(MULTI_TURN_CATEGORIES)}")
+    data = data_dir or bfcl_data_dir()
+    question_path = data / f"{VERSION_PREFIX}_{category}.json"
+    rows = _read_jsonl(question_path)
+    if limit is not None:
+        rows = rows[: max(0, limit)]
+    answers = {row["id"]: row.get("ground_truth")
+               for row in _read_jsonl(data / "possible_answer" / f"{VERSION_PREFIX}_{category}.json")}
+    docs: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        for name in row.get("involved_classes") or []:
+            if name in MULTI_TURN_CLASS_DOCS and name not in docs:
+                docs[name] = multi_turn_function_docs(name, data)
+    return [_multi_turn_entry(question_path, row, category, answers.get(row["id"]), docs) for row in rows]

@@ -9,51 +9,68 @@ between). The model answers with a Python-style call list; :func:`tasks.evaluati
 
 Answers come from a local model (``transformers``, greedy, see :class:`LocalModelAnswers`) or from an
 OpenAI-compatible endpoint through the one :class:`~toolace.llm.gateway.LLMGateway` (temperature 0).
+
+The multi-turn categories (``multi_turn_*``) are loaded and run by the same :func:`load_items` and
+:func:`evaluate`, which hand them to :mod:`tasks.evaluation.bfcl_multi_turn` (executed against BFCL's classes in a
+sandbox; prompt mode only). The prompt text and the shared shapes live in :mod:`tasks.evaluation.bfcl_prompting`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 from tasks.evaluation.bfcl_checker import Verdict, jsonable, judge_answer
-from tasks.evaluation.bfcl_data import BfclItem, check_categories, load_category
-from tasks.evaluation.statistics import Interval, accuracy_interval, counts_interval
+from tasks.evaluation.bfcl_data import (
+    MULTI_TURN_CATEGORIES,
+    BfclItem,
+    MultiTurnEntry,
+    check_any_categories,
+    load_category,
+    load_multi_turn_category,
+)
+from tasks.evaluation.bfcl_prompting import (  # noqa: F401 (re-exported: bfcl_eval.X is the public name)
+    MULTITURN_BEHAVIOR,
+    OUTPUT_FORMAT,
+    PERSONA,
+    PYTHON_HINT,
+    TASK,
+    TOOL_CALL_FORMAT,
+    Answer,
+    AnswerSource,
+    CategoryScore,
+    prompt_functions,
+    system_prompt,
+)
 from tasks.formats.type_dialects import to_bfcl_dialect
 from toolace.errors import EndpointError, UserError
 
-PYTHON_HINT = " Note that the provided function is in Python 3 syntax."
-PERSONA = "You are an expert in composing functions."
-TASK = ("You are given a question and a set of possible functions. Based on the question, you will need to make "
-        "one or more function/tool calls to achieve the purpose. If none of the functions can be used, point it "
-        "out. If the given question lacks the parameters required by the function, also point it out.")
-OUTPUT_FORMAT = "[func_name1(params_name1=params_value1, params_name2=params_value2...), func_name2(params)]"
-TOOL_CALL_FORMAT = ("You should only return the function calls in your response.\n\nIf you decide to invoke any of "
-                    f"the function(s), you MUST put it in the format of {OUTPUT_FORMAT}.  You SHOULD NOT include any "
-                    "other text in the response.")  # two spaces: BFCL's empty {param_types} sits between
-MULTITURN_BEHAVIOR = ("At each turn, you should try your best to complete the tasks requested by the user within the "
-                      "current turn. Continue to output functions to call until you have fulfilled the user's request "
-                      "to the best of your ability. Once you have no more functions to call, the system will consider "
-                      "the current turn complete and proceed to the next turn or task.")
 EVAL_STAGE = "bfcl_eval"
 
 
-def prompt_functions(functions: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The function docs as BFCL shows them to the model: a copy, each description ending in its Python hint."""
-    docs = copy.deepcopy(functions)
-    for doc in docs:
-        doc["description"] = str(doc.get("description", "")) + PYTHON_HINT
-    return docs
+async def chat_all(settings: Any,
+                   requests: list[tuple[list[dict[str, Any]], list[dict[str, Any]] | None]]) -> list[Any]:
+    """Every request (messages, tools or None) answered by the endpoint through one gateway, concurrently within
+    its limits; an endpoint that cannot answer is one :class:`EndpointError`, not a wrong answer per item."""
+    from toolace.llm.gateway import LLMCallFailed, LLMGateway
 
-
-def system_prompt(functions: list[dict[str, Any]]) -> str:
-    """BFCL's default prompt-mode system prompt (persona and task run together, as BFCL's template has it)."""
-    tools = f"Here is a list of functions in json format that you can invoke.\n{json.dumps(functions, indent=4)}\n"
-    return f"{PERSONA}{TASK}\n\n{TOOL_CALL_FORMAT}\n\n{MULTITURN_BEHAVIOR}\n\n{tools}"
+    gateway = LLMGateway(settings)
+    try:
+        results = await asyncio.gather(*(gateway.chat(messages, stage=EVAL_STAGE, tools=tools)
+                                         for messages, tools in requests), return_exceptions=True)
+    finally:
+        await gateway.aclose()
+    for result in results:
+        if isinstance(result, EndpointError):
+            raise result
+        if isinstance(result, LLMCallFailed):
+            raise EndpointError(f"the endpoint {settings.base_url} failed to answer: {result}")
+        if isinstance(result, BaseException):
+            raise result
+    return list(results)
 
 
 def build_messages(item: BfclItem) -> list[dict[str, str]]:
@@ -68,21 +85,6 @@ def build_messages(item: BfclItem) -> list[dict[str, str]]:
 
 
 # -------------------------------------------------------------------------------------------- answer sources
-
-
-@dataclass
-class Answer:
-    """A model's answer text, or why there is none (``error``)."""
-
-    text: str | None
-    error: str | None = None
-
-
-class AnswerSource(Protocol):
-    description: str
-    chunk_size: int
-
-    def answer(self, chats: list[list[dict[str, str]]]) -> list[Answer]: ...
 
 
 class LocalModelAnswers:
@@ -140,14 +142,15 @@ class EndpointAnswers:
     endpoint is checked first (unreachable, or not serving the model: a one-line error naming the URL)."""
 
     def __init__(self, base_url: str, model: str | None, max_tokens: int = 512, concurrency: int = 8,
-                 max_retries: int = 2, timeout_s: float = 120.0) -> None:
+                 max_retries: int = 2, timeout_s: float = 120.0, hedge: bool = True) -> None:
+        """``hedge=False`` for a local server: a hedged second request would only add to its queue."""
         from toolace.llm.endpoint import check_endpoint
         from toolace.llm.gateway import GatewaySettings
 
         endpoint = check_endpoint(base_url, model)
         self.settings = GatewaySettings(base_url=endpoint.base_url, model=endpoint.model, concurrency=concurrency,
                                         max_retries=max_retries, timeout_s=timeout_s, temperature=0.0,
-                                        max_tokens=max_tokens)
+                                        max_tokens=max_tokens, hedge=hedge)
         self.description = f"{endpoint.model} at {endpoint.base_url}"
         self.chunk_size = concurrency * 4
 
@@ -155,24 +158,8 @@ class EndpointAnswers:
         return asyncio.run(self._answer_all(chats))
 
     async def _answer_all(self, chats: list[list[dict[str, str]]]) -> list[Answer]:
-        from toolace.llm.gateway import LLMCallFailed, LLMGateway
-
-        gateway = LLMGateway(self.settings)
-        try:
-            results = await asyncio.gather(
-                *(gateway.chat(chat, stage=EVAL_STAGE) for chat in chats), return_exceptions=True)
-        finally:
-            await gateway.aclose()
-        answers: list[Answer] = []
-        for result in results:
-            if isinstance(result, EndpointError):
-                raise result
-            if isinstance(result, LLMCallFailed):
-                raise EndpointError(f"the endpoint {self.settings.base_url} failed to answer: {result}")
-            if isinstance(result, BaseException):
-                raise result
-            answers.append(Answer(result.content or ""))
-        return answers
+        results = await chat_all(self.settings, [(chat, None) for chat in chats])
+        return [Answer(result.content or "") for result in results]
 
 
 # ------------------------------------------------------------------------------------------------- scoring
@@ -189,24 +176,6 @@ class ItemResult:
                 "answer_error": self.answer.error, "valid": self.verdict.valid,
                 "error_type": self.verdict.error_type, "errors": jsonable(self.verdict.errors),
                 "decoded": jsonable(self.verdict.decoded)}
-
-
-@dataclass
-class CategoryScore:
-    category: str
-    items: int
-    correct: int
-    outcomes: tuple[bool, ...] = field(default=(), compare=False)  # each item's verdict, in item order
-
-    def interval(self) -> Interval:
-        """The accuracy with its 95% bootstrap interval over items."""
-        if self.outcomes:
-            return accuracy_interval(self.outcomes)
-        return counts_interval(self.correct, self.items)
-
-    @property
-    def accuracy(self) -> float:
-        return self.correct / self.items if self.items else 0.0
 
 
 def score_item(item: BfclItem, answer: Answer) -> ItemResult:
@@ -228,18 +197,40 @@ def overall(scores: list[CategoryScore]) -> CategoryScore:
 Progress = Callable[[str, int, int], None]
 
 
-def load_items(categories: list[str], limit: int | None = None) -> dict[str, list[BfclItem]]:
-    """Every category's items (first ``limit`` of each), read before any model is loaded."""
+def load_items(categories: list[str], limit: int | None = None) -> dict[str, list[Any]]:
+    """Every category's items (first ``limit`` of each), read before any model is loaded: :class:`BfclItem`
+    for the single-turn categories, :class:`MultiTurnEntry` for the multi-turn ones."""
     if limit is not None and limit < 1:
         raise UserError("--limit must be at least 1")
-    return {category: load_category(category, limit) for category in check_categories(categories)}
+    return {category: load_multi_turn_category(category, limit) if category in MULTI_TURN_CATEGORIES
+            else load_category(category, limit) for category in check_any_categories(categories)}
 
 
 def evaluate(items: dict[str, list[BfclItem]], source: AnswerSource, output: str | None = None,
-             progress: Progress | None = None) -> list[CategoryScore]:
+             progress: Progress | None = None, mode: str | None = None) -> list[CategoryScore]:
     """Ask ``source`` every item, judge each answer, write one JSONL row per item to ``output`` (a path or
-    fsspec URL) as it goes, and return the accuracy per category."""
+    fsspec URL) as it goes, and return the accuracy per category. ``mode``: ``prompt``, or ``fc`` for BFCL's
+    function-calling mode, whose answer sources (:mod:`tasks.evaluation.bfcl_fc`) say ``mode = "fc"`` and
+    build the requests (``answer_items``) and judge the answers (``score``) themselves; None: the source's own
+    ``mode``, else prompt."""
     import fsspec
+
+    mode = mode or getattr(source, "mode", "prompt")
+    multi_turn = [c for c in items if c in MULTI_TURN_CATEGORIES]
+    if multi_turn and mode != "prompt":
+        raise UserError(f"the multi-turn categories ({', '.join(multi_turn)}) are evaluated in prompt mode only")
+    if mode == "fc":
+        ask = getattr(source, "answer_items", None)
+        judge = getattr(source, "score", None)
+        if ask is None or judge is None:
+            raise UserError(f"{source.description} cannot answer in BFCL's function-calling mode")
+    elif mode == "prompt":
+        def ask(chunk: list[BfclItem]) -> list[Answer]:
+            return source.answer([build_messages(item) for item in chunk])
+
+        judge = score_item
+    else:
+        raise UserError(f"unknown BFCL mode {mode!r}: choose prompt or fc")
 
     handle = None
     if output:
@@ -250,15 +241,18 @@ def evaluate(items: dict[str, list[BfclItem]], source: AnswerSource, output: str
     scores: list[CategoryScore] = []
     try:
         for category, category_items in items.items():
+            if category in MULTI_TURN_CATEGORIES:  # executed turn by turn against BFCL's classes
+                scores.append(_evaluate_multi_turn(category, category_items, source, handle, progress))
+                continue
             correct, outcomes = 0, []
             if progress:
                 progress(category, 0, len(category_items))
             step = max(1, source.chunk_size)
             for start in range(0, len(category_items), step):
                 chunk = category_items[start: start + step]
-                answers = source.answer([build_messages(item) for item in chunk])
+                answers = ask(chunk)
                 for item, answer in zip(chunk, answers, strict=True):
-                    result = score_item(item, answer)
+                    result = judge(item, answer)
                     correct += result.verdict.valid
                     outcomes.append(bool(result.verdict.valid))
                     if handle is not None:
@@ -272,6 +266,18 @@ def evaluate(items: dict[str, list[BfclItem]], source: AnswerSource, output: str
         if handle is not None:
             handle.close()
     return scores
+
+
+def _evaluate_multi_turn(category: str, entries: list[MultiTurnEntry], source: AnswerSource, handle: Any,
+                        progress: Progress | None) -> CategoryScore:
+    from tasks.evaluation.bfcl_multi_turn import evaluate_category
+
+    def write_row(row: dict[str, Any]) -> None:
+        if handle is not None:
+            handle.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+            handle.flush()
+
+    return evaluate_category(category, entries, source, write_row, progress)
 
 
 # ------------------------------------------------------------------------------------ our dialogs as items

@@ -6,7 +6,8 @@ then the base and the tuned model are scored on BFCL items the same way (:mod:`t
 A published run is never written again, so each check is a new version beside it, never in it::
 
     <out>/runs/<run-id>/                         the published run: not touched (nor <out>/latest.json)
-    <out>/downstream/<run-id>/<check-id>/        one check: base-answers.jsonl, tuned-answers.jsonl,
+    <out>/downstream/<run-id>/<check-id>/        one check: base-answers.jsonl, tuned-answers.jsonl (with
+                                                 --seeds N > 1: tuned-seed<S>-answers.jsonl for each seed),
                                                  report.json (the figures), manifest.json (written last)
     <out>/downstream/<run-id>/latest.json        the run's latest check (written after its manifest)
 
@@ -14,6 +15,16 @@ The check's ``manifest.json`` lists its files with size and sha256 and names the
 sha256 of that run's ``manifest.json``. A check id is new for every check and a check folder is never
 written again. :func:`read_downstream` and :func:`check_versions` read them back. Plain functions here;
 ``flows/downstream_check.py`` composes them.
+
+Models are scored through :mod:`tasks.evaluation.model_serving` (:func:`score_model`): by default the embedded
+llama.cpp server (the tuned folder converted to GGUF), else ``transformers``.
+
+Seeds (``seeds`` > 1): training is repeated with seeds ``seed``, ``seed + 1``, ... (one tuned model each, kept
+like any other budget), each tuned model is scored on the same items, and the report adds ``seeds``
+(:func:`seed_report`): each seed's figures and paired comparison with the base, and per category the mean
+accuracy and difference across seeds with their spread (standard deviation, range) and a 95% interval of the
+mean difference that resamples both seeds and items. The report's top-level ``tuned``, ``paired``,
+``tuned_model`` and ``training`` are the first seed's, so a one-seed check (the default) is what it always was.
 """
 
 from __future__ import annotations
@@ -22,17 +33,19 @@ import datetime as dt
 import hashlib
 import json
 import secrets
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import fsspec
+import numpy as np
 from pydantic import BaseModel, Field, field_validator
 
 from tasks.dialogs.complexity import DEFAULT_TARGET
-from tasks.evaluation.bfcl_data import check_categories
+from tasks.evaluation.bfcl_data import BfclItem, check_categories
 from tasks.evaluation.bfcl_eval import CategoryScore, overall
-from tasks.evaluation.statistics import paired_difference
+from tasks.evaluation.statistics import BOOTSTRAP_SAMPLES, LEVEL, paired_difference
 from tasks.storage import run_storage, writers
 from toolace.errors import UserError
 
@@ -61,8 +74,21 @@ class DownstreamConfig(BaseModel):
     limit: int | None = Field(100, ge=1, description="First N items of each category (None: all)")
     max_new_tokens: int = Field(128, ge=1, description="Answer length cap (a right answer is a short call list)")
     eval_batch_size: int = Field(8, ge=1)
+    engine: str | None = Field(None, description="How models answer: llama-server or transformers [llama-server "
+                                                 "when llama-cpp-python is installed]")
+    slots: int | None = Field(None, ge=1, description="llama-server: parallel slots [the CPU count]")
+    seeds: int = Field(1, ge=1, description="Training runs, with seeds seed, seed+1, ...: each tuned model is scored")
     models_dir: str | None = Field(None, description="Where tuned models are kept [~/.cache/toolace/downstream]")
     s3_endpoint_url: str | None = None
+
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, value: str | None) -> str | None:
+        from tasks.evaluation.model_serving import ENGINES
+
+        if value is not None and value not in ENGINES:
+            raise ValueError(f"unknown engine {value!r}: choose {' or '.join(ENGINES)}")
+        return value
 
     @field_validator("categories")
     @classmethod
@@ -74,8 +100,18 @@ class DownstreamConfig(BaseModel):
                 "lora_r": self.lora_r, "seed": self.seed, "calls_only": self.calls_only}
 
     def evaluation(self) -> dict[str, Any]:
+        from tasks.evaluation.model_serving import resolve_engine
+
         return {"categories": self.categories, "limit": self.limit, "max_new_tokens": self.max_new_tokens,
-                "mode": "BFCL prompt mode, greedy"}
+                "mode": "BFCL prompt mode, greedy", "engine": resolve_engine(self.engine)}
+
+    def seed_list(self) -> list[int]:
+        """The training seeds: ``seed``, ``seed + 1``, ... (``seeds`` of them)."""
+        return [self.seed + i for i in range(self.seeds)]
+
+    def for_seed(self, seed: int) -> DownstreamConfig:
+        """This check's budget with one seed (its tuned model folder is :func:`tuned_model_dir` of it)."""
+        return self.model_copy(update={"seed": seed, "seeds": 1})
 
 
 def resolve_run(run: str) -> tuple[str, dict[str, Any]]:
@@ -187,6 +223,113 @@ def downstream_record(config: DownstreamConfig, check: CheckLocation, tuned_dir:
         "training": {k: training.get(k) for k in TRAINING_FIELDS},
         "files": {"base_answers": ANSWERS["base"], "tuned_answers": ANSWERS["tuned"], "report": REPORT},
     }
+
+
+def tuned_answers_name(seed: int, seeds: int) -> str:
+    """The tuned model's answers file: ``tuned-answers.jsonl`` for a one-seed check, else one per seed."""
+    return ANSWERS["tuned"] if seeds == 1 else f"tuned-seed{seed}-answers.jsonl"
+
+
+def gguf_cache(config: DownstreamConfig) -> str | None:
+    """Where converted GGUFs of tuned models are kept: ``<models_dir>/gguf`` (default: model_serving's cache)."""
+    return str(Path(config.models_dir).expanduser() / "gguf") if config.models_dir else None
+
+
+def score_model(config: DownstreamConfig, model: str, items: dict[str, list[BfclItem]], output: str,
+                log: Callable[[str], None] | None = None) -> list[CategoryScore]:
+    """``model`` scored on ``items`` through the configured engine (:mod:`tasks.evaluation.model_serving`); the
+    answers go to ``output``, renamed into place only once every item is answered."""
+    from tasks.evaluation.model_serving import ServingOptions, answer_source, evaluate_complete
+
+    options = ServingOptions(engine=config.engine, slots=config.slots, batch_size=config.eval_batch_size,
+                             cache_dir=gguf_cache(config))
+    with answer_source(model, config.max_new_tokens, options, log=log) as source:
+        return evaluate_complete(items, source, output)
+
+
+@dataclass(frozen=True)
+class SeedRun:
+    """One seed of a check: its tuned model, training record and scores."""
+
+    seed: int
+    tuned_model: str
+    training: dict[str, Any]
+    reused: bool
+    scores: list[CategoryScore]
+    answers: str  # the answers file, relative to the check's folder
+
+
+def _spread(values: Sequence[float]) -> dict[str, float]:
+    array = np.asarray(values, dtype=float)
+    return {"mean": round(float(array.mean()), 4), "sd": round(float(array.std(ddof=1)) if array.size > 1 else 0.0, 4),
+            "min": round(float(array.min()), 4), "max": round(float(array.max()), 4)}
+
+
+def seeds_difference(base: Sequence[bool], tuned: Sequence[Sequence[bool]], samples: int = BOOTSTRAP_SAMPLES,
+                     level: float = LEVEL, seed: int = 0) -> tuple[float, float, float, float]:
+    """(mean difference tuned - base over seeds, its 95% interval, one-sided p of "not better") by a two-level
+    bootstrap: each resample draws the seeds with replacement and the items with replacement (the same items for
+    every seed, as they are paired), so the interval carries both the training-seed and the item variance."""
+    a = np.asarray(base, dtype=float)
+    diffs = np.asarray(tuned, dtype=float) - a[None, :]  # seeds x items
+    n_seeds, n_items = diffs.shape
+    if n_items == 0 or n_seeds == 0:
+        return 0.0, 0.0, 0.0, 1.0
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, n_items, size=(samples, n_items))
+    per_seed = np.stack([row[picks].mean(axis=1) for row in diffs])  # seeds x samples
+    seed_picks = rng.integers(0, n_seeds, size=(samples, n_seeds))
+    means = per_seed[seed_picks, np.arange(samples)[:, None]].mean(axis=1)
+    tail = (1 - level) / 2
+    return (float(diffs.mean()), float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail)),
+            float((means <= 0).mean()))
+
+
+def seed_report(base: list[CategoryScore], runs: list[SeedRun]) -> dict[str, Any]:
+    """The ``seeds`` part of a check's report: each seed's figures and paired comparison with the base, and per
+    category (and overall) the tuned accuracy and the difference across seeds: mean, standard deviation, range,
+    and the two-level bootstrap interval of the mean difference (:func:`seeds_difference`)."""
+    base_summary = score_summary(base)
+    per_seed = []
+    for run in runs:
+        summary = score_summary(run.scores)
+        per_seed.append({
+            "seed": run.seed, "tuned": summary, "ci95": intervals(run.scores),
+            "delta_accuracy": {name: round(summary[name]["accuracy"] - base_summary[name]["accuracy"], 4)
+                               for name in base_summary},
+            "paired": paired_comparison(base, run.scores), "tuned_model": run.tuned_model,
+            "training_reused": run.reused, "training": {k: run.training.get(k) for k in TRAINING_FIELDS},
+            "answers": run.answers})
+    across: dict[str, Any] = {}
+    base_by_name = {s.category: s for s in [*base, overall(base)]}
+    for name, base_score in base_by_name.items():
+        tuned = [{s.category: s for s in [*run.scores, overall(run.scores)]}.get(name) for run in runs]
+        if any(t is None for t in tuned):
+            continue
+        accuracy = _spread([t.accuracy for t in tuned if t is not None])
+        delta = _spread([t.accuracy - base_score.accuracy for t in tuned if t is not None])
+        entry: dict[str, Any] = {"items": base_score.items, "base_accuracy": round(base_score.accuracy, 4),
+                                 "tuned_accuracy": accuracy, "delta": delta}
+        outcomes = [t.outcomes for t in tuned if t is not None]
+        if base_score.outcomes and all(len(o) == len(base_score.outcomes) for o in outcomes):
+            estimate, low, high, p = seeds_difference(base_score.outcomes, outcomes)
+            entry.update({"ci95": [round(low, 4), round(high, 4)], "p_not_better": round(p, 4)})
+            entry["line"] = (f"tuned - base over {len(runs)} seeds: {100 * estimate:+.1f} points "
+                             f"[{100 * low:+.1f}, {100 * high:+.1f}] (95% bootstrap over seeds and "
+                             f"{base_score.items} items; per seed sd {100 * delta['sd']:.1f} points, range "
+                             f"{100 * delta['min']:+.1f} to {100 * delta['max']:+.1f}; p(not better) = {p:.3f})")
+        across[name] = entry
+    return {"seeds": [run.seed for run in runs], "per_seed": per_seed, "across_seeds": across}
+
+
+def with_seeds(record: dict[str, Any], base: list[CategoryScore], runs: list[SeedRun]) -> dict[str, Any]:
+    """``record`` (:func:`downstream_record` of the first seed) with the ``seeds`` report of several seeds and each
+    seed's answers file listed; unchanged for one seed."""
+    if len(runs) <= 1:
+        return record
+    return {**record, "seeds": seed_report(base, runs),
+            "files": {**record["files"], "tuned_answers": runs[0].answers,
+                      "tuned_answers_by_seed": {str(run.seed): run.answers for run in runs}}}
 
 
 def sha256_of(url: str) -> str:
@@ -320,7 +463,17 @@ def read_downstream(out: str, run_id: str, check_id: str | None = None) -> dict[
 
 
 def report_table(record: dict[str, Any]) -> list[dict[str, Any]]:
-    """Rows for a Prefect table artifact: base vs tuned accuracy per category."""
-    return [{"category": name, "items": record["base"][name]["items"],
-             "base_accuracy": record["base"][name]["accuracy"], "tuned_accuracy": record["tuned"][name]["accuracy"],
-             "delta": record["delta_accuracy"][name]} for name in record["base"]]
+    """Rows for a Prefect table artifact: base vs tuned accuracy per category (with several seeds, the tuned
+    accuracy and the delta are the means across seeds, with their standard deviation)."""
+    across = (record.get("seeds") or {}).get("across_seeds") or {}
+    rows = []
+    for name in record["base"]:
+        row = {"category": name, "items": record["base"][name]["items"],
+               "base_accuracy": record["base"][name]["accuracy"], "tuned_accuracy": record["tuned"][name]["accuracy"],
+               "delta": record["delta_accuracy"][name]}
+        if name in across:
+            tuned, delta = across[name]["tuned_accuracy"], across[name]["delta"]
+            row.update({"tuned_accuracy": tuned["mean"], "delta": delta["mean"], "tuned_sd": tuned["sd"],
+                        "seeds": len(record["seeds"]["seeds"])})
+        rows.append(row)
+    return rows

@@ -448,6 +448,9 @@ def _read_openai(row: dict[str, Any], builder: _Builder) -> list[ToolSpec]:
             builder.user(content)
         elif role == "assistant":
             _openai_assistant(message, content, f"messages[{i}]", builder)
+            reasoning = message.get("reasoning_content")
+            if isinstance(reasoning, str) and reasoning:  # kept for trainers whose chat template renders it
+                builder.turns[-1].reasoning_content = reasoning
         elif role in ("tool", "function"):
             name = message.get("name")
             builder.tool(content, name=name if isinstance(name, str) else None,

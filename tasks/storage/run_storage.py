@@ -21,12 +21,14 @@ S3 credentials, a missing bucket or an unreachable endpoint are a clear error at
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import datetime as dt
 import json
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -100,12 +102,25 @@ class RunLocation:
         return f"{self.out.rstrip('/')}/{PREFECT_RESULTS}/{self.run_id}"
 
 
-def configure_s3(endpoint_url: str | None) -> None:
-    """Point every s3fs filesystem at ``endpoint_url`` (MinIO, moto, another region's gateway ...).
-    Credentials stay where boto looks for them (environment, profile, instance role): never in config."""
-    if endpoint_url:
-        conf = fsspec.config.conf.setdefault("s3", {})
-        conf.setdefault("client_kwargs", {})["endpoint_url"] = endpoint_url
+@contextlib.contextmanager
+def s3_endpoint(endpoint_url: str | None) -> Iterator[None]:
+    """While open, every s3fs filesystem made through fsspec points at ``endpoint_url`` (MinIO, moto, another
+    region's gateway ...); on exit fsspec's configuration is what it was. The run context (the flow, a CLI
+    command) opens it for its length. Credentials stay where boto looks for them (environment, profile,
+    instance role): never in config."""
+    if not endpoint_url:
+        yield
+        return
+    before = copy.deepcopy(fsspec.config.conf.get("s3"))
+    conf = fsspec.config.conf.setdefault("s3", {})
+    conf.setdefault("client_kwargs", {})["endpoint_url"] = endpoint_url
+    try:
+        yield
+    finally:
+        if before is None:
+            fsspec.config.conf.pop("s3", None)
+        else:
+            fsspec.config.conf["s3"] = before
 
 
 def _explain(url: str, exc: BaseException) -> str:

@@ -1,12 +1,32 @@
 """Fine-tuning a causal LM on a published function-calling dataset, with TRL (``toolace train``).
 
-Each sample becomes one prompt/completion pair per assistant turn, in the chat the model will be prompted
-with at evaluation (BFCL prompt mode, which ToolACE's format mirrors): ToolACE's system prompt with the
-tool list, calls as ``[func(a=1, b="x")]``, tool results as ``[{"name": ..., "results": ...}]``
-(:func:`tasks.formats.call_format.toolace_chat`, the same chat the complexity loss scores). The prompt is the system
-message and every turn before the assistant turn, the completion that turn alone: TRL's prompt-completion
-format with ``completion_only_loss``, so the loss covers the assistant's tokens only. An example longer
-than ``max_length`` tokens is skipped (counted), never truncated: a cut would drop the completion.
+Each sample becomes one example per assistant turn: the chat before the turn is the prompt, the turn alone the
+completion, and the loss covers the completion's tokens only. Two formats (``--format``):
+
+- ``native`` (the CLI's default): the chat the base model's own template makes of the row, as a served model
+  sees it: the sample's tools offered with ``tools=`` (OpenAI ``{"type": "function", ...}`` entries, parameters
+  in JSON Schema), assistant calls as ``tool_calls`` messages, tool results as ``tool`` messages, the reasoning
+  as ``reasoning_content`` when the row carries it (:func:`tasks.formats.call_format.chat_messages`), so the
+  model learns its family's own call format (Hermes/Qwen ``<tool_call>``, Llama 3.x JSON, Mistral
+  ``[TOOL_CALLS]``...). Each example is rendered with ``apply_chat_template`` and tokenized here: the prompt
+  rendered with the generation prompt, the completion the turn as the chat with it renders it (the rest of
+  that chat, its end-of-turn marker included; where a template does not render the chat before the turn as a
+  prefix of it, as Hermes 3 and Mistral do, the turn is found with a sentinel), so the tokens learned are the
+  ones the model writes after the prompt it is given at inference. A template with ``{% generation %}``
+  markers (the ones TRL's ``assistant_only_loss`` reads) gives the span itself: ``return_assistant_tokens_mask``,
+  the turn's own span (TRL's own assistant-only path wants the chats as dataset columns, where Arrow would give
+  every message every other message's keys as nulls). The rows go to TRL tokenized, with their labels (-100
+  outside the turn). A base whose template cannot render tools is refused
+  (:func:`tasks.formats.chat_templates.can_render_tools`); an example the template refuses (Llama 3.x: several
+  calls in one message) is skipped and counted with the template's reason.
+- ``toolace`` (the library default, as before): the chat the model is prompted with at BFCL prompt-mode
+  evaluation, which ToolACE's format mirrors: ToolACE's system prompt with the tool list, calls as
+  ``[func(a=1, b="x")]``, tool results as ``[{"name": ..., "results": ...}]``
+  (:func:`tasks.formats.call_format.toolace_chat`, the same chat the complexity loss scores), as TRL's
+  prompt-completion format with ``completion_only_loss``.
+
+An example longer than ``max_length`` tokens is skipped (counted), never truncated: a cut would drop the
+completion.
 
 Full fine-tuning, or LoRA through peft when ``lora_r`` is set (the adapters are merged into the saved
 model). CUDA trains with float32 weights and bfloat16 autocast, the CPU in float32. The result is a plain
@@ -21,6 +41,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import time
 import uuid
@@ -33,14 +54,19 @@ from typing import Any
 
 from schemas.samples import Sample
 from tasks.dialogs.complexity import DEFAULT_TARGET, TargetModelError, check_chat_template, model_source, short_cause
-from tasks.formats.call_format import toolace_chat, toolace_system_prompt
+from tasks.formats.call_format import chat_messages, toolace_chat, toolace_system_prompt, with_published_ids
+from tasks.formats.chat_templates import can_render_tools
 from tasks.formats.dataset_formats import custom_system, read_samples
+from tasks.formats.tool_call_formats import tokenizer_template
+from tasks.formats.type_dialects import parameters_schema
 from toolace.errors import UserError
 
 RECORD_NAME = "toolace_training.json"
 DEFAULT_LR = 5e-5  # full fine-tuning
 DEFAULT_LORA_LR = 2e-4  # LoRA adapters learn from scratch: a larger step
-Message = dict[str, str]
+TRAIN_FORMATS = ("native", "toolace")
+Message = dict[str, Any]
+_GENERATION_MARKER = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 
 class TrainingError(UserError):
@@ -61,15 +87,32 @@ def sample_chat_messages(sample: Sample) -> list[Message]:
     return toolace_chat(system, sample.turns)
 
 
+def sample_native_messages(sample: Sample) -> list[Message]:
+    """A read sample as the messages a chat template renders (Hugging Face convention, published call ids,
+    the reasoning when the row carries it): its own system text first when it has one besides ToolACE's
+    tool-list carrier (the tools go through ``tools=``)."""
+    return chat_messages(with_published_ids(sample.id, sample.turns), custom_system(sample.system), reasoning=True)
+
+
+def sample_native_tools(sample: Sample) -> list[dict[str, Any]]:
+    """A read sample's tools as ``apply_chat_template(tools=...)`` takes them: OpenAI function entries with
+    JSON Schema parameters (whatever dialect the row wrote them in)."""
+    return [{"type": "function", "function": {"name": tool.name, "description": tool.description,
+                                              "parameters": parameters_schema(tool.parameters)}}
+            for tool in sample.tools]
+
+
 @dataclass
 class Example:
-    """One assistant turn to learn: ``prompt`` is the chat before it, ``completion`` that turn alone."""
+    """One assistant turn to learn: ``prompt`` is the chat before it, ``completion`` that turn alone; ``tools``
+    (native format) the tools offered through the chat template."""
 
     sample_id: str
     turn: int  # index of the assistant turn in the sample's turns
     prompt: list[Message]
     completion: list[Message]
     makes_calls: bool
+    tools: list[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -86,21 +129,27 @@ class ExampleSet:
         return sum(self.skipped.values())
 
 
-def examples_from_sample(sample: Sample, calls_only: bool = False) -> list[Example]:
-    """One example per assistant turn (only the ones that make calls with ``calls_only``)."""
-    messages = sample_chat_messages(sample)  # messages[i + 1] is turns[i]
+def examples_from_sample(sample: Sample, calls_only: bool = False, fmt: str = "toolace") -> list[Example]:
+    """One example per assistant turn (only the ones that make calls with ``calls_only``), in ``fmt``."""
+    if fmt == "native":
+        messages = sample_native_messages(sample)
+        tools: list[dict[str, Any]] | None = sample_native_tools(sample)
+        offset = len(messages) - len(sample.turns)  # 1 with a system message: messages[i + offset] is turns[i]
+    else:
+        messages, tools, offset = sample_chat_messages(sample), None, 1  # messages[i + 1] is turns[i]
     out = []
     for i, turn in enumerate(sample.turns):
         if turn.role != "assistant" or (calls_only and not turn.tool_calls):
             continue
-        out.append(Example(sample_id=sample.id, turn=i, prompt=messages[: i + 1], completion=[messages[i + 1]],
-                           makes_calls=bool(turn.tool_calls)))
+        out.append(Example(sample_id=sample.id, turn=i, prompt=messages[: i + offset],
+                           completion=[messages[i + offset]], makes_calls=bool(turn.tool_calls), tools=tools))
     return out
 
 
-def build_examples(samples: Iterable[Sample], calls_only: bool = False) -> ExampleSet:
-    """Examples of every readable sample. A sample with reading problems is skipped and counted under its
-    first problem's check; one without an assistant turn under ``no_assistant_turn``."""
+def build_examples(samples: Iterable[Sample], calls_only: bool = False, fmt: str = "toolace") -> ExampleSet:
+    """Examples of every readable sample, in ``fmt`` (``native`` or ``toolace``). A sample with reading
+    problems is skipped and counted under its first problem's check; one without an assistant turn under
+    ``no_assistant_turn``."""
     result = ExampleSet()
     for sample in samples:
         result.samples_read += 1
@@ -114,7 +163,7 @@ def build_examples(samples: Iterable[Sample], calls_only: bool = False) -> Examp
         calls = sum(1 for t in assistant if t.tool_calls)
         result.call_turns += calls
         result.text_turns += len(assistant) - calls
-        examples = examples_from_sample(sample, calls_only)
+        examples = examples_from_sample(sample, calls_only, fmt)
         if examples:
             result.samples_used += 1
             result.examples.extend(examples)
@@ -123,11 +172,11 @@ def build_examples(samples: Iterable[Sample], calls_only: bool = False) -> Examp
     return result
 
 
-def read_examples(dataset: str, calls_only: bool = False) -> ExampleSet:
-    """The examples of a dataset file or URL (any format :func:`read_samples` detects). Raises
+def read_examples(dataset: str, calls_only: bool = False, fmt: str = "toolace") -> ExampleSet:
+    """The examples of a dataset file or URL (any format :func:`read_samples` detects), in ``fmt``. Raises
     ``TrainingError`` naming the dataset when it holds no tool call at all or no usable example."""
     try:
-        result = build_examples(read_samples(dataset, "auto"), calls_only)
+        result = build_examples(read_samples(dataset, "auto"), calls_only, fmt)
     except TrainingError:
         raise
     except UserError as exc:
@@ -168,9 +217,12 @@ class TrainConfig:
     seed: int = 0
     calls_only: bool = False
     max_length: int | None = None  # tokens per example; default the base model's context
+    format: str = "toolace"  # "native": the base model's own chat template with tools= (the CLI's default)
 
     def validate(self) -> None:
         """Raises ``TrainingError`` for options that cannot work, before anything is loaded."""
+        if self.format not in TRAIN_FORMATS:
+            raise TrainingError(f"--format must be one of {', '.join(TRAIN_FORMATS)}, not {self.format!r}")
         if self.steps is not None and self.epochs is not None:
             raise TrainingError("give --steps or --epochs, not both")
         if self.steps is not None and self.steps < 1:
@@ -264,6 +316,9 @@ class TrainResult:
     wall_time_s: float
     versions: dict[str, str]
     created_at: str
+    format: str = "toolace"  # "native": the base's own chat template with tools=
+    examples_unrendered: dict[str, int] = field(default_factory=dict)  # native: skipped, the template's reason -> n
+    loss_span: str = "completion"  # native: "prefix" (rendered prefixes) or "generation" (the template's markers)
 
 
 def _versions() -> dict[str, str]:
@@ -338,6 +393,101 @@ def load_base_tokenizer(base: str) -> tuple[Any, str]:
     return tokenizer, source
 
 
+def check_native_template(tokenizer: Any, base: str) -> None:
+    """``--format native`` teaches the call format of the base's own chat template: refused, with the reason,
+    when the template cannot render tools (:func:`tasks.formats.chat_templates.can_render_tools`)."""
+    template = tokenizer_template(tokenizer, f"base {base}")
+    problem = "it has no chat template" if template is None else can_render_tools(template)
+    if problem is not None:
+        raise TrainingError(f"base model {base}: {problem}, so --format native (the rows rendered through the base's "
+                            "own chat template with tools=) cannot teach it a tool-call format: pick a base whose "
+                            "template renders tools (e.g. a Qwen2.5/Qwen3, Hermes, Llama 3.x or Mistral instruct "
+                            "model), or train with --format toolace")
+
+
+def has_generation_markers(tokenizer: Any) -> bool:
+    """Whether the chat template marks the assistant's tokens with ``{% generation %}`` (what TRL's
+    ``assistant_only_loss`` and ``return_assistant_tokens_mask`` read)."""
+    template = tokenizer_template(tokenizer, "")
+    return template is not None and bool(_GENERATION_MARKER.search(template.text))
+
+
+class NativeRenderError(ValueError):
+    """The base's chat template refuses an example, or renders it so that its turn cannot be told apart."""
+
+
+@dataclass
+class NativeTokens:
+    """A native example, tokenized: ``labels`` is ``input_ids`` with -100 outside the assistant turn."""
+
+    input_ids: list[int]
+    labels: list[int]
+
+    @property
+    def learned(self) -> list[int]:
+        return [t for t, label in zip(self.input_ids, self.labels, strict=True) if label != -100]
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+_SENTINEL = "\u2063tcTurnStarts\u2063"
+
+
+def _turn_text_by_sentinel(tokenizer: Any, example: Example, full_text: str) -> str:
+    """The assistant turn's text in the whole chat's rendering when the chat before it is not a prefix of it
+    (real templates do this: Hermes 3 ends a last tool result without the newline it writes before a reply,
+    Mistral puts the system text into the last user message only): the chat is rendered with a sentinel as the
+    turn's text; what comes before the sentinel must start the whole chat's rendering, and the rest of it is
+    the turn."""
+    probe = example.prompt + [{"role": "assistant", "content": _SENTINEL}]
+    try:
+        rendered = tokenizer.apply_chat_template(probe, tools=example.tools, tokenize=False)
+    except Exception as exc:  # noqa: BLE001
+        raise NativeRenderError(f"template: {_one_line(exc)}") from exc
+    before = rendered.split(_SENTINEL, 1)[0]
+    if _SENTINEL not in rendered or not full_text.startswith(before):
+        raise NativeRenderError("template: the assistant turn cannot be told apart from the chat before it")
+    return full_text[len(before):]
+
+
+def native_tokens(tokenizer: Any, example: Example, generation_markers: bool = False) -> NativeTokens:
+    """One native example through the base's chat template (see the module docstring): the prompt rendered
+    with the generation prompt and the turn as the chat with it renders it (the rest of that chat, or where the
+    chat before it is not its prefix, :func:`_turn_text_by_sentinel`), tokenized apart and concatenated; or,
+    with ``generation_markers``, the whole chat with the template's own assistant mask, its last span (the
+    turn's). Raises :class:`NativeRenderError` with the template's reason."""
+    messages = example.prompt + example.completion
+    try:
+        if generation_markers:
+            out = tokenizer.apply_chat_template(messages, tools=example.tools, tokenize=True, return_dict=True,
+                                                return_assistant_tokens_mask=True)
+            ids, mask = list(out["input_ids"]), list(out["assistant_masks"])
+        else:
+            prompt_text = tokenizer.apply_chat_template(example.prompt, tools=example.tools, tokenize=False,
+                                                        add_generation_prompt=True)
+            full_text = tokenizer.apply_chat_template(messages, tools=example.tools, tokenize=False)
+    except Exception as exc:  # noqa: BLE001 - the template's own refusal (raise_exception) is the reason
+        raise NativeRenderError(f"template: {_one_line(exc)}") from exc
+    if generation_markers:
+        last_start = max((i for i, m in enumerate(mask) if m and (i == 0 or not mask[i - 1])), default=None)
+        if last_start is None:
+            raise NativeRenderError("template: its {% generation %} markers leave the assistant turn empty")
+        labels = [t if i >= last_start and mask[i] else -100 for i, t in enumerate(ids)]
+        return NativeTokens(ids, labels)
+    if full_text.startswith(prompt_text):
+        completion_text = full_text[len(prompt_text):]
+    else:
+        completion_text = _turn_text_by_sentinel(tokenizer, example, full_text)
+    if not completion_text.strip():
+        raise NativeRenderError("template: the assistant turn renders as nothing")
+    prompt_ids = list(tokenizer(prompt_text, add_special_tokens=False)["input_ids"])
+    completion_ids = list(tokenizer(completion_text, add_special_tokens=False)["input_ids"])
+    return NativeTokens(prompt_ids + completion_ids, [-100] * len(prompt_ids) + completion_ids)
+
+
 def example_lengths(tokenizer: Any, examples: list[Example]) -> list[int]:
     """Tokens of each example's whole templated chat (prompt and completion)."""
     texts = [tokenizer.apply_chat_template(e.prompt + e.completion, tokenize=False) for e in examples]
@@ -391,12 +541,14 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
     started = time.monotonic()
     config.validate()
     out = check_out_dir(config.out)
-    examples = read_examples(config.dataset, config.calls_only)
+    examples = read_examples(config.dataset, config.calls_only, config.format)
     log(f"read {examples.samples_read} samples from {config.dataset}: {examples.samples_used} used, skipped "
         f"{skipped_summary(examples.skipped)}; assistant turns: {examples.call_turns} with calls, "
         f"{examples.text_turns} without; {len(examples.examples)} examples"
-        + (" (call turns only)" if config.calls_only else ""))
+        + (" (call turns only)" if config.calls_only else "") + f", {config.format} format")
     tokenizer, source = load_base_tokenizer(config.base)
+    if config.format == "native":
+        check_native_template(tokenizer, config.base)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = out.with_name(f".{out.name}.partial-{uuid.uuid4().hex[:8]}")
     try:
@@ -455,9 +607,11 @@ def _train_into(config: TrainConfig, examples: ExampleSet, tokenizer: Any, sourc
 
     model_config = _base_config(config.base, source)
     max_length = config.max_length or _context_length(model_config, tokenizer)
-    lengths = example_lengths(tokenizer, examples.examples)
-    kept = [e for e, n in zip(examples.examples, lengths, strict=True) if max_length is None or n <= max_length]
-    too_long = len(examples.examples) - len(kept)
+    rows, unrendered, loss_span = _training_rows(config, examples, tokenizer, log)
+    lengths = [len(row["input_ids"]) for row in rows] if config.format == "native" else \
+        example_lengths(tokenizer, examples.examples)
+    kept = [row for row, n in zip(rows, lengths, strict=True) if max_length is None or n <= max_length]
+    too_long = len(rows) - len(kept)
     if too_long:
         log(f"skipped {too_long} examples over {max_length} tokens (never truncated)")
     if not kept:
@@ -472,7 +626,7 @@ def _train_into(config: TrainConfig, examples: ExampleSet, tokenizer: Any, sourc
 
         peft_config = LoraConfig(r=config.lora_r, lora_alpha=2 * config.lora_r, lora_dropout=0.05,
                                  target_modules="all-linear", task_type="CAUSAL_LM")
-    dataset = Dataset.from_list([{"prompt": e.prompt, "completion": e.completion} for e in kept])
+    dataset = Dataset.from_list(kept)
     trainer = SFTTrainer(model=model, args=_sft_config(config, work / "trainer", cuda), train_dataset=dataset,
                          processing_class=tokenizer, peft_config=peft_config, callbacks=[_step_logger(log)])
     method = f"LoRA r={config.lora_r}" if config.lora_r else "full fine-tuning"
@@ -499,4 +653,31 @@ def _train_into(config: TrainConfig, examples: ExampleSet, tokenizer: Any, sourc
         final_train_loss=round(sum(losses[-10:]) / len(losses[-10:]), 6),
         mean_train_loss=round(float(output.training_loss), 6), step_losses=[round(x, 6) for x in losses],
         wall_time_s=0.0, versions=_versions(), created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        format=config.format, examples_unrendered=dict(unrendered), loss_span=loss_span,
     )
+
+
+def _training_rows(config: TrainConfig, examples: ExampleSet, tokenizer: Any,
+                   log: Callable[[str], None]) -> tuple[list[dict[str, Any]], Counter[str], str]:
+    """The rows TRL trains on, the native examples the template refused (reason -> count), and how the loss
+    span is found. ``toolace``: prompt/completion chats (TRL renders and masks them); ``native``: tokenized
+    rows with their labels (:func:`native_tokens`)."""
+    unrendered: Counter[str] = Counter()
+    if config.format != "native":
+        return [{"prompt": e.prompt, "completion": e.completion} for e in examples.examples], unrendered, "completion"
+    generation = has_generation_markers(tokenizer)
+    rows = []
+    for example in examples.examples:
+        try:
+            tokens = native_tokens(tokenizer, example, generation)
+        except NativeRenderError as exc:
+            unrendered[str(exc)] += 1
+            continue
+        rows.append({"input_ids": tokens.input_ids, "labels": tokens.labels})
+    if unrendered:
+        log(f"skipped {sum(unrendered.values())} examples the base's chat template refuses: "
+            f"{skipped_summary(unrendered)}")
+    if not rows:
+        raise TrainingError(f"dataset {config.dataset}: the chat template of base model {config.base} refuses every "
+                            f"example ({skipped_summary(unrendered)}): train with --format toolace")
+    return rows, unrendered, "generation" if generation else "prefix"

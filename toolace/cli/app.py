@@ -18,6 +18,7 @@ from toolace.cli.deploy import deploy
 from toolace.cli.downstream import downstream_check
 from toolace.cli.errors import EXIT_STATUS_HELP
 from toolace.cli.evaluate import eval_command
+from toolace.cli.mcp import serve_mcp
 from toolace.cli.models import fetch_models, serve_llm
 from toolace.cli.run import run
 from toolace.cli.train import train
@@ -56,6 +57,7 @@ app.command("import-apis")(import_apis)
 app.command()(verify)
 app.command()(convert)
 app.command("serve-llm")(serve_llm)
+app.command("serve-mcp")(serve_mcp)
 app.command("fetch-models")(fetch_models)
 app.command()(deploy)
 app.command("eval")(eval_command)

@@ -12,19 +12,59 @@ from toolace.cli.errors import fail, user_errors
 
 
 def import_apis(
-    files: Annotated[list[str], typer.Argument(help="OpenAPI 3 / Swagger 2 documents (JSON or YAML), function "
-                                               "lists (JSON) or ToolACE / xLAM / BFCL rows (JSONL); paths or URLs")],
     pool: Annotated[str, typer.Option(help="API pool to add to: a .jsonl or .parquet file or URL (created if "
                                       "absent)")],
+    files: Annotated[list[str] | None, typer.Argument(
+        help="OpenAPI 3 / Swagger 2 documents (JSON or YAML), saved MCP tools/list answers (JSON), function lists "
+             "(JSON) or ToolACE / xLAM / BFCL rows (JSONL); paths or URLs")] = None,
+    mcp: Annotated[list[str] | None, typer.Option(
+        "--mcp", metavar="\"COMMAND ARGS...\"", help="An MCP server to start over stdio and import every tool of "
+        "(repeatable); use absolute paths in its arguments: executed calls run it in a folder of their own",
+        show_default="none")] = None,
+    mcp_url: Annotated[list[str] | None, typer.Option(
+        "--mcp-url", metavar="URL", help="A streamable-HTTP MCP server to import every tool of (repeatable)",
+        show_default="none")] = None,
+    mcp_timeout: Annotated[float, typer.Option(help="Seconds an MCP server has to start and list its tools")] = 30.0,
 ) -> None:
     """Add real APIs to an API pool, skipping the ones already there."""
     from tasks.apis.importing import merge_into_pool, read_api_file
 
+    if not (files or mcp or mcp_url):
+        fail("give API files, --mcp \"COMMAND ARGS...\" or --mcp-url URL")
+    failed: list[str] = []
     with user_errors():
-        apis = [api for path in files for api in read_api_file(path)]  # every file read before the pool is touched
+        apis = [api for path in files or [] for api in read_api_file(path)]  # all read before the pool is touched
+        if mcp or mcp_url:
+            from tasks.mcp.client import MCPServerError, ServerTarget
+            from tasks.mcp.tool_import import import_from_server
+
+            targets = [ServerTarget.from_command(_absolute_program(command)) for command in mcp or []]
+            targets += [ServerTarget.from_url(url) for url in mcp_url or []]
+            for target in targets:  # a server that fails is named; the others are still imported
+                try:
+                    apis.extend(import_from_server(target, mcp_timeout))
+                except MCPServerError as exc:
+                    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+                    failed.append(target.label)
+        if failed and not apis:
+            fail(f"nothing imported: {len(failed)} MCP server(s) failed")
         counts = merge_into_pool(pool, apis)
     typer.echo(f"read {counts['read']}, added {counts['added']}, duplicates {counts['duplicates']}, "
                f"rejected {counts['rejected']}: {pool}")
+    if failed:
+        fail(f"{len(failed)} MCP server(s) failed, the rest was imported: {', '.join(failed)}")
+
+
+def _absolute_program(command: str) -> list[str]:
+    """The command line with its program made absolute when it is a path (``./server``), so the pool can start it
+    again from another folder; a bare name (``mcp-server-time``) is looked up on PATH each time."""
+    import os
+    import shlex
+
+    parts = shlex.split(command)
+    if parts and os.sep in parts[0]:
+        parts[0] = os.path.abspath(parts[0])
+    return parts
 
 
 class DatasetFormat(enum.StrEnum):

@@ -1,7 +1,8 @@
-"""``toolace eval``: score a model on BFCL's test data in prompt mode."""
+"""``toolace eval``: score a model on BFCL's test data in prompt or function-calling mode."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -9,7 +10,7 @@ import typer
 from toolace.cli.errors import fail, user_errors
 
 if TYPE_CHECKING:
-    from tasks.evaluation.bfcl_eval import CategoryScore
+    from tasks.evaluation.bfcl_eval import AnswerSource, CategoryScore
 
 
 def eval_command(
@@ -23,7 +24,9 @@ def eval_command(
         help="Model name at --base-url", show_default="the one model it serves")] = None,
     category: Annotated[list[str] | None, typer.Option(
         help="BFCL category (repeatable): simple_python, multiple, parallel, parallel_multiple, irrelevance, "
-             "live_simple, live_multiple, live_parallel, live_parallel_multiple, live_irrelevance, live_relevance",
+             "live_simple, live_multiple, live_parallel, live_parallel_multiple, live_irrelevance, live_relevance; "
+             "multi-turn, executed against BFCL's classes in a sandbox (prompt mode): multi_turn_base, "
+             "multi_turn_miss_func, multi_turn_miss_param, multi_turn_long_context",
         show_default="simple_python multiple parallel parallel_multiple irrelevance live_simple")] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N items of each category",
                                               show_default="every item")] = None,
@@ -32,42 +35,88 @@ def eval_command(
     max_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens")] = 512,
     batch_size: Annotated[int, typer.Option(help="Local model: prompts generated together")] = 8,
     concurrency: Annotated[int, typer.Option(help="Endpoint: requests in flight")] = 8,
+    engine: Annotated[str | None, typer.Option(
+        help="How a local model answers: 'llama-server' (the embedded llama.cpp server, a Hugging Face folder "
+             "converted to GGUF first, --slots requests at a time) or 'transformers' (batched generation)",
+        show_default="llama-server when llama-cpp-python is installed, else transformers")] = None,
+    slots: Annotated[int | None, typer.Option(help="llama-server: parallel slots",
+                                              show_default="the CPU count")] = None,
+    mode: Annotated[str, typer.Option(
+        help="prompt: BFCL's prompt mode (its system prompt, Python call lists); fc: function calling (the tools "
+             "through the model's chat template, or OpenAI tools= at --base-url, calls read in the model's own "
+             "format; a local model then answers through transformers)")] = "prompt",
+    tool_format: Annotated[str | None, typer.Option(
+        help="--mode fc: the tool-call format to read answers in: hermes (Qwen, Hermes), llama3_json, mistral, "
+             "pythonic; at --base-url, reads text answers that have no structured call",
+        show_default="detected from the chat template; at --base-url, the endpoint's structured calls only")] = None,
 ) -> None:
-    """Score a model on BFCL (prompt mode, Python call lists) with our own AST checker; print the accuracy per
-    category."""
+    """Score a model on BFCL (prompt mode, Python call lists; or --mode fc, function calling in the model's own
+    format) with our own AST checker; print the accuracy per category."""
     from rich.console import Console
 
     from tasks.evaluation.bfcl_data import DEFAULT_CATEGORIES
-    from tasks.evaluation.bfcl_eval import AnswerSource, EndpointAnswers, LocalModelAnswers, evaluate, load_items
+    from tasks.evaluation.bfcl_eval import EndpointAnswers, load_items
+    from tasks.evaluation.model_serving import ServingOptions, answer_source, evaluate_complete
 
     if model and base_url:
         fail("give either --model (a local model) or --base-url (an endpoint), not both")
-    if max_tokens < 1 or batch_size < 1 or concurrency < 1:
-        fail("--max-tokens, --batch-size and --concurrency must be at least 1")
+    if mode not in ("prompt", "fc"):
+        fail(f"unknown --mode {mode!r}: choose prompt or fc")
+    if tool_format is not None and mode != "fc":
+        fail("--tool-format goes with --mode fc")
+    if max_tokens < 1 or batch_size < 1 or concurrency < 1 or (slots is not None and slots < 1):
+        fail("--max-tokens, --batch-size, --concurrency and --slots must be at least 1")
     err = Console(stderr=True)
     with user_errors():
         items = load_items([c for part in (category or DEFAULT_CATEGORIES) for c in part.split(",") if c], limit)
+        if mode != "prompt" and any(c.startswith("multi_turn_") for c in items):
+            fail("the multi-turn categories are evaluated in prompt mode only: leave out --mode fc")
         source: AnswerSource
-        if base_url:
-            source = EndpointAnswers(base_url, llm_model, max_tokens=max_tokens, concurrency=concurrency)
-        else:
-            err.print(f"loading {model or 'smollm2'} ...")
-            source = LocalModelAnswers(model or "smollm2", max_new_tokens=max_tokens, batch_size=batch_size)
 
         def progress(name: str, done: int, total: int) -> None:
             err.print(f"{name}: {done}/{total}", highlight=False)
 
-        scores = evaluate(items, source, output, progress)
-    _print_scores(scores, source.description, output)
+        # the answers file is written under a temporary name and renamed only once every item is answered
+        if mode == "fc":
+            source = _fc_source(model, base_url, llm_model, tool_format, engine, max_tokens, batch_size,
+                                concurrency, err.print)
+            scores = evaluate_complete(items, source, output, progress)
+        elif base_url:
+            source = EndpointAnswers(base_url, llm_model, max_tokens=max_tokens, concurrency=concurrency)
+            scores = evaluate_complete(items, source, output, progress)
+        else:
+            err.print(f"loading {model or 'smollm2'} ...")
+            options = ServingOptions(engine=engine, slots=slots, batch_size=batch_size)
+            with answer_source(model or "smollm2", max_tokens, options, log=err.print) as source:
+                scores = evaluate_complete(items, source, output, progress)
+    _print_scores(scores, source.description, output, mode)
 
 
-def _print_scores(scores: list[CategoryScore], model: str, output: str | None) -> None:
+def _fc_source(model: str | None, base_url: str | None, llm_model: str | None, tool_format: str | None,
+               engine: str | None, max_tokens: int, batch_size: int, concurrency: int,
+               log: Callable[[str], object]) -> AnswerSource:
+    """The answer source of ``--mode fc``: OpenAI tools= at an endpoint, else the local model through its own
+    chat template with transformers (the embedded llama.cpp server offers tools its own way, not the model's)."""
+    from tasks.evaluation.bfcl_fc import EndpointFcAnswers, LocalFcAnswers, check_tool_format
+
+    checked = check_tool_format(tool_format)
+    if base_url:
+        return EndpointFcAnswers(base_url, llm_model, tool_format=checked, max_tokens=max_tokens,
+                                 concurrency=concurrency)
+    if engine not in (None, "transformers"):
+        fail(f"--mode fc offers the tools through the model's own chat template, which only --engine transformers "
+             f"does (not {engine})")
+    log(f"loading {model or 'smollm2'} ...")
+    return LocalFcAnswers(model or "smollm2", tool_format=checked, max_new_tokens=max_tokens, batch_size=batch_size)
+
+
+def _print_scores(scores: list[CategoryScore], model: str, output: str | None, mode: str = "prompt") -> None:
     from rich.console import Console
     from rich.table import Table
 
     from tasks.evaluation.bfcl_eval import overall
 
-    table = Table(title=f"BFCL (prompt mode): {model}")
+    table = Table(title=f"BFCL ({mode} mode): {model}")
     for column in ("category", "items", "correct", "accuracy", "95% CI"):
         table.add_column(column, justify="left" if column == "category" else "right")
     for score in [*scores, overall(scores)] if len(scores) > 1 else scores:

@@ -99,12 +99,17 @@ def run(
 def _run(cfg: Any) -> None:
     from rich.console import Console
 
+    from tasks.storage.run_storage import s3_endpoint
+
+    with s3_endpoint(cfg.s3_endpoint_url):  # fsspec's S3 endpoint for this command's length
+        _checked_run(cfg, Console(stderr=True))
+
+
+def _checked_run(cfg: Any, console: Any) -> None:
     from tasks.corpus.reading import iter_documents
-    from tasks.storage.run_storage import check_storage, configure_s3
+    from tasks.storage.run_storage import check_storage
     from toolace.llm.endpoint import llm_endpoint
 
-    console = Console(stderr=True)
-    configure_s3(cfg.s3_endpoint_url)
     check_storage(cfg.out)  # fail fast on storage that cannot be written, before the model starts
     next(iter_documents(cfg.corpus, cfg.text_column, batch_size=1))  # fail fast on a bad corpus
     if cfg.pool:
@@ -118,8 +123,8 @@ def _run(cfg: Any) -> None:
 
     require(*needed_for_run(cfg.llm_base_url, cfg.target_model, cfg.embedding_model, DEFAULT_TARGET_MODEL))
     from flows.toolace_pipeline import new_run_id, toolace_pipeline
-    from toolace import progress
     from toolace.cli.progress_bar import RichProgress
+    from toolace.progress import ProgressTo
 
     cfg = cfg.model_copy(update={"run_id": cfg.run_id or new_run_id()})
     if not cfg.llm_base_url:
@@ -129,11 +134,7 @@ def _run(cfg: Any) -> None:
     with llm_endpoint(cfg.llm_base_url, cfg.llm_model) as endpoint:
         cfg = cfg.model_copy(update={"llm_model": endpoint.model})
         with RichProgress(console) as bar:
-            progress.set_sink(bar)
-            try:
-                summary = _with_run_results(toolace_pipeline, cfg)(cfg, endpoint)
-            finally:
-                progress.set_sink(None)
+            summary = _with_run_results(toolace_pipeline, cfg)(cfg, endpoint, ProgressTo(sink=bar))
     _print_summary(console, summary)
 
 

@@ -29,6 +29,11 @@ def train(
                                              "every assistant turn")] = False,
     max_length: Annotated[int | None, typer.Option(help="Longest example in tokens; longer ones are skipped, never "
                                                    "truncated", show_default="the model's context")] = None,
+    train_format: Annotated[str, typer.Option(
+        "--format", help="native: each row through the base model's own chat template with tools=, so it learns its "
+                         "family's call format (a base whose template renders no tools is refused); toolace: "
+                         "ToolACE's system prompt and Python call lists (what `toolace eval` prompt mode asks)")]
+    = "native",
 ) -> None:
     """Fine-tune a causal LM on a function-calling dataset (TRL; loss on assistant tokens only) and save it as
     a Hugging Face folder that `toolace run --target-model` accepts."""
@@ -39,7 +44,8 @@ def train(
 
     console = Console(stderr=True)
     config = TrainConfig(dataset=dataset, out=out, base=base, steps=steps, epochs=epochs, lr=lr, lora_r=lora_r,
-                         batch_size=batch_size, seed=seed, calls_only=calls_only, max_length=max_length)
+                         batch_size=batch_size, seed=seed, calls_only=calls_only, max_length=max_length,
+                         format=train_format)
     with user_errors():
         result = train_model(config, log=lambda line: console.print(line, markup=False, highlight=False))
     from rich.table import Table
@@ -51,8 +57,11 @@ def train(
         ("base", f"{result.base} ({result.method}{f', r={result.lora_r}' if result.lora_r else ''})"),
         ("samples", f"{result.samples_read} read, {result.samples_used} used, skipped "
                     f"{skipped_summary(result.samples_skipped)}"),
+        ("format", result.format + (f" (loss span: {result.loss_span})" if result.format == "native" else "")),
         ("examples", f"{result.examples} (assistant turns: {result.call_turns} with calls, {result.text_turns} "
-                     f"without{', calls only' if result.calls_only else ''}; {result.examples_too_long} too long)"),
+                     f"without{', calls only' if result.calls_only else ''}; {result.examples_too_long} too long"
+                     + (f"; {sum(result.examples_unrendered.values())} refused by the template"
+                        if result.examples_unrendered else "") + ")"),
         ("steps", f"{result.steps} ({result.epochs} epochs, batch {result.batch_size}, lr {result.lr}, "
                   f"seed {result.seed})"),
         ("train loss", f"final {result.final_train_loss:.4f} (first {result.step_losses[0]:.4f}, mean "

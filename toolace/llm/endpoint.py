@@ -74,8 +74,12 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def embedded_endpoint(startup_timeout_s: float = 180.0) -> Iterator[Endpoint]:
-    """Start the embedded model server on 127.0.0.1, wait until it answers, stop it afterwards."""
+def embedded_endpoint(startup_timeout_s: float = 180.0, model_path: str | None = None, alias: str = DEFAULT_ALIAS,
+                      instances: int | None = None, n_ctx: int | None = None) -> Iterator[Endpoint]:
+    """Start the embedded model server on 127.0.0.1, wait until it answers, stop it afterwards. By default it
+    serves SmolLM2 under :data:`DEFAULT_ALIAS`; ``model_path`` (a GGUF file) and ``alias`` serve another model,
+    ``instances`` sets its parallel slots (default ``TOOLACE_LLM_INSTANCES`` or the CPU count), ``n_ctx`` each
+    slot's context (default the server's)."""
     try:
         import llama_cpp  # noqa: F401
     except ImportError as exc:
@@ -86,10 +90,15 @@ def embedded_endpoint(startup_timeout_s: float = 180.0) -> Iterator[Endpoint]:
     port = _free_port()
     base_url = f"http://127.0.0.1:{port}/v1"
     log = tempfile.TemporaryFile()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "toolace.llm.embedded_server", "--host", "127.0.0.1", "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
+    command = [sys.executable, "-m", "toolace.llm.embedded_server", "--host", "127.0.0.1", "--port", str(port)]
+    if model_path is not None:
+        command += ["--model-path", str(model_path)]
+    if alias != DEFAULT_ALIAS:
+        command += ["--alias", alias]
+    if n_ctx is not None:
+        command += ["--n-ctx", str(n_ctx)]
+    env = {**os.environ, "TOOLACE_LLM_INSTANCES": str(instances)} if instances is not None else None
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.monotonic() + startup_timeout_s
         while True:
@@ -98,14 +107,14 @@ def embedded_endpoint(startup_timeout_s: float = 180.0) -> Iterator[Endpoint]:
                 tail = log.read().decode(errors="replace").strip().splitlines()[-1:]
                 raise EndpointError(f"the embedded model server exited at start-up: {' '.join(tail)}")
             try:
-                if DEFAULT_ALIAS in served_models(base_url, timeout_s=2.0):
+                if alias in served_models(base_url, timeout_s=2.0):
                     break
             except EndpointError:
                 pass
             if time.monotonic() > deadline:
                 raise EndpointError(f"the embedded model server did not answer within {startup_timeout_s:.0f} s")
             time.sleep(0.5)
-        yield Endpoint(base_url=base_url, model=DEFAULT_ALIAS, embedded=True)
+        yield Endpoint(base_url=base_url, model=alias, embedded=True)
     finally:
         process.terminate()
         try:

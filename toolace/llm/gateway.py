@@ -36,7 +36,7 @@ from openai._base_client import make_request_options
 from pydantic import BaseModel, ValidationError
 
 from toolace.errors import EndpointError
-from toolace.llm.rate_limit import retry_after_s, shared_gate, shared_latencies, shared_limits
+from toolace.llm.rate_limit import EndpointLimits, retry_after_s
 from toolace.llm.response_cache import ResponseCache, request_key
 from toolace.llm.response_format import (
     data_response_format,
@@ -344,8 +344,11 @@ class LLMGateway:
         client: openai.AsyncOpenAI | None = None,
         cache: ResponseCache | None = None,
         watchdog: StallWatchdog | None = None,
+        limits: EndpointLimits | None = None,
     ) -> None:
-        """``watchdog``: told of every request waiting, in flight and answered (the run's stall watchdog)."""
+        """``watchdog``: told of every request waiting, in flight and answered (the run's stall watchdog).
+        ``limits``: the in-flight slots, rate budgets, gates and latencies shared with the run's other gateways
+        (batch tasks in flight at the same time); without it this gateway has its own."""
         self.settings = settings
         self.watchdog = watchdog
         self.client = client or openai.AsyncOpenAI(
@@ -360,14 +363,14 @@ class LLMGateway:
         self.cache = cache or (ResponseCache(settings.cache_dir) if settings.cache_dir else None)
         self.stats: dict[str, LLMStats] = {}
         self.refused: RequestRefused | None = None  # set at the first refusal: later requests are not sent
-        # shared with the other gateways of this process (batch tasks in flight at the same time)
-        self._slots, self._limiter = shared_limits(settings.base_url, settings.model, settings.concurrency,
+        limits = limits or EndpointLimits()
+        self._slots, self._limiter = limits.limits(settings.base_url, settings.model, settings.concurrency,
                                                    settings.requests_per_minute, settings.tokens_per_minute)
         # the first request of this shape goes alone: a refused parameter is refused once, not once per slot
-        self._gate = shared_gate(settings.base_url, settings.model, settings.reasoning, settings.reasoning_effort,
+        self._gate = limits.gate(settings.base_url, settings.model, settings.reasoning, settings.reasoning_effort,
                                  settings.strict_schemas)
-        # the recent answer times the hedging deadline comes from, shared by the process's gateways
-        self.latencies = shared_latencies(settings.base_url, settings.model)
+        # the recent answer times the hedging deadline comes from, shared by the run's gateways
+        self.latencies = limits.latencies(settings.base_url, settings.model)
         self._url = settings.base_url.rstrip("/") + "/chat/completions"
 
     def _stage(self, stage: str) -> LLMStats:

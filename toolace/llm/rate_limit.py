@@ -1,17 +1,17 @@
-"""The limits on LLM traffic, shared by every gateway of the process.
+"""The limits on LLM traffic, shared by every gateway of a run (:class:`EndpointLimits`, owned by the run context).
 
 Batch tasks run at the same time in several threads, each with its own gateway (the flow keeps the next batch
 in flight while the previous one is embedded or verified); their coroutines share one event loop
-(:mod:`toolace.llm.shared_loop`), and anything else may run its own. Their requests together
+(:class:`toolace.llm.shared_loop.LlmLoop`), and anything else may run its own. Their requests together
 stay within ``concurrency`` in flight (:class:`InFlightSlots`) and within the requests- and tokens-per-minute
-budgets (:class:`RateLimiter`, two token buckets refilled continuously): :func:`shared_limits` hands every
+budgets (:class:`RateLimiter`, two token buckets refilled continuously): :class:`EndpointLimits` hands every
 gateway of one endpoint the same pair. Prefect's global rate limits throttle contending threads far below
-their nominal rate (measured at a tenth), so LLM traffic is limited here. Dask workers are processes: each
-worker has its own limits. Until an endpoint has answered one request of a given shape, that shape's requests
-go one at a time (:class:`FirstAnswerGate`, from :func:`shared_gate`): an endpoint that refuses a parameter
+their nominal rate (measured at a tenth), so LLM traffic is limited here. Dask workers are processes: a
+batch on a worker has its own limits. Until an endpoint has answered one request of a given shape, that shape's requests
+go one at a time (:class:`FirstAnswerGate`): an endpoint that refuses a parameter
 refuses one request, not one per slot. :func:`retry_after_s` reads how long an endpoint asks a client to wait.
 Every wait here takes a deadline (``timeout_s``): the gateway gives each the run's ``stall_timeout_s``.
-:class:`LatencyWindow` (from :func:`shared_latencies`) keeps an endpoint's recent answer times, which the
+:class:`LatencyWindow`  keeps an endpoint's recent answer times, which the
 gateway's hedging deadline is derived from.
 """
 
@@ -293,31 +293,32 @@ class LatencyWindow:
             return len(self._all)
 
 
-_SHARED: dict[tuple[object, ...], tuple[InFlightSlots, RateLimiter]] = {}
-_LATENCIES: dict[tuple[object, ...], LatencyWindow] = {}
-_GATES: dict[tuple[object, ...], FirstAnswerGate] = {}
-_SHARED_LOCK = threading.Lock()
+class EndpointLimits:
+    """The in-flight slots, rate budgets, first-answer gates and recent latencies per endpoint and model that the
+    gateways of one run share (the run context owns one; a gateway made without it has its own)."""
 
+    def __init__(self) -> None:
+        self._limits: dict[tuple[object, ...], tuple[InFlightSlots, RateLimiter]] = {}
+        self._latencies: dict[tuple[object, ...], LatencyWindow] = {}
+        self._gates: dict[tuple[object, ...], FirstAnswerGate] = {}
+        self._lock = threading.Lock()
 
-def shared_limits(base_url: str, model: str, concurrency: int, requests_per_minute: int | None,
-                  tokens_per_minute: int | None) -> tuple[InFlightSlots, RateLimiter]:
-    """The in-flight slots and rate limiter every gateway of this process uses for one endpoint and model."""
-    key = (base_url, model, concurrency, requests_per_minute, tokens_per_minute)
-    with _SHARED_LOCK:
-        if key not in _SHARED:
-            _SHARED[key] = (InFlightSlots(concurrency), RateLimiter(requests_per_minute, tokens_per_minute))
-        return _SHARED[key]
+    def limits(self, base_url: str, model: str, concurrency: int, requests_per_minute: int | None,
+               tokens_per_minute: int | None) -> tuple[InFlightSlots, RateLimiter]:
+        """The in-flight slots and rate limiter of one endpoint and model."""
+        key = (base_url, model, concurrency, requests_per_minute, tokens_per_minute)
+        with self._lock:
+            if key not in self._limits:
+                self._limits[key] = (InFlightSlots(concurrency), RateLimiter(requests_per_minute, tokens_per_minute))
+            return self._limits[key]
 
+    def gate(self, base_url: str, model: str, *shape: object) -> FirstAnswerGate:
+        """The first-answer gate of one endpoint, model and request shape (the settings an endpoint may refuse)."""
+        with self._lock:
+            return self._gates.setdefault((base_url, model, *shape), FirstAnswerGate())
 
-def shared_gate(base_url: str, model: str, *shape: object) -> FirstAnswerGate:
-    """The first-answer gate of one endpoint, model and request shape (the settings an endpoint may refuse)."""
-    key = (base_url, model, *shape)
-    with _SHARED_LOCK:
-        return _GATES.setdefault(key, FirstAnswerGate())
-
-
-def shared_latencies(base_url: str, model: str) -> LatencyWindow:
-    """The recent latencies of one endpoint and model, shared by every gateway of this process (a batch task's
-    gateway starts with what the batches before it measured)."""
-    with _SHARED_LOCK:
-        return _LATENCIES.setdefault((base_url, model), LatencyWindow())
+    def latencies(self, base_url: str, model: str) -> LatencyWindow:
+        """The recent latencies of one endpoint and model (a batch task's gateway starts with what the batches
+        before it measured)."""
+        with self._lock:
+            return self._latencies.setdefault((base_url, model), LatencyWindow())

@@ -1,0 +1,97 @@
+"""Benchmark of the agentic pipeline (synthesised environments, blueprints, trajectories) against the scripted server.
+
+``--families`` copies of the library APIs (:mod:`tasks.environments.library_example`), each in its own domain, make
+as many API families. :func:`tasks.environments.agentic_dialogs.make_agentic_dialogs` runs on them through one
+``LLMGateway`` over real HTTP to an in-process :class:`ScriptedLLMServer` whose rules
+(``tests/agentic_library_script.py``) play the environment designer, the blueprint writer, the committee, the user
+and the assistant. It prints the run's counts (environments, blueprints proposed / executed / accepted,
+trajectories accepted, sandbox executions per second, LLM tokens per accepted trajectory), then the interpreter's
+own call rate in process and through one sandboxed worker, so the cost of the subprocess is visible.
+
+Usage: python benchmarks/agentic_environments.py [--families 8] [--votes 3] [--latency 0.0] [--calls 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.*
+
+from schemas.records import APISpec  # noqa: E402
+from tasks.environments.agentic_dialogs import AgenticSettings, make_agentic_dialogs  # noqa: E402
+from tasks.environments.declarative import Interpreter, Limits  # noqa: E402
+from tasks.environments.declarative_sandbox import SandboxSession  # noqa: E402
+from tasks.environments.library_example import library_apis, library_environment  # noqa: E402
+from tests.agentic_library_script import library_rule  # noqa: E402
+from tests.scripted_llm_server import ScriptedLLMServer  # noqa: E402
+from toolace.llm.gateway import GatewaySettings, LLMGateway  # noqa: E402
+
+
+def families(count: int) -> list[APISpec]:
+    apis: list[APISpec] = []
+    for k in range(count):
+        for api in library_apis():
+            apis.append(api.model_copy(update={"api_id": f"{api.api_id}_{k}", "domain": f"Library {k}"}))
+    return apis
+
+
+async def pipeline(base_url: str, args: argparse.Namespace) -> dict:
+    gateway = LLMGateway(GatewaySettings(base_url=base_url, model="scripted-model", backoff_base_s=0.01))
+    try:
+        settings = AgenticSettings(dialogs=3 * args.families, max_environments=args.families,
+                                   judge_votes=args.votes)
+        run = await make_agentic_dialogs(families(args.families), [], gateway, settings)
+        return run.stats()
+    finally:
+        await gateway.aclose()
+
+
+def call_rates(calls: int) -> dict:
+    env = library_environment()
+    work = [("checkout_book", {"book_id": "b1", "member_id": "m1"}), ("get_book", {"book_id": "b1"}),
+            ("search_books", {"author": "austen"}), ("return_book", {"loan_id": 2})]
+    limits = Limits(max_calls=calls + 10)
+    interpreter = Interpreter(env, limits)
+    began = time.perf_counter()
+    for n in range(calls):
+        interpreter.call(*work[n % len(work)])
+    in_process = calls / (time.perf_counter() - began)
+    with SandboxSession() as session:
+        began = time.perf_counter()
+        session.load(env, limits)
+        started = time.perf_counter() - began
+        began = time.perf_counter()
+        for n in range(calls):
+            session.call(*work[n % len(work)])
+        sandboxed = calls / (time.perf_counter() - began)
+    return {"interpreter_calls_per_s_in_process": round(in_process), "sandbox_calls_per_s": round(sandboxed),
+            "sandbox_start_and_load_s": round(started, 3)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--families", type=int, default=8)
+    parser.add_argument("--votes", type=int, default=3)
+    parser.add_argument("--latency", type=float, default=0.0, help="scripted server latency per answer (s)")
+    parser.add_argument("--calls", type=int, default=2000)
+    args = parser.parse_args()
+    print(f"# {platform.node()} python {platform.python_version()} families={args.families} votes={args.votes} "
+          f"latency={args.latency}")
+    server = ScriptedLLMServer(latency=args.latency, keep_requests=False).start()
+    try:
+        server.script(library_rule)
+        stats = asyncio.run(pipeline(server.base_url, args))
+    finally:
+        server.stop()
+    print(json.dumps(stats, indent=2))
+    print(json.dumps(call_rates(args.calls), indent=2))
+
+
+if __name__ == "__main__":
+    main()

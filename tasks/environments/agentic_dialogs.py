@@ -1,0 +1,201 @@
+"""``agentic_multi_turn`` dialogs end to end: environments, blueprints, trajectories, rule verification, counts.
+
+:func:`make_agentic_dialogs` is the entry point a stage calls (the Prefect dialogs stage is not wired to it yet):
+it needs the accepted APIs and the context-tree nodes of the run, an :class:`~toolace.llm.gateway.LLMGateway`, and
+:class:`AgenticSettings`; it returns every dialog (accepted and rejected, each rejection with its check and reason),
+every environment and blueprint record, and the counts (:meth:`AgenticRun.stats`). Per API family
+(:func:`~tasks.environments.blueprints.api_families`, in order, until ``settings.dialogs`` dialogs are accepted):
+
+1. the LLM proposes an environment; one that does not validate is rejected and the next family is tried;
+2. the LLM proposes ``blueprints_per_environment`` blueprints; each is executed in the sandbox from the initial
+   state and checked by rules, then (``model_checks``) reviewed by the committee of judges;
+3. each accepted blueprint gets one trajectory (simulated user + assistant, every call executed), accepted when the
+   final state and the required outputs match;
+4. an accepted trajectory then goes through the rule layer (:func:`tasks.verification.rules.score_dialog`), so it
+   is held to the checks every published dialog meets; the first failure rejects it.
+
+The dialog's ``meta`` holds the environment id, the initial state, the ground-truth actions, the required outputs
+and the final-state diff. The agents default to the gateway's (:func:`~tasks.environments.trajectories.gateway_user`,
+:func:`~tasks.environments.trajectories.gateway_assistant`); tests pass scripted ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas.environments import AgenticDialog
+from schemas.records import APISpec, TreeNode
+from tasks.environments.blueprints import (
+    BlueprintRecord,
+    EnvironmentRecord,
+    api_families,
+    execute_blueprint,
+    propose_blueprints,
+    propose_environment,
+    review_blueprints,
+)
+from tasks.environments.declarative import DEFAULT_LIMITS, EnvironmentSpec, Limits
+from tasks.environments.declarative_sandbox import DEFAULT_SANDBOX, SandboxLimits, SandboxSession
+from tasks.environments.trajectories import (
+    DEFAULT_TRAJECTORY,
+    AssistantAgent,
+    TrajectoryLimits,
+    TrajectoryOutcome,
+    UserAgent,
+    gateway_assistant,
+    gateway_user,
+    run_trajectory,
+)
+from tasks.verification.rules import score_dialog
+from toolace.llm.gateway import LLMGateway
+
+
+@dataclass(frozen=True)
+class AgenticSettings:
+    dialogs: int = 10  # accepted dialogs wanted
+    blueprints_per_environment: int = 3
+    max_environments: int = 8  # environments proposed at most
+    model_checks: bool = True  # the blueprint committee
+    judge_votes: int = 3
+    max_assistant_chars: int = 2000
+    seed: int = 0
+    limits: Limits = DEFAULT_LIMITS
+    sandbox: SandboxLimits = DEFAULT_SANDBOX
+    bounds: TrajectoryLimits = DEFAULT_TRAJECTORY
+
+
+@dataclass
+class AgenticRun:
+    dialogs: list[AgenticDialog] = field(default_factory=list)
+    environments: list[EnvironmentRecord] = field(default_factory=list)
+    blueprints: list[BlueprintRecord] = field(default_factory=list)
+    executions: int = 0
+    execution_s: float = 0.0
+    llm_tokens: int = 0
+    wall_time_s: float = 0.0
+
+    @property
+    def accepted(self) -> list[AgenticDialog]:
+        return [d for d in self.dialogs if d.accepted]
+
+    def stats(self) -> dict[str, Any]:
+        """The counts of the run report: environments, blueprints and trajectories proposed / executed /
+        accepted, executions per second of sandbox time, LLM tokens per accepted trajectory, rejections by check."""
+        rejected = Counter(r.rejected_by or "unknown" for r in [*self.environments, *self.blueprints, *self.dialogs]
+                           if not r.accepted)
+        accepted = len(self.accepted)
+        return {
+            "environments_proposed": len(self.environments),
+            "environments_accepted": sum(e.accepted for e in self.environments),
+            "environment_sources": {"synthesised": sum(e.accepted for e in self.environments)},
+            "blueprints_proposed": len(self.blueprints),
+            "blueprints_executed": sum(b.executed for b in self.blueprints),
+            "blueprints_accepted": sum(b.accepted for b in self.blueprints),
+            "trajectories_run": len(self.dialogs),
+            "trajectories_accepted": accepted,
+            "executions": self.executions,
+            "executions_per_s": round(self.executions / self.execution_s, 1) if self.execution_s else None,
+            "llm_tokens": self.llm_tokens,
+            "llm_tokens_per_accepted_trajectory": round(self.llm_tokens / accepted, 1) if accepted else None,
+            "wall_time_s": round(self.wall_time_s, 3),
+            "rejected_by": dict(sorted(rejected.items())),
+        }
+
+
+def _gateway_tokens(gateway: LLMGateway) -> int:
+    return sum(s.tokens_in + s.tokens_out for s in gateway.stats.values())
+
+
+def agentic_dialog_id(seed: int, env_id: str, blueprint_id: str) -> str:
+    return hashlib.sha1(f"{seed}:agentic:{env_id}:{blueprint_id}".encode()).hexdigest()[:16]
+
+
+async def _blueprints_for(env: EnvironmentSpec, gateway: LLMGateway, settings: AgenticSettings, run: AgenticRun,
+                          sample_base: int) -> list[BlueprintRecord]:
+    records = await propose_blueprints(env, settings.blueprints_per_environment, gateway, sample_base)
+
+    def execute_all() -> float:
+        began = time.perf_counter()
+        with SandboxSession(settings.sandbox) as session:
+            for record in records:
+                execute_blueprint(record, env, session, settings.limits)
+        return time.perf_counter() - began
+
+    run.execution_s += await asyncio.to_thread(execute_all)
+    run.executions += sum(len(r.results) for r in records)
+    if settings.model_checks:
+        await review_blueprints(records, env, gateway, settings.judge_votes)
+    run.blueprints.extend(records)
+    return [r for r in records if r.accepted]
+
+
+async def make_agentic_dialogs(
+    apis: Sequence[APISpec],
+    nodes: Sequence[TreeNode],
+    gateway: LLMGateway,
+    settings: AgenticSettings = AgenticSettings(),  # noqa: B008 (frozen)
+    user: Callable[[int], UserAgent] | None = None,
+    assistant: Callable[[int], AssistantAgent] | None = None,
+) -> AgenticRun:
+    """See the module docstring. ``user``/``assistant``: agent factories by trajectory number (default: the
+    gateway's agents)."""
+    began = time.perf_counter()
+    tokens_before = _gateway_tokens(gateway)
+    run = AgenticRun()
+    make_user = user or (lambda k: gateway_user(gateway, sample=settings.seed * 10_000 + k * 100))
+    make_assistant = assistant or (lambda k: gateway_assistant(gateway, sample=settings.seed * 10_000 + k * 100))
+    idle: list[SandboxSession] = []  # warm workers, reused by the next trajectories (a load resets the state)
+    try:
+        await _families(apis, nodes, gateway, settings, run, make_user, make_assistant, idle)
+    finally:
+        await asyncio.to_thread(lambda: [session.close() for session in idle])
+    run.llm_tokens += _gateway_tokens(gateway) - tokens_before
+    run.wall_time_s = time.perf_counter() - began
+    return run
+
+
+async def _trajectory(env: EnvironmentSpec, number: int, bp: BlueprintRecord, settings: AgenticSettings,
+                      make_user: Callable[[int], UserAgent], make_assistant: Callable[[int], AssistantAgent],
+                      idle: list[SandboxSession]) -> TrajectoryOutcome:
+    session = idle.pop() if idle else SandboxSession(settings.sandbox)
+    try:
+        return await run_trajectory(env, bp, make_user(number), make_assistant(number),
+                                    agentic_dialog_id(settings.seed, env.env_id, bp.blueprint.blueprint_id),
+                                    settings.limits, settings.sandbox, settings.bounds, session)
+    finally:
+        idle.append(session)
+
+
+async def _families(apis: Sequence[APISpec], nodes: Sequence[TreeNode], gateway: LLMGateway,
+                    settings: AgenticSettings, run: AgenticRun, make_user: Callable[[int], UserAgent],
+                    make_assistant: Callable[[int], AssistantAgent], idle: list[SandboxSession]) -> None:
+    for index, family in enumerate(api_families(apis, nodes)):
+        if len(run.accepted) >= settings.dialogs or len(run.environments) >= settings.max_environments:
+            break
+        record = await propose_environment(family, nodes, gateway, settings.limits, sample=settings.seed + index)
+        run.environments.append(record)
+        env = record.environment
+        if not record.accepted or env is None:
+            continue
+        blueprints = await _blueprints_for(env, gateway, settings, run, settings.seed * 1000 + index * 10)
+        wanted = blueprints[: settings.dialogs - len(run.accepted)]
+        start = len(run.dialogs)
+
+        outcomes = list(await asyncio.gather(*(
+            _trajectory(env, start + k, bp, settings, make_user, make_assistant, idle) for k, bp in enumerate(wanted))))
+        for outcome in outcomes:
+            run.executions += outcome.executions
+            run.execution_s += outcome.execution_s
+            run.llm_tokens += outcome.tokens
+            dialog = outcome.dialog
+            if dialog.accepted:
+                failures = score_dialog(dialog, settings.max_assistant_chars)
+                if failures:
+                    dialog.reject(failures[0].check, failures[0].reason)
+            run.dialogs.append(dialog)

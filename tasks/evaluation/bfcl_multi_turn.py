@@ -1,0 +1,462 @@
+"""BFCL's multi-turn categories, executed: the model talks turn by turn to BFCL's own classes in a sandbox, and each
+entry is scored with BFCL's state-based and response-based checks, reimplemented here.
+
+Mirrors bfcl-eval 2026.3.23 in prompt mode (``base_handler.inference_multi_turn_prompting``, the eval runner's
+``_evaluate_single_multi_turn_entry`` and ``multi_turn_checker``); ``benchmarks/bfcl_multi_turn_agreement.py``
+measures the agreement with BFCL's own checker on the same answers.
+
+**Inference** (:func:`run_entries`). The first turn's messages get BFCL's prompt-mode system prompt with the
+entry's function docs (each with BFCL's Python hint). For each turn, the model is asked; its answer is decoded as
+BFCL's ``default_decode_execute_prompting`` does (:func:`decode_step`, with :mod:`ast` through
+:func:`tasks.evaluation.bfcl_checker.decode_answer`, never ``eval``); an answer that does not decode or holds no
+call ends the turn; otherwise each call runs in the entry's sandboxed environment
+(:class:`tasks.environments.bfcl_classes.BfclSandbox`) and the results go back in one user message,
+``repr([{"role": "tool", "name": <call>, "content": <result>}, ...])``, and the model is asked again. After more
+than ``MAXIMUM_STEP_LIMIT`` (20) executed steps in a turn the conversation is forced to stop. A turn BFCL holds a
+function back for (miss_func) has no user message: the held-out docs are shown then, in BFCL's words
+(:data:`ADDITIONAL_FUNCTION_PROMPT`). miss_param entries need nothing special: their ground truth has an empty turn.
+
+**Scoring** (:func:`score_transcript`), on what the model said (turns of steps of answer texts), in fresh
+environments: a transcript with fewer turns than the ground truth (forced to stop) is wrong
+(``multi_turn:force_terminated``); the steps that decode to calls are executed turn by turn, with the ground
+truth's calls in a second environment; where the ground truth of a turn is not empty, the model must have made a
+call in that turn (``multi_turn:empty_turn_model_response``), every class's public attributes must equal the
+ground truth's (``multi_turn:instance_state_mismatch``, naming the class and the attributes) and every result of
+the turn's ground-truth calls must be among the model's results so far, as a multiset
+(``multi_turn:execution_response_mismatch``). An environment that raises past its handler or runs past its limits
+makes a failed entry with the reason (``multi_turn:environment_error``); the evaluation goes on.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tasks.environments.bfcl_classes import BfclSandbox, Call
+from tasks.environments.sandbox import SandboxError, SandboxLimits
+from tasks.evaluation.bfcl_checker import BfclDecodeError, decode_answer, jsonable
+from tasks.evaluation.bfcl_data import BfclDataError, MultiTurnEntry
+from tasks.evaluation.bfcl_prompting import Answer, AnswerSource, CategoryScore, prompt_functions, system_prompt
+
+MAXIMUM_STEP_LIMIT = 20
+ADDITIONAL_FUNCTION_PROMPT = "{functions}\nI have updated some more functions you can choose from. What about now?"
+INFERENCE_ENV = "inference"
+DEFAULT_LIMITS = SandboxLimits(memory_mb=1024, cpu_s=120, call_timeout_s=10.0, start_timeout_s=30.0)
+
+Progress = Callable[[str, int, int], None]
+
+
+# ------------------------------------------------------------------------------------------ decoding
+
+
+class _NotExecutable(ValueError):
+    """A value BFCL would render as a nested call or as broken Python: the call is not executed."""
+
+
+def _executed_value(value: Any) -> Any:
+    """The value BFCL's ``eval`` of its rendered call would pass (``parse_nested_value``): plain values as they are;
+    a dict's keys become strings; an empty dict fails the decoding (IndexError there); a dict of dicts is rendered
+    as a nested call, which we do not execute."""
+    if not isinstance(value, dict):
+        return value
+    if all(isinstance(v, dict) for v in value.values()):
+        if not value:
+            raise BfclDecodeError("an empty dict argument (BFCL's decoder fails on it)")
+        first = next(iter(value.values()))
+        for inner in first.values():
+            _executed_value(inner)  # an empty dict further in fails the decoding too
+        raise _NotExecutable(f"a nested function call {next(iter(value))}(...) in an argument is not executed")
+    out: dict[str, Any] = {}
+    for key, inner in value.items():
+        text = str(key)
+        if "'" in text or "\\" in text:
+            raise _NotExecutable(f"dict key {text!r} would not survive BFCL's rendering")
+        out[text] = _executed_value(inner)
+    return out
+
+
+def _rendered(value: Any) -> str:
+    """BFCL's ``parse_nested_value``: how a decoded value is written into the call string."""
+    if isinstance(value, dict):
+        if all(isinstance(v, dict) for v in value.values()):
+            if not value:
+                raise BfclDecodeError("an empty dict argument (BFCL's decoder fails on it)")
+            name = list(value.keys())[0]
+            return f"{name}({', '.join(f'{k}={_rendered(v)}' for k, v in value[name].items())})"
+        return "{" + ", ".join(f"'{k}': {_rendered(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
+@dataclass(frozen=True)
+class DecodedStep:
+    calls: list[Call]
+    texts: list[str]  # each call as BFCL writes it (the ``name`` of its tool message)
+
+
+def decode_step(text: str) -> DecodedStep:
+    """The calls of one answer, as BFCL's prompt-mode ``decode_execute`` reads them; :class:`BfclDecodeError`
+    when it does not decode."""
+    calls: list[Call] = []
+    texts: list[str] = []
+    for decoded in decode_answer(text):
+        for name, arguments in decoded.items():
+            try:
+                texts.append(f"{name}({', '.join(f'{k}={_rendered(v)}' for k, v in arguments.items())})")
+            except (ValueError, TypeError, RecursionError) as exc:  # BFCL: any failure here is a failed decoding
+                raise BfclDecodeError(f"{type(exc).__name__}: {exc}") from None
+            try:
+                calls.append(Call(str(name), (), {str(k): _executed_value(v) for k, v in arguments.items()}))
+            except _NotExecutable as exc:
+                calls.append(Call(str(name), (), {}, error=str(exc)))
+    return DecodedStep(calls, texts)
+
+
+def parse_ground_truth(text: str) -> Call:
+    """One of BFCL's ground-truth call strings (``cd(folder='x')``, ``sort('a.txt')``) as a call, read with
+    :mod:`ast` (literal arguments only; positional ones kept)."""
+    try:
+        node = ast.parse(text, mode="eval").body
+        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
+            raise ValueError("not a call of a plain name")
+        args = tuple(ast.literal_eval(a) for a in node.args)
+        kwargs = {str(k.arg): ast.literal_eval(k.value) for k in node.keywords if k.arg is not None}
+    except (SyntaxError, ValueError, TypeError, RecursionError) as exc:
+        raise BfclDataError(f"ground-truth call {text[:200]!r} cannot be read: {exc}") from None
+    return Call(node.func.id, args, kwargs)
+
+
+def _missing(expected: list[str], actual: list[str]) -> list[str]:
+    """BFCL's ``_is_subsequence_unordered``: the expected items not found in ``actual`` (as a multiset)."""
+    pool = list(actual)
+    missing: list[str] = []
+    for item in expected:
+        try:
+            pool.remove(item)
+        except ValueError:
+            missing.append(item)
+    return missing
+
+
+# ------------------------------------------------------------------------------------------ scoring
+
+
+@dataclass
+class MultiTurnVerdict:
+    valid: bool
+    error_type: str | None = None
+    error: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def score_transcript(entry: MultiTurnEntry, transcript: list[list[str]], sandbox: BfclSandbox,
+                     prefix: str = "check") -> MultiTurnVerdict:
+    """BFCL's verdict on what the model said: ``transcript`` holds, per turn, the answer text of each step.
+    Runs in fresh environments ``<prefix>_model`` / ``<prefix>_ground_truth`` of ``sandbox`` (dropped after);
+    a :class:`SandboxError` propagates."""
+    if len(transcript) != len(entry.ground_truth):
+        return MultiTurnVerdict(False, "multi_turn:force_terminated",
+                                f"Model was force-terminated during inference phase: {len(transcript)} turns of "
+                                f"{len(entry.ground_truth)}")
+    decoded: list[list[list[Call]]] = []
+    for turn in transcript:
+        steps = []
+        for text in turn:
+            try:
+                step = decode_step(text)
+            except BfclDecodeError:
+                continue  # BFCL ignores what does not decode
+            if step.calls:
+                steps.append(step.calls)
+        decoded.append(steps)
+    model_env, truth_env = f"{prefix}_model", f"{prefix}_ground_truth"
+    for env in (model_env, truth_env):
+        sandbox.load(env, entry.involved_classes, entry.initial_config, entry.long_context)
+    try:
+        all_results: list[str] = []
+        for index, truth in enumerate(entry.ground_truth):
+            turn_results = [r for step in decoded[index] for r in sandbox.execute(model_env, step)]
+            truth_results = sandbox.execute(truth_env, [parse_ground_truth(s) for s in truth])
+            all_results.extend(turn_results)
+            if truth and not decoded[index]:
+                return MultiTurnVerdict(False, "multi_turn:empty_turn_model_response",
+                                        f"Model response list is empty for turn {index}", {"turn": index})
+            if not truth:
+                continue
+            state = sandbox.compare(model_env, truth_env)
+            if not state.valid:
+                names = ", ".join(state.differences)
+                return MultiTurnVerdict(False, "multi_turn:instance_state_mismatch",
+                                        f"turn {index}: the state of {state.class_name} differs from the ground "
+                                        f"truth's in {names}",
+                                        {"turn": index, "class": state.class_name, "differences": state.differences})
+            missing = _missing(truth_results, all_results)
+            if missing:
+                return MultiTurnVerdict(False, "multi_turn:execution_response_mismatch",
+                                        f"turn {index}: {len(missing)} ground-truth execution result(s) missing from "
+                                        f"the model's results so far",
+                                        {"turn": index, "missing_items": missing})
+        return MultiTurnVerdict(True)
+    finally:
+        for env in (model_env, truth_env):
+            if sandbox.worker.alive:
+                sandbox.drop(env)
+
+
+# ------------------------------------------------------------------------------------------ inference
+
+
+def first_turn_messages(entry: MultiTurnEntry) -> list[dict[str, str]]:
+    """The first turn with BFCL's prompt-mode system prompt (``system_prompt_pre_processing_chat_model``)."""
+    messages = [{"role": str(m["role"]), "content": str(m.get("content") or "")} for m in entry.question[0]]
+    prompt = system_prompt(prompt_functions(entry.functions))
+    if messages and messages[0]["role"] == "system":
+        messages[0]["content"] = prompt + "\n\n" + messages[0]["content"]
+    else:
+        messages.insert(0, {"role": "system", "content": prompt})
+    return messages
+
+
+def turn_messages(entry: MultiTurnEntry, turn: int) -> list[dict[str, str]]:
+    """The messages that open turn ``turn`` > 0: the user's, or BFCL's note with the functions held out until
+    then."""
+    if turn in entry.missed_functions:
+        return [{"role": "user", "content": ADDITIONAL_FUNCTION_PROMPT.format(functions=entry.missed_functions[turn])}]
+    return [{"role": str(m["role"]), "content": str(m.get("content") or "")} for m in entry.question[turn]]
+
+
+def tool_results_message(texts: list[str], results: list[str]) -> dict[str, str]:
+    """The user message carrying one step's execution results (BFCL's ``format_execution_results_prompting``)."""
+    return {"role": "user", "content": repr([{"role": "tool", "name": name, "content": result}
+                                             for name, result in zip(texts, results, strict=True)])}
+
+
+@dataclass
+class MultiTurnResult:
+    entry: MultiTurnEntry
+    verdict: MultiTurnVerdict
+    transcript: list[list[str]]
+    steps: list[list[dict[str, Any]]]  # per turn, per step: answer, calls, results
+
+    def row(self, model: str) -> dict[str, Any]:
+        return {"id": self.entry.id, "category": self.entry.category, "model": model, "valid": self.verdict.valid,
+                "error_type": self.verdict.error_type, "error": self.verdict.error,
+                "details": jsonable(self.verdict.details), "turns": self.steps}
+
+
+class _Conversation:
+    """One entry's conversation: its messages, what the model said, and its sandbox."""
+
+    def __init__(self, entry: MultiTurnEntry, limits: SandboxLimits) -> None:
+        self.entry = entry
+        self.sandbox = BfclSandbox(limits, label=f"BFCL environment of {entry.id}")
+        self.messages = first_turn_messages(entry)
+        self.transcript: list[list[str]] = [[]]
+        self.steps: list[list[dict[str, Any]]] = [[]]
+        self.turn = 0
+        self.count = 0
+        self.done = False
+        self.failure: MultiTurnVerdict | None = None
+
+    def start(self) -> None:
+        self.sandbox.worker.start()
+        self.sandbox.load(INFERENCE_ENV, self.entry.involved_classes, self.entry.initial_config,
+                          self.entry.long_context)
+
+    def chat(self) -> list[dict[str, str]]:
+        return copy.deepcopy(self.messages)
+
+    def feed(self, answer: Answer) -> None:
+        if answer.text is None:
+            self.fail("multi_turn:inference_error", f"the model gave no answer: {answer.error or 'no answer'}")
+            return
+        text = answer.text
+        self.messages.append({"role": "assistant", "content": text})
+        self.transcript[-1].append(text)
+        step: dict[str, Any] = {"answer": text}
+        self.steps[-1].append(step)
+        try:
+            decoded = decode_step(text)
+        except BfclDecodeError as exc:
+            step["decode_error"] = str(exc)
+            self._next_turn()
+            return
+        if not decoded.calls:
+            self._next_turn()
+            return
+        results = self.sandbox.execute(INFERENCE_ENV, decoded.calls)
+        step.update(calls=decoded.texts, results=results)
+        self.messages.append(tool_results_message(decoded.texts, results))
+        self.count += 1
+        if self.count > MAXIMUM_STEP_LIMIT:
+            step["note"] = f"forced to quit after {MAXIMUM_STEP_LIMIT} steps"
+            self.done = True
+
+    def _next_turn(self) -> None:
+        self.turn += 1
+        self.count = 0
+        if self.turn >= len(self.entry.question):
+            self.done = True
+            return
+        self.messages.extend(turn_messages(self.entry, self.turn))
+        self.transcript.append([])
+        self.steps.append([])
+
+    def fail(self, error_type: str, reason: str) -> None:
+        self.failure = MultiTurnVerdict(False, error_type, reason)
+        self.done = True
+
+    def finish(self) -> MultiTurnResult:
+        """Score (unless it already failed), close the sandbox, and give the result."""
+        verdict = self.failure
+        try:
+            if verdict is None:
+                self.sandbox.drop(INFERENCE_ENV)
+                verdict = score_transcript(self.entry, self.transcript, self.sandbox)
+        except SandboxError as exc:
+            verdict = MultiTurnVerdict(False, "multi_turn:environment_error", f"while scoring: {exc.reason}")
+        finally:
+            self.sandbox.close()
+        return MultiTurnResult(self.entry, verdict, self.transcript, self.steps)
+
+
+def run_entries(entries: list[MultiTurnEntry], source: AnswerSource, limits: SandboxLimits | None = None,
+                on_result: Callable[[MultiTurnResult], None] | None = None) -> list[MultiTurnResult]:
+    """Hold every entry's conversation with ``source`` and score it; results in entry order. Up to
+    ``source.chunk_size`` conversations are in flight, each with its own sandbox worker; each round asks the
+    source for the next answer of every one of them in one batch. ``on_result`` sees each result as it is
+    final (in the order they finish)."""
+    limits = limits or DEFAULT_LIMITS
+    window = max(1, source.chunk_size)
+    pending = deque(enumerate(entries))
+    active: list[tuple[int, _Conversation]] = []
+    results: dict[int, MultiTurnResult] = {}
+
+    def finish(index: int, conversation: _Conversation) -> None:
+        result = conversation.finish()
+        results[index] = result
+        if on_result is not None:
+            on_result(result)
+
+    try:
+        while pending or active:
+            while pending and len(active) < window:
+                index, entry = pending.popleft()
+                conversation = _Conversation(entry, limits)
+                try:
+                    conversation.start()
+                except SandboxError as exc:
+                    conversation.fail("multi_turn:environment_error", f"while loading: {exc.reason}")
+                    finish(index, conversation)
+                    continue
+                active.append((index, conversation))
+            if not active:
+                continue
+            answers = source.answer([conversation.chat() for _, conversation in active])
+            if len(answers) != len(active):
+                raise RuntimeError(f"the answer source gave {len(answers)} answers to {len(active)} chats")
+            still: list[tuple[int, _Conversation]] = []
+            for (index, conversation), answer in zip(active, answers, strict=True):
+                try:
+                    conversation.feed(answer)
+                except SandboxError as exc:
+                    conversation.fail("multi_turn:environment_error", exc.reason)
+                if conversation.done:
+                    finish(index, conversation)
+                else:
+                    still.append((index, conversation))
+            active = still
+    finally:
+        for _, conversation in active:
+            conversation.sandbox.close()
+    return [results[i] for i in range(len(entries))]
+
+
+def evaluate_category(category: str, entries: list[MultiTurnEntry], source: AnswerSource,
+                      write_row: Callable[[dict[str, Any]], None] | None = None,
+                      progress: Progress | None = None, limits: SandboxLimits | None = None) -> CategoryScore:
+    """Run and score one multi-turn category; ``write_row`` gets each entry's JSON row as it is final."""
+    done = 0
+    if progress:
+        progress(category, 0, len(entries))
+
+    def on_result(result: MultiTurnResult) -> None:
+        nonlocal done
+        done += 1
+        if write_row is not None:
+            write_row(result.row(source.description))
+        if progress:
+            progress(category, done, len(entries))
+
+    results = run_entries(entries, source, limits, on_result)
+    outcomes = tuple(bool(r.verdict.valid) for r in results)
+    return CategoryScore(category, len(results), sum(outcomes), outcomes)
+
+
+def ground_truth_answer(entry: MultiTurnEntry, turn: int) -> str:
+    """The ground truth of one turn as a prompt-mode answer a model could give (keyword arguments only, named
+    from the function docs), for scripted models and benchmarks; ``"[]"`` for an empty turn."""
+    docs = {doc["name"]: doc for doc in [*entry.functions, *(d for ds in entry.missed_functions.values() for d in ds)]}
+    calls = []
+    for text in entry.ground_truth[turn]:
+        call = parse_ground_truth(text)
+        names = list(docs.get(call.name, {}).get("parameters", {}).get("properties", {}))
+        if len(call.args) > len(names):
+            raise BfclDataError(f"{entry.id}: ground truth {text!r} has more positional arguments than "
+                                f"{call.name} has parameters")
+        arguments = {**dict(zip(names, call.args, strict=False)), **call.kwargs}
+        calls.append(f"{call.name}({', '.join(f'{k}={v!r}' for k, v in arguments.items())})")
+    return "[" + ", ".join(calls) + "]"
+
+
+
+TOOL_RESULTS_PREFIX = "[{'role': 'tool'"
+
+
+class GroundTruthAnswers:
+    """A scripted model (an :class:`AnswerSource`) that answers each turn with its ground truth in one step, then
+    ``final`` once the results are back; a turn whose ground truth is empty gets ``refusal``. An entry is told
+    by the system prompt and the user turns so far (entries 40 and 43 of each category open with the same turn
+    and the same ground truth, and part later); ``answer_for`` may rewrite an answer (entry, turn, text) -> text,
+    to script wrong models."""
+
+    def __init__(self, entries: list[MultiTurnEntry], chunk_size: int = 8, final: str = "Done.",
+                 refusal: str = "I cannot do that with the functions I have.",
+                 answer_for: Callable[[MultiTurnEntry, int, str], str] | None = None) -> None:
+        self.scripts: list[tuple[MultiTurnEntry, list[dict[str, str]], list[str]]] = []
+        for entry in entries:
+            first = first_turn_messages(entry)
+            users = [m["content"] for m in first if m["role"] == "user"] + [
+                m["content"] for turn in range(1, len(entry.question)) for m in turn_messages(entry, turn)]
+            self.scripts.append((entry, first, users))
+        self.description = "scripted ground-truth model"
+        self.chunk_size = chunk_size
+        self.final, self.refusal, self.answer_for = final, refusal, answer_for
+
+    def _entry(self, chat: list[dict[str, str]], users: list[str]) -> MultiTurnEntry | None:
+        for entry, first, expected in self.scripts:
+            if chat[:len(first)] == first and expected[:len(users)] == users:
+                return entry
+        return None
+
+    def answer(self, chats: list[list[dict[str, str]]]) -> list[Answer]:
+        answers = []
+        for chat in chats:
+            users = [m["content"] for m in chat
+                     if m["role"] == "user" and not m["content"].startswith(TOOL_RESULTS_PREFIX)]
+            entry = self._entry(chat, users)
+            if entry is None:
+                answers.append(Answer(None, "scripted model: unknown conversation"))
+                continue
+            turn = len(users) - 1
+            if chat[-1]["role"] == "user" and chat[-1]["content"].startswith(TOOL_RESULTS_PREFIX):
+                text = self.final
+            elif not entry.ground_truth[turn]:
+                text = self.refusal
+            else:
+                text = ground_truth_answer(entry, turn)
+            answers.append(Answer(self.answer_for(entry, turn, text) if self.answer_for else text))
+        return answers

@@ -1,0 +1,150 @@
+"""BFCL multi-turn, executed: loading, decoding, BFCL's state and response checks, and a scripted model end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tasks.environments.bfcl_classes import BfclSandbox
+from tasks.environments.sandbox import SandboxLimits
+from tasks.evaluation.bfcl_checker import BfclDecodeError
+from tasks.evaluation.bfcl_data import (
+    MULTI_TURN_CATEGORIES,
+    BfclDataError,
+    check_any_categories,
+    load_multi_turn_category,
+)
+from tasks.evaluation.bfcl_eval import evaluate, load_items
+from tasks.evaluation.bfcl_multi_turn import (
+    ADDITIONAL_FUNCTION_PROMPT,
+    GroundTruthAnswers,
+    decode_step,
+    evaluate_category,
+    first_turn_messages,
+    ground_truth_answer,
+    parse_ground_truth,
+    run_entries,
+    score_transcript,
+)
+from toolace.errors import UserError
+
+pytest.importorskip("bfcl_eval", reason="bfcl-eval is installed by `toolace fetch-models --only bfcl`")
+
+
+def _ground_truth_transcript(entry) -> list[list[str]]:
+    return [[ground_truth_answer(entry, t), "Done."] if calls else ["I cannot do that."]
+            for t, calls in enumerate(entry.ground_truth)]
+
+
+@pytest.fixture(scope="module")
+def base_entries():
+    return load_multi_turn_category("multi_turn_base", 16)
+
+
+def test_entries_load_as_bfcl_prepares_them() -> None:
+    miss_func = load_multi_turn_category("multi_turn_miss_func", 3)
+    entry = miss_func[0]
+    assert entry.id == "multi_turn_miss_func_0" and entry.involved_classes == ["TwitterAPI", "GorillaFileSystem"]
+    held_out = [doc["name"] for doc in entry.missed_functions[3]]
+    assert held_out == ["sort"] and "sort" not in {doc["name"] for doc in entry.functions}
+    assert entry.question[3] == [] and entry.ground_truth[2] == []
+    assert load_multi_turn_category("multi_turn_long_context", 1)[0].long_context
+    assert not load_multi_turn_category("multi_turn_miss_param", 1)[0].long_context
+    messages = first_turn_messages(entry)
+    assert messages[0]["role"] == "system" and "Note that the provided function is in Python 3 syntax." in \
+        messages[0]["content"]
+    assert ADDITIONAL_FUNCTION_PROMPT.format(functions=entry.missed_functions[3]).endswith("What about now?")
+    with pytest.raises(BfclDataError, match="multi_turn_base, multi_turn_miss_func"):
+        check_any_categories(["multi_turn_nope"])
+    assert check_any_categories(["multi_turn_base", "irrelevance", "multi_turn_base"]) == \
+        ["multi_turn_base", "irrelevance"]
+
+
+def test_decoding_follows_bfcl_prompt_mode() -> None:
+    step = decode_step("[cd(folder='docs'), mean(numbers=[1, 2])]")
+    assert [(c.name, c.kwargs) for c in step.calls] == [("cd", {"folder": "docs"}), ("mean", {"numbers": [1, 2]})]
+    assert step.texts == ["cd(folder='docs')", "mean(numbers=[1, 2])"]
+    assert decode_step("cd(folder='docs')").calls[0].name == "cd"  # brackets added, as BFCL does
+    assert decode_step("[]").calls == []
+    assert decode_step("sort('a.txt')").calls[0].kwargs == {}  # BFCL drops positional arguments
+    for text in ("Sure: [cd(folder='docs')]", "I cannot do that.", "[cd(folder={})]"):
+        with pytest.raises(BfclDecodeError):
+            decode_step(text)
+    nested = decode_step("[cd(folder=pwd(a=1))]").calls[0]
+    assert nested.error and "nested function call" in nested.error
+    assert parse_ground_truth("sort('a.txt')").args == ("a.txt",)
+    with pytest.raises(BfclDataError):
+        parse_ground_truth("__import__('os').system('x')")
+
+
+@pytest.mark.parametrize("category", MULTI_TURN_CATEGORIES)
+def test_ground_truth_answers_score_full_marks(category: str) -> None:
+    entries = load_multi_turn_category(category, 5)
+    with BfclSandbox() as box:
+        verdicts = [score_transcript(entry, _ground_truth_transcript(entry), box) for entry in entries]
+    assert [(v.valid, v.error) for v in verdicts] == [(True, None)] * len(entries)
+
+
+def test_wrong_answers_fail_with_the_reason(base_entries) -> None:
+    entry = base_entries[0]  # turn 0: cd(folder='document'), mkdir(dir_name='temp'), mv(...)
+    right = _ground_truth_transcript(entry)
+    with BfclSandbox() as box:
+        wrong_dir = [[right[0][0].replace("dir_name='temp'", "dir_name='tmp'"), "Done."], *right[1:]]
+        verdict = score_transcript(entry, wrong_dir, box, prefix="a")
+        assert verdict.error_type == "multi_turn:instance_state_mismatch"
+        assert verdict.details["class"] == "GorillaFileSystem" and list(verdict.details["differences"]) == ["root"]
+        assert "GorillaFileSystem" in verdict.error and "root" in verdict.error and "turn 0" in verdict.error
+
+        no_grep = [right[0], ["[cd(folder='temp')]", "Done."], *right[2:]]  # same state, a result missing
+        verdict = score_transcript(entry, no_grep, box, prefix="b")
+        assert verdict.error_type == "multi_turn:execution_response_mismatch"
+        assert verdict.details["turn"] == 1 and "budget analysis" in verdict.details["missing_items"][0]
+
+        silent = [right[0], ["Let me think."], *right[2:]]
+        verdict = score_transcript(entry, silent, box, prefix="c")
+        assert (verdict.error_type, verdict.details) == ("multi_turn:empty_turn_model_response", {"turn": 1})
+
+        verdict = score_transcript(entry, right[:2], box, prefix="d")
+        assert verdict.error_type == "multi_turn:force_terminated"
+
+
+def test_scripted_model_end_to_end(tmp_path: Path) -> None:
+    items = load_items(["multi_turn_miss_func"], limit=2)
+    entries = items["multi_turn_miss_func"]
+    output = tmp_path / "answers.jsonl"
+    scores = evaluate(items, GroundTruthAnswers(entries), str(output))
+    assert [(s.category, s.items, s.correct) for s in scores] == [("multi_turn_miss_func", 2, 2)]
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [r["valid"] for r in rows] == [True, True] and rows[0]["id"] == "multi_turn_miss_func_0"
+    turn0 = rows[0]["turns"][0]
+    assert turn0[0]["calls"] == ["cd(folder='document')", "mkdir(dir_name='temp')",
+                                 "mv(source='final_report.pdf', destination='temp')"]
+    assert turn0[1]["answer"] == "Done." and "calls" not in turn0[1]  # no call: the turn ends
+    assert rows[0]["turns"][3][0]["calls"] == ["sort(file_name='final_report.pdf')"]  # after the note adds sort
+
+    def wrong(entry, turn, text):  # the scripted model misnames the new folder
+        return text.replace("dir_name='temp'", "dir_name='tmp'")
+
+    score = evaluate_category("multi_turn_miss_func", entries[:1], GroundTruthAnswers(entries, answer_for=wrong))
+    assert (score.items, score.correct) == (1, 0)
+    with pytest.raises(UserError, match="prompt mode only"):
+        evaluate(items, GroundTruthAnswers(entries), mode="fc")
+
+
+def test_an_environment_past_its_limits_is_a_failed_entry_and_the_rest_goes_on(base_entries) -> None:
+    with_math, plain = base_entries[15], base_entries[1]
+    assert "MathAPI" in with_math.involved_classes
+
+    def slow(entry, turn, text):
+        if entry.id == with_math.id and turn == 0 and text != "Done.":
+            return "[logarithm(value=2.0, base=3.0, precision=1000000)]"
+        return text
+
+    source = GroundTruthAnswers([with_math, plain], answer_for=slow)
+    results = run_entries([with_math, plain], source, SandboxLimits(call_timeout_s=1.0))
+    failed, passed = results
+    assert failed.verdict.error_type == "multi_turn:environment_error"
+    assert "wall-clock limit" in failed.verdict.error
+    assert passed.verdict.valid

@@ -1,0 +1,245 @@
+"""`toolace eval --mode fc` (issue 21 item 2): the tools offered as BFCL offers them to a function-calling model,
+through a local model's own chat template or an endpoint's ``tools=``, the answers read in the family's format and
+judged by our BFCL checker; an answer that does not parse is wrong with its reason kept; a model whose template
+renders no tools is refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tasks.evaluation.bfcl_data import BfclItem, load_category
+from tasks.evaluation.bfcl_eval import PYTHON_HINT, Answer, evaluate, load_items
+from tasks.evaluation.bfcl_fc import (
+    EndpointFcAnswers,
+    FcAnswer,
+    FcModeError,
+    LocalFcAnswers,
+    fc_request,
+    fc_tools,
+    judge_fc_answer,
+    score_fc_item,
+)
+from tasks.formats.chat_templates import load_template
+from toolace.chat_template_files import find_templates_dir
+from toolace.cli import app
+
+needs_templates = pytest.mark.skipif(find_templates_dir() is None, reason="llama.cpp chat templates not extracted")
+
+
+def _item(category: str, index: int) -> BfclItem:
+    return load_category(category, limit=index + 1)[index]
+
+
+def correct_calls(item: BfclItem) -> list[tuple[str, dict]]:
+    """The first acceptable value of every parameter that needs one, under the names offered in FC mode."""
+    calls = []
+    for call in item.possible_answer or []:
+        name, params = next(iter(call.items()))
+        calls.append((name.replace(".", "_"), {p: o[0] for p, o in params.items() if o and o[0] != ""}))
+    return calls
+
+
+def hermes(calls: list[tuple[str, dict]]) -> str:
+    return "\n".join(f'<tool_call>\n{json.dumps({"name": n, "arguments": a})}\n</tool_call>' for n, a in calls)
+
+
+# --------------------------------------------------------------------------------------------- the request
+
+
+def test_tools_are_offered_as_bfcl_offers_them_to_an_fc_model():
+    item = _item("simple_python", 30)  # kinematics.final_velocity_from_distance, a float parameter
+    before = json.dumps(item.functions)
+    request = fc_request(item)
+    assert json.dumps(item.functions) == before  # the item is left as it was
+    assert request.messages == item.question[0]  # no system prompt of ours: the model's template has the tools
+    (tool,) = request.tools
+    function = tool["function"]
+    assert tool["type"] == "function" and function["name"] == "kinematics_final_velocity_from_distance"
+    assert function["description"].endswith(PYTHON_HINT) and function["parameters"]["type"] == "object"
+    velocity = function["parameters"]["properties"]["initial_velocity"]
+    assert velocity["type"] == "number" and velocity["format"] == "float"
+    assert velocity["description"].endswith(" This is a float type value.")
+    assert all(p["type"] in ("integer", "number", "string", "boolean", "array", "object")
+               for t in fc_tools(_item("multiple", 0).functions) for p in t["function"]["parameters"]["properties"]
+               .values())
+
+
+# --------------------------------------------------------------------------------------------- the verdict
+
+
+def test_verdicts_on_answers_in_the_hermes_format():
+    item = _item("simple_python", 30)
+    right = judge_fc_answer(item, Answer(hermes(correct_calls(item))), "hermes")
+    assert right.valid and right.decoded == [{"kinematics_final_velocity_from_distance": {
+        "acceleration": 4, "distance": 300}}]
+    wrong_value = judge_fc_answer(item, Answer(hermes([(correct_calls(item)[0][0], {"acceleration": 5,
+                                                                                    "distance": 300})])), "hermes")
+    assert not wrong_value.valid and wrong_value.error_type == "value_error:others"
+    dotted = judge_fc_answer(item, Answer(hermes([("kinematics.final_velocity_from_distance",
+                                                   {"acceleration": 4, "distance": 300})])), "hermes")
+    assert dotted.error_type == "simple_function_checker:wrong_func_name"  # the model was offered the _ name
+    broken = judge_fc_answer(item, Answer('<tool_call>{"name": "kinematics_final_velocity_from_distance", '
+                                          '"arguments": {"acceleration": 4,}</tool_call>'), "hermes")
+    assert not broken.valid and broken.error_type == "ast_decoder:decoder_failed"
+    assert "hermes: <tool_call> block 1: not JSON" in broken.errors[0]  # the reason is kept
+    text = judge_fc_answer(item, Answer("The final velocity is 49 m/s."), "hermes")
+    assert not text.valid and "no tool call" in text.errors[0]
+
+
+def test_irrelevance_is_right_when_no_call_comes_out():
+    item = _item("irrelevance", 19)
+    text = judge_fc_answer(item, Answer("None of the functions can answer that."), "hermes")
+    assert text.valid and text.errors == []
+    call = hermes([("investment_calculator_calculate_return", {"initial_investment": 1, "annual_rate": 2})])
+    called = judge_fc_answer(item, Answer(call), "hermes")
+    assert not called.valid and called.error_type == "irrelevance_error:decoder_success"
+    unparsed = judge_fc_answer(item, Answer('<tool_call>{"name": oops}</tool_call>'), "hermes")
+    assert unparsed.valid and "not JSON" in unparsed.errors[0]  # as BFCL scores text, with the reason kept
+
+
+def test_endpoint_calls_are_read_as_bfcls_openai_handler_reads_them():
+    item = _item("parallel", 13)
+    calls = [{n: json.dumps(a)} for n, a in correct_calls(item)]
+    assert judge_fc_answer(item, FcAnswer("...", calls=calls), None).valid
+    bad = judge_fc_answer(item, FcAnswer("...", calls=[{calls[0].popitem()[0]: '{"sample_size": '}]), None)
+    assert not bad.valid and "its arguments are not JSON" in bad.errors[0]
+    no_answer = score_fc_item(item, Answer(None, "context_length: too long"), None)
+    assert no_answer.verdict.error_type == "generation_error:context_length"
+
+
+# ------------------------------------------------------------------------------------------------ endpoint
+
+
+def test_eval_fc_through_an_openai_compatible_endpoint(llm, tmp_path):
+    items = load_items(["simple_python", "irrelevance"], limit=2)
+    by_question = {item.question[0][-1]["content"]: item for item in items["simple_python"]}
+
+    def rule(body):
+        item = by_question.get(body["messages"][-1]["content"])
+        if item is None:
+            return {"content": "No function fits."}
+        return {"tool_calls": [{"name": n, "arguments": a} for n, a in correct_calls(item)]}
+
+    llm.script(rule)
+    source = EndpointFcAnswers(llm.base_url, None)
+    output = tmp_path / "fc.jsonl"
+    scores = evaluate(items, source, str(output))
+    assert [(s.category, s.items, s.correct) for s in scores] == [("simple_python", 2, 2), ("irrelevance", 2, 2)]
+    request = llm.requests[0]
+    assert request["tools"] == fc_request(items["simple_python"][0]).tools
+    assert all(m["role"] != "system" for m in request["messages"])
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    assert rows[0]["valid"] and rows[0]["decoded"] == [{"calculate_triangle_area": {"base": 10, "height": 5,
+                                                                              "unit": "units"}}]
+
+
+def test_endpoint_text_is_read_with_the_tool_format_when_given(llm):
+    item = _item("simple_python", 0)
+    llm.script(lambda body: {"content": "Sure.\n" + hermes(correct_calls(item))})
+    plain = evaluate({"simple_python": [item]}, EndpointFcAnswers(llm.base_url, None))
+    read = evaluate({"simple_python": [item]}, EndpointFcAnswers(llm.base_url, None, tool_format="hermes"))
+    assert (plain[0].correct, read[0].correct) == (0, 1)
+
+
+# ------------------------------------------------------------------------------------------- local model
+
+
+def _with_template(tiny_base: Path, folder: Path, family: str) -> Path:
+    """The tiny random model with SmolLM2's tokenizer and a real family's chat template."""
+    from transformers import AutoTokenizer
+
+    shutil.copytree(tiny_base, folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.chat_template = load_template(family)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@needs_templates
+def test_local_model_answers_through_its_own_template_and_is_read_as_hermes(tiny_base, tmp_path, monkeypatch):
+    """The prompt is the model's template with tools=; the answer keeps its text up to the end of turn; a
+    scripted generation (the tiny model's own output is noise) gives a right and a malformed call."""
+    import torch
+
+    model_dir = _with_template(tiny_base, tmp_path / "qwen-tiny", "qwen2.5")
+    source = LocalFcAnswers(str(model_dir), max_new_tokens=64, batch_size=2)
+    assert source.tool_format == "hermes" and source.mode == "fc"
+    items = load_category("simple_python", limit=2)
+    tokenizer = source.scorer.tokenizer
+    replies = {items[0].question[0][0]["content"]: hermes(correct_calls(items[0])),
+               items[1].question[0][0]["content"]: '<tool_call>{"name": "calculate_factorial", "arguments": {'}
+    prompts = []
+
+    def fake_generate(input_ids, attention_mask, max_new_tokens, **kwargs):
+        rows = []
+        for ids, mask in zip(input_ids.tolist(), attention_mask.tolist(), strict=True):
+            prompt = [t for t, m in zip(ids, mask, strict=True) if m]
+            prompts.append(prompt)
+            question = next(q for q in replies if q in tokenizer.decode(prompt))
+            answer = tokenizer(replies[question], add_special_tokens=False)["input_ids"]
+            rows.append(ids + answer + [tokenizer.convert_tokens_to_ids("<|im_end|>")] + answer)  # noise after it
+        width = max(map(len, rows))
+        return torch.tensor([row + [tokenizer.pad_token_id] * (width - len(row)) for row in rows])
+
+    monkeypatch.setattr(source.scorer.model, "generate", fake_generate)
+    scores = evaluate({"simple_python": items}, source, str(tmp_path / "answers.jsonl"))
+    assert scores[0].correct == 1
+    expected = tokenizer.apply_chat_template(fc_request(items[0]).messages, tools=fc_request(items[0]).tools,
+                                             tokenize=False, add_generation_prompt=True)
+    assert expected in [tokenizer.decode(p) for p in prompts] and "calculate_triangle_area" in expected
+    rows = [json.loads(line) for line in (tmp_path / "answers.jsonl").read_text().splitlines()]
+    assert rows[0]["valid"] and rows[0]["answer"] == replies[items[0].question[0][0]["content"]]
+    assert not rows[1]["valid"] and "not JSON" in rows[1]["errors"][0]
+    assert "hermes calls" in rows[0]["model"]
+
+
+def test_a_model_whose_template_renders_no_tools_is_refused(tiny_base):
+    with pytest.raises(FcModeError, match="its template does not show the offered tools.*use --mode prompt"):
+        LocalFcAnswers(str(tiny_base))  # SmolLM2's template
+
+
+@needs_templates
+def test_a_template_in_a_format_we_do_not_read_needs_tool_format(tiny_base, tmp_path):
+    model_dir = _with_template(tiny_base, tmp_path / "qwen35-tiny", "qwen3.5")  # Qwen3-Coder XML calls
+    with pytest.raises(FcModeError, match="cannot tell the tool-call format.*pass --tool-format"):
+        LocalFcAnswers(str(model_dir))
+    assert LocalFcAnswers(str(model_dir), tool_format="llama3_json").tool_format == "llama3_json"
+
+
+# --------------------------------------------------------------------------------------------------- CLI
+
+
+def test_cli_eval_fc_through_an_endpoint(llm, tmp_path):
+    item = _item("simple_python", 0)
+    llm.script(lambda body: {"tool_calls": [{"name": n, "arguments": a} for n, a in correct_calls(item)]})
+    output = tmp_path / "fc.jsonl"
+    result = CliRunner().invoke(app, ["eval", "--base-url", llm.base_url, "--mode", "fc", "--category",
+                                      "simple_python", "--limit", "1", "--output", str(output)])
+    assert result.exit_code == 0, result.output
+    assert "BFCL (fc mode)" in result.stdout and "100.0%" in result.stdout
+    assert json.loads(output.read_text())["valid"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--mode", "chat"], "unknown --mode 'chat'"),
+    (["--tool-format", "hermes"], "--tool-format goes with --mode fc"),
+    (["--mode", "fc", "--tool-format", "xml", "--base-url", "http://127.0.0.1:9/v1"], "unknown --tool-format 'xml'"),
+    (["--mode", "fc", "--engine", "llama-server"], "only --engine transformers"),
+])
+def test_cli_eval_fc_user_errors(args, message):
+    result = CliRunner().invoke(app, ["eval", "--limit", "1", *args])
+    assert result.exit_code == 1
+    assert "error:" in result.output and message in result.output
+
+
+def test_cli_eval_fc_refuses_a_model_without_tool_support(tiny_base, tmp_path):
+    output = tmp_path / "never.jsonl"
+    result = CliRunner().invoke(app, ["eval", "--mode", "fc", "--model", str(tiny_base), "--limit", "1",
+                                      "--output", str(output)])
+    assert result.exit_code == 1 and "does not show the offered tools" in result.output
+    assert not output.exists() and not list(tmp_path.iterdir())
