@@ -8,7 +8,11 @@ and the assistant. It prints the run's counts (environments, blueprints proposed
 trajectories accepted, sandbox executions per second, LLM tokens per accepted trajectory), then the interpreter's
 own call rate in process and through one sandboxed worker, so the cost of the subprocess is visible.
 
+``--embedded`` runs the same pipeline on the embedded SmolLM2-135M model instead (started on 127.0.0.1 as a run
+starts it): every role is the small model's, so this measures what it manages, not the machinery.
+
 Usage: python benchmarks/agentic_environments.py [--families 8] [--votes 3] [--latency 0.0] [--calls 2000]
+       [--embedded]
 """
 
 from __future__ import annotations
@@ -41,8 +45,8 @@ def families(count: int) -> list[APISpec]:
     return apis
 
 
-async def pipeline(base_url: str, args: argparse.Namespace) -> dict:
-    gateway = LLMGateway(GatewaySettings(base_url=base_url, model="scripted-model", backoff_base_s=0.01))
+async def pipeline(base_url: str, args: argparse.Namespace, model: str = "scripted-model") -> dict:
+    gateway = LLMGateway(GatewaySettings(base_url=base_url, model=model, backoff_base_s=0.01))
     try:
         settings = AgenticSettings(dialogs=3 * args.families, max_environments=args.families,
                                    judge_votes=args.votes)
@@ -80,9 +84,19 @@ def main() -> None:
     parser.add_argument("--votes", type=int, default=3)
     parser.add_argument("--latency", type=float, default=0.0, help="scripted server latency per answer (s)")
     parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--embedded", action="store_true", help="the embedded SmolLM2 model plays every role")
     args = parser.parse_args()
     print(f"# {platform.node()} python {platform.python_version()} families={args.families} votes={args.votes} "
-          f"latency={args.latency}")
+          f"latency={args.latency} embedded={args.embedded}")
+    if args.embedded:
+        from toolace.llm.endpoint import llm_endpoint
+
+        began = time.perf_counter()
+        with llm_endpoint(None, None) as endpoint:
+            stats = asyncio.run(pipeline(endpoint.base_url, args, endpoint.model))
+        stats["wall_time_with_model_start_s"] = round(time.perf_counter() - began, 1)
+        print(json.dumps(stats, indent=2))
+        return
     server = ScriptedLLMServer(latency=args.latency, keep_requests=False).start()
     try:
         server.script(library_rule)

@@ -126,6 +126,9 @@ def test_a_stalled_request_is_answered_by_its_hedge_and_the_loser_is_cancelled(l
 def test_the_other_requests_of_a_batch_move_on_while_one_waits_for_its_hedge(llm: ScriptedLLMServer) -> None:
     llm.set_fault_rates({"stall": 0.5}, seed=first_draw_only(0.5), stall_s=30.0)
     gateway = LLMGateway(settings(llm.base_url, concurrency=4))
+    # a run's endpoint that has answered before (a new gateway's first request of a shape goes alone until answered:
+    # the first-answer gate, tested on its own; here it would hold the batch behind the stalled first request)
+    gateway._gate.leave(answered=True)
 
     async def timed(i: int) -> float:
         started = time.perf_counter()

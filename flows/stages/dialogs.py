@@ -120,6 +120,8 @@ def make_dialogs(run: RunContext, all_apis: list[APISpec], bounds: LossBounds | 
             decided, ver = _verify_and_write(run, generated, stream, ver, batch_plans[0].index, items_of(batch_plans))
             planner.record(batch_plans, decided)
             _say_shortfalls(planner, config.mix_shortfall, run.run_id)
+        if planner is not None:  # planning stopped: a mix that cannot be completed within the suite's shares is said
+            _say_shortfalls(planner, config.mix_shortfall, run.run_id)
     sink.finish("dialogs")
     stats = dict(zip(STAGES, (gen, loss, ver), strict=True))
     return StageResult(stats=stats, files=["tables/dialogs.parquet", "tables/verdicts.parquet", "dataset/"],
@@ -162,7 +164,8 @@ def _agentic(run: RunContext, apis: list[APISpec], nodes: list[TreeNode], quota:
     decided, ver = _verify_and_write(run, generated, stream, ver, 0, f"of {quota} agentic dialogs")
     made = sum(d.accepted for d in decided)
     weights = {t: w for t, w in config.dialog_mix.items() if w > 0}
-    floor = max(0, math.ceil((weights[AGENTIC] / sum(weights.values()) - config.mix_tolerance) * config.dialogs))
+    floor = max(0, math.floor(round((weights[AGENTIC] / sum(weights.values()) - config.mix_tolerance)
+                                    * config.dialogs, 9)))
     if made < floor:
         rejected = Counter(d.rejected_by or "unknown" for d in decided if not d.accepted)
         rejected.update({k: v for k, v in report.get("rejected_by", {}).items()})

@@ -97,12 +97,14 @@ class MixPlanner:
         self.crowded = False  # the target cannot be reached without overfilling a type (overfill off)
 
     def floor(self, kind: str) -> int:
-        """The fewest accepted dialogs of ``kind`` the expectation suite takes (its share less the tolerance)."""
-        return max(0, math.ceil((self.shares.get(kind, 0.0) - self.tolerance) * self.target))
+        """The fewest accepted dialogs of ``kind`` the expectation suite takes (its share less the tolerance, rounded
+        outward to whole dialogs as the suite rounds: :meth:`schemas.suites.SuiteBounds.share_bounds`)."""
+        return max(0, math.floor(round((self.shares.get(kind, 0.0) - self.tolerance) * self.target, 9)))
 
     def ceiling(self, kind: str) -> int:
-        """The most accepted dialogs of ``kind`` the expectation suite takes (its share plus the tolerance)."""
-        return math.floor((self.shares.get(kind, 0.0) + self.tolerance) * self.target + 1e-9)
+        """The most accepted dialogs of ``kind`` the expectation suite takes (its share plus the tolerance, rounded
+        outward as the suite rounds)."""
+        return min(self.target, math.ceil(round((self.shares.get(kind, 0.0) + self.tolerance) * self.target, 9)))
 
     def _tally(self, kind: str) -> TypeTally:
         """A type's tally; a type outside the mix (a plan's fallback) gets one with no quota."""

@@ -25,6 +25,9 @@ def import_apis(
         "--mcp-url", metavar="URL", help="A streamable-HTTP MCP server to import every tool of (repeatable)",
         show_default="none")] = None,
     mcp_timeout: Annotated[float, typer.Option(help="Seconds an MCP server has to start and list its tools")] = 30.0,
+    infer_results: Annotated[bool, typer.Option(
+        "--infer-results", help="Call each imported read-only MCP tool that declares no outputSchema once, in the "
+        "sandbox, with the example values its own schema gives, and infer its result schema from the answer")] = False,
 ) -> None:
     """Add real APIs to an API pool, skipping the ones already there."""
     from tasks.apis.importing import merge_into_pool, read_api_file
@@ -48,6 +51,15 @@ def import_apis(
                     failed.append(target.label)
         if failed and not apis:
             fail(f"nothing imported: {len(failed)} MCP server(s) failed")
+        if infer_results:
+            import asyncio
+
+            from tasks.mcp.execution import ExecutionPolicy
+            from tasks.mcp.result_inference import infer_result_schemas
+
+            policy = ExecutionPolicy(mode="read_only", time_limit_s=mcp_timeout, start_timeout_s=mcp_timeout)
+            for note in asyncio.run(infer_result_schemas(apis, policy)):
+                typer.echo(f"{note.tool}: {note.note}", err=True)
         counts = merge_into_pool(pool, apis)
     typer.echo(f"read {counts['read']}, added {counts['added']}, duplicates {counts['duplicates']}, "
                f"rejected {counts['rejected']}: {pool}")
