@@ -27,9 +27,14 @@ from tests.scripted_llm_server import ScriptedLLMServer, schema_name  # noqa: E4
 
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:
+    from prefect.settings import temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    # No flow-run heartbeats in tests: Prefect's heartbeat thread sleeps in 1-second steps and every flow run
+    # joins it on exit, so each of a run's seven flow runs (the run and its stage subflows) waited up to a second
+    # for it (about 3.5 s of a 10 s test run). Heartbeats only let a server notice a crashed run; no test reads them.
+    with prefect_test_harness(server_startup_timeout=120), \
+            temporary_settings(updates={"flows.heartbeat_frequency": None}):
         yield
 
 
