@@ -30,7 +30,7 @@ def test_batches_are_written_as_they_come_and_shards_renamed(tmp_path: Path) -> 
             if number == 0:  # a full shard is on disk before the next batch comes, under its temporary name
                 assert pl.read_parquet(run / "dataset" / "data" / "train-00000.parquet")["id"].to_list() == [
                     "d0", "d1"]
-                assert stream.tally.suite_records and stream._shards._writer is None  # closed, nothing held
+                assert stream.tally.suite_records and stream._shards._shard is None  # closed, nothing held
     assert stream.shards == ["data/train-00000-of-00002.parquet", "data/train-00001-of-00002.parquet"]
     assert sorted(p.name for p in (run / "dataset" / "data").iterdir()) == [Path(s).name for s in stream.shards]
     ids = [r["id"] for s in stream.shards for r in pl.read_parquet(run / "dataset" / s).to_dicts()]

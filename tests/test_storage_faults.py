@@ -84,3 +84,21 @@ def test_persistent_storage_error_fails_the_run_unpromoted_then_resumes(llm, mix
     assert summary["accepted_dialogs"] == 3
     assert llm.requests == []  # every batch came back from the result store or the caches
     assert read("bucket/out/latest.json")["run_id"] == "persistent"
+
+
+def test_every_streamed_file_of_the_dialog_stage_retries_its_open() -> None:
+    """The stage tables, the verdicts, the JSONL formats and the shards all open through one retrying opener
+    (tasks.storage.writers.open_for_writing): one transient fault on each file costs nothing."""
+    from tasks.dataset.stream import DialogStream
+    from tests.test_dataset_expectations import BOUNDS, dialog
+
+    names = ("dialogs.parquet", "verdicts.parquet", "toolace.jsonl", "openai.jsonl", "sharegpt.jsonl", "train-0")
+    FlakyFileSystem.failures.update({name: 1 for name in names})
+    verdict = {"dialog_id": "d0", "generated": True, "passed": True, "rules_passed": True, "model_judged": False,
+               "failures": []}
+    with DialogStream("flaky://bucket/run", BOUNDS, rows_per_shard=10) as stream:
+        stream.write([dialog("d0")], [verdict])
+    assert sorted({name for name in names for path in FlakyFileSystem.failed if name in path}) == sorted(names)
+    with fsspec.open("flaky://bucket/run/dataset/toolace.jsonl", "r") as handle:
+        assert [json.loads(line)["id"] for line in handle.read().splitlines()] == ["d0"]
+    assert stream.shards == ["data/train-00000-of-00001.parquet"]

@@ -168,7 +168,7 @@ def _agentic(run: RunContext, apis: list[APISpec], nodes: list[TreeNode], quota:
                                     * config.dialogs, 9)))
     if made < floor:
         rejected = Counter(d.rejected_by or "unknown" for d in decided if not d.accepted)
-        rejected.update({k: v for k, v in report.get("rejected_by", {}).items()})
+        rejected.update(report.get("rejected_by", {}))
         check = rejected.most_common(1)[0][0] if rejected else "none"
         line = (f"dialog type {AGENTIC} cannot reach its share of the mix: {made} of {quota} accepted "
                 f"({report.get('environments_accepted', 0)} of {report.get('environments_proposed', 0)} environments "

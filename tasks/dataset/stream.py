@@ -13,14 +13,12 @@ layout ``data/train-NNNNN-of-MMMMM.parquet`` when the stream closes (the count i
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import Any
 
 import fsspec
 import polars as pl
-import pyarrow.parquet as pq
 
 from schemas.frames import VERDICT_SCHEMA, DialogsFrame, verdicts_frame
 from schemas.records import Dialog
@@ -92,45 +90,6 @@ class DatasetTally:
                 "p75": quantile(0.75), "max": round(losses[-1], 4), "mean": round(sum(losses) / len(losses), 4)}
 
 
-class _JsonlWriter:
-    """Appends JSON lines to one file (a multipart upload on object stores, completed on close). The file is
-    opened at the first write (transient storage errors retried), so a failure to open it comes after the
-    batch's work is done and cached, not before."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self._handle: IO[bytes] | None = None
-
-    def _open(self) -> IO[bytes]:
-        if self._handle is None:
-            self._handle = with_retries(lambda: fsspec.open(self.url, "wb", auto_mkdir=True).open(),
-                                        f"writing {self.url}")
-        return self._handle
-
-    def write(self, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            self._open().write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8"))
-
-    def close(self) -> None:
-        self._open().close()  # an empty file when nothing was written
-
-
-class _VerdictsWriter:
-    """Appends verdict rows (validated against ``VerdictsFrame`` batch by batch) to one parquet file."""
-
-    def __init__(self, url: str) -> None:
-        self._handle = fsspec.open(url, "wb", auto_mkdir=True).open()
-        self._writer = pq.ParquetWriter(self._handle, pl.DataFrame(schema=VERDICT_SCHEMA).to_arrow().schema)
-
-    def write(self, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            self._writer.write_table(verdicts_frame(rows).to_arrow())
-
-    def close(self) -> None:
-        self._writer.close()
-        self._handle.close()
-
-
 class _ShardWriter:
     """The dataset's parquet shards, ``rows_per_shard`` accepted dialogs each, written batch by batch (one row
     group per batch): a shard is closed as soon as it is full, and only the current batch is in memory."""
@@ -138,29 +97,25 @@ class _ShardWriter:
     def __init__(self, dataset_url: str, rows_per_shard: int) -> None:
         self.dataset_url, self.rows_per_shard = dataset_url, rows_per_shard
         self.paths: list[str] = []  # temporary names, relative to dataset_url
-        self._handle: IO[bytes] | None = None
-        self._writer: pq.ParquetWriter | None = None
+        self._shard: writers.ParquetAppender | None = None
         self._rows = 0
 
-    def _start(self) -> pq.ParquetWriter:
-        if self._writer is None:
+    def _start(self) -> writers.ParquetAppender:
+        if self._shard is None:
             path = f"data/train-{len(self.paths):05d}.parquet"
-            url = f"{self.dataset_url}/{path}"
-            self._handle = with_retries(lambda: fsspec.open(url, "wb", auto_mkdir=True).open(), f"writing {url}")
-            self._writer = pq.ParquetWriter(self._handle, SHARD_SCHEMA)
+            self._shard = writers.ParquetAppender(f"{self.dataset_url}/{path}", SHARD_SCHEMA)
             self.paths.append(path)
             self._rows = 0
-        return self._writer
+        return self._shard
 
     def _finish(self) -> None:
-        if self._writer is not None and self._handle is not None:
-            self._writer.close()
-            self._handle.close()
-        self._writer = self._handle = None
+        if self._shard is not None:
+            self._shard.close()
+        self._shard = None
 
     def write(self, rows: list[dict[str, Any]]) -> None:
         while rows:
-            room = self.rows_per_shard - self._rows if self._writer is not None else self.rows_per_shard
+            room = self.rows_per_shard - self._rows if self._shard is not None else self.rows_per_shard
             part, rows = rows[:room], rows[room:]
             self._start().write_table(shard_table(part))
             self._rows += len(part)
@@ -192,15 +147,17 @@ class DialogStream:
         self.shards: list[str] = []
         self._shards = _ShardWriter(self.dataset_url, rows_per_shard)
         self._dialogs = writers.TableWriter(f"{run_url}/tables/dialogs.parquet", Dialog, DialogsFrame, "dialogs")
-        self._verdicts = _VerdictsWriter(f"{run_url}/tables/verdicts.parquet")
-        self._toolace = _JsonlWriter(f"{self.dataset_url}/toolace.jsonl")
-        self._openai = _JsonlWriter(f"{self.dataset_url}/openai.jsonl")
-        self._sharegpt = _JsonlWriter(f"{self.dataset_url}/sharegpt.jsonl")
+        self._verdicts = writers.ParquetAppender(f"{run_url}/tables/verdicts.parquet",
+                                                 pl.DataFrame(schema=VERDICT_SCHEMA).to_arrow().schema)
+        self._toolace = writers.JsonlAppender(f"{self.dataset_url}/toolace.jsonl")
+        self._openai = writers.JsonlAppender(f"{self.dataset_url}/openai.jsonl")
+        self._sharegpt = writers.JsonlAppender(f"{self.dataset_url}/sharegpt.jsonl")
 
     def write(self, decided: list[Dialog], verdicts: list[dict[str, Any]]) -> None:
         """One decided batch: every dialog and verdict to the tables, the accepted dialogs to the dataset."""
         self._dialogs.write(decided)
-        self._verdicts.write(verdicts)
+        if verdicts:  # validated against VerdictsFrame batch by batch
+            self._verdicts.write_table(verdicts_frame(verdicts).to_arrow())
         self.verification.add(verdicts)
         accepted = [d for d in decided if d.accepted]
         tally = self.tally

@@ -473,13 +473,22 @@ def judge_answer(kind: Kind, functions: list[dict[str, Any]], text: str,
         decode_error = None
     except BfclDecodeError as exc:
         decoded, decode_error = None, str(exc)
+    return judge_decoded(kind, functions, decoded, decode_error, possible_answer)
+
+
+def judge_decoded(kind: Kind, functions: list[dict[str, Any]], decoded: Any, decode_error: str | None,
+                  possible_answer: list[dict[str, dict[str, list[Any]]]] | None, *,
+                  notes: list[str] | None = None) -> Verdict:
+    """A decoded answer (``None`` when it did not decode, ``decode_error`` saying why) judged as BFCL's eval
+    runner does, in either mode: for (ir)relevance whether a call came out at all (``notes`` kept on a right
+    irrelevance answer), otherwise the call-list format, then the AST checker."""
     if kind in ("irrelevance", "relevance"):
         has_call = decoded is not None and not is_empty_output(decoded)
         if kind == "irrelevance":
             if has_call:
                 return Verdict(False, "irrelevance_error:decoder_success",
                                ["Valid syntax. Successfully decode AST when it should not."], decoded)
-            return Verdict(True, None, [], decoded)
+            return Verdict(True, None, notes or [], decoded)
         if not has_call:
             return Verdict(False, "relevance_error:decoder_failed",
                            [f"Invalid syntax. Failed to decode AST when it should have. {decode_error or ''}"

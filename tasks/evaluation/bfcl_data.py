@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from tasks.environments.bfcl_classes import CLASSES, BfclEnvironmentError, function_docs
 from toolace.errors import UserError
 from toolace.model_files import fetch_hint, model_package
 
@@ -64,16 +65,18 @@ class BfclItem:
         return CATEGORIES[self.category]
 
 
-def check_categories(categories: list[str]) -> list[str]:
-    """The categories, each once, in the order given; an unknown one is an error naming the valid ones."""
+def check_categories(categories: list[str], valid: list[str] | None = None) -> list[str]:
+    """The categories, each once, in the order given; an unknown one (not in ``valid``, by default the
+    single-turn categories) is an error naming the valid ones."""
+    valid = list(CATEGORIES) if valid is None else valid
     out: list[str] = []
     for category in categories:
-        if category not in CATEGORIES:
-            raise BfclDataError(f"unknown BFCL category {category!r}: choose from {', '.join(CATEGORIES)}")
+        if category not in valid:
+            raise BfclDataError(f"unknown BFCL category {category!r}: choose from {', '.join(valid)}")
         if category not in out:
             out.append(category)
     if not out:
-        raise BfclDataError(f"no BFCL category given: choose from {', '.join(CATEGORIES)}")
+        raise BfclDataError(f"no BFCL category given: choose from {', '.join(valid)}")
     return out
 
 
@@ -149,11 +152,7 @@ def load_category(category: str, limit: int | None = None, data_dir: Path | None
 
 # BFCL's multi-turn categories: executed against BFCL's classes (tasks.evaluation.bfcl_multi_turn).
 MULTI_TURN_CATEGORIES = ("multi_turn_base", "multi_turn_miss_func", "multi_turn_miss_param", "multi_turn_long_context")
-MULTI_TURN_CLASS_DOCS = {  # class -> its function-doc file in data/multi_turn_func_doc (BFCL's mapping)
-    "GorillaFileSystem": "gorilla_file_system.json", "MathAPI": "math_api.json", "MessageAPI": "message_api.json",
-    "TwitterAPI": "posting_api.json", "TicketAPI": "ticket_api.json", "TradingBot": "trading_bot.json",
-    "TravelAPI": "travel_booking.json", "VehicleControlAPI": "vehicle_control.json",
-}
+MULTI_TURN_CLASS_DOCS = {name: files[1] for name, files in CLASSES.items()}  # class -> its function-doc file
 
 
 @dataclass(frozen=True)
@@ -182,37 +181,21 @@ def all_categories() -> list[str]:
 
 
 def check_any_categories(categories: list[str]) -> list[str]:
-    """Like :func:`check_categories`, the multi-turn categories included: each once, in order; an unknown one
-    is an error naming every valid one."""
-    valid = all_categories()
-    out: list[str] = []
-    for category in categories:
-        if category not in valid:
-            raise BfclDataError(f"unknown BFCL category {category!r}: choose from {', '.join(valid)}")
-        if category not in out:
-            out.append(category)
-    if not out:
-        raise BfclDataError(f"no BFCL category given: choose from {', '.join(valid)}")
-    return out
+    """Like :func:`check_categories`, the multi-turn categories included."""
+    return check_categories(categories, all_categories())
 
 
 def multi_turn_function_docs(class_name: str, data_dir: Path | None = None) -> list[dict[str, Any]]:
-    """BFCL's function docs of one class (``data/multi_turn_func_doc/<file>``, JSON Lines)."""
-    if class_name not in MULTI_TURN_CLASS_DOCS:
-        raise BfclDataError(f"unknown BFCL class {class_name!r}: choose from {', '.join(MULTI_TURN_CLASS_DOCS)}")
-    path = (data_dir or bfcl_data_dir()) / "multi_turn_func_doc" / MULTI_TURN_CLASS_DOCS[class_name]
-    docs = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines() if path.is_file() else [], 1):
-        if line.strip():
-            try:
-                doc = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise BfclDataError(f"{path}:{number}: not valid JSON ({exc.msg})") from None
-            if not isinstance(doc, dict) or not isinstance(doc.get("name"), str):
-                raise BfclDataError(f"{path}:{number}: a function doc needs a string 'name'")
-            docs.append(doc)
+    """BFCL's function docs of one class (``data/multi_turn_func_doc/<file>``, JSON Lines), read by the
+    environments' own reader (:func:`tasks.environments.bfcl_classes.function_docs`)."""
+    data = data_dir or bfcl_data_dir()
+    try:
+        docs = function_docs(class_name, data.parent)
+    except BfclEnvironmentError as exc:
+        raise BfclDataError(f"{exc}: reinstall bfcl-eval=={BFCL_EVAL_VERSION} with "
+                            f"`{fetch_hint(['bfcl'])} --force`") from None
     if not docs:
-        raise BfclDataError(f"BFCL function docs {path} missing or empty: reinstall bfcl-eval=={BFCL_EVAL_VERSION} "
+        raise BfclDataError(f"BFCL function docs of {class_name} are empty: reinstall bfcl-eval=={BFCL_EVAL_VERSION} "
                             f"with `{fetch_hint(['bfcl'])} --force`")
     return docs
 

@@ -28,13 +28,12 @@ scores a text answer; the reason is kept there too).
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from tasks.evaluation.bfcl_checker import Verdict, check_calls, is_call_list, is_empty_output
+from tasks.evaluation.bfcl_checker import Verdict, judge_decoded
 from tasks.evaluation.bfcl_data import BfclItem
 from tasks.evaluation.bfcl_eval import (
     Answer,
@@ -202,29 +201,9 @@ def renamed_for_fc(item: BfclItem) -> tuple[list[dict[str, Any]], list[dict[str,
 def judge_fc_answer(item: BfclItem, answer: Answer, tool_format: str | None) -> Verdict:
     """One FC answer judged as BFCL's eval runner judges an FC model's (see the module docstring)."""
     decoded, problem = decode_fc_answer(answer, tool_format)
-    kind = item.kind
-    if kind in ("irrelevance", "relevance"):
-        has_call = decoded is not None and not is_empty_output(decoded)
-        if kind == "irrelevance":
-            if has_call:
-                return Verdict(False, "irrelevance_error:decoder_success",
-                               ["Valid syntax. Successfully decode AST when it should not."], decoded)
-            return Verdict(True, None, [problem] if problem and problem != TEXT_ANSWER else [], decoded)
-        if not has_call:
-            return Verdict(False, "relevance_error:decoder_failed",
-                           [f"Invalid syntax. Failed to decode AST when it should have. {problem or ''}".strip()],
-                           decoded)
-        return Verdict(True, None, [], decoded)
-    if decoded is None:
-        return Verdict(False, "ast_decoder:decoder_failed", [f"Invalid syntax. Failed to decode AST. {problem}"], None)
-    if not is_call_list(decoded):
-        return Verdict(False, "ast_decoder:decoder_wrong_output_format",
-                       ["Did not output in the specified format."], decoded)
     functions, possible_answer = renamed_for_fc(item)
-    if possible_answer is None:
-        raise ValueError(f"category kind {kind} needs a possible answer")
-    result = check_calls(kind, functions, copy.deepcopy(decoded), possible_answer)
-    return Verdict(result.valid, result.error_type, result.errors, decoded)
+    notes = [problem] if problem and problem != TEXT_ANSWER else []
+    return judge_decoded(item.kind, functions, decoded, problem, possible_answer, notes=notes)
 
 
 def score_fc_item(item: BfclItem, answer: Answer, tool_format: str | None) -> ItemResult:

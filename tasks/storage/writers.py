@@ -7,40 +7,103 @@ import hashlib
 import io
 import json
 from collections.abc import Iterable
-from typing import Any
+from typing import IO, Any
 
 import fsspec
 import pandera.polars as pa
 import polars as pl
+import pyarrow as pa_arrow
 import pyarrow.parquet as pq
 from pydantic import BaseModel
 
 from schemas.frames import validate_table
 from tasks.storage.frames import model_frame
-from tasks.storage.run_storage import put_bytes
+from tasks.storage.run_storage import put_bytes, with_retries
+
+
+def open_for_writing(url: str) -> IO[bytes]:
+    """Open one file for streaming writes (a multipart upload on object stores, completed on close), creating
+    its folder and retrying transient storage errors; the error raised at last names the file."""
+    return with_retries(lambda: fsspec.open(url, "wb", auto_mkdir=True).open(), f"writing {url}")
+
+
+class _Appender:
+    """What every appending writer shares: the file is opened at the first write, or at ``close`` when nothing
+    was written (so an empty file still exists), always through :func:`open_for_writing`: a failure to open it
+    comes after a batch's work is done and cached, not before, and is retried the same way for every file."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._handle: IO[bytes] | None = None
+
+    def _open(self) -> IO[bytes]:
+        if self._handle is None:
+            self._handle = open_for_writing(self.url)
+            self._opened(self._handle)
+        return self._handle
+
+    def _opened(self, handle: IO[bytes]) -> None:
+        """Called once the file is open."""
+
+    def _finish(self) -> None:
+        """Called before the file is closed."""
+
+    def close(self) -> None:
+        handle = self._open()
+        self._finish()
+        handle.close()
+
+
+class JsonlAppender(_Appender):
+    """Appends JSON lines to one file."""
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            self._open().write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8"))
+
+
+class ParquetAppender(_Appender):
+    """Appends arrow tables of one schema to one parquet file, a row group per table, holding none of the
+    earlier ones."""
+
+    def __init__(self, url: str, schema: pa_arrow.Schema) -> None:
+        super().__init__(url)
+        self.schema = schema
+        self._writer: pq.ParquetWriter | None = None
+
+    def _opened(self, handle: IO[bytes]) -> None:
+        self._writer = pq.ParquetWriter(handle, self.schema)
+
+    def write_table(self, table: pa_arrow.Table) -> None:
+        self._open()
+        assert self._writer is not None
+        self._writer.write_table(table)
+
+    def _finish(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
 
 
 class TableWriter:
-    """Appends batches of records to one parquet file, holding none of the earlier batches."""
+    """Appends batches of records to one stage table (each batch validated against its pandera model when one
+    is given), holding none of the earlier batches."""
 
     def __init__(self, url: str, model: type[BaseModel], frame_model: type[pa.DataFrameModel] | None = None,
                  table: str = "") -> None:
         self.url, self.model, self.rows = url, model, 0
         self.frame_model, self.table = frame_model, table or url
-        self._handle = fsspec.open(url, "wb").open()
-        self._writer = pq.ParquetWriter(self._handle, model_frame([], model).to_arrow().schema)
+        self._file = ParquetAppender(url, model_frame([], model).to_arrow().schema)
 
     def write(self, records: list[BaseModel]) -> None:
         if records:
             frame = model_frame(records, self.model)
             if self.frame_model is not None:
                 validate_table(frame, self.frame_model, self.table)
-            self._writer.write_table(frame.to_arrow())
+            self._file.write_table(frame.to_arrow())
             self.rows += len(records)
 
     def close(self) -> None:
-        self._writer.close()
-        self._handle.close()
+        self._file.close()
 
     def __enter__(self) -> TableWriter:
         return self
