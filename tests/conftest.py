@@ -1,4 +1,5 @@
-"""Shared fixtures: one session-wide Prefect harness, one scripted OpenAI-compatible server, a tiny model."""
+"""Shared fixtures: one session-wide Prefect harness, one scripted OpenAI-compatible server, a tiny model (per
+pytest-xdist worker process when `make test` runs two)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ from typing import Any
 import pytest
 
 # Prefect reads these at import: keep its home out of ~/.prefect (in a folder removed at exit) and stay offline.
-if "PREFECT_HOME" not in os.environ:
-    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="toolace-test-prefect-")
-    atexit.register(shutil.rmtree, os.environ["PREFECT_HOME"], ignore_errors=True)
+# Under pytest-xdist (`make test`) every worker process gets a home of its own, not the one it inherits from the
+# controller's environment.
+if os.environ.get("PREFECT_HOME", "") == os.environ.get("TOOLACE_TESTS_PREFECT_HOME", ""):
+    _home = tempfile.mkdtemp(prefix=f"toolace-test-prefect-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-")
+    os.environ["PREFECT_HOME"] = os.environ["TOOLACE_TESTS_PREFECT_HOME"] = _home
+    atexit.register(shutil.rmtree, _home, ignore_errors=True)
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
