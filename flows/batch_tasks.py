@@ -76,7 +76,7 @@ def _run_with_gateway(settings: GatewaySettings, stage: str, work: Callable[[LLM
 
     async def main() -> tuple[list[T], StageStats]:
         REQUEST_PRIORITY.set(priority)
-        gateway = LLMGateway(settings, watchdog=watchdog, limits=runtime.limits)
+        gateway = LLMGateway(settings, watchdog=watchdog, limits=runtime.limits, tls=runtime.tls)
         try:
             records = await work(gateway)
         finally:

@@ -23,6 +23,7 @@ import json
 import os
 import random
 import re
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -345,10 +346,12 @@ class LLMGateway:
         cache: ResponseCache | None = None,
         watchdog: StallWatchdog | None = None,
         limits: EndpointLimits | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         """``watchdog``: told of every request waiting, in flight and answered (the run's stall watchdog).
         ``limits``: the in-flight slots, rate budgets, gates and latencies shared with the run's other gateways
-        (batch tasks in flight at the same time); without it this gateway has its own."""
+        (batch tasks in flight at the same time); without it this gateway has its own. ``tls``: the run's TLS
+        context (:func:`toolace.llm.shared_loop.tls_context`); without it the client builds its own."""
         self.settings = settings
         self.watchdog = watchdog
         self.client = client or openai.AsyncOpenAI(
@@ -358,7 +361,8 @@ class LLMGateway:
             timeout=settings.timeout_s,
             # the SDK's aiohttp transport (``openai[aiohttp]``): about half the client CPU of its default
             # transport per request at 64 in flight (docs/benchmarks.md), which is what bounds a run here
-            http_client=openai.DefaultAioHttpClient(timeout=settings.timeout_s),
+            http_client=openai.DefaultAioHttpClient(timeout=settings.timeout_s,
+                                                    **({"verify": tls} if tls is not None else {})),
         )
         self.cache = cache or (ResponseCache(settings.cache_dir) if settings.cache_dir else None)
         self.stats: dict[str, LLMStats] = {}

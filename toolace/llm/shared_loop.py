@@ -24,6 +24,7 @@ benchmark's CPU per request did not show. Closing the loop restores the interval
 from __future__ import annotations
 
 import asyncio
+import ssl
 import sys
 import threading
 from collections.abc import Coroutine
@@ -125,13 +126,23 @@ async def _cancel_pending(timeout_s: float) -> None:
         await asyncio.wait(pending, timeout=timeout_s)
 
 
+def tls_context() -> ssl.SSLContext:
+    """The TLS settings the SDK's transport would build for itself (certificates as the environment says), made
+    once per run: loading the certificate store costs about 20 ms of CPU, which every batch's gateway (hundreds
+    in a run) paid again when each client made its own (docs/benchmarks.md, "One scheduler")."""
+    import httpx2
+
+    return httpx2.create_ssl_context(verify=True, trust_env=True)
+
+
 @dataclass(frozen=True)
 class LlmRuntime:
-    """What the gateways of one run share: the loop their batches run on and the endpoint limits (in-flight
-    slots, rate budgets, first-answer gates, recent latencies)."""
+    """What the gateways of one run share: the loop their batches run on, the endpoint limits (in-flight
+    slots, rate budgets, first-answer gates, recent latencies) and the TLS context their clients verify with."""
 
     loop: LlmLoop = field(default_factory=LlmLoop)
     limits: EndpointLimits = field(default_factory=EndpointLimits)
+    tls: ssl.SSLContext = field(default_factory=tls_context)
 
 
 # the run's LLM runtime, for batch tasks of the flow's process (set by the flow from its run context)
