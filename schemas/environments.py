@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from schemas.records import Dialog
 
@@ -220,3 +220,77 @@ class AgenticDialog(Dialog):
     ``final_state_diff`` (paths the conversation changed, with before/after values), ``blueprint_id``."""
 
     meta: dict[str, Any] = Field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------- MCP servers as environments
+
+
+class McpProbe(BaseModel):
+    """One read-only call whose result, taken after the actions, is part of an MCP environment's state: the result's
+    text, line by line, without the lines an ``ignore_lines`` pattern matches (RE2, searched anywhere in the line)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tool: str = Field(min_length=1, description="The read-only tool called")
+    arguments: dict[str, Any] = Field(default_factory=dict, description="Its arguments (the workspace path as the "
+                                                                        "model sees it, e.g. /workspace)")
+    name: str | None = Field(None, description="The state's key for this probe (default: the tool's name)")
+    ignore_lines: list[str] = Field(default_factory=list, description="Patterns of lines left out of the state "
+                                                                      "(e.g. dates that differ between executions)")
+
+    @property
+    def key(self) -> str:
+        return self.name or self.tool
+
+
+class McpEnvironmentSpec(BaseModel):
+    """An MCP server run as an environment (``agentic_mcp_servers`` in the run config): how to start it over stdio,
+    the folder every execution starts from, and the probes that observe its state.
+
+    For every execution the platform copies ``fixture`` (when given) into a fresh folder and starts the server
+    afresh in it, so no two executions share state. ``{workspace}`` in ``command`` and ``env`` values is that
+    folder's real path; the model, the probes and the published rows see it as ``workspace`` (``/workspace``):
+    call arguments naming that path are rewritten to the real one, and results naming the real one are rewritten
+    back."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,39}$")] = Field(
+        description="The environment's name")
+    command: list[str] = Field(min_length=1, description="The stdio server's command line; {workspace} is the "
+                                                         "execution's folder")
+    env: dict[str, str] = Field(default_factory=dict, description="Variables for the server (beside PATH and HOME), "
+                                                                  "e.g. fixed GIT_*_DATE so commits hash the same")
+    fixture: str | None = Field(None, description="Folder copied into {workspace} for every execution (a seeded git "
+                                                  "repository, say); none = an empty folder")
+    workspace: str = Field("/workspace", description="The path the model and the probes use for the folder")
+    description: str = Field("", max_length=600, description="What the environment is, for the blueprint prompt")
+    probes: list[McpProbe] = Field(min_length=1, description="The read-only calls whose results are the state")
+    tools: list[str] = Field(default_factory=list, description="The tools offered to the model; [] = every tool")
+    read_only_tools: list[str] = Field(default_factory=list, description="Tools to trust as read-only (probes) "
+                                                                         "though the server does not say so")
+    parameter_descriptions: dict[str, str] = Field(
+        default_factory=dict, description="Descriptions for the offered tools' parameters the server leaves "
+                                          "undescribed (every published tool parameter needs one), by parameter name "
+                                          "(repo_path) or tool and name (git_add.files)")
+    network: bool = Field(False, description="Let the server use the network; off: no network at all")
+    start_timeout_s: float = Field(20.0, gt=0, description="Deadline of the server's start (and tools/list)")
+    call_timeout_s: float = Field(10.0, gt=0, description="Deadline of one tool call (a probe is one)")
+    memory_mb: int = Field(2048, ge=128, description="Address-space limit of the sandbox, its server included")
+    cpu_s: int = Field(120, ge=1, description="CPU seconds of the sandbox worker over its life")
+    file_mb: int = Field(64, ge=1, description="Largest file the sandbox may write (the fixture's copy included)")
+
+    @model_validator(mode="after")
+    def _check(self) -> McpEnvironmentSpec:
+        from toolace.safe_patterns import pattern_problem
+
+        if not self.workspace.startswith("/") or self.workspace.rstrip("/") == "" or " " in self.workspace:
+            raise ValueError(f"workspace {self.workspace!r} must be an absolute path other than / (no spaces)")
+        keys = [p.key for p in self.probes]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"probe names must be unique (got {keys}): give repeated tools a name")
+        for probe in self.probes:
+            for pattern in probe.ignore_lines:
+                if problem := pattern_problem(pattern):
+                    raise ValueError(f"probe {probe.key}: ignore_lines {problem}")
+        return self

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from schemas.environments import McpEnvironmentSpec
 from schemas.records import DIALOG_TYPES, DialogType
 from toolace.errors import ConfigError
 from toolace.llm.response_cache import DEFAULT_MAX_AGE_DAYS, DEFAULT_MAX_BYTES
@@ -162,6 +163,12 @@ class RunConfig(BaseModel):
     execute_time_limit_s: float = Field(30.0, gt=0, description="Time limit of one executed tool call")
     execute_memory_mb: int = Field(2048, ge=64, description="Memory (address space) limit of an executed call's "
                                    "sandbox, its server included")
+    # -- MCP servers as agentic environments (tasks.environments.mcp_environments), for agentic_multi_turn dialogs
+    agentic_mcp_servers: list[McpEnvironmentSpec] = Field(
+        default_factory=list,
+        description="MCP servers run as environments for agentic_multi_turn dialogs (before synthesised ones), each "
+                    "{name, command, fixture, probes, ...}: the stdio command line ({workspace} is a fresh copy of "
+                    "the fixture folder per execution), and the read-only calls whose results are the state")
     # -- the chat-template gate (tasks.formats.chat_templates): rows rendered through real model templates at publish
     template_families: list[str] = Field(
         default_factory=lambda: ["qwen2.5", "qwen3", "qwen3.5", "llama3.1", "llama3.2", "llama3.3", "hermes3",
@@ -183,6 +190,22 @@ class RunConfig(BaseModel):
         if unknown:
             raise ValueError(f"unknown chat-template families {', '.join(unknown)}; choose from {', '.join(FAMILIES)}")
         return value
+
+    @field_validator("agentic_mcp_servers")
+    @classmethod
+    def _mcp_servers(cls, value: list[McpEnvironmentSpec]) -> list[McpEnvironmentSpec]:
+        names = [spec.name for spec in value]
+        if len(set(names)) != len(names):
+            raise ValueError(f"names must be unique (got {', '.join(names)})")
+        for spec in value:
+            if spec.fixture is not None and not Path(spec.fixture).expanduser().is_dir():
+                raise ValueError(f"{spec.name}: fixture {spec.fixture} is not a folder")
+            secret = sorted(k for k in spec.env if k.upper().endswith(("KEY", "TOKEN", "SECRET", "PASSWORD")))
+            if secret:  # the config is written to manifests: no key lives in it
+                raise ValueError(f"{spec.name}: env holds a secret ({', '.join(secret)}); servers that need one are "
+                                 "not supported as environments (no key may live in the config)")
+        return [spec.model_copy(update={"fixture": str(Path(spec.fixture).expanduser().resolve())})
+                if spec.fixture else spec for spec in value]
 
     @field_validator("target_model", mode="before")
     @classmethod

@@ -149,13 +149,15 @@ def _verify_and_write(run: RunContext, generated: list[Dialog], stream: DialogSt
 def _agentic(run: RunContext, apis: list[APISpec], nodes: list[TreeNode], quota: int, stream: DialogStream,
              stats: tuple[StageStats, StageStats, StageStats]) -> tuple[int, dict[str, Any],
                                                                        tuple[StageStats, StageStats, StageStats]]:
-    """The mix's ``agentic_multi_turn`` share, made before the other types: environments, blueprints and
-    trajectories verified by execution (one batch task), then the target model's loss and the same verification
-    and writing as every dialog. A share it cannot reach is a shortfall like any type's (``mix_shortfall``)."""
+    """The mix's ``agentic_multi_turn`` share, made before the other types: environments (the config's
+    ``agentic_mcp_servers`` first, then synthesised ones), blueprints and trajectories verified by execution (one
+    batch task), then the target model's loss and the same verification and writing as every dialog. A share it
+    cannot reach is a shortfall like any type's (``mix_shortfall``)."""
     config = run.config
     gen, loss, ver = stats
     settings = AgenticSettings(dialogs=quota, model_checks=config.model_checks, judge_votes=config.judge_votes,
-                               max_assistant_chars=config.max_assistant_chars, seed=config.seed)
+                               max_assistant_chars=config.max_assistant_chars, seed=config.seed,
+                               mcp_environments=tuple(config.agentic_mcp_servers))
     started = time.perf_counter()
     (generated, report), llm = on_runner(agentic_dialog_batch, run.scope, [a for a in apis if a.accepted], nodes,
                                          run.settings, settings)

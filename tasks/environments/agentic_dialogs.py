@@ -1,12 +1,18 @@
 """``agentic_multi_turn`` dialogs end to end: environments, blueprints, trajectories, rule verification, counts.
 
-:func:`make_agentic_dialogs` is the entry point a stage calls (the Prefect dialogs stage is not wired to it yet):
-it needs the accepted APIs and the context-tree nodes of the run, an :class:`~toolace.llm.gateway.LLMGateway`, and
+:func:`make_agentic_dialogs` is the entry point the dialogs stage calls (``flows/stages/dialogs.py``): it needs the
+accepted APIs and the context-tree nodes of the run, an :class:`~toolace.llm.gateway.LLMGateway`, and
 :class:`AgenticSettings`; it returns every dialog (accepted and rejected, each rejection with its check and reason),
-every environment and blueprint record, and the counts (:meth:`AgenticRun.stats`). Per API family
-(:func:`~tasks.environments.blueprints.api_families`, in order, until ``settings.dialogs`` dialogs are accepted):
+every environment and blueprint record, and the counts (:meth:`AgenticRun.stats`).
 
-1. the LLM proposes an environment; one that does not validate is rejected and the next family is tried;
+The MCP servers of ``settings.mcp_environments`` come first, in order
+(:func:`~tasks.environments.mcp_environments.prepare_mcp_environment`: the server started once in its sandbox, its
+tools imported, its initial state observed through the probes; one that does not start or does not fit its spec
+is a rejected environment record and the next is tried); then, per API family
+(:func:`~tasks.environments.blueprints.api_families`, in order), a synthesised environment. Either way, until
+``settings.dialogs`` dialogs are accepted:
+
+1. (a family) the LLM proposes an environment; one that does not validate is rejected and the next is tried;
 2. the LLM proposes ``blueprints_per_environment`` blueprints; each is executed in the sandbox from the initial
    state and checked by rules, then (``model_checks``) reviewed by the committee of judges;
 3. each accepted blueprint gets one trajectory (simulated user + assistant, every call executed), accepted when the
@@ -15,7 +21,8 @@ every environment and blueprint record, and the counts (:meth:`AgenticRun.stats`
    is held to the checks every published dialog meets; the first failure rejects it.
 
 The dialog's ``meta`` holds the environment id, the initial state, the ground-truth actions, the required outputs
-and the final-state diff. The agents default to the gateway's (:func:`~tasks.environments.trajectories.gateway_user`,
+and the final-state diff; an MCP environment's adds ``source: "mcp"`` and the ``server`` (name, version, command).
+The agents default to the gateway's (:func:`~tasks.environments.trajectories.gateway_user`,
 :func:`~tasks.environments.trajectories.gateway_assistant`); tests pass scripted ones.
 """
 
@@ -29,7 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas.environments import AgenticDialog
+from schemas.environments import AgenticDialog, McpEnvironmentSpec
 from schemas.records import APISpec, TreeNode
 from tasks.environments.blueprints import (
     BlueprintRecord,
@@ -42,6 +49,9 @@ from tasks.environments.blueprints import (
 )
 from tasks.environments.declarative import DEFAULT_LIMITS, EnvironmentSpec, Limits
 from tasks.environments.declarative_sandbox import DEFAULT_SANDBOX, SandboxLimits, SandboxSession
+from tasks.environments.executable import Environment, new_session
+from tasks.environments.mcp_environments import SOURCE as MCP_SOURCE
+from tasks.environments.mcp_environments import prepare_mcp_environment
 from tasks.environments.trajectories import (
     DEFAULT_TRAJECTORY,
     AssistantAgent,
@@ -68,6 +78,7 @@ class AgenticSettings:
     limits: Limits = DEFAULT_LIMITS
     sandbox: SandboxLimits = DEFAULT_SANDBOX
     bounds: TrajectoryLimits = DEFAULT_TRAJECTORY
+    mcp_environments: tuple[McpEnvironmentSpec, ...] = ()  # MCP servers run as environments, before synthesised ones
 
 
 @dataclass
@@ -90,10 +101,13 @@ class AgenticRun:
         rejected = Counter(r.rejected_by or "unknown" for r in [*self.environments, *self.blueprints, *self.dialogs]
                            if not r.accepted)
         accepted = len(self.accepted)
+        sources = {"synthesised": sum(e.accepted for e in self.environments if e.source != MCP_SOURCE)}
+        if any(e.source == MCP_SOURCE for e in self.environments):
+            sources[MCP_SOURCE] = sum(e.accepted for e in self.environments if e.source == MCP_SOURCE)
         return {
             "environments_proposed": len(self.environments),
             "environments_accepted": sum(e.accepted for e in self.environments),
-            "environment_sources": {"synthesised": sum(e.accepted for e in self.environments)},
+            "environment_sources": sources,
             "blueprints_proposed": len(self.blueprints),
             "blueprints_executed": sum(b.executed for b in self.blueprints),
             "blueprints_accepted": sum(b.accepted for b in self.blueprints),
@@ -116,15 +130,18 @@ def agentic_dialog_id(seed: int, env_id: str, blueprint_id: str) -> str:
     return hashlib.sha1(f"{seed}:agentic:{env_id}:{blueprint_id}".encode()).hexdigest()[:16]
 
 
-async def _blueprints_for(env: EnvironmentSpec, gateway: LLMGateway, settings: AgenticSettings, run: AgenticRun,
+async def _blueprints_for(env: Environment, gateway: LLMGateway, settings: AgenticSettings, run: AgenticRun,
                           sample_base: int) -> list[BlueprintRecord]:
     records = await propose_blueprints(env, settings.blueprints_per_environment, gateway, sample_base)
 
     def execute_all() -> float:
         began = time.perf_counter()
-        with SandboxSession(settings.sandbox) as session:
+        session = new_session(env, settings.sandbox)  # one worker for the batch; each execution starts afresh
+        try:
             for record in records:
                 execute_blueprint(record, env, session, settings.limits)
+        finally:
+            session.close()
         return time.perf_counter() - began
 
     run.execution_s += await asyncio.to_thread(execute_all)
@@ -152,6 +169,7 @@ async def make_agentic_dialogs(
     make_assistant = assistant or (lambda k: gateway_assistant(gateway, sample=settings.seed * 10_000 + k * 100))
     idle: list[SandboxSession] = []  # warm workers, reused by the next trajectories (a load resets the state)
     try:
+        await _mcp_servers(gateway, settings, run, make_user, make_assistant, idle)
         await _families(apis, nodes, gateway, settings, run, make_user, make_assistant, idle)
     finally:
         await asyncio.to_thread(lambda: [session.close() for session in idle])
@@ -160,9 +178,13 @@ async def make_agentic_dialogs(
     return run
 
 
-async def _trajectory(env: EnvironmentSpec, number: int, bp: BlueprintRecord, settings: AgenticSettings,
+async def _trajectory(env: Environment, number: int, bp: BlueprintRecord, settings: AgenticSettings,
                       make_user: Callable[[int], UserAgent], make_assistant: Callable[[int], AssistantAgent],
                       idle: list[SandboxSession]) -> TrajectoryOutcome:
+    if not isinstance(env, EnvironmentSpec):  # a worker (and server) of its own, closed by run_trajectory
+        return await run_trajectory(env, bp, make_user(number), make_assistant(number),
+                                    agentic_dialog_id(settings.seed, env.env_id, bp.blueprint.blueprint_id),
+                                    settings.limits, settings.sandbox, settings.bounds)
     session = idle.pop() if idle else SandboxSession(settings.sandbox)
     try:
         return await run_trajectory(env, bp, make_user(number), make_assistant(number),
@@ -176,26 +198,53 @@ async def _families(apis: Sequence[APISpec], nodes: Sequence[TreeNode], gateway:
                     settings: AgenticSettings, run: AgenticRun, make_user: Callable[[int], UserAgent],
                     make_assistant: Callable[[int], AssistantAgent], idle: list[SandboxSession]) -> None:
     for index, family in enumerate(api_families(apis, nodes)):
-        if len(run.accepted) >= settings.dialogs or len(run.environments) >= settings.max_environments:
+        synthesised = sum(e.source != MCP_SOURCE for e in run.environments)
+        if len(run.accepted) >= settings.dialogs or synthesised >= settings.max_environments:
             break
         record = await propose_environment(family, nodes, gateway, settings.limits, sample=settings.seed + index)
         run.environments.append(record)
         env = record.environment
         if not record.accepted or env is None:
             continue
-        blueprints = await _blueprints_for(env, gateway, settings, run, settings.seed * 1000 + index * 10)
-        wanted = blueprints[: settings.dialogs - len(run.accepted)]
-        start = len(run.dialogs)
+        await _dialogs_of(env, gateway, settings, run, make_user, make_assistant, idle,
+                          settings.seed * 1000 + index * 10)
 
-        outcomes = list(await asyncio.gather(*(
-            _trajectory(env, start + k, bp, settings, make_user, make_assistant, idle) for k, bp in enumerate(wanted))))
-        for outcome in outcomes:
-            run.executions += outcome.executions
-            run.execution_s += outcome.execution_s
-            run.llm_tokens += outcome.tokens
-            dialog = outcome.dialog
-            if dialog.accepted:
-                failures = score_dialog(dialog, settings.max_assistant_chars)
-                if failures:
-                    dialog.reject(failures[0].check, failures[0].reason)
-            run.dialogs.append(dialog)
+
+async def _mcp_servers(gateway: LLMGateway, settings: AgenticSettings, run: AgenticRun,
+                       make_user: Callable[[int], UserAgent], make_assistant: Callable[[int], AssistantAgent],
+                       idle: list[SandboxSession]) -> None:
+    """The configured MCP servers as environments (see the module docstring)."""
+    for index, spec in enumerate(settings.mcp_environments):
+        if len(run.accepted) >= settings.dialogs:
+            break
+        began = time.perf_counter()
+        record = await asyncio.to_thread(prepare_mcp_environment, spec, settings.limits)
+        run.execution_s += time.perf_counter() - began
+        run.environments.append(record)
+        if not record.accepted or record.mcp is None:
+            continue
+        await _dialogs_of(record.mcp, gateway, settings, run, make_user, make_assistant, idle,
+                          settings.seed * 1000 + 500 + index * 10)
+
+
+async def _dialogs_of(env: Environment, gateway: LLMGateway, settings: AgenticSettings, run: AgenticRun,
+                      make_user: Callable[[int], UserAgent], make_assistant: Callable[[int], AssistantAgent],
+                      idle: list[SandboxSession], sample_base: int) -> None:
+    """An accepted environment's blueprints, then one trajectory per accepted blueprint (as many as are still
+    wanted), each accepted one held to the rule layer."""
+    blueprints = await _blueprints_for(env, gateway, settings, run, sample_base)
+    wanted = blueprints[: settings.dialogs - len(run.accepted)]
+    start = len(run.dialogs)
+
+    outcomes = list(await asyncio.gather(*(
+        _trajectory(env, start + k, bp, settings, make_user, make_assistant, idle) for k, bp in enumerate(wanted))))
+    for outcome in outcomes:
+        run.executions += outcome.executions
+        run.execution_s += outcome.execution_s
+        run.llm_tokens += outcome.tokens
+        dialog = outcome.dialog
+        if dialog.accepted:
+            failures = score_dialog(dialog, settings.max_assistant_chars)
+            if failures:
+                dialog.reject(failures[0].check, failures[0].reason)
+        run.dialogs.append(dialog)

@@ -43,10 +43,9 @@ from tasks.environments.declarative import (
     Limits,
     State,
     initial_state,
-    state_diff,
     validation_problem,
 )
-from tasks.environments.declarative_sandbox import SandboxSession
+from tasks.environments.executable import Environment, EnvironmentSession, coerce_arguments, diff, start_state
 from tasks.environments.library_example import library_proposal_data
 from tasks.verification.model_judges import HALLUCINATION, Judge, Messages, judge_samples, render_sample
 from toolace.llm.gateway import LLMGateway, Structured
@@ -159,6 +158,7 @@ class EnvironmentRecord(Outcome):
     env_id: str
     family: list[str] = Field(description="The API names of the family")
     environment: EnvironmentSpec | None = None
+    source: str = Field("synthesised", description="synthesised, or mcp (tasks.environments.mcp_environments)")
 
 
 def parse_environment(answer: Structured[EnvironmentProposal] | EnvironmentProposal, family: Sequence[APISpec],
@@ -195,16 +195,21 @@ def _state_text(state: State) -> str:
     return text if len(text) <= STATE_CHARS else f"{text[:STATE_CHARS]} [... {len(text) - STATE_CHARS} chars cut]"
 
 
-def blueprint_messages(env: EnvironmentSpec, index: int = 0) -> Messages:
+def _initial_state_text(env: Environment) -> str:
+    return _state_text(initial_state(env)) if isinstance(env, EnvironmentSpec) else env.state_text(STATE_CHARS)
+
+
+def blueprint_messages(env: Environment, index: int = 0) -> Messages:
     apis = "\n".join(f"- {json.dumps({'name': t.name, 'description': t.description, 'parameters': t.parameters}, ensure_ascii=False)}"  # noqa: E501
                      for t in env.tools)
     kinds = ("a change the user wants made (create, update or remove something), then a report of the result",
              "information the user wants looked up, possibly in several steps", "two related requests at once")
+    role = "a customer-service assistant" if isinstance(env, EnvironmentSpec) else "an assistant"
     return [
-        {"role": "system", "content": "You write realistic tasks for a customer-service assistant that uses tools. "
+        {"role": "system", "content": f"You write realistic tasks for {role} that uses tools. "
          "Answer with the JSON object requested."},
         {"role": "user", "content": f"Environment: {env.name}: {env.description}\nTools:\n{apis}\n\nCurrent "
-         f"state:\n{_state_text(initial_state(env))}\n\nWrite task {index + 1}: {kinds[index % len(kinds)]}. "
+         f"state:\n{_initial_state_text(env)}\n\nWrite task {index + 1}: {kinds[index % len(kinds)]}. "
          "user_goal: what the user wants, in the user's words, giving every value the actions need (ids, names) "
          "from the state above. actions: the tool calls, in order, that achieve exactly that goal and nothing "
          "else. outputs: the values from the calls' results the assistant must tell the user (copy them "
@@ -226,7 +231,7 @@ def blueprint_id(env_id: str, proposal: BlueprintProposal) -> str:
     return "bp_" + hashlib.sha1(f"{env_id}:{proposal.model_dump_json()}".encode()).hexdigest()[:12]
 
 
-def parse_blueprint(answer: Structured[BlueprintProposal] | BlueprintProposal, env: EnvironmentSpec) -> BlueprintRecord:
+def parse_blueprint(answer: Structured[BlueprintProposal] | BlueprintProposal, env: Environment) -> BlueprintRecord:
     raws = answer.raw_outputs if isinstance(answer, Structured) else []
     proposal = answer.value if isinstance(answer, Structured) else answer
     if proposal is None:
@@ -236,8 +241,11 @@ def parse_blueprint(answer: Structured[BlueprintProposal] | BlueprintProposal, e
         record = BlueprintRecord(blueprint=empty, raw_outputs=raws)
         record.reject(answer.check or EXECUTION_CHECK, answer.error or "no blueprint proposed")
         return record
-    return BlueprintRecord(blueprint=Blueprint.from_proposal(proposal, blueprint_id(env.env_id, proposal), env.env_id),
-                           raw_outputs=raws)
+    blueprint = Blueprint.from_proposal(proposal, blueprint_id(env.env_id, proposal), env.env_id)
+    if not isinstance(env, EnvironmentSpec):  # an external tool's schema may want what a strict answer cannot say
+        for action in blueprint.actions:
+            action.arguments = coerce_arguments(env, action.api, action.arguments)
+    return BlueprintRecord(blueprint=blueprint, raw_outputs=raws)
 
 
 def _scalars(value: Any) -> list[Any]:
@@ -263,7 +271,7 @@ def output_found(output: str, values: Sequence[Any]) -> bool:
                if v is not None)
 
 
-def execute_blueprint(record: BlueprintRecord, env: EnvironmentSpec, session: SandboxSession,
+def execute_blueprint(record: BlueprintRecord, env: Environment, session: EnvironmentSession,
                       limits: Limits = DEFAULT_LIMITS) -> BlueprintRecord:
     """Run the record's actions from the initial state in the sandbox and give the rule verdict (see the module
     docstring). ``record`` is updated and returned."""
@@ -283,7 +291,7 @@ def execute_blueprint(record: BlueprintRecord, env: EnvironmentSpec, session: Sa
         record.reject(EXECUTION_CHECK if check == CALL_FAILED_CHECK else check, execution.failure)
         return record
     record.final_state = execution.final_state
-    record.diff = [d.as_dict() for d in state_diff(initial_state(env), execution.final_state)]
+    record.diff = [d.as_dict() for d in diff(env, start_state(env), execution.final_state)]
     if bp.changes_state and not record.diff:
         record.reject(NO_EFFECT_CHECK, "the goal asks for a change but the actions change nothing")
     elif not record.diff and not bp.outputs:
@@ -296,7 +304,7 @@ def execute_blueprint(record: BlueprintRecord, env: EnvironmentSpec, session: Sa
     return record
 
 
-async def propose_blueprints(env: EnvironmentSpec, count: int, gateway: LLMGateway,
+async def propose_blueprints(env: Environment, count: int, gateway: LLMGateway,
                              sample_base: int = 0) -> list[BlueprintRecord]:
     answers = await asyncio.gather(*(
         gateway.structured(BlueprintProposal, blueprint_messages(env, k), stage=STAGE, sample=sample_base + k)
@@ -307,7 +315,7 @@ async def propose_blueprints(env: EnvironmentSpec, count: int, gateway: LLMGatew
 # ---------------------------------------------------------------------------------------------- the committee
 
 
-def blueprint_sample(record: BlueprintRecord, env: EnvironmentSpec, index: int = 0) -> Sample:
+def blueprint_sample(record: BlueprintRecord, env: Environment, index: int = 0) -> Sample:
     """The blueprint as a sample the judges read: the goal as the user's turn, the actions as one call turn each
     with its real result, and the outputs as the final answer."""
     bp = record.blueprint
@@ -341,7 +349,7 @@ BLUEPRINT_JUDGE = Judge(BLUEPRINT_JUDGE_CHECK, lambda s: True, blueprint_review_
 COMMITTEE: tuple[Judge, ...] = (BLUEPRINT_JUDGE, HALLUCINATION)
 
 
-async def review_blueprints(records: Sequence[BlueprintRecord], env: EnvironmentSpec, gateway: LLMGateway,
+async def review_blueprints(records: Sequence[BlueprintRecord], env: Environment, gateway: LLMGateway,
                             votes: int = 3, judges: Sequence[Judge] = COMMITTEE) -> list[BlueprintRecord]:
     """The committee's verdict on every record the rules passed (updated in place and returned)."""
     todo = [r for r in records if r.accepted]

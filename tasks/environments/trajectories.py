@@ -3,19 +3,22 @@
 The user agent knows the blueprint's goal, not its actions; the assistant agent sees the environment's tools. Every
 call the assistant makes is parsed (OpenAI ``tool_calls`` with :func:`~tasks.formats.call_parsing.parse_json_calls`,
 calls written in text with :func:`~tasks.formats.call_parsing.parse_calls`: ``ast``, never ``eval``) and executed
-against the environment in the sandbox (:class:`~tasks.environments.declarative_sandbox.SandboxSession`); each tool
-turn is the real result (an error result when the call cannot be served). Both agents are injected callables
-(:class:`AssistantAgent`, :class:`UserAgent`), so tests drive them with scripted answers; :func:`gateway_assistant`
-and :func:`gateway_user` are the LLM ones.
+against the environment in the sandbox (:class:`~tasks.environments.declarative_sandbox.SandboxSession` for a
+synthesised environment, :class:`~tasks.environments.mcp_environments.McpSession` for an MCP server: see
+:mod:`tasks.environments.executable`); each tool turn is the real result (an error result when the call cannot be
+served). Both agents are injected callables (:class:`AssistantAgent`, :class:`UserAgent`), so tests drive them with
+scripted answers; :func:`gateway_assistant` and :func:`gateway_user` are the LLM ones.
 
 Verdict (BFCL's state and response checks):
 
 * accepted when the final state equals the state the ground-truth actions produce and every required output
   appears in an assistant turn's text;
-* ``final_state_v1``: the states differ, the reason names the differing paths (``collection/key/field``);
+* ``final_state_v1``: the states differ, the reason names the differing paths (``collection/key/field``; an MCP
+  server's ``probe/line``);
 * ``required_output_v1``: an output the user must be told never appeared;
-* ``destructive_action_v1``: a call that updates or deletes changed a path the ground truth does not change (the
-  conversation stops there);
+* ``destructive_action_v1``: a call that updates or deletes changed a path the ground truth does not change (an MCP
+  server's: a destructive tool, by its annotations, that changed the state though no ground-truth action calls it;
+  the conversation stops there);
 * ``trajectory_call_v1``: a call that does not parse; ``trajectory_length_v1``: the conversation ran past its turn
   bounds; the sandbox's checks when an execution hits a limit or the worker fails.
 """
@@ -33,15 +36,24 @@ from typing import Any, Protocol
 from schemas.environments import AgenticDialog, SimulatedUserTurn
 from schemas.records import ToolCall, Turn
 from tasks.environments.blueprints import STAGE, BlueprintRecord, normalise
-from tasks.environments.declarative import (
-    DEFAULT_LIMITS,
-    EnvironmentSpec,
-    Limits,
-    initial_state,
-    is_destructive,
-    state_diff,
+from tasks.environments.declarative import DEFAULT_LIMITS, EnvironmentSpec, Limits
+from tasks.environments.declarative_sandbox import (
+    DEFAULT_SANDBOX,
+    SANDBOX_CHECK,
+    SandboxFailure,
+    SandboxLimits,
 )
-from tasks.environments.declarative_sandbox import DEFAULT_SANDBOX, SandboxFailure, SandboxLimits, SandboxSession
+from tasks.environments.executable import (
+    Environment,
+    EnvironmentSession,
+    destructive,
+    dialog_meta,
+    diff,
+    new_session,
+    session_wait_s,
+    start_state,
+    unasked_changes,
+)
 from tasks.formats.call_format import openai_messages
 from tasks.formats.call_parsing import CallParseError, parse_calls, parse_json_calls
 from toolace.llm.gateway import LLMCallFailed, LLMGateway
@@ -125,33 +137,39 @@ def _parse(reply: AssistantReply, tool_names: Sequence[str], prefix: str) -> lis
     return [ToolCall(id=f"{prefix}_{n}", name=c.name, arguments=c.arguments) for n, c in enumerate(calls)]
 
 
-async def run_trajectory(env: EnvironmentSpec, blueprint: BlueprintRecord, user: UserAgent,
+async def run_trajectory(env: Environment, blueprint: BlueprintRecord, user: UserAgent,
                          assistant: AssistantAgent, dialog_id: str, limits: Limits = DEFAULT_LIMITS,
                          sandbox: SandboxLimits = DEFAULT_SANDBOX,
                          bounds: TrajectoryLimits = DEFAULT_TRAJECTORY,
-                         session: SandboxSession | None = None) -> TrajectoryOutcome:
+                         session: EnvironmentSession | None = None) -> TrajectoryOutcome:
     """One conversation on a fresh copy of the environment, and its verdict (see the module docstring).
     ``session``: a worker to reuse (loading the environment resets its state; it is left open), else a fresh one
-    is started and closed."""
+    is started and closed. ``env`` is a synthesised environment or an external one (an MCP server: see
+    :mod:`tasks.environments.executable`)."""
     bp = blueprint.blueprint
-    start = initial_state(env)
+    start = start_state(env)
     expected_paths = {d["path"] for d in blueprint.diff}
+    ground_truth_tools = {a.api for a in bp.actions}
     dialog = AgenticDialog(dialog_id=dialog_id, dialog_type=DIALOG_TYPE, domain=env.tools[0].domain,
                            tools=env.tools, segments=[])
-    dialog.meta = {"env_id": env.env_id, "blueprint_id": bp.blueprint_id, "user_goal": bp.user_goal,
-                   "initial_state": start, "ground_truth_actions": [a.model_dump() for a in bp.actions],
+    dialog.meta = {"env_id": env.env_id, **dialog_meta(env), "blueprint_id": bp.blueprint_id,
+                   "user_goal": bp.user_goal, "initial_state": start,
+                   "ground_truth_actions": [a.model_dump() for a in bp.actions],
                    "required_outputs": list(bp.outputs), "final_state_diff": []}
     outcome = TrajectoryOutcome(dialog=dialog)
     tools = [t.tool_definition() for t in env.tools]
     names = [t.name for t in env.tools]
+    system = ASSISTANT_SYSTEM if isinstance(env, EnvironmentSpec) else env.assistant_system()
     owned = session is None
-    session = session or SandboxSession(sandbox)
+    session = session or new_session(env, sandbox)
+    wait_s = session_wait_s(session, sandbox)
 
     async def execute(fn: Callable[..., Any], *args: Any) -> Any:
         began = time.perf_counter()
         try:
-            return await asyncio.wait_for(asyncio.to_thread(fn, *args),
-                                          sandbox.timeout_s + sandbox.start_timeout_s + 5)
+            return await asyncio.wait_for(asyncio.to_thread(fn, *args), wait_s)
+        except TimeoutError:  # the session's own deadlines come first: this one is the last resort
+            raise SandboxFailure(f"the environment gave no answer within {wait_s:g} s", SANDBOX_CHECK) from None
         finally:
             outcome.execution_s += time.perf_counter() - began
 
@@ -171,7 +189,7 @@ async def run_trajectory(env: EnvironmentSpec, blueprint: BlueprintRecord, user:
         for _ in range(bounds.max_user_turns):
             for step in range(bounds.max_calls_per_turn + 1):
                 answer: AssistantReply = await ask(assistant(
-                    [{"role": "system", "content": ASSISTANT_SYSTEM}, *openai_messages(dialog.turns)], tools))
+                    [{"role": "system", "content": system}, *openai_messages(dialog.turns)], tools))
                 outcome.tokens += answer.tokens
                 calls = _parse(answer, names, f"call_{len(dialog.turns)}")
                 if not calls:
@@ -190,8 +208,8 @@ async def run_trajectory(env: EnvironmentSpec, blueprint: BlueprintRecord, user:
                     dialog.turns.append(Turn(role="tool", tool_call_id=call.id, name=call.name,
                                              content=json.dumps(result.as_content(), ensure_ascii=False)))
                     dialog.apis_used = list(dict.fromkeys([*dialog.apis_used, call.name]))
-                    unasked = [p for p in result.changed if p not in expected_paths]
-                    if result.ok and unasked and is_destructive(env, call.name):
+                    unasked = unasked_changes(env, call.name, result.changed, expected_paths, ground_truth_tools)
+                    if result.ok and unasked and destructive(env, call.name):
                         raise _Stop(DESTRUCTIVE_CHECK, f"{call.name}({json.dumps(call.arguments)[:200]}) changed "
                                                        f"{', '.join(unasked[:5])}, which the goal does not ask for")
             reply = await ask(user(bp.user_goal, dialog.turns))
@@ -202,8 +220,8 @@ async def run_trajectory(env: EnvironmentSpec, blueprint: BlueprintRecord, user:
         else:
             raise _Stop(LENGTH_CHECK, f"the user did not finish within {bounds.max_user_turns} turns")
         final = await execute(session.state)
-        dialog.meta["final_state_diff"] = [d.as_dict() for d in state_diff(start, final)]
-        differing = [d.path for d in state_diff(final, blueprint.final_state)]
+        dialog.meta["final_state_diff"] = [d.as_dict() for d in diff(env, start, final)]
+        differing = [d.path for d in diff(env, final, blueprint.final_state)]
         if differing:
             raise _Stop(FINAL_STATE_CHECK, f"the final state differs from the ground truth at "
                                            f"{', '.join(differing[:10])}{' ...' if len(differing) > 10 else ''}")
