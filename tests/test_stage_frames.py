@@ -84,8 +84,36 @@ def test_table_writer_validates_each_batch(tmp_path) -> None:
         writer.write([good])
         with pytest.raises(TableValidationError) as info:
             writer.write([no_domain])
-    assert (0, "DocumentsFrame", "accepted_has_domain") in failures(info.value)
+    assert (1, "DocumentsFrame", "accepted_has_domain") in failures(info.value)  # the row as counted in the table
     assert writer.rows == 1
+
+
+def test_batches_validated_together_are_written_as_the_same_row_groups(tmp_path) -> None:
+    """``validate_rows``: batches wait and are validated in one call, then written batch by batch: the same bytes
+    as validating each batch; a failure keeps the batches before the failing row and names its row in the table."""
+    import pyarrow.parquet as pq
+
+    batches = [[dialog(f"d{b}{i}") for i in range(3)] for b in range(4)]
+    files = {}
+    for together in (0, 7):
+        url = tmp_path / f"dialogs-{together}.parquet"
+        with TableWriter(str(url), Dialog, DialogsFrame, "dialogs", validate_rows=together) as writer:
+            for batch in batches:
+                writer.write(batch)
+        files[together] = url.read_bytes()
+        assert pq.ParquetFile(url).metadata.num_row_groups == 4
+    assert files[0] == files[7]
+
+    url = tmp_path / "bad.parquet"
+    bad = dialog("bad", dialog_type="nonsense")
+    with TableWriter(str(url), Dialog, DialogsFrame, "dialogs", validate_rows=100) as writer:
+        writer.write(batches[0])
+        writer.write(batches[1])
+        with pytest.raises(TableValidationError) as info:
+            writer.write([dialog("ok"), bad])
+            writer.close()
+    assert any(f[:2] == (7, "dialog_type") for f in failures(info.value))  # 3 + 3 + 1 rows before it
+    assert writer.rows == 6 and pl.read_parquet(url).height == 6
 
 
 def test_tree_nodes_need_known_parents_and_roots_at_level_zero() -> None:

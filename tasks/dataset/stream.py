@@ -90,6 +90,9 @@ class DatasetTally:
                 "p75": quantile(0.75), "max": round(losses[-1], 4), "mean": round(sum(losses) / len(losses), 4)}
 
 
+DIALOGS_VALIDATED_TOGETHER = 256  # rows of the dialogs table validated in one pandera call (see TableWriter)
+
+
 class _ShardWriter:
     """The dataset's parquet shards, ``rows_per_shard`` accepted dialogs each, written batch by batch (one row
     group per batch): a shard is closed as soon as it is full, and only the current batch is in memory."""
@@ -146,7 +149,8 @@ class DialogStream:
         self.verification = VerificationTally()
         self.shards: list[str] = []
         self._shards = _ShardWriter(self.dataset_url, rows_per_shard)
-        self._dialogs = writers.TableWriter(f"{run_url}/tables/dialogs.parquet", Dialog, DialogsFrame, "dialogs")
+        self._dialogs = writers.TableWriter(f"{run_url}/tables/dialogs.parquet", Dialog, DialogsFrame, "dialogs",
+                                            validate_rows=DIALOGS_VALIDATED_TOGETHER)
         self._verdicts = writers.ParquetAppender(f"{run_url}/tables/verdicts.parquet",
                                                  pl.DataFrame(schema=VERDICT_SCHEMA).to_arrow().schema)
         self._toolace = writers.JsonlAppender(f"{self.dataset_url}/toolace.jsonl")
