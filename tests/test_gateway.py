@@ -436,3 +436,28 @@ def test_opening_the_loop_shortens_the_switch_interval_closing_restores_it_never
             assert sys.getswitchinterval() == pytest.approx(preset)  # what the process had before the run
     finally:
         sys.setswitchinterval(before)
+
+
+def test_an_answer_the_cache_cannot_keep_is_used_all_the_same(llm, tmp_path, caplog):
+    """The cache is written from a worker thread (not the loop every answer comes through); a write that fails
+    is a warning, never a failed request."""
+    import logging
+
+    from toolace.llm.response_cache import ResponseCache
+
+    class FullDisk(ResponseCache):
+        def put(self, key: str, response: dict[str, Any]) -> None:
+            raise OSError(28, "No space left on device")
+
+    async def main() -> Any:
+        gw = gateway(llm, tmp_path)
+        gw.cache = FullDisk(tmp_path / "llm")
+        try:
+            return await gw.structured(DocumentExtraction, MESSAGES, stage="mining")
+        finally:
+            await gw.aclose()
+
+    with caplog.at_level(logging.WARNING, logger="toolace.llm.gateway"):
+        answer = run(main())
+    assert answer.value is not None
+    assert "caching an LLM answer failed" in caplog.text and "No space left" in caplog.text
