@@ -23,6 +23,7 @@ from tasks.dialogs import generation as dialog_generation
 from tasks.dialogs.complexity import LossScorer
 from tasks.embedding.text_embedding import shared_embedder
 from tasks.environments import agentic_dialogs
+from tasks.environments.agentic_guidance import GuidedBlueprint
 from tasks.environments.blueprints import STAGE as AGENTIC_STAGE
 from tasks.evaluation import bfcl_eval
 from tasks.mcp.execution import ExecutionPolicy, MCPToolExecutor
@@ -204,17 +205,25 @@ def probe_batch(run_scope: str, dialogs: list[Dialog], target_model: str) -> lis
 
 @task(name="agentic-dialogs", **BATCH_TASK)
 def agentic_dialog_batch(run_scope: str, apis: list[APISpec], nodes: list[TreeNode], settings: GatewaySettings,
-                         agentic: agentic_dialogs.AgenticSettings) -> tuple[tuple[list[Dialog], dict[str, Any]],
-                                                                            StageStats]:
+                         agentic: agentic_dialogs.AgenticSettings, guided: list[GuidedBlueprint] | None = None,
+                         environments: list[Any] | None = None) -> tuple[agentic_dialogs.AgenticBatch, StageStats]:
     """``agentic_multi_turn`` dialogs (:mod:`tasks.environments.agentic_dialogs`): environments proposed per API
     family, blueprints executed, trajectories executed in the sandbox; every dialog (accepted or rejected with its
-    check) and the counts of the run report."""
-    async def work(gateway: LLMGateway) -> tuple[list[Dialog], dict[str, Any]]:
-        made = await agentic_dialogs.make_agentic_dialogs(apis, nodes, gateway, agentic)
-        return list(made.dialogs), made.stats()
+    check), the counts of the run report and the accepted environments.
 
-    return _run_with_gateway(settings, AGENTIC_STAGE, work,  # type: ignore[arg-type, return-value]
-                             batch=f"of {agentic.dialogs} agentic dialogs")
+    ``guided``: a round of loss steering instead (:func:`~tasks.environments.agentic_dialogs.make_guided_dialogs`):
+    one replacement blueprint per request, for its environment among ``environments``, with the request's guidance;
+    the requests (round, guidance, the task replaced) are part of the cache key, ``apis`` and ``nodes`` unused."""
+    async def work(gateway: LLMGateway) -> agentic_dialogs.AgenticBatch:
+        if guided:
+            made, outcomes = await agentic_dialogs.make_guided_dialogs(guided, environments or [], gateway, agentic)
+            return agentic_dialogs.AgenticBatch.of(made, outcomes)
+        return agentic_dialogs.AgenticBatch.of(await agentic_dialogs.make_agentic_dialogs(apis, nodes, gateway,
+                                                                                           agentic))
+
+    name = f"of {len(guided)} guided agentic dialogs (round {guided[0].round})" if guided else \
+        f"of {agentic.dialogs} agentic dialogs"
+    return _run_with_gateway(settings, AGENTIC_STAGE, work, batch=name)  # type: ignore[arg-type, return-value]
 
 
 @task(name="verify-dialogs", **BATCH_TASK)

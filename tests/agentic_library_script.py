@@ -74,5 +74,39 @@ def library_rule(body: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+# loss steering (tasks.environments.agentic_guidance): a blueprint prompt with "too hard" guidance names the task it
+# replaces; task number -> the simpler task written instead (a lookup), or None: the same task proposed again
+SIMPLER_TASKS: dict[int, dict[str, Any] | None] = {
+    1: {"user_goal": "What is the title of the book b1?", "changes_state": False,
+        "actions": [{"api": "get_book", "arguments": _args(book_id="b1")}], "outputs": ["Dune"]},
+    2: None,
+    3: {"user_goal": "What is the title of the book b2?", "changes_state": False,
+        "actions": [{"api": "get_book", "arguments": _args(book_id="b2")}], "outputs": ["Emma"]},
+}
+_TITLES = {"b1": "Dune", "b2": "Emma"}
+
+
+def guided_library_rule(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The guided blueprint writer (tasks 1 and 3 replaced by lookups, task 2 repeated) and the assistant's answers
+    to the lookups; everything else is left to :func:`library_rule` (script this rule after it, so it is tried
+    first)."""
+    text = last_user_text(body)
+    if schema_name(body) == "BlueprintProposal" and "too hard for the target model" in text:
+        number = _goal_task(text) or 2
+        return {"json": SIMPLER_TASKS[number] or TASKS[number][0]}
+    if body.get("tools"):
+        messages = body.get("messages") or []
+        users = [m.get("content") or "" for m in messages if m.get("role") == "user"]
+        task = next((t for t in SIMPLER_TASKS.values() if t is not None and users and users[0] == t["user_goal"]),
+                    None)
+        if task is None:
+            return None
+        book = task["actions"][0]["arguments"][0]["value"]
+        if messages[-1].get("role") == "tool":
+            return {"content": f"The book {book} is {_TITLES[book]}."}
+        return {"tool_calls": [{"name": "get_book", "arguments": json.dumps({"book_id": book})}]}
+    return None
+
+
 def script_library(server: ScriptedLLMServer) -> None:
     server.script(library_rule)

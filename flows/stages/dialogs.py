@@ -37,6 +37,7 @@ from tasks.dialogs.self_guidance import (
     start_record,
 )
 from tasks.environments.agentic_dialogs import AgenticSettings
+from tasks.environments.agentic_guidance import AgenticSteering, merge_counts
 from tasks.mcp.execution import ExecutionPolicy
 from tasks.verification.expectations import prefetch_great_expectations
 from toolace.errors import UserError
@@ -88,7 +89,7 @@ def make_dialogs(run: RunContext, all_apis: list[APISpec], bounds: LossBounds | 
         made = 0
         if agentic_quota:
             made, agentic_report, (gen, loss, ver) = _agentic(run, all_apis, nodes or [], agentic_quota, stream,
-                                                               (gen, loss, ver))
+                                                               (gen, loss, ver), bounds)
         rest = config.dialogs - made
         planner = MixPlanner(all_apis, rest, rest_mix, config.candidate_tools, config.seed, config.max_segments,
                              MAX_ATTEMPT_FACTOR, config.mix_tolerance, overfill=config.mix_shortfall == "warn") \
@@ -147,22 +148,28 @@ def _verify_and_write(run: RunContext, generated: list[Dialog], stream: DialogSt
 
 
 def _agentic(run: RunContext, apis: list[APISpec], nodes: list[TreeNode], quota: int, stream: DialogStream,
-             stats: tuple[StageStats, StageStats, StageStats]) -> tuple[int, dict[str, Any],
-                                                                       tuple[StageStats, StageStats, StageStats]]:
+             stats: tuple[StageStats, StageStats, StageStats],
+             bounds: LossBounds | None = None) -> tuple[int, dict[str, Any],
+                                                        tuple[StageStats, StageStats, StageStats]]:
     """The mix's ``agentic_multi_turn`` share, made before the other types: environments (the config's
     ``agentic_mcp_servers`` first, then synthesised ones), blueprints and trajectories verified by execution (one
-    batch task), then the target model's loss and the same verification and writing as every dialog. A share it
-    cannot reach is a shortfall like any type's (``mix_shortfall``)."""
+    batch task), then the target model's loss, loss steering when ``bounds`` are in force (:func:`_steer_agentic`),
+    and the same verification and writing as every dialog. A share it cannot reach is a shortfall like any type's
+    (``mix_shortfall``)."""
     config = run.config
     gen, loss, ver = stats
     settings = AgenticSettings(dialogs=quota, model_checks=config.model_checks, judge_votes=config.judge_votes,
                                max_assistant_chars=config.max_assistant_chars, seed=config.seed,
                                mcp_environments=tuple(config.agentic_mcp_servers))
     started = time.perf_counter()
-    (generated, report), llm = on_runner(agentic_dialog_batch, run.scope, [a for a in apis if a.accepted], nodes,
-                                         run.settings, settings)
+    batch, llm = on_runner(agentic_dialog_batch, run.scope, [a for a in apis if a.accepted], nodes, run.settings,
+                           settings)
+    generated, report = list(batch.dialogs), batch.report
     gen = _count_generation(gen, generated, llm, started)
     generated, loss = _score(run, generated, loss)
+    if bounds is not None:
+        generated, report, gen, loss = _steer_agentic(run, settings, batch.environments, generated, report, bounds,
+                                                      gen, loss)
     decided, ver = _verify_and_write(run, generated, stream, ver, 0, f"of {quota} agentic dialogs")
     made = sum(d.accepted for d in decided)
     weights = {t: w for t, w in config.dialog_mix.items() if w > 0}
@@ -182,6 +189,35 @@ def _agentic(run: RunContext, apis: list[APISpec], nodes: list[TreeNode], quota:
             raise MixShortfall(f"run {run.run_id}: {line}; lower its weight in dialog_mix or raise mix_tolerance "
                                "(mix_shortfall: warn makes the rest all the same, for the expectation suite to judge)")
     return made, report, (gen, loss, ver)
+
+
+def _steer_agentic(run: RunContext, settings: AgenticSettings, environments: list[Any], generated: list[Dialog],
+                   report: dict[str, Any], bounds: LossBounds, gen: StageStats,
+                   loss: StageStats) -> tuple[list[Dialog], dict[str, Any], StageStats, StageStats]:
+    """Loss steering of agentic dialogs (:mod:`tasks.environments.agentic_guidance`), the counterpart of
+    :func:`_guide`: for at most ``guidance_rounds`` rounds, each accepted dialog still too easy or too hard gets a
+    replacement blueprint for its environment, proposed with guidance, executed, reviewed and run as a trajectory
+    (one batch task per round), then scored; the version kept after the last round meets the same out-of-band rule
+    (:func:`reject_out_of_band`). Replaced versions and failed replacements are returned as rejected rows; the
+    round figures join the agentic report (``guidance``), the rounds' work its counts and the stage stats."""
+    steering = AgenticSteering.start(generated, bounds, [e.env_id for e in environments])
+    for round_no in range(1, run.config.guidance_rounds + 1):
+        requests = steering.requests(round_no)
+        if not requests:
+            break
+        wanted = {r.env_id for r in requests}
+        started = time.perf_counter()
+        guided, llm = on_runner(agentic_dialog_batch, run.scope, [], [], run.settings, settings, requests,
+                                [e for e in environments if e.env_id in wanted])
+        made = [o.dialog for o in guided.outcomes if o.dialog is not None]
+        gen = _count_generation(gen, made, llm, started)
+        made, loss = _score(run, made, loss)
+        steering.settle(round_no, requests, guided.outcomes, made)
+        report = merge_counts(report, guided.report)
+    dialogs = steering.finish()
+    for dialog, record in steering.kept():
+        reject_out_of_band(dialog, record, bounds, run.config.keep_out_of_band)
+    return dialogs, {**report, "guidance": steering.report()}, gen, loss
 
 
 class MixShortfall(UserError):

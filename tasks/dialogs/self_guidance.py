@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from schemas.records import Dialog, DialogType
 
+OUT_OF_BAND_CHECK = "complexity_bounds_v1"  # a dialog rejected for its loss (flows.stages.dialogs.reject_out_of_band)
 Verdict = Literal["too_easy", "in_range", "too_hard", "unscored"]
 VERDICTS: tuple[Verdict, ...] = ("too_easy", "in_range", "too_hard", "unscored")
 FALLBACK_LOWER_QUANTILE = 0.25  # lower bound from all probes when fewer than 2 were answered correctly

@@ -199,17 +199,21 @@ def _initial_state_text(env: Environment) -> str:
     return _state_text(initial_state(env)) if isinstance(env, EnvironmentSpec) else env.state_text(STATE_CHARS)
 
 
-def blueprint_messages(env: Environment, index: int = 0) -> Messages:
+def blueprint_messages(env: Environment, index: int = 0, guidance: str = "") -> Messages:
+    """The prompt for task ``index`` of an environment (the kind of task cycles with the index). ``guidance``: loss
+    steering's instruction (:func:`tasks.environments.agentic_guidance.blueprint_guidance`: harder or simpler than a
+    task the target model found too easy or too hard), which then replaces the kind."""
     apis = "\n".join(f"- {json.dumps({'name': t.name, 'description': t.description, 'parameters': t.parameters}, ensure_ascii=False)}"  # noqa: E501
                      for t in env.tools)
     kinds = ("a change the user wants made (create, update or remove something), then a report of the result",
              "information the user wants looked up, possibly in several steps", "two related requests at once")
     role = "a customer-service assistant" if isinstance(env, EnvironmentSpec) else "an assistant"
+    task = f"a new task. {guidance}" if guidance else f"{kinds[index % len(kinds)]}."
     return [
         {"role": "system", "content": f"You write realistic tasks for {role} that uses tools. "
          "Answer with the JSON object requested."},
         {"role": "user", "content": f"Environment: {env.name}: {env.description}\nTools:\n{apis}\n\nCurrent "
-         f"state:\n{_initial_state_text(env)}\n\nWrite task {index + 1}: {kinds[index % len(kinds)]}. "
+         f"state:\n{_initial_state_text(env)}\n\nWrite task {index + 1}: {task} "
          "user_goal: what the user wants, in the user's words, giving every value the actions need (ids, names) "
          "from the state above. actions: the tool calls, in order, that achieve exactly that goal and nothing "
          "else. outputs: the values from the calls' results the assistant must tell the user (copy them "
@@ -304,10 +308,12 @@ def execute_blueprint(record: BlueprintRecord, env: Environment, session: Enviro
     return record
 
 
-async def propose_blueprints(env: Environment, count: int, gateway: LLMGateway,
-                             sample_base: int = 0) -> list[BlueprintRecord]:
+async def propose_blueprints(env: Environment, count: int, gateway: LLMGateway, sample_base: int = 0,
+                             guidance: str = "") -> list[BlueprintRecord]:
+    """``count`` blueprints for ``env`` (``guidance``: loss steering's instruction, see :func:`blueprint_messages`)."""
     answers = await asyncio.gather(*(
-        gateway.structured(BlueprintProposal, blueprint_messages(env, k), stage=STAGE, sample=sample_base + k)
+        gateway.structured(BlueprintProposal, blueprint_messages(env, k, guidance), stage=STAGE,
+                           sample=sample_base + k)
         for k in range(count)))
     return [parse_blueprint(a, env) for a in answers]
 
