@@ -24,6 +24,7 @@ from flows.stages.mining import mining_stage
 from flows.stages.publishing import STAGES, DatasetRejected, publish_stage
 from flows.stages.run_context import Carried, RunContext, StageResult, run_stage, stage_task_runner
 from tasks.storage import run_storage
+from tasks.verification.expectations import prefetch_great_expectations
 from tasks.verification.template_gate import TemplateGate
 from toolace.config import RunConfig, redact_url
 from toolace.garbage_collection import CollectorPauses
@@ -129,6 +130,8 @@ def run_stages(run: RunContext) -> dict[str, Any]:
     if run.settings.cache_dir:  # the LLM response cache kept within its age and size bounds (oldest entries first)
         logger.info("%s", prune_cache(run.settings.cache_dir, config.llm_cache_max_age_days,
                                       config.llm_cache_max_bytes).summary())
+    # Great Expectations (publish) is imported in a thread during mining, not during the dialogs' busy LLM loop
+    prefetch_great_expectations()
     mining = run_stage(mining_stage, run)
     run.collector.freeze()  # the embedding model and the kept documents live for the rest of the run
     tree = run_stage(context_tree_stage, run, Carried(items=mining.records))

@@ -39,7 +39,6 @@ from tasks.dialogs.self_guidance import (
 from tasks.environments.agentic_dialogs import AgenticSettings
 from tasks.environments.agentic_guidance import AgenticSteering, merge_counts
 from tasks.mcp.execution import ExecutionPolicy
-from tasks.verification.expectations import prefetch_great_expectations
 from toolace.errors import UserError
 from toolace.stall_watchdog import items_of
 
@@ -73,9 +72,6 @@ def make_dialogs(run: RunContext, all_apis: list[APISpec], bounds: LossBounds | 
     gen, loss, ver = StageStats(), StageStats(), StageStats()
     apis_by_id = {a.api_id: a for a in all_apis}
     sink.stage("dialogs", config.dialogs)
-    # Great Expectations is needed at publish: it is imported while the dialogs wait on the LLM (the interpreter is
-    # far from busy then), instead of stalling publish for its 4 s import
-    prefetch_great_expectations()
     run.collector.freeze()  # the API pool and the dialog plans live until the run ends
     gate = run.template_gate
     depth = batches_in_flight(config.concurrency, config.batch_size)
