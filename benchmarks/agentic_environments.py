@@ -11,8 +11,18 @@ own call rate in process and through one sandboxed worker, so the cost of the su
 ``--embedded`` runs the same pipeline on the embedded SmolLM2-135M model instead (started on 127.0.0.1 as a run
 starts it): every role is the small model's, so this measures what it manages, not the machinery.
 
+``--mcp-git N`` runs it on the real ``mcp-server-git`` environment instead of synthesised ones
+(:func:`tests.test_mcp_environments.git_spec` over a freshly seeded repository, no API families): N blueprints
+proposed, executed (each execution on a fresh copy of the repository with a freshly started server) and reviewed,
+and one trajectory per accepted blueprint, every role scripted by ``tests/mcp_git_script.py``. Its executions per
+second count the server start-ups (the environment's preparation, one per executed blueprint, one per trajectory:
+``server_starts``) in the execution time, which adds up the trajectories' overlapping executions
+(``executions_per_wall_s`` divides by the wall time instead); then the cost of one execution's start (fixture
+copied, server started), the server's own call rate in one execution (``--calls``, at most 200) and one state
+observation, measured apart.
+
 Usage: python benchmarks/agentic_environments.py [--families 8] [--votes 3] [--latency 0.0] [--calls 2000]
-       [--embedded]
+       [--embedded | --mcp-git N]
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ import asyncio
 import json
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -56,6 +67,65 @@ async def pipeline(base_url: str, args: argparse.Namespace, model: str = "script
         await gateway.aclose()
 
 
+async def mcp_git_pipeline(base_url: str, args: argparse.Namespace, repo: Path) -> dict:
+    from tests.test_mcp_environments import git_spec
+
+    gateway = LLMGateway(GatewaySettings(base_url=base_url, model="scripted-model", backoff_base_s=0.01))
+    try:
+        settings = AgenticSettings(dialogs=args.mcp_git, blueprints_per_environment=args.mcp_git,
+                                   judge_votes=args.votes, mcp_environments=(git_spec(repo),))
+        run = await make_agentic_dialogs([], [], gateway, settings)
+        stats = run.stats()
+        # every execution starts a server: the preparation's, each blueprint's, each trajectory's
+        stats["server_starts"] = len(run.environments) + stats["blueprints_executed"] + stats["trajectories_run"]
+        # execution_s adds up the trajectories' executions, which overlap: the executions per second of wall time too
+        stats["executions_per_wall_s"] = round(stats["executions"] / run.wall_time_s, 1) if run.wall_time_s else None
+        return stats
+    finally:
+        await gateway.aclose()
+
+
+def mcp_call_rates(repo: Path, calls: int) -> dict:
+    """One execution's start (fresh fixture copy, server started; the mean of 5), ``calls`` git_status calls in one
+    execution, and one observation of the state (every probe)."""
+    from tasks.environments.mcp_environments import McpSession, prepare_mcp_environment
+    from tests.test_mcp_environments import REPO, git_spec
+
+    record = prepare_mcp_environment(git_spec(repo))
+    assert record.mcp is not None, record.reason
+    env, starts, limits = record.mcp, 5, Limits(max_calls=calls + 10)
+    with McpSession(env) as session:
+        began = time.perf_counter()
+        for _ in range(starts):
+            session.load(env, limits)
+        load_s = (time.perf_counter() - began) / starts
+        began = time.perf_counter()
+        for _ in range(calls):
+            session.call("git_status", dict(REPO))
+        calls_per_s = calls / (time.perf_counter() - began)
+        began = time.perf_counter()
+        session.state()
+        state_s = time.perf_counter() - began
+    return {"mcp_execution_start_s": round(load_s, 3), "mcp_git_status_calls_per_s": round(calls_per_s),
+            "mcp_state_observation_s": round(state_s, 3)}
+
+
+def run_mcp_git(args: argparse.Namespace) -> None:
+    from tests.mcp_git_script import git_rule
+    from tests.test_mcp_environments import seeded_repo
+
+    with tempfile.TemporaryDirectory(prefix="bench-mcp-git-") as folder:
+        repo = seeded_repo(Path(folder) / "repo")
+        server = ScriptedLLMServer(latency=args.latency, keep_requests=False).start()
+        try:
+            server.script(git_rule)
+            stats = asyncio.run(mcp_git_pipeline(server.base_url, args, repo))
+        finally:
+            server.stop()
+        print(json.dumps(stats, indent=2))
+        print(json.dumps(mcp_call_rates(repo, min(args.calls, 200)), indent=2))
+
+
 def call_rates(calls: int) -> dict:
     env = library_environment()
     work = [("checkout_book", {"book_id": "b1", "member_id": "m1"}), ("get_book", {"book_id": "b1"}),
@@ -85,7 +155,16 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.0, help="scripted server latency per answer (s)")
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--embedded", action="store_true", help="the embedded SmolLM2 model plays every role")
+    parser.add_argument("--mcp-git", type=int, default=0, metavar="N",
+                        help="N blueprint+trajectory cycles on the real mcp-server-git environment instead")
     args = parser.parse_args()
+    if args.mcp_git and args.embedded:
+        parser.error("--mcp-git and --embedded exclude each other")
+    if args.mcp_git:
+        print(f"# {platform.node()} python {platform.python_version()} mcp_git={args.mcp_git} votes={args.votes} "
+              f"latency={args.latency}")
+        run_mcp_git(args)
+        return
     print(f"# {platform.node()} python {platform.python_version()} families={args.families} votes={args.votes} "
           f"latency={args.latency} embedded={args.embedded}")
     if args.embedded:

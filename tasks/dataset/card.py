@@ -12,7 +12,10 @@ data_files=...)`` (or by pointing ``load_dataset`` at the ``dataset/`` folder). 
   they are: only the keys a role uses, ``tool_calls`` with ``arguments`` as objects, 9-character call ids,
   ``tool`` messages naming the ``tool_call_id`` they answer (and ``reasoning_content`` on assistant messages
   with ``publish_reasoning``);
-- ``tools``: ``[{"type": "function", "function": {"name", "description", "parameters"}}]``.
+- ``tools``: ``[{"type": "function", "function": {"name", "description", "parameters"}}]``;
+- ``environment``: for an ``agentic_multi_turn`` dialog, its environment as in the JSON rows' ``meta`` (id, source,
+  initial state, ground-truth actions, required outputs, final state diff; the server for an MCP environment);
+  null for every other type.
 
 ``messages`` and ``tools`` are lists of JSON values (Arrow's canonical ``arrow.json`` extension type, the
 ``datasets`` feature ``List(Json())``): a struct column would unify keys across rows, so every argument object,
@@ -33,6 +36,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from schemas.environments import AgenticDialog
 from schemas.records import Dialog
 from tasks.dataset.rows import toolace_row
 from tasks.formats.call_format import chat_messages, with_published_ids
@@ -105,12 +109,13 @@ HF_FEATURES: dict[str, Any] = {
                                   "value": {"dtype": "string", "_type": "Value"}}, "_type": "List"},
     "messages": {"feature": {"_type": "Json"}, "_type": "List"},
     "tools": {"feature": {"_type": "Json"}, "_type": "List"},
+    "environment": {"_type": "Json"},
 }
 SHARD_SCHEMA = pa.schema(
     [("id", pa.string()), ("domain", pa.string()), ("dialog_type", pa.string()), ("segments", _STRING_LIST),
      ("apis_used", _STRING_LIST), ("complexity_loss", pa.float64()), ("toolace_system", pa.string()),
      ("toolace_conversations", pa.list_(pa.struct([("from", pa.string()), ("value", pa.string())]))),
-     ("messages", _JSON_LIST), ("tools", _JSON_LIST)],
+     ("messages", _JSON_LIST), ("tools", _JSON_LIST), ("environment", pa.json_())],
     metadata={"huggingface": json.dumps({"info": {"features": HF_FEATURES}})})
 JSON_COLUMNS = ("messages", "tools")
 
@@ -129,7 +134,8 @@ def shard_row(dialog: Dialog, reasoning: bool = False, toolace: dict[str, Any] |
     return {"id": dialog.dialog_id, "domain": dialog.domain, "dialog_type": dialog.dialog_type,
             "segments": list(dialog.segments), "apis_used": list(dialog.apis_used),
             "complexity_loss": dialog.complexity_loss, "toolace_system": toolace["system"],
-            "toolace_conversations": toolace["conversations"], **chat_row(dialog, reasoning)}
+            "toolace_conversations": toolace["conversations"], **chat_row(dialog, reasoning),
+            "environment": dialog.meta if isinstance(dialog, AgenticDialog) else None}
 
 
 def _json_list(cells: list[list[Any]]) -> pa.Array:
@@ -146,7 +152,13 @@ def shard_table(rows: list[dict[str, Any]]) -> pa.Table:
     columns = []
     for column in SHARD_SCHEMA:
         cells = [row[column.name] for row in rows]
-        columns.append(_json_list(cells) if column.name in JSON_COLUMNS else pa.array(cells, column.type))
+        if column.name in JSON_COLUMNS:
+            columns.append(_json_list(cells))
+        elif column.name == "environment":
+            values = [None if cell is None else json.dumps(cell, ensure_ascii=False) for cell in cells]
+            columns.append(pa.ExtensionArray.from_storage(pa.json_(), pa.array(values, pa.string())))
+        else:
+            columns.append(pa.array(cells, column.type))
     return pa.Table.from_arrays(columns, schema=SHARD_SCHEMA)
 
 
