@@ -42,15 +42,9 @@ def _goal_task(text: str) -> int | None:
     return None
 
 
-def library_rule(body: dict[str, Any]) -> dict[str, Any] | None:
-    name = schema_name(body)
-    text = last_user_text(body)
-    if name == "EnvironmentProposal":
-        return {"json": library_proposal_data()}
-    if name == "BlueprintProposal":
-        match = _TASK.search(text)
-        number = (int(match.group(1)) - 1) % len(TASKS) + 1 if match else 1
-        return {"json": TASKS[number][0]}
+def committee_and_user(name: str, text: str) -> dict[str, Any] | None:
+    """The roles every scripted environment plays alike: the committee's judges pass the blueprint, and the
+    simulated user states the goal, then thanks the assistant once it has answered; None for other requests."""
     if name in ("JudgeAnswer", "HallucinationAnswer"):
         answer: dict[str, Any] = {"reason": "The calls do what the goal asks.", "passed": True}
         if name == "HallucinationAnswer":
@@ -61,6 +55,20 @@ def library_rule(body: dict[str, Any]) -> dict[str, Any] | None:
         if re.search(r"^assistant: ", text, re.MULTILINE):
             return {"json": {"message": "Thank you, that is all.", "finished": True}}
         return {"json": {"message": goal, "finished": False}}
+    return None
+
+
+def library_rule(body: dict[str, Any]) -> dict[str, Any] | None:
+    name = schema_name(body)
+    text = last_user_text(body)
+    if name == "EnvironmentProposal":
+        return {"json": library_proposal_data()}
+    if name == "BlueprintProposal":
+        match = _TASK.search(text)
+        number = (int(match.group(1)) - 1) % len(TASKS) + 1 if match else 1
+        return {"json": TASKS[number][0]}
+    if (answer := committee_and_user(name, text)) is not None:
+        return answer
     if body.get("tools"):
         messages = body.get("messages") or []
         users = [m.get("content") or "" for m in messages if m.get("role") == "user"]

@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.agentic_library_script import committee_and_user
 from tests.scripted_llm_server import ScriptedLLMServer, last_user_text, schema_name
 
 REPO = "/workspace"
@@ -94,16 +95,8 @@ def git_rule(body: dict[str, Any]) -> dict[str, Any] | None:
             return None
         match = _TASK.search(text)
         return {"json": git_task(int(match.group(1)) if match else 1).blueprint}
-    if name in ("JudgeAnswer", "HallucinationAnswer"):
-        answer: dict[str, Any] = {"reason": "The calls do what the goal asks.", "passed": True}
-        if name == "HallucinationAnswer":
-            answer["ungrounded_values"] = []
-        return {"json": answer}
-    if name == "SimulatedUserTurn":
-        goal = text.split("Your goal: ", 1)[-1].split("\n", 1)[0]
-        if re.search(r"^assistant: ", text, re.MULTILINE):
-            return {"json": {"message": "Thank you, that is all.", "finished": True}}
-        return {"json": {"message": goal, "finished": False}}
+    if (answer := committee_and_user(name, text)) is not None:
+        return answer
     if body.get("tools"):
         messages = body.get("messages") or []
         users = [m.get("content") or "" for m in messages if m.get("role") == "user"]

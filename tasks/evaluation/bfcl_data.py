@@ -14,13 +14,12 @@ among the values means the parameter may be left out.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from tasks.environments.bfcl_classes import CLASSES, BfclEnvironmentError, function_docs
+from tasks.environments.bfcl_classes import CLASSES, BfclEnvironmentError, bfcl_package_dir, function_docs
 from toolace.errors import UserError
 from toolace.model_files import fetch_hint, model_package
 
@@ -82,15 +81,15 @@ def check_categories(categories: list[str], valid: list[str] | None = None) -> l
 
 def bfcl_data_dir() -> Path:
     """The ``data`` folder of the installed ``bfcl_eval`` package (nothing of it is imported)."""
-    spec = importlib.util.find_spec("bfcl_eval")
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    if not locations:
+    try:
+        package = bfcl_package_dir()
+    except BfclEnvironmentError:
         raise BfclDataError(
             f"BFCL's data (bfcl-eval=={BFCL_EVAL_VERSION}) is not installed: run `{fetch_hint(['bfcl'])}`"
-        )
-    data = Path(locations[0]) / "data"
+        ) from None
+    data = package / "data"
     if not data.is_dir():
-        raise BfclDataError(f"the bfcl_eval package at {locations[0]} has no data folder: reinstall it with "
+        raise BfclDataError(f"the bfcl_eval package at {package} has no data folder: reinstall it with "
                             f"`{fetch_hint(['bfcl'])} --force`")
     return data
 

@@ -43,6 +43,7 @@ from tasks.evaluation.bfcl_prompting import (  # noqa: F401 (re-exported: bfcl_e
     AnswerSource,
     CategoryScore,
     prompt_functions,
+    prompted_first_turn,
     system_prompt,
 )
 from tasks.formats.type_dialects import to_bfcl_dialect
@@ -75,13 +76,7 @@ async def chat_all(settings: Any,
 
 def build_messages(item: BfclItem) -> list[dict[str, str]]:
     """The chat sent to the model for one item: BFCL's system prompt, then the item's first turn."""
-    messages = [{"role": str(m["role"]), "content": str(m.get("content") or "")} for m in item.question[0]]
-    prompt = system_prompt(prompt_functions(item.functions))
-    if messages and messages[0]["role"] == "system":
-        messages[0]["content"] = prompt + "\n\n" + messages[0]["content"]
-    else:
-        messages.insert(0, {"role": "system", "content": prompt})
-    return messages
+    return prompted_first_turn(item.question, item.functions)
 
 
 # -------------------------------------------------------------------------------------------- answer sources

@@ -40,7 +40,7 @@ from tasks.environments.bfcl_classes import BfclSandbox, Call
 from tasks.environments.sandbox import SandboxError, SandboxLimits
 from tasks.evaluation.bfcl_checker import BfclDecodeError, decode_answer, jsonable
 from tasks.evaluation.bfcl_data import BfclDataError, MultiTurnEntry
-from tasks.evaluation.bfcl_prompting import Answer, AnswerSource, CategoryScore, prompt_functions, system_prompt
+from tasks.evaluation.bfcl_prompting import Answer, AnswerSource, CategoryScore, prompted_first_turn
 
 MAXIMUM_STEP_LIMIT = 20
 ADDITIONAL_FUNCTION_PROMPT = "{functions}\nI have updated some more functions you can choose from. What about now?"
@@ -211,13 +211,7 @@ def score_transcript(entry: MultiTurnEntry, transcript: list[list[str]], sandbox
 
 def first_turn_messages(entry: MultiTurnEntry) -> list[dict[str, str]]:
     """The first turn with BFCL's prompt-mode system prompt (``system_prompt_pre_processing_chat_model``)."""
-    messages = [{"role": str(m["role"]), "content": str(m.get("content") or "")} for m in entry.question[0]]
-    prompt = system_prompt(prompt_functions(entry.functions))
-    if messages and messages[0]["role"] == "system":
-        messages[0]["content"] = prompt + "\n\n" + messages[0]["content"]
-    else:
-        messages.insert(0, {"role": "system", "content": prompt})
-    return messages
+    return prompted_first_turn(entry.question, entry.functions)
 
 
 def turn_messages(entry: MultiTurnEntry, turn: int) -> list[dict[str, str]]:

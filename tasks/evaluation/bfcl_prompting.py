@@ -73,3 +73,15 @@ class CategoryScore:
     @property
     def accuracy(self) -> float:
         return self.correct / self.items if self.items else 0.0
+
+
+def prompted_first_turn(question: list[list[dict[str, Any]]], functions: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The first turn of an item or entry with BFCL's prompt-mode system prompt in front
+    (``system_prompt_pre_processing_chat_model``: merged into a system message the turn already has)."""
+    messages = [{"role": str(m["role"]), "content": str(m.get("content") or "")} for m in question[0]]
+    prompt = system_prompt(prompt_functions(functions))
+    if messages and messages[0]["role"] == "system":
+        messages[0]["content"] = prompt + "\n\n" + messages[0]["content"]
+    else:
+        messages.insert(0, {"role": "system", "content": prompt})
+    return messages
