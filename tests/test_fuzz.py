@@ -45,8 +45,13 @@ FORMATS_NAMED = ["date", "date-time", "time", "email", "uri", "uuid", "regex", "
 any_text = st.text(st.characters(exclude_categories=()), max_size=20)
 scalars = (st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
            | st.floats(allow_nan=True, allow_infinity=True) | any_text | st.sampled_from(HOSTILE_TEXTS))
-json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
-                           | st.dictionaries(any_text, inner, max_size=4), max_leaves=20)
+def _containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """A named function, not a lambda: Hypothesis describes a recursive strategy's lambda by searching
+    ``sys.modules`` for its source, which fails when another thread imports at that moment."""
+    return st.lists(inner, max_size=4) | st.dictionaries(any_text, inner, max_size=4)
+
+
+json_values = st.recursive(scalars, _containers, max_leaves=20)
 
 
 def _keyword_value(key: str, schemas: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:

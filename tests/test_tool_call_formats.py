@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -101,11 +102,19 @@ def test_parallel_calls_rendered_by_a_real_template_are_read_back_in_order(famil
     assert parsed.error is None and [(c.name, c.arguments) for c in parsed.calls] == calls
 
 
+def _containers(inner: st.SearchStrategy[Any], size: int = 4, key_size: int = 8) -> st.SearchStrategy[Any]:
+    """Lists and objects of ``inner``: a named function, not a lambda: Hypothesis describes a recursive strategy's
+    lambda by searching ``sys.modules`` for its source, which fails when another thread imports at that moment."""
+    return st.lists(inner, max_size=size) | st.dictionaries(st.text(max_size=key_size), inner, max_size=size)
+
+
+def _small_containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return _containers(inner, size=3, key_size=6)
+
+
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-    max_leaves=12)
+    | st.text(max_size=20), _containers, max_leaves=12)
 NAMES = st.from_regex(r"[a-z_][a-z0-9_]{0,15}", fullmatch=True)
 ARGUMENT_OBJECTS = st.dictionaries(st.from_regex(r"[a-z_][a-z0-9_]{0,10}", fullmatch=True), JSON_VALUES, max_size=5)
 
@@ -126,10 +135,8 @@ def test_any_arguments_round_trip_through_real_templates(name, arguments, family
                                                                     | st.integers(-10**9, 10**9)
                                                                     | st.floats(allow_nan=False, allow_infinity=False)
                                                                     | st.text(max_size=15),
-                                                                    lambda i: st.lists(i, max_size=3)
-                                                                    | st.dictionaries(st.text(max_size=6), i,
-                                                                                      max_size=3),
-                                                                    max_leaves=8), max_size=4)),
+                                                                    _small_containers, max_leaves=8),
+                                                       max_size=4)),
                       min_size=1, max_size=3))
 def test_pythonic_reads_back_what_the_toolace_call_writer_writes(calls):
     """No real template among the families writes pythonic calls: ToolACE's own writer (``[f(a=1)]``, the
