@@ -2,7 +2,7 @@
 simple_python items in under 10 minutes on this machine).
 
     .venv/bin/python benchmarks/eval_speed.py [--model smollm2] [--category simple_python] [--limit N]
-        [--engine llama-server|transformers] [--slots N] [--max-tokens 512] [--output answers.jsonl]
+        [--engine llama-server|transformers] [--slots N] [--max-tokens 512] [--output answers.jsonl] [--full-answers]
 
 The same path as `toolace eval --model MODEL`: :func:`tasks.evaluation.model_serving.answer_source` (a Hugging Face
 folder converted to GGUF first, then the embedded llama.cpp server on 127.0.0.1 with --slots instances, asked
@@ -46,6 +46,9 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=None)
     parser.add_argument("--max-tokens", type=int, default=512, help="as `toolace eval` (default 512)")
     parser.add_argument("--output", default=None, help="answers JSONL (default: a temporary file)")
+    parser.add_argument("--full-answers", action="store_true",
+                        help="as `toolace eval --full-answers`: no answer stopped early (the figures before the "
+                             "early stop)")
     args = parser.parse_args()
 
     engine = resolve_engine(args.engine)
@@ -69,7 +72,7 @@ def main() -> None:
                     print(f"  {category}: {done}/{total} after {now - ready:.0f} s", file=sys.stderr)
                     last[0] = now
 
-            scores = evaluate_complete(items, source, output, progress)
+            scores = evaluate_complete(items, source, output, progress, early_stop=not args.full_answers)
             finished = time.perf_counter()
         rows = [json.loads(line) for line in Path(output).read_text().splitlines()]
     load_after = os.getloadavg()
@@ -80,13 +83,15 @@ def main() -> None:
     seconds = finished - ready
     answered = [r for r in rows if r.get("answer") is not None]
     chars = sum(len(r["answer"]) for r in answered) / max(1, len(answered))
+    stopped = sum(1 for r in rows if r.get("answer_stopped"))
     print(f"date: {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}; machine: {platform.node()} "
           f"({os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()})")
     print(f"model: {args.model}; engine: {engine}; slots: {slots if engine == 'llama-server' else '-'}; "
           f"max tokens: {args.max_tokens}; source: {source.description}")
     print(f"set-up (conversion + server start): {ready - started:.1f} s")
     print(f"{count} items of {args.category} in {seconds:.1f} s ({seconds / 60:.2f} min): "
-          f"{count / seconds:.3f} items/s; {chars:.0f} answer characters per item on average")
+          f"{count / seconds:.3f} items/s; {chars:.0f} answer characters per item on average; "
+          f"{stopped} answers stopped early ({'off' if args.full_answers else 'on'})")
     for score in scores:
         print(f"{score.category}: {score.correct}/{score.items} correct, {score.interval().percent()}")
     cores = os.cpu_count() or 1

@@ -1420,25 +1420,23 @@ class ScriptedLLMServer:
 
     @staticmethod
     async def _sse(completion: dict[str, Any], body: Mapping[str, Any]) -> AsyncIterator[bytes]:
-        """The completion as a minimal chat.completion.chunk stream."""
+        """The completion as a chat.completion.chunk stream: the content a word (with the spaces before it) per
+        chunk, as a real server streams tokens, then the tool calls, the finish reason and (when asked) the usage."""
         choice = completion["choices"][0]
         message = choice["message"]
         base = {k: completion[k] for k in ("id", "created", "model", "system_fingerprint")}
         base["object"] = "chat.completion.chunk"
-        delta: dict[str, Any] = {"role": "assistant", "content": message["content"]}
+        words = re.findall(r"\s*\S+|\s+", message["content"] or "") or [message["content"]]
+        deltas: list[dict[str, Any]] = [{"content": word} for word in words]
+        deltas[0] = {"role": "assistant", **deltas[0]}
         if message["refusal"] is not None:
-            delta["refusal"] = message["refusal"]
+            deltas[-1]["refusal"] = message["refusal"]
         if message["tool_calls"]:
-            delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
-        chunks = [
-            {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}]},
-            {
-                **base,
-                "choices": [
-                    {"index": 0, "delta": {}, "logprobs": None, "finish_reason": choice["finish_reason"]}
-                ],
-            },
-        ]
+            deltas.append({"tool_calls": [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]})
+        chunks = [{**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}]}
+                  for delta in deltas]
+        chunks.append({**base, "choices": [{"index": 0, "delta": {}, "logprobs": None,
+                                            "finish_reason": choice["finish_reason"]}]})
         options = body.get("stream_options")
         if isinstance(options, Mapping) and options.get("include_usage"):
             chunks.append({**base, "choices": [], "usage": completion["usage"]})

@@ -163,6 +163,10 @@ def test_local_answers_skip_prompts_over_the_context():
     assert source.scorer.generated == [2] and steps == [1]
 
 
+def request_streamed(body: dict) -> bool:
+    return body.get("stream") is True
+
+
 def test_eval_through_an_openai_compatible_endpoint(llm, tmp_path):
     items = load_items(["simple_python", "irrelevance"], limit=3)
     answers = {item.question[0][-1]["content"]: correct_answer(item) for item in items["simple_python"][:2]}
@@ -184,7 +188,10 @@ def test_eval_through_an_openai_compatible_endpoint(llm, tmp_path):
     assert [r["id"] for r in rows] == ["simple_python_0", "simple_python_1", "simple_python_2", "irrelevance_0",
                                        "irrelevance_1", "irrelevance_2"]
     assert rows[0]["valid"] and rows[0]["decoded"] and rows[0]["model"].startswith("scripted-model at ")
-    assert rows[2]["error_type"] == "ast_decoder:decoder_failed" and rows[2]["answer"] == "I do not know."
+    # prose is stopped once it cannot decode any more (see tests/test_call_list_prefix.py), with the same verdict
+    assert rows[2]["error_type"] == "ast_decoder:decoder_failed" and rows[2]["answer"] == "I do not"
+    assert rows[2]["answer_stopped"] == "bfcl_call_list_prefix_v1: 'I' then 'do' with no operator between"
+    assert rows[0]["answer_stopped"] is None and request_streamed(llm.requests[0])
     assert rows[4]["error_type"] == "irrelevance_error:decoder_success"
     request = llm.requests[0]
     assert request["temperature"] == 0.0 and request["messages"][0]["role"] == "system"

@@ -114,7 +114,12 @@ def test_scripted_model_end_to_end(tmp_path: Path) -> None:
     items = load_items(["multi_turn_miss_func"], limit=2)
     entries = items["multi_turn_miss_func"]
     output = tmp_path / "answers.jsonl"
-    scores = evaluate(items, GroundTruthAnswers(entries), str(output))
+
+    class Scripted(GroundTruthAnswers):
+        def answer_until(self, chats, stop):  # the early stop is for single-turn answers only
+            raise AssertionError("a multi-turn answer goes back into the conversation: it is never stopped early")
+
+    scores = evaluate(items, Scripted(entries), str(output))
     assert [(s.category, s.items, s.correct) for s in scores] == [("multi_turn_miss_func", 2, 2)]
     rows = [json.loads(line) for line in output.read_text().splitlines()]
     assert [r["valid"] for r in rows] == [True, True] and rows[0]["id"] == "multi_turn_miss_func_0"

@@ -69,6 +69,15 @@ def test_required_tool_choice_returns_schema_valid_calls(served):
         arguments = json.loads(call.function.arguments)
         assert set(arguments) == {"city", "days", "units"} and arguments["units"] in ("metric", "imperial")
         assert isinstance(arguments["days"], int)
+    # streamed, the grammar-bound answer comes whole in one chunk, its calls indexed as OpenAI streams them
+    chunks = list(served.chat.completions.create(
+        model=DEFAULT_ALIAS, messages=[{"role": "user", "content": "Forecast for Paris, 3 days, metric."}],
+        tools=tools, tool_choice="required", max_tokens=200, seed=2, stream=True))
+    streamed = [call for c in chunks if c.choices for call in c.choices[0].delta.tool_calls or []]
+    assert [c.index for c in streamed] == list(range(len(calls)))
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in streamed] == \
+        [(c.function.name, json.loads(c.function.arguments)) for c in calls]
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
 
 
 def test_unknown_model_is_a_404(served):
@@ -82,3 +91,36 @@ def test_grammar_bounds_and_prompt_hint_keep_the_schema():
     assert capped["properties"]["s"]["maxLength"] == 200 and capped["properties"]["a"]["maxItems"] == 8
     jsonschema.Draft202012Validator.check_schema(bounded(schema))
     assert '"message"' in schema_hint(schema)
+
+
+def test_a_text_answer_streams_token_by_token_and_a_stop_rule_cuts_it(served):
+    """The real SmolLM2 streaming through the embedded server: the streamed text is the plain answer, and the
+    gateway's stop rule (BFCL's call-list prefix) closes the stream a few tokens in, leaving a prefix of it."""
+    import asyncio
+
+    from tasks.evaluation.bfcl_eval import build_messages, load_items
+    from tasks.evaluation.call_list_prefix import CallListPrefixRule
+    from toolace.llm.gateway import GatewaySettings, LLMGateway
+
+    item = load_items(["simple_python"], 1)["simple_python"][0]
+    messages = build_messages(item)
+    whole = served.chat.completions.create(model=DEFAULT_ALIAS, messages=messages, max_tokens=40, temperature=0.0)
+    text = whole.choices[0].message.content
+    chunks = list(served.chat.completions.create(model=DEFAULT_ALIAS, messages=messages, max_tokens=40,
+                                                 temperature=0.0, stream=True,
+                                                 stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == text
+    assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) > 5
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+
+    async def stopped() -> object:
+        gateway = LLMGateway(GatewaySettings(base_url=str(served.base_url), model=DEFAULT_ALIAS, temperature=0.0,
+                                             max_tokens=40, hedge=False))
+        try:
+            return await gateway.chat(messages, stage="eval", stop=CallListPrefixRule())
+        finally:
+            await gateway.aclose()
+
+    result = asyncio.run(stopped())
+    assert result.stopped and text.startswith(result.content) and len(result.content) < len(text)
+    assert result.raw["usage"]["completion_tokens"] < whole.usage.completion_tokens

@@ -21,7 +21,7 @@ import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tasks.evaluation.bfcl_checker import Verdict, jsonable, judge_answer
 from tasks.evaluation.bfcl_data import (
@@ -46,21 +46,27 @@ from tasks.evaluation.bfcl_prompting import (  # noqa: F401 (re-exported: bfcl_e
     prompted_first_turn,
     system_prompt,
 )
+from tasks.evaluation.call_list_prefix import CallListPrefixRule
 from tasks.formats.type_dialects import to_bfcl_dialect
 from toolace.errors import EndpointError, UserError
+
+if TYPE_CHECKING:
+    from toolace.llm.gateway import StopRule
 
 EVAL_STAGE = "bfcl_eval"
 
 
 async def chat_all(settings: Any,
-                   requests: list[tuple[list[dict[str, Any]], list[dict[str, Any]] | None]]) -> list[Any]:
+                   requests: list[tuple[list[dict[str, Any]], list[dict[str, Any]] | None]],
+                   stop: StopRule | None = None) -> list[Any]:
     """Every request (messages, tools or None) answered by the endpoint through one gateway, concurrently within
-    its limits; an endpoint that cannot answer is one :class:`EndpointError`, not a wrong answer per item."""
+    its limits; an endpoint that cannot answer is one :class:`EndpointError`, not a wrong answer per item.
+    ``stop``: each answer streamed and closed once the rule says it is settled (see ``LLMGateway.chat``)."""
     from toolace.llm.gateway import LLMCallFailed, LLMGateway
 
     gateway = LLMGateway(settings)
     try:
-        results = await asyncio.gather(*(gateway.chat(messages, stage=EVAL_STAGE, tools=tools)
+        results = await asyncio.gather(*(gateway.chat(messages, stage=EVAL_STAGE, tools=tools, stop=stop)
                                          for messages, tools in requests), return_exceptions=True)
     finally:
         await gateway.aclose()
@@ -150,11 +156,18 @@ class EndpointAnswers:
         self.chunk_size = concurrency * 4
 
     def answer(self, chats: list[list[dict[str, str]]]) -> list[Answer]:
-        return asyncio.run(self._answer_all(chats))
+        return self.answer_until(chats, None)
 
-    async def _answer_all(self, chats: list[list[dict[str, str]]]) -> list[Answer]:
-        results = await chat_all(self.settings, [(chat, None) for chat in chats])
-        return [Answer(result.content or "") for result in results]
+    def answer_until(self, chats: list[list[dict[str, str]]], stop: StopRule | None) -> list[Answer]:
+        """The answers, each streamed and closed as soon as ``stop`` says its verdict is settled (its
+        :attr:`Answer.stopped` then names the rule and the reason)."""
+        return asyncio.run(self._answer_all(chats, stop))
+
+    async def _answer_all(self, chats: list[list[dict[str, str]]], stop: StopRule | None) -> list[Answer]:
+        results = await chat_all(self.settings, [(chat, None) for chat in chats], stop)
+        return [Answer(result.content or "",
+                       stopped=f"{stop.name}: {result.stopped}" if stop is not None and result.stopped else None)
+                for result in results]
 
 
 # ------------------------------------------------------------------------------------------------- scoring
@@ -168,7 +181,7 @@ class ItemResult:
 
     def row(self, model: str) -> dict[str, Any]:
         return {"id": self.item.id, "category": self.item.category, "model": model, "answer": self.answer.text,
-                "answer_error": self.answer.error, "valid": self.verdict.valid,
+                "answer_error": self.answer.error, "answer_stopped": self.answer.stopped, "valid": self.verdict.valid,
                 "error_type": self.verdict.error_type, "errors": jsonable(self.verdict.errors),
                 "decoded": jsonable(self.verdict.decoded)}
 
@@ -202,12 +215,18 @@ def load_items(categories: list[str], limit: int | None = None) -> dict[str, lis
 
 
 def evaluate(items: dict[str, list[BfclItem]], source: AnswerSource, output: str | None = None,
-             progress: Progress | None = None, mode: str | None = None) -> list[CategoryScore]:
+             progress: Progress | None = None, mode: str | None = None,
+             early_stop: bool = True) -> list[CategoryScore]:
     """Ask ``source`` every item, judge each answer, write one JSONL row per item to ``output`` (a path or
     fsspec URL) as it goes, and return the accuracy per category. ``mode``: ``prompt``, or ``fc`` for BFCL's
     function-calling mode, whose answer sources (:mod:`tasks.evaluation.bfcl_fc`) say ``mode = "fc"`` and
     build the requests (``answer_items``) and judge the answers (``score``) themselves; None: the source's own
-    ``mode``, else prompt."""
+    ``mode``, else prompt.
+
+    ``early_stop`` (single-turn prompt mode, a source with ``answer_until``): each answer is streamed and stopped as
+    soon as no continuation of it could decode as a call list (:mod:`tasks.evaluation.call_list_prefix`), which
+    leaves every verdict as it would be and saves decoding the rest of a prose answer. The multi-turn categories
+    always get whole answers: each answer goes back into the conversation the next turn is asked in."""
     import fsspec
 
     mode = mode or getattr(source, "mode", "prompt")
@@ -220,8 +239,12 @@ def evaluate(items: dict[str, list[BfclItem]], source: AnswerSource, output: str
         if ask is None or judge is None:
             raise UserError(f"{source.description} cannot answer in BFCL's function-calling mode")
     elif mode == "prompt":
+        stop = CallListPrefixRule() if early_stop else None
+        answer_until = getattr(source, "answer_until", None) if stop is not None else None
+
         def ask(chunk: list[BfclItem]) -> list[Answer]:
-            return source.answer([build_messages(item) for item in chunk])
+            chats = [build_messages(item) for item in chunk]
+            return answer_until(chats, stop) if answer_until is not None else source.answer(chats)
 
         judge = score_item
     else:

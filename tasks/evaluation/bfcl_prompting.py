@@ -48,6 +48,7 @@ class Answer:
 
     text: str | None
     error: str | None = None
+    stopped: str | None = None  # the stop rule and its reason when the answer was cut short (its verdict settled)
 
 
 class AnswerSource(Protocol):

@@ -449,18 +449,18 @@ def answer_source(model: str, max_tokens: int = 512, options: ServingOptions | N
 
 
 def evaluate_complete(items: dict[str, list[BfclItem]], source: AnswerSource, output: str | None = None,
-                      progress: Progress | None = None) -> list[CategoryScore]:
+                      progress: Progress | None = None, early_stop: bool = True) -> list[CategoryScore]:
     """:func:`tasks.evaluation.bfcl_eval.evaluate` into a temporary ``<output>.partial`` renamed to ``output`` only
     when every item was answered: a run that fails half way leaves no answers file that looks complete."""
     if not output:
-        return evaluate(items, source, None, progress)
+        return evaluate(items, source, None, progress, early_stop=early_stop)
     import fsspec
 
     partial = f"{output}.partial"
     fs, path = fsspec.core.url_to_fs(output)
     _, partial_path = fsspec.core.url_to_fs(partial)
     try:
-        scores = evaluate(items, source, partial, progress)
+        scores = evaluate(items, source, partial, progress, early_stop=early_stop)
         fs.mv(partial_path, path)
     except BaseException:
         with contextlib.suppress(OSError):

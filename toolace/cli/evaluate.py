@@ -49,6 +49,10 @@ def eval_command(
         help="--mode fc: the tool-call format to read answers in: hermes (Qwen, Hermes), llama3_json, mistral, "
              "pythonic; at --base-url, reads text answers that have no structured call",
         show_default="detected from the chat template; at --base-url, the endpoint's structured calls only")] = None,
+    full_answers: Annotated[bool, typer.Option(
+        "--full-answers", help="Prompt mode: generate every answer to its end. By default a single-turn answer is "
+                               "streamed and stopped once no continuation of it could decode as a call list (prose): "
+                               "the verdicts are the same, the evaluation much faster")] = False,
 ) -> None:
     """Score a model on BFCL (prompt mode, Python call lists; or --mode fc, function calling in the model's own
     format) with our own AST checker; print the accuracy per category."""
@@ -77,18 +81,19 @@ def eval_command(
             err.print(f"{name}: {done}/{total}", highlight=False)
 
         # the answers file is written under a temporary name and renamed only once every item is answered
+        early_stop = not full_answers
         if mode == "fc":
             source = _fc_source(model, base_url, llm_model, tool_format, engine, max_tokens, batch_size,
                                 concurrency, err.print)
             scores = evaluate_complete(items, source, output, progress)
         elif base_url:
             source = EndpointAnswers(base_url, llm_model, max_tokens=max_tokens, concurrency=concurrency)
-            scores = evaluate_complete(items, source, output, progress)
+            scores = evaluate_complete(items, source, output, progress, early_stop)
         else:
             err.print(f"loading {model or 'smollm2'} ...")
             options = ServingOptions(engine=engine, slots=slots, batch_size=batch_size)
             with answer_source(model or "smollm2", max_tokens, options, log=err.print) as source:
-                scores = evaluate_complete(items, source, output, progress)
+                scores = evaluate_complete(items, source, output, progress, early_stop)
     _print_scores(scores, source.description, output, mode)
 
 

@@ -18,14 +18,16 @@ import os
 import queue
 import time
 import uuid
+from collections.abc import AsyncIterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import anyio
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 DEFAULT_ALIAS = "smollm2-135m-instruct"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -159,7 +161,9 @@ class EmbeddedModel:
 
         return LlamaGrammar.from_json_schema(schema_json, verbose=False)
 
-    def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _plan(self, body: dict[str, Any]) -> tuple[list[dict[str, str]], Any, str, dict[str, Any]]:
+        """What to ask llama.cpp for a request: the messages, the grammar (or None), the mode (``text``,
+        ``tools``) and the sampling arguments."""
         messages = _plain_messages(body.get("messages") or [])
         tools = body.get("tools") or []
         tool_choice = body.get("tool_choice", "auto" if tools else "none")
@@ -187,15 +191,16 @@ class EmbeddedModel:
             schema = fmt.get("schema") or {"type": "object"}
         # key order matters: the grammar writes properties in the order the schema lists them
         grammar = self._grammar(json.dumps(bounded(schema))) if schema is not None else None
+        sampling = {"temperature": float(body.get("temperature", 0.7)),
+                    "max_tokens": int(body.get("max_tokens") or body.get("max_completion_tokens") or 512),
+                    "seed": body.get("seed")}
+        return messages, grammar, mode, sampling
+
+    def complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        messages, grammar, mode, sampling = self._plan(body)
         llama = self.pool.get()
         try:
-            result = llama.create_chat_completion(
-                messages=messages,
-                grammar=grammar,
-                temperature=float(body.get("temperature", 0.7)),
-                max_tokens=int(body.get("max_tokens") or body.get("max_completion_tokens") or 512),
-                seed=body.get("seed"),
-            )
+            result = llama.create_chat_completion(messages=messages, grammar=grammar, **sampling)
         finally:
             self.pool.put(llama)
         choice = result["choices"][0]
@@ -225,6 +230,54 @@ class EmbeddedModel:
             "usage": result.get("usage") or {},
         }
 
+    async def stream(self, body: dict[str, Any]) -> AsyncIterator[str]:
+        """A chat completion as OpenAI's server-sent events (``stream: true``). A plain text answer streams token by
+        token, and when the client goes away the generation stops at the next token and the instance is free again
+        (that is what a stop rule of the gateway relies on). An answer under a grammar (tools, JSON) is generated
+        whole and sent as one chunk: it is only useful whole."""
+        created, ident = int(time.time()), f"chatcmpl-{uuid.uuid4().hex}"
+        usage_wanted = bool((body.get("stream_options") or {}).get("include_usage"))
+
+        def event(choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> str:
+            chunk: dict[str, Any] = {"id": ident, "object": "chat.completion.chunk", "created": created,
+                                     "model": self.alias, "choices": choices}
+            if usage is not None:
+                chunk["usage"] = usage
+            return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
+
+        messages, grammar, mode, sampling = self._plan(body)
+        if grammar is not None:
+            whole = await run_in_threadpool(self.complete, body)
+            choice = whole["choices"][0]
+            delta = dict(choice["message"])
+            if delta.get("tool_calls"):
+                delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(delta["tool_calls"])]
+            yield event([{"index": 0, "delta": delta, "finish_reason": choice["finish_reason"]}])
+            if usage_wanted:
+                yield event([], whole.get("usage") or {})
+            yield "data: [DONE]\n\n"
+            return
+        llama = await run_in_threadpool(self.pool.get)
+        tokens = 0
+        chunks = None
+        try:
+            chunks = await run_in_threadpool(
+                lambda: iter(llama.create_chat_completion(messages=messages, stream=True, **sampling)))
+            while (chunk := await run_in_threadpool(next, chunks, None)) is not None:
+                choices = [{"index": 0, "delta": c.get("delta") or {}, "finish_reason": c.get("finish_reason")}
+                           for c in chunk.get("choices") or []]
+                tokens += sum(1 for c in choices if c["delta"].get("content"))
+                yield event(choices)
+            if usage_wanted:
+                yield event([], {"prompt_tokens": 0, "completion_tokens": tokens, "total_tokens": tokens})
+            yield "data: [DONE]\n\n"
+        finally:
+            # on a client gone away too: the generator is closed (llama.cpp stops) before the instance goes back
+            with anyio.CancelScope(shield=True):
+                if chunks is not None and hasattr(chunks, "close"):
+                    await run_in_threadpool(chunks.close)
+                self.pool.put(llama)
+
 
 def create_app(model: EmbeddedModel) -> FastAPI:
     app = FastAPI(title="toolace embedded LLM")
@@ -238,15 +291,14 @@ def create_app(model: EmbeddedModel) -> FastAPI:
         return {"object": "list", "data": [{"id": model.alias, "object": "model", "owned_by": "toolace"}]}
 
     @app.post("/v1/chat/completions", response_model=None)
-    async def chat(request: Request) -> JSONResponse | dict[str, Any]:
+    async def chat(request: Request) -> JSONResponse | StreamingResponse | dict[str, Any]:
         body = await request.json()
         if body.get("model") not in (model.alias, None):
             return JSONResponse(status_code=404, content={"error": {
                 "message": f"The model `{body.get('model')}` does not exist; this server serves `{model.alias}`",
                 "type": "invalid_request_error", "code": "model_not_found"}})
         if body.get("stream"):
-            return JSONResponse(status_code=400, content={"error": {
-                "message": "streaming is not supported by the embedded server", "type": "invalid_request_error"}})
+            return StreamingResponse(model.stream(body), media_type="text/event-stream")
         try:
             return await run_in_threadpool(model.complete, body)
         except ValueError as exc:  # e.g. prompt longer than the context window

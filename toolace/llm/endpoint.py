@@ -107,12 +107,13 @@ def embedded_endpoint(startup_timeout_s: float = 180.0, model_path: str | None =
                 tail = log.read().decode(errors="replace").strip().splitlines()[-1:]
                 raise EndpointError(f"the embedded model server exited at start-up: {' '.join(tail)}")
             try:
-                if alias in served_models(base_url, timeout_s=2.0):
-                    break
+                ready = alias in served_models(base_url, timeout_s=2.0)
             except EndpointError:
-                pass
-            if time.monotonic() > deadline:
+                ready = False
+            if time.monotonic() > deadline:  # an answer that came after the deadline is late all the same
                 raise EndpointError(f"the embedded model server did not answer within {startup_timeout_s:.0f} s")
+            if ready:
+                break
             time.sleep(0.5)
         yield Endpoint(base_url=base_url, model=alias, embedded=True)
     finally:

@@ -29,7 +29,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import jsonschema
 import openai
@@ -229,6 +229,7 @@ class ChatResult:
     cached: bool
     raw: dict[str, Any]
     reasoning: str | None = None  # the message's ``reasoning_content`` (or ``reasoning``), when the endpoint sends it
+    stopped: str | None = None  # why a streamed answer was closed early by its stop rule (see LLMGateway.chat)
 
     @property
     def raw_text(self) -> str:
@@ -316,6 +317,19 @@ def hedge_deadline_s(p95_s: float | None, settings: GatewaySettings) -> float | 
     return deadline if deadline < settings.timeout_s else None
 
 
+class StopRule(Protocol):
+    """Says, while an answer streams in, that what it has written so far already settles what it will be used for
+    (e.g. :class:`tasks.evaluation.call_list_prefix.CallListPrefixRule`: it can no longer decode as a call list),
+    so the rest need not be generated. ``name`` is versioned: it is part of the cache key."""
+
+    name: str
+
+    def __call__(self, text: str) -> str | None: ...
+
+
+STOP_RULE_KEY = "toolace_stop_rule"  # in a cache key (never sent) and, with the reason, in a shortened answer's raw
+
+
 MAX_HEDGES = 2  # hedges per attempt: a hedge that stalls too gets one more after its own deadline
 
 
@@ -400,9 +414,14 @@ class LLMGateway:
         temperature: float | None = None,
         max_tokens: int | None = None,
         sample: int = 0,
+        stop: StopRule | None = None,
     ) -> ChatResult:
         """One chat completion. ``sample`` distinguishes deliberate repeats of the same request. A reasoning
-        model gets the limit as ``max_completion_tokens`` and no temperature (it takes only its default)."""
+        model gets the limit as ``max_completion_tokens`` and no temperature (it takes only its default).
+
+        ``stop``: the answer is streamed (``stream: true``, OpenAI's server-sent events) and closed as soon as
+        ``stop(text so far)`` gives a reason, which closes the connection (vLLM and the embedded server then stop
+        generating); the shortened answer's :attr:`ChatResult.stopped` holds the rule's name and reason."""
         if self.refused is not None:
             raise RequestRefused(str(self.refused), self.refused.param, self.refused.config_key)
         limit = max_tokens or self.settings.max_tokens
@@ -421,12 +440,15 @@ class LLMGateway:
             body["tools"] = tools
             if tool_choice is not None:
                 body["tool_choice"] = tool_choice
+        if stop is not None:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
         stats = self._stage(stage)
-        key = request_key(body)
+        key = request_key(body if stop is None else {**body, STOP_RULE_KEY: stop.name})
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             stats.cache_hits += 1
             return self._result(hit, cached=True)
-        raw = await self._send(body, stats, stage)
+        raw = await self._send(body, stats, stage, stop)
         if self.cache is not None:
             await self._remember(key, raw)
         return self._result(raw, cached=False)
@@ -447,7 +469,8 @@ class LLMGateway:
         return hedge_deadline_s(self.latencies.quantile(stage, 0.95, self.settings.hedge_min_samples),
                                 self.settings)
 
-    async def _send(self, body: dict[str, Any], stats: LLMStats, stage: str) -> dict[str, Any]:
+    async def _send(self, body: dict[str, Any], stats: LLMStats, stage: str,
+                    stop: StopRule | None = None) -> dict[str, Any]:
         limit = int(body.get("max_tokens") or body.get("max_completion_tokens") or 0)
         estimate = sum(len(str(m.get("content") or "")) for m in body["messages"]) // 4 + limit
         last_error: Exception | None = None
@@ -462,7 +485,7 @@ class LLMGateway:
                                         "the first answer of this endpoint")
             answered = False
             try:
-                raw = await self._hedged(content, estimate, stats, stage)
+                raw = await self._hedged(content, estimate, stats, stage, stop)
                 answered = True
                 return raw
             except openai.NotFoundError as exc:
@@ -515,7 +538,8 @@ class LLMGateway:
                              f"{what} ({self._slots.in_use} of {self._slots.size} in-flight slots held, to "
                              f"{self._url})") from exc
 
-    async def _hedged(self, content: bytes, estimate: int, stats: LLMStats, stage: str) -> dict[str, Any]:
+    async def _hedged(self, content: bytes, estimate: int, stats: LLMStats, stage: str,
+                      stop: StopRule | None = None) -> dict[str, Any]:
         """One attempt: the request, and when it is unanswered past :meth:`hedge_deadline` a hedged second one
         (and a third when the second passes its own deadline too: :data:`MAX_HEDGES`). The first answer wins
         and the others are cancelled, which closes their connections and releases their slots. A request that
@@ -527,7 +551,7 @@ class LLMGateway:
         behind a newer batch. It cannot deadlock: the request it doubles holds a slot that is released when
         either answers, fails or reaches ``timeout_s``, the hard cap of every request."""
         deadline = self.hedge_deadline(stage)
-        legs = [self._leg(content, estimate, stats, stage, hedge=False)]
+        legs = [self._leg(content, estimate, stats, stage, hedge=False, stop=stop)]
         try:
             while True:
                 loop = asyncio.get_running_loop()
@@ -561,7 +585,7 @@ class LLMGateway:
                 if deadline is not None and len(legs) <= MAX_HEDGES and not newest.work.done() \
                         and newest.sent_at is not None and not self._within_deadline(newest, deadline):
                     stats.hedges += 1
-                    legs.append(self._leg(content, estimate, stats, stage, hedge=True))
+                    legs.append(self._leg(content, estimate, stats, stage, hedge=True, stop=stop))
         finally:
             losers = [leg.work for leg in legs if not leg.work.done()]
             for task in losers:  # the losers (or every request of a failed attempt): cancelled, slots released
@@ -578,12 +602,14 @@ class LLMGateway:
             return True
         return asyncio.get_running_loop().time() < leg.sent_at + deadline
 
-    def _leg(self, content: bytes, estimate: int, stats: LLMStats, stage: str, hedge: bool) -> _Leg:
+    def _leg(self, content: bytes, estimate: int, stats: LLMStats, stage: str, hedge: bool,
+             stop: StopRule | None = None) -> _Leg:
         leg = _Leg(hedge=hedge)
-        leg.task = asyncio.ensure_future(self._post(leg, content, estimate, stats, stage))
+        leg.task = asyncio.ensure_future(self._post(leg, content, estimate, stats, stage, stop))
         return leg
 
-    async def _post(self, leg: _Leg, content: bytes, estimate: int, stats: LLMStats, stage: str) -> dict[str, Any]:
+    async def _post(self, leg: _Leg, content: bytes, estimate: int, stats: LLMStats, stage: str,
+                    stop: StopRule | None = None) -> dict[str, Any]:
         """One HTTP request: the rate limit, a slot, the POST (``timeout_s`` is its hard cap), the answer's shape.
         The watchdog sees it waiting, in flight and answered."""
         token = self.watchdog.request_queued(stage, self._url) if self.watchdog is not None else None
@@ -602,9 +628,12 @@ class LLMGateway:
                     self.watchdog.request_sent(token)
                 started = time.perf_counter()
                 stats.requests += 1
-                # the parsed JSON as it came (``cast_to=object``): no SDK model is built and dumped again
-                raw = await self.client.post("/chat/completions", content=content, cast_to=object,
-                                             options=_CHAT_OPTIONS)
+                if stop is not None:  # streamed, under the request's hard cap as a whole
+                    raw = await asyncio.wait_for(self._streamed(content, stop), self.settings.timeout_s)
+                else:
+                    # the parsed JSON as it came (``cast_to=object``): no SDK model is built and dumped again
+                    raw = await self.client.post("/chat/completions", content=content, cast_to=object,
+                                                 options=_CHAT_OPTIONS)
                 elapsed = time.perf_counter() - started
                 stats.latency_s += elapsed
             finally:
@@ -619,6 +648,64 @@ class LLMGateway:
         finally:
             if token is not None and self.watchdog is not None:
                 self.watchdog.request_done(token, answered)
+
+    async def _streamed(self, content: bytes, stop: StopRule) -> dict[str, Any]:
+        """One streamed chat completion put back together as the JSON a plain request gets (content and tool calls
+        from the chunks' deltas, the usage of the last chunk), closed early when ``stop`` gives a reason. ``stop`` is
+        asked again each time the text has grown by an eighth, so a long answer costs linear time in it."""
+        stream = await self.client.post("/chat/completions", content=content, cast_to=object,
+                                        options=_CHAT_OPTIONS, stream=True, stream_cls=openai.AsyncStream[object])
+        parts: list[str] = []
+        reasoning: dict[str, list[str]] = {}
+        length, next_check = 0, 1
+        calls: dict[int, dict[str, Any]] = {}
+        finish: str | None = None
+        usage: dict[str, Any] = {}
+        chunks = 0
+        stopped: str | None = None
+        try:
+            async for chunk in stream:
+                if not isinstance(chunk, dict):
+                    raise ValueError(f"a streamed chunk is not a JSON object: {str(chunk)[:200]}")
+                usage = chunk.get("usage") or usage
+                for choice in chunk.get("choices") or []:
+                    delta = choice.get("delta") or {}
+                    if delta.get("content"):
+                        parts.append(str(delta["content"]))
+                        length += len(parts[-1])
+                        chunks += 1
+                    for key in ("reasoning_content", "reasoning"):
+                        if isinstance(delta.get(key), str):
+                            reasoning.setdefault(key, []).append(delta[key])
+                    for call in delta.get("tool_calls") or []:
+                        merged = calls.setdefault(int(call.get("index") or 0),
+                                                  {"id": None, "type": "function",
+                                                   "function": {"name": "", "arguments": ""}})
+                        merged["id"] = call.get("id") or merged["id"]
+                        function = call.get("function") or {}
+                        merged["function"]["name"] += function.get("name") or ""
+                        merged["function"]["arguments"] += function.get("arguments") or ""
+                    finish = choice.get("finish_reason") or finish
+                if length >= next_check:
+                    next_check = length + max(1, length // 8)
+                    stopped = stop("".join(parts))
+                    if stopped is not None:
+                        break
+        finally:
+            await stream.close()  # closes the connection: the server stops generating
+        text = "".join(parts)
+        message: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None,
+                                   **{key: "".join(texts) for key, texts in reasoning.items()}}
+        if calls:
+            message["tool_calls"] = [calls[i] for i in sorted(calls)]
+        raw: dict[str, Any] = {"object": "chat.completion",
+                               "choices": [{"index": 0, "message": message, "finish_reason": finish or "stop"}],
+                               "usage": usage}
+        if stopped is not None:
+            raw[STOP_RULE_KEY] = {"name": stop.name, "reason": stopped}
+            raw["choices"][0]["finish_reason"] = "stop"
+            raw["usage"] = {**usage, "completion_tokens": usage.get("completion_tokens") or chunks}
+        return raw
 
     @staticmethod
     def _result(raw: dict[str, Any], cached: bool) -> ChatResult:
@@ -639,6 +726,7 @@ class LLMGateway:
             cached=cached,
             raw=raw,
             reasoning=_reasoning_of(message),
+            stopped=(raw.get(STOP_RULE_KEY) or {}).get("reason"),
         )
 
     async def structured(
