@@ -143,11 +143,11 @@ class FakeScorer:
     def __init__(self):
         self.generated = []
 
-    def generate(self, chats, max_new_tokens, batch_size, on_batch=None):
+    def generate_until(self, chats, stop, max_new_tokens, batch_size, on_batch=None):
         self.generated.append(len(chats))
         if on_batch is not None:
             on_batch()
-        return ["[f(a=1)]"] * len(chats)
+        return [("[f(a=1)]", None)] * len(chats)
 
 
 def test_local_answers_skip_prompts_over_the_context():

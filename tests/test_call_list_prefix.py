@@ -223,3 +223,18 @@ def test_the_verdicts_are_the_same_with_and_without_the_early_stop(llm, tmp_path
     assert [bool(r["answer_stopped"]) for r in stopped] == [True, False, True, True, True, False]
     assert all(r["answer_stopped"] is None or r["answer_stopped"].startswith(RULE_NAME + ": ") for r in stopped)
     assert all(w["answer"].startswith(s["answer"]) for s, w in zip(stopped, whole, strict=True))
+
+
+def test_a_stream_that_breaks_is_retried_then_one_clear_failure(llm):
+    from toolace.llm.gateway import LLMCallFailed
+
+    llm.script(lambda body: {"content": PROSE})
+    llm.set_fault_rates({"drop": 0.3, "server_error": 0.1}, seed=3)
+    try:
+        results = _chat(llm, CallListPrefixRule(), times=6)  # each call retried until one attempt streams
+        assert all(r.stopped for r in results) and llm.faults_injected["drop"] > 0
+        llm.set_fault_rates({"drop": 1.0})
+        with pytest.raises(LLMCallFailed, match=r"no answer after \d+ attempts"):
+            _chat(llm, CallListPrefixRule())
+    finally:
+        llm.set_fault_rates(None)

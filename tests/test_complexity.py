@@ -172,3 +172,16 @@ def test_generate_answers_each_chat(scorer):
     assert "<|im" not in "".join(answers)
     # left padding does not change the greedy answer
     assert scorer.generate(chats[:1], max_new_tokens=24) == answers[:1]
+
+
+def test_generation_stops_each_row_once_its_rule_says_so(scorer):
+    chats = [[{"role": "user", "content": "What is the capital of France?"}],
+             [{"role": "user", "content": "Say hello to Ada, the mathematician, in one short sentence please."}]]
+    whole = scorer.generate(chats, max_new_tokens=24)
+
+    def settled(text: str) -> str | None:  # the first row stops a few characters in, the second never
+        return "enough" if len(text) >= 5 and text.startswith(whole[0][:5]) else None
+
+    answers = scorer.generate_until(chats, settled, max_new_tokens=24)
+    assert answers[0][1] == "enough" and whole[0].startswith(answers[0][0]) and len(answers[0][0]) < len(whole[0])
+    assert answers[1] == (whole[1], None)

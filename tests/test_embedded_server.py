@@ -124,3 +124,23 @@ def test_a_text_answer_streams_token_by_token_and_a_stop_rule_cuts_it(served):
     result = asyncio.run(stopped())
     assert result.stopped and text.startswith(result.content) and len(result.content) < len(text)
     assert result.raw["usage"]["completion_tokens"] < whole.usage.completion_tokens
+
+
+def test_a_request_that_finds_no_free_instance_is_an_error_not_a_wait(monkeypatch):
+    import asyncio
+    import queue
+
+    from toolace.llm import embedded_server
+
+    monkeypatch.setattr(embedded_server, "INSTANCE_WAIT_S", 0.05)
+    model = object.__new__(embedded_server.EmbeddedModel)  # every instance busy: an empty pool
+    model.alias, model.pool = "m", queue.Queue()
+    body = {"messages": [{"role": "user", "content": "hi"}]}
+    with pytest.raises(embedded_server.InstanceBusy, match="no llama.cpp instance came free within 0 s"):
+        model.complete(body)
+
+    async def events() -> list[str]:
+        return [event async for event in model.stream({**body, "stream": True})]
+
+    [event] = asyncio.run(events())
+    assert json.loads(event.removeprefix("data: "))["error"]["type"] == "server_error"

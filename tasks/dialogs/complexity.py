@@ -378,6 +378,14 @@ class LossScorer:
                  batch_size: int = 16, on_batch: Callable[[], None] | None = None) -> list[str]:
         """Greedy decoding of the assistant's next message for each chat: only the new text, without
         special tokens. Chats are left-padded and batched by length; ``on_batch`` is called after each batch."""
+        return [text for text, _ in self.generate_until(messages_list, None, max_new_tokens, batch_size, on_batch)]
+
+    def generate_until(self, messages_list: list[list[dict[str, str]]], stop: Callable[[str], str | None] | None,
+                       max_new_tokens: int = 96, batch_size: int = 16,
+                       on_batch: Callable[[], None] | None = None) -> list[tuple[str, str | None]]:
+        """:meth:`generate`, each answer stopped as soon as ``stop`` (asked after every new token, on the answer's
+        text so far) gives a reason: (text, reason or None) per chat. A stopped row is padded while the rest of its
+        batch goes on, and the batch ends when every row has ended."""
         torch = self.torch
         tokenizer = self.tokenizer
         prompts = [tokenizer(_template(tokenizer, m, True), add_special_tokens=False)["input_ids"]
@@ -386,7 +394,7 @@ class LossScorer:
             if self.max_length is not None and len(prompt) + max_new_tokens > self.max_length:
                 raise ValueError(f"prompt of {len(prompt)} tokens + {max_new_tokens} new ones is over the target "
                                  f"model's context of {self.max_length}")
-        answers = [""] * len(prompts)
+        answers: list[tuple[str, str | None]] = [("", None)] * len(prompts)
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         pad = tokenizer.pad_token_id
         for start in range(0, len(order), batch_size):
@@ -395,11 +403,39 @@ class LossScorer:
             ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in chunk], device=self.device)
             attention = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in chunk],
                                      device=self.device)
+            criteria = _stopping_criteria(tokenizer, width, stop) if stop is not None else None
             with torch.inference_mode():
                 out = self.model.generate(input_ids=ids, attention_mask=attention, max_new_tokens=max_new_tokens,
-                                          do_sample=False, pad_token_id=pad)
+                                          do_sample=False, pad_token_id=pad,
+                                          **({"stopping_criteria": criteria} if criteria is not None else {}))
+            reasons = criteria[0].reasons if criteria is not None else {}
             for row, i in enumerate(chunk):
-                answers[i] = tokenizer.decode(out[row, width:], skip_special_tokens=True).strip()
+                answers[i] = (tokenizer.decode(out[row, width:], skip_special_tokens=True).strip(), reasons.get(row))
             if on_batch is not None:
                 on_batch()
         return answers
+
+
+def _stopping_criteria(tokenizer: Any, width: int, stop: Callable[[str], str | None]) -> Any:
+    """A ``transformers`` stopping-criteria list ending each row of a batch once ``stop`` gives a reason for its
+    answer so far (the new tokens after the ``width`` prompt tokens, decoded and stripped as answers are);
+    ``[0].reasons`` maps each stopped row to its reason."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class AnswerSettled(StoppingCriteria):
+        def __init__(self) -> None:
+            self.reasons: dict[int, str] = {}
+
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            done = []
+            for row in range(input_ids.shape[0]):
+                if row not in self.reasons:
+                    text = tokenizer.decode(input_ids[row, width:], skip_special_tokens=True).strip()
+                    reason = stop(text)
+                    if reason is not None:
+                        self.reasons[row] = reason
+                done.append(row in self.reasons)
+            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([AnswerSettled()])

@@ -121,6 +121,10 @@ class LocalModelAnswers:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def answer(self, chats: list[list[dict[str, str]]]) -> list[Answer]:
+        return self.answer_until(chats, None)
+
+    def answer_until(self, chats: list[list[dict[str, str]]], stop: StopRule | None) -> list[Answer]:
+        """The answers, each ended as soon as ``stop`` says its verdict is settled (see ``EndpointAnswers``)."""
         answers = [Answer(None)] * len(chats)
         limit = self.scorer.max_length
         fits: list[int] = []
@@ -131,10 +135,10 @@ class LocalModelAnswers:
                                     f"ones is over the model's context of {limit}")
             else:
                 fits.append(i)
-        texts = self.scorer.generate([chats[i] for i in fits], max_new_tokens=self.max_new_tokens,
-                                     batch_size=self.batch_size, on_batch=self.on_batch) if fits else []
-        for i, text in zip(fits, texts, strict=True):
-            answers[i] = Answer(text)
+        texts = self.scorer.generate_until([chats[i] for i in fits], stop, max_new_tokens=self.max_new_tokens,
+                                           batch_size=self.batch_size, on_batch=self.on_batch) if fits else []
+        for i, (text, reason) in zip(fits, texts, strict=True):
+            answers[i] = Answer(text, stopped=f"{stop.name}: {reason}" if stop is not None and reason else None)
         return answers
 
 

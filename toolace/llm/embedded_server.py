@@ -137,6 +137,13 @@ def _plain_messages(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
     return out
 
 
+INSTANCE_WAIT_S = 600.0  # a request waits this long for a free instance at most
+
+
+class InstanceBusy(RuntimeError):
+    """No llama.cpp instance came free in time."""
+
+
 class EmbeddedModel:
     """A pool of llama.cpp instances of the model, one thread each, serving requests in parallel.
 
@@ -196,9 +203,16 @@ class EmbeddedModel:
                     "seed": body.get("seed")}
         return messages, grammar, mode, sampling
 
+    def _instance(self) -> Any:
+        """A free llama.cpp instance, waited for at most :data:`INSTANCE_WAIT_S` (then :class:`InstanceBusy`)."""
+        try:
+            return self.pool.get(timeout=INSTANCE_WAIT_S)
+        except queue.Empty:
+            raise InstanceBusy(f"no llama.cpp instance came free within {INSTANCE_WAIT_S:.0f} s") from None
+
     def complete(self, body: dict[str, Any]) -> dict[str, Any]:
         messages, grammar, mode, sampling = self._plan(body)
-        llama = self.pool.get()
+        llama = self._instance()
         try:
             result = llama.create_chat_completion(messages=messages, grammar=grammar, **sampling)
         finally:
@@ -257,7 +271,11 @@ class EmbeddedModel:
                 yield event([], whole.get("usage") or {})
             yield "data: [DONE]\n\n"
             return
-        llama = await run_in_threadpool(self.pool.get)
+        try:
+            llama = await run_in_threadpool(self._instance)
+        except InstanceBusy as exc:  # the response has begun: the error goes as an event (the client raises it)
+            yield f"data: {json.dumps({'error': {'message': str(exc), 'type': 'server_error'}})}\n\n"
+            return
         tokens = 0
         chunks = None
         try:
@@ -301,6 +319,8 @@ def create_app(model: EmbeddedModel) -> FastAPI:
             return StreamingResponse(model.stream(body), media_type="text/event-stream")
         try:
             return await run_in_threadpool(model.complete, body)
+        except InstanceBusy as exc:
+            return JSONResponse(status_code=503, content={"error": {"message": str(exc), "type": "server_error"}})
         except ValueError as exc:  # e.g. prompt longer than the context window
             return JSONResponse(status_code=400, content={"error": {"message": str(exc),
                                                                      "type": "invalid_request_error"}})

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
+import httpx
 import jsonschema
 import openai
 import orjson
@@ -510,6 +511,8 @@ class LLMGateway:
                     if exc.response is not None else None
             except (openai.APITimeoutError, openai.APIConnectionError, openai.APIResponseValidationError,
                     json.JSONDecodeError, ValueError) as exc:
+                last_error = exc
+            except (openai.APIError, httpx.HTTPError) as exc:  # a streamed answer: an error event, a connection lost
                 last_error = exc
             finally:
                 if probe:

@@ -1,0 +1,98 @@
+"""Base model against models tuned on different datasets, on the same BFCL items, with error bars (issue 21 item 6).
+
+    .venv/bin/python benchmarks/downstream_comparison.py --model base=smollm2 --model shared=/tmp/tuned-a \
+        [--model NAME=FOLDER ...] [--category simple_python --category irrelevance] [--limit N] \
+        [--max-tokens 128] [--out DIR]
+
+Each model is scored as `toolace eval --model` scores it (prompt mode, the embedded llama.cpp server, a tuned folder
+converted to GGUF, answers stopped once they cannot decode), its answers kept in ``DIR/<name>.jsonl``; a model whose
+answers file is already there is not asked again (so a comparison can grow one model at a time). Printed per
+category: each model's accuracy with its 95% bootstrap interval, and each tuned model against the first one (the
+base) with a paired bootstrap on the same items: the difference, its interval, and whether the interval excludes 0.
+Training is separate (`toolace train`, the budget stated where the figures are recorded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tasks.evaluation.bfcl_eval import load_items  # noqa: E402
+from tasks.evaluation.model_serving import ServingOptions, answer_source, evaluate_complete  # noqa: E402
+from tasks.evaluation.statistics import accuracy_interval, paired_difference  # noqa: E402
+
+
+def outcomes(path: Path) -> dict[str, dict[str, bool]]:
+    """Per category, each item's verdict (by id) in an answers file."""
+    table: dict[str, dict[str, bool]] = {}
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        table.setdefault(row["category"], {})[row["id"]] = bool(row["valid"])
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", action="append", required=True, help="NAME=MODEL; the first is the base")
+    parser.add_argument("--category", action="append", default=None)
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--out", type=Path, default=Path("comparison"))
+    args = parser.parse_args()
+
+    models = [tuple(spec.split("=", 1)) for spec in args.model]
+    if any(len(m) != 2 for m in models):
+        parser.error("--model takes NAME=MODEL")
+    categories = args.category or ["simple_python", "irrelevance"]
+    items = load_items(categories, args.limit)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, model in models:
+        output = args.out / f"{name}.jsonl"
+        if output.exists():
+            print(f"{name}: answers already in {output}", file=sys.stderr)
+            continue
+        started = time.perf_counter()
+        with answer_source(model, args.max_tokens, ServingOptions(),
+                           log=lambda line: print(line, file=sys.stderr)) as source:
+            evaluate_complete(items, source, str(output))
+        print(f"{name}: {sum(len(v) for v in items.values())} items in {time.perf_counter() - started:.0f} s",
+              file=sys.stderr)
+
+    print(f"date: {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}; machine: {platform.node()} "
+          f"({os.cpu_count()} CPUs); max tokens {args.max_tokens}; prompt mode")
+    results = {name: outcomes(args.out / f"{name}.jsonl") for name, _ in models}
+    base = models[0][0]
+    for category in categories:
+        ids = [item.id for item in items[category]]
+        print(f"\n{category} ({len(ids)} items)")
+        for name, model in models:
+            verdicts = [results[name][category][i] for i in ids]
+            line = f"  {name:<12} {accuracy_interval(verdicts).percent():<24}"
+            if name != base:
+                paired = paired_difference([results[base][category][i] for i in ids], verdicts)
+                d = paired.difference
+                real = "real" if d.low > 0 or d.high < 0 else "not distinguishable from 0"
+                line += (f" vs {base}: {100 * d.estimate:+.1f} points [{100 * d.low:+.1f}, {100 * d.high:+.1f}] "
+                         f"({real}; {paired.tuned_only} right only after tuning, {paired.base_only} only before)")
+            print(line + f"  [{model}]")
+        others = [n for n, _ in models[1:]]
+        for i, first in enumerate(others):
+            for second in others[i + 1:]:
+                paired = paired_difference([results[first][category][k] for k in ids],
+                                           [results[second][category][k] for k in ids])
+                d = paired.difference
+                real = "real" if d.low > 0 or d.high < 0 else "not distinguishable from 0"
+                print(f"  {second} - {first}: {100 * d.estimate:+.1f} points [{100 * d.low:+.1f}, "
+                      f"{100 * d.high:+.1f}] ({real})")
+
+
+if __name__ == "__main__":
+    main()
