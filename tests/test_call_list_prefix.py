@@ -19,6 +19,7 @@ from tasks.evaluation.bfcl_data import load_category, load_multi_turn_category
 from tasks.evaluation.bfcl_eval import EndpointAnswers, evaluate, load_items
 from tasks.evaluation.bfcl_multi_turn import ground_truth_answer
 from tasks.evaluation.call_list_prefix import RULE_NAME, CallListPrefixRule, dead_end
+from tests.test_bfcl_eval import correct_answer
 from toolace.llm.gateway import GatewaySettings, LLMGateway
 
 
@@ -69,21 +70,10 @@ def test_possible_beginnings_are_not_judged(text):
     assert dead_end(text) is None
 
 
-def _value_text(options: list[Any]) -> str:
-    value = next((o for o in options if o != ""), options[0])
-    return repr(value)
-
-
-def _calls_text(answer: list[dict[str, dict[str, list[Any]]]]) -> str:
-    calls = [f"{name}({', '.join(f'{k}={_value_text(v)}' for k, v in params.items())})"
-             for call in answer for name, params in call.items()]
-    return "[" + ", ".join(calls) + "]"
-
-
 def _right_answers() -> list[str]:
     texts = []
     for category in ("simple_python", "multiple", "parallel", "parallel_multiple", "live_simple"):
-        texts += [_calls_text(item.possible_answer) for item in load_category(category, 60) if item.possible_answer]
+        texts += [correct_answer(item) for item in load_category(category, 60) if item.possible_answer]
     for entry in load_multi_turn_category("multi_turn_base", 20):
         texts += [ground_truth_answer(entry, turn) for turn in range(len(entry.ground_truth))]
     return texts
@@ -195,7 +185,7 @@ def test_a_stopped_answer_is_cached_under_its_rule(llm, tmp_path):
 
 def test_the_verdicts_are_the_same_with_and_without_the_early_stop(llm, tmp_path):
     items = load_items(["simple_python", "irrelevance"], limit=3)
-    right = {item.id: _calls_text(item.possible_answer) for item in items["simple_python"]}
+    right = {item.id: correct_answer(item) for item in items["simple_python"]}
     answers = iter([PROSE, None, "```python\ndef f():\n    return 1\n```", "[f(x=1)] I hope this helps.",
                     "I cannot answer this with the functions given.", None])
 
