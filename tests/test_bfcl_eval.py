@@ -224,6 +224,21 @@ def test_cli_eval_writes_every_answer_and_prints_the_accuracy(llm, tmp_path):
     assert [(r["id"], r["valid"]) for r in rows] == [("parallel_0", True), ("parallel_1", False),
                                                      ("irrelevance_0", False), ("irrelevance_1", False)]
     assert "parallel" in result.stdout and "50.0%" in result.stdout and "overall" in result.stdout
+    assert all(request_streamed(body) for body in llm.requests)
+
+
+def test_cli_eval_full_answers_are_not_stopped(llm, tmp_path):
+    llm.script(lambda body: {"content": "I would call the function with these values, but I cannot."})
+    for flags, expected in (([], "I would call"), (["--full-answers"], "I would call the function with these "
+                                                                       "values, but I cannot.")):
+        output = tmp_path / f"eval{len(flags)}.jsonl"
+        llm.clear_requests()
+        result = CliRunner().invoke(app, ["eval", "--base-url", llm.base_url, "--category", "simple_python",
+                                          "--limit", "1", "--output", str(output), *flags])
+        assert result.exit_code == 0, result.output
+        [row] = [json.loads(line) for line in output.read_text().splitlines()]
+        assert row["answer"] == expected and row["error_type"] == "ast_decoder:decoder_failed"
+        assert bool(row["answer_stopped"]) == (not flags) and request_streamed(llm.requests[-1]) == (not flags)
 
 
 @pytest.mark.parametrize(("args", "message"), [
