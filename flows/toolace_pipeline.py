@@ -24,7 +24,7 @@ from flows.stages.mining import mining_stage
 from flows.stages.publishing import STAGES, DatasetRejected, publish_stage
 from flows.stages.run_context import Carried, RunContext, StageResult, run_stage, stage_task_runner
 from tasks.storage import run_storage
-from tasks.verification.expectations import prefetch_great_expectations
+from tasks.verification.expectations import great_expectations_prefetched
 from tasks.verification.template_gate import TemplateGate
 from toolace.config import RunConfig, redact_url
 from toolace.garbage_collection import CollectorPauses
@@ -130,20 +130,20 @@ def run_stages(run: RunContext) -> dict[str, Any]:
     if run.settings.cache_dir:  # the LLM response cache kept within its age and size bounds (oldest entries first)
         logger.info("%s", prune_cache(run.settings.cache_dir, config.llm_cache_max_age_days,
                                       config.llm_cache_max_bytes).summary())
-    # Great Expectations (publish) is imported in a thread during mining, not during the dialogs' busy LLM loop
-    prefetch_great_expectations()
     mining = run_stage(mining_stage, run)
     run.collector.freeze()  # the embedding model and the kept documents live for the rest of the run
-    tree = run_stage(context_tree_stage, run, Carried(items=mining.records))
-    pooled = pooled_apis(config.pool)
-    apis = run_stage(api_synthesis_stage, run, Carried(items=tree.records), Carried(items=pooled))
-    all_apis = pooled + apis.records
-    calibration = run_stage(calibration_stage, run, Carried(items=all_apis))
-    bounds_for_suite = suite_bounds(run)
-    dialogs = run_stage(dialogs_stage, run, Carried(items=all_apis), Carried(items=calibration.records),
-                        bounds_for_suite, Carried(items=tree.records))
-    results = {"pooled": StageResult(records=pooled), "context_tree": tree, "api_synthesis": apis,
-               "calibration": calibration, "dialogs": dialogs}
-    stats = {name: value for result in (mining, tree, apis, calibration, dialogs)
-             for name, value in result.stats.items()}
-    return run_stage(publish_stage, run, stats, bounds_for_suite, results)
+    # Great Expectations (publish) is imported in a thread while the next stages wait on the LLM, after mining's imports
+    with great_expectations_prefetched():
+        tree = run_stage(context_tree_stage, run, Carried(items=mining.records))
+        pooled = pooled_apis(config.pool)
+        apis = run_stage(api_synthesis_stage, run, Carried(items=tree.records), Carried(items=pooled))
+        all_apis = pooled + apis.records
+        calibration = run_stage(calibration_stage, run, Carried(items=all_apis))
+        bounds_for_suite = suite_bounds(run)
+        dialogs = run_stage(dialogs_stage, run, Carried(items=all_apis), Carried(items=calibration.records),
+                            bounds_for_suite, Carried(items=tree.records))
+        results = {"pooled": StageResult(records=pooled), "context_tree": tree, "api_synthesis": apis,
+                   "calibration": calibration, "dialogs": dialogs}
+        stats = {name: value for result in (mining, tree, apis, calibration, dialogs)
+                 for name, value in result.stats.items()}
+        return run_stage(publish_stage, run, stats, bounds_for_suite, results)

@@ -197,3 +197,11 @@ def test_great_expectations_is_prefetched_in_a_background_thread() -> None:
     assert thread.daemon and thread.name == "toolace-prefetch-gx"
     thread.join(timeout=120)
     assert not thread.is_alive() and "great_expectations" in sys.modules
+
+
+def test_the_prefetch_of_a_run_does_not_outlive_it() -> None:
+    from tasks.verification.expectations import great_expectations_prefetched
+
+    with great_expectations_prefetched() as thread:
+        assert thread.name == "toolace-prefetch-gx"
+    assert not thread.is_alive()  # waited for when the span ends: no import runs on after the run

@@ -37,6 +37,7 @@ time per process (a lock): GX keeps a process-wide "current" Data Context.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -45,7 +46,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import fsspec
@@ -272,6 +273,22 @@ def prefetch_great_expectations() -> threading.Thread:
     thread = threading.Thread(target=load, name="toolace-prefetch-gx", daemon=True)
     thread.start()
     return thread
+
+
+PREFETCH_JOIN_S = 120.0  # the longest a run waits, at its end, for the prefetch thread's import
+
+
+@contextlib.contextmanager
+def great_expectations_prefetched(join_timeout_s: float = PREFETCH_JOIN_S) -> Iterator[threading.Thread]:
+    """:func:`prefetch_great_expectations` for a span of a run: when the span ends the import thread is waited for
+    (at most ``join_timeout_s``), so no import outlives the run. Two threads importing at once can each meet a
+    module the other has half imported (Python breaks the circular wait that way), which fails an import with
+    "cannot import name"; a run therefore starts the prefetch only after its first stage's own imports."""
+    thread = prefetch_great_expectations()
+    try:
+        yield thread
+    finally:
+        thread.join(timeout=join_timeout_s)
 
 
 def _site_config(base_directory: str) -> dict[str, Any]:
