@@ -132,9 +132,9 @@ def run_stages(run: RunContext) -> dict[str, Any]:
                                       config.llm_cache_max_bytes).summary())
     mining = run_stage(mining_stage, run)
     run.collector.freeze()  # the embedding model and the kept documents live for the rest of the run
-    # Great Expectations (publish) is imported in a thread while the next stages wait on the LLM, after mining's imports
+    tree = run_stage(context_tree_stage, run, Carried(items=mining.records))
+    # Great Expectations (publish) is imported in a thread while the LLM-bound stages run, not beside the CPU-bound ones
     with great_expectations_prefetched():
-        tree = run_stage(context_tree_stage, run, Carried(items=mining.records))
         pooled = pooled_apis(config.pool)
         apis = run_stage(api_synthesis_stage, run, Carried(items=tree.records), Carried(items=pooled))
         all_apis = pooled + apis.records

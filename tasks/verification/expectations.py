@@ -283,7 +283,7 @@ def great_expectations_prefetched(join_timeout_s: float = PREFETCH_JOIN_S) -> It
     """:func:`prefetch_great_expectations` for a span of a run: when the span ends the import thread is waited for
     (at most ``join_timeout_s``), so no import outlives the run. Two threads importing at once can each meet a
     module the other has half imported (Python breaks the circular wait that way), which fails an import with
-    "cannot import name"; a run therefore starts the prefetch only after its first stage's own imports."""
+    "cannot import name"; a run starts it once its CPU-bound first stages (and their imports) are done."""
     thread = prefetch_great_expectations()
     try:
         yield thread
