@@ -144,3 +144,30 @@ def test_a_request_that_finds_no_free_instance_is_an_error_not_a_wait(monkeypatc
 
     [event] = asyncio.run(events())
     assert json.loads(event.removeprefix("data: "))["error"]["type"] == "server_error"
+
+
+def test_the_server_does_not_outlive_the_process_that_started_it():
+    """A command killed before its clean-up runs (SIGKILL) leaves no embedded server behind: the server watches the
+    process that started it."""
+    from toolace.errors import EndpointError
+    from toolace.llm.endpoint import served_models
+
+    script = ("import time\nfrom toolace.llm.endpoint import embedded_endpoint\n"
+              "with embedded_endpoint(instances=1) as endpoint:\n"
+              "    print(endpoint.base_url, flush=True)\n    time.sleep(600)\n")
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                             cwd=Path(__file__).resolve().parents[1])
+    try:
+        url = child.stdout.readline().strip()  # the child's start-up deadline (180 s) bounds this read
+        assert url and served_models(url) == [DEFAULT_ALIAS]
+    finally:
+        child.kill()
+        child.wait(timeout=10)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            served_models(url, timeout_s=1.0)
+        except EndpointError:
+            return
+        time.sleep(0.5)
+    pytest.fail("the embedded server still answers 30 s after the process that started it was killed")

@@ -16,6 +16,8 @@ import importlib.util
 import json
 import os
 import queue
+import signal
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -328,8 +330,28 @@ def create_app(model: EmbeddedModel) -> FastAPI:
     return app
 
 
+PARENT_CHECK_S = 1.0
+
+
+def exit_with_parent(parent_pid: int, check_s: float = PARENT_CHECK_S) -> threading.Thread:
+    """A daemon thread that stops this server (SIGTERM to itself, so uvicorn shuts down) once the process that
+    started it is gone (this process is re-parented): a server started for one command must not outlive it, even
+    when that command is killed before its clean-up runs."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(check_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=watch, name="toolace-exit-with-parent", daemon=True)
+    thread.start()
+    return thread
+
+
 def serve(host: str = "127.0.0.1", port: int = 8088, model_path: str | None = None,
-          alias: str = DEFAULT_ALIAS, n_ctx: int = 8192) -> None:
+          alias: str = DEFAULT_ALIAS, n_ctx: int = 8192, parent_pid: int | None = None) -> None:
+    if parent_pid is not None:
+        exit_with_parent(parent_pid)
     model = EmbeddedModel(Path(model_path) if model_path else default_gguf_path(), alias, n_ctx=n_ctx)
     uvicorn.run(create_app(model), host=host, port=port, log_level="warning")
 
@@ -341,8 +363,10 @@ def main() -> None:
     parser.add_argument("--model-path", default=None)
     parser.add_argument("--alias", default=DEFAULT_ALIAS)
     parser.add_argument("--n-ctx", type=int, default=8192)
+    parser.add_argument("--parent-pid", type=int, default=None,
+                        help="stop when this process (the one that started the server) is gone")
     args = parser.parse_args()
-    serve(args.host, args.port, args.model_path, args.alias, args.n_ctx)
+    serve(args.host, args.port, args.model_path, args.alias, args.n_ctx, args.parent_pid)
 
 
 if __name__ == "__main__":

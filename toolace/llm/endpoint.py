@@ -90,7 +90,8 @@ def embedded_endpoint(startup_timeout_s: float = 180.0, model_path: str | None =
     port = _free_port()
     base_url = f"http://127.0.0.1:{port}/v1"
     log = tempfile.TemporaryFile()
-    command = [sys.executable, "-m", "toolace.llm.embedded_server", "--host", "127.0.0.1", "--port", str(port)]
+    command = [sys.executable, "-m", "toolace.llm.embedded_server", "--host", "127.0.0.1", "--port", str(port),
+               "--parent-pid", str(os.getpid())]  # the server stops if this process dies before stopping it
     if model_path is not None:
         command += ["--model-path", str(model_path)]
     if alias != DEFAULT_ALIAS:
