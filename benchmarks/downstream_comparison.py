@@ -27,7 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tasks.evaluation.bfcl_eval import load_items  # noqa: E402
 from tasks.evaluation.model_serving import ServingOptions, answer_source, evaluate_complete  # noqa: E402
-from tasks.evaluation.statistics import accuracy_interval, paired_difference  # noqa: E402
+from tasks.evaluation.statistics import (  # noqa: E402
+    PairedDifference,
+    accuracy_interval,
+    paired_difference,
+)
 
 
 def outcomes(path: Path) -> dict[str, dict[str, bool]]:
@@ -37,6 +41,13 @@ def outcomes(path: Path) -> dict[str, dict[str, bool]]:
         row = json.loads(line)
         table.setdefault(row["category"], {})[row["id"]] = bool(row["valid"])
     return table
+
+
+def difference(paired: PairedDifference) -> str:
+    """``+2.5 points [-0.8, +6.0] (not distinguishable from 0)``: real when the interval leaves out 0."""
+    d = paired.difference
+    real = "real" if d.low > 0 or d.high < 0 else "not distinguishable from 0"
+    return f"{100 * d.estimate:+.1f} points [{100 * d.low:+.1f}, {100 * d.high:+.1f}] ({real})"
 
 
 def main() -> None:
@@ -78,20 +89,15 @@ def main() -> None:
             line = f"  {name:<12} {accuracy_interval(verdicts).percent():<24}"
             if name != base:
                 paired = paired_difference([results[base][category][i] for i in ids], verdicts)
-                d = paired.difference
-                real = "real" if d.low > 0 or d.high < 0 else "not distinguishable from 0"
-                line += (f" vs {base}: {100 * d.estimate:+.1f} points [{100 * d.low:+.1f}, {100 * d.high:+.1f}] "
-                         f"({real}; {paired.tuned_only} right only after tuning, {paired.base_only} only before)")
+                line += (f" vs {base}: {difference(paired)}; {paired.tuned_only} right only after tuning, "
+                         f"{paired.base_only} only before")
             print(line + f"  [{model}]")
         others = [n for n, _ in models[1:]]
         for i, first in enumerate(others):
             for second in others[i + 1:]:
                 paired = paired_difference([results[first][category][k] for k in ids],
                                            [results[second][category][k] for k in ids])
-                d = paired.difference
-                real = "real" if d.low > 0 or d.high < 0 else "not distinguishable from 0"
-                print(f"  {second} - {first}: {100 * d.estimate:+.1f} points [{100 * d.low:+.1f}, "
-                      f"{100 * d.high:+.1f}] ({real})")
+                print(f"  {second} - {first}: {difference(paired)}")
 
 
 if __name__ == "__main__":

@@ -80,6 +80,11 @@ async def chat_all(settings: Any,
     return list(results)
 
 
+def stop_note(stop: StopRule | None, reason: str | None) -> str | None:
+    """What an answer cut short by ``stop`` records (:attr:`Answer.stopped`): the rule's name and its reason."""
+    return f"{stop.name}: {reason}" if stop is not None and reason else None
+
+
 def build_messages(item: BfclItem) -> list[dict[str, str]]:
     """The chat sent to the model for one item: BFCL's system prompt, then the item's first turn."""
     return prompted_first_turn(item.question, item.functions)
@@ -138,7 +143,7 @@ class LocalModelAnswers:
         texts = self.scorer.generate_until([chats[i] for i in fits], stop, max_new_tokens=self.max_new_tokens,
                                            batch_size=self.batch_size, on_batch=self.on_batch) if fits else []
         for i, (text, reason) in zip(fits, texts, strict=True):
-            answers[i] = Answer(text, stopped=f"{stop.name}: {reason}" if stop is not None and reason else None)
+            answers[i] = Answer(text, stopped=stop_note(stop, reason))
         return answers
 
 
@@ -169,9 +174,7 @@ class EndpointAnswers:
 
     async def _answer_all(self, chats: list[list[dict[str, str]]], stop: StopRule | None) -> list[Answer]:
         results = await chat_all(self.settings, [(chat, None) for chat in chats], stop)
-        return [Answer(result.content or "",
-                       stopped=f"{stop.name}: {result.stopped}" if stop is not None and result.stopped else None)
-                for result in results]
+        return [Answer(result.content or "", stopped=stop_note(stop, result.stopped)) for result in results]
 
 
 # ------------------------------------------------------------------------------------------------- scoring

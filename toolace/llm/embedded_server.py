@@ -213,7 +213,11 @@ class EmbeddedModel:
             raise InstanceBusy(f"no llama.cpp instance came free within {INSTANCE_WAIT_S:.0f} s") from None
 
     def complete(self, body: dict[str, Any]) -> dict[str, Any]:
-        messages, grammar, mode, sampling = self._plan(body)
+        return self._whole(self._plan(body))
+
+    def _whole(self, plan: tuple[list[dict[str, str]], Any, str, dict[str, Any]]) -> dict[str, Any]:
+        """The whole completion of a planned request (:meth:`_plan`)."""
+        messages, grammar, mode, sampling = plan
         llama = self._instance()
         try:
             result = llama.create_chat_completion(messages=messages, grammar=grammar, **sampling)
@@ -261,9 +265,10 @@ class EmbeddedModel:
                 chunk["usage"] = usage
             return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
 
-        messages, grammar, mode, sampling = self._plan(body)
+        plan = self._plan(body)
+        messages, grammar, _, sampling = plan
         if grammar is not None:
-            whole = await run_in_threadpool(self.complete, body)
+            whole = await run_in_threadpool(self._whole, plan)
             choice = whole["choices"][0]
             delta = dict(choice["message"])
             if delta.get("tool_calls"):

@@ -706,7 +706,6 @@ class LLMGateway:
                                "usage": usage}
         if stopped is not None:
             raw[STOP_RULE_KEY] = {"name": stop.name, "reason": stopped}
-            raw["choices"][0]["finish_reason"] = "stop"
             raw["usage"] = {**usage, "completion_tokens": usage.get("completion_tokens") or chunks}
         return raw
 
