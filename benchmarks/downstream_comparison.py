@@ -2,10 +2,12 @@
 
     .venv/bin/python benchmarks/downstream_comparison.py --model base=smollm2 --model shared=/tmp/tuned-a \
         [--model NAME=FOLDER ...] [--category simple_python --category irrelevance] [--limit N] \
-        [--max-tokens 128] [--out DIR]
+        [--max-tokens 128] [--out DIR] [--mode fc [--chat-template FAMILY]]
 
-Each model is scored as `toolace eval --model` scores it (prompt mode, the embedded llama.cpp server, a tuned folder
-converted to GGUF, answers stopped once they cannot decode), its answers kept in ``DIR/<name>.jsonl``; a model whose
+Each model is scored as `toolace eval --model` scores it (prompt mode: the embedded llama.cpp server, a tuned folder
+converted to GGUF, answers stopped once they cannot decode; ``--mode fc``: the tools through the model's chat template,
+or ``--chat-template``'s family's, with transformers, calls read in its family's format), its answers kept in
+``DIR/<name>.jsonl``; a model whose
 answers file is already there is not asked again (so a comparison can grow one model at a time). Printed per
 category: each model's accuracy with its 95% bootstrap interval, and each tuned model against the first one (the
 base) with a paired bootstrap on the same items: the difference, its interval, and whether the interval excludes 0.
@@ -26,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tasks.evaluation.bfcl_eval import load_items  # noqa: E402
+from tasks.evaluation.bfcl_fc import LocalFcAnswers  # noqa: E402
 from tasks.evaluation.model_serving import ServingOptions, answer_source, evaluate_complete  # noqa: E402
 from tasks.evaluation.statistics import (  # noqa: E402
     PairedDifference,
@@ -50,6 +53,19 @@ def difference(paired: PairedDifference) -> str:
     return f"{100 * d.estimate:+.1f} points [{100 * d.low:+.1f}, {100 * d.high:+.1f}] ({real})"
 
 
+def fc_source(model: str, max_tokens: int, chat_template: str | None) -> LocalFcAnswers:
+    """``toolace eval --mode fc --model MODEL``'s answers; ``chat_template`` only for a model whose own template
+    renders no tools."""
+    from tasks.evaluation.bfcl_fc import FcModeError
+
+    try:
+        return LocalFcAnswers(model, max_new_tokens=max_tokens)
+    except FcModeError:
+        if not chat_template:
+            raise
+        return LocalFcAnswers(model, chat_template=chat_template, max_new_tokens=max_tokens)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", action="append", required=True, help="NAME=MODEL; the first is the base")
@@ -57,6 +73,10 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--out", type=Path, default=Path("comparison"))
+    parser.add_argument("--mode", choices=("prompt", "fc"), default="prompt")
+    parser.add_argument("--chat-template", default=None,
+                        help="--mode fc: a family's template for models without a tool template of their own (a "
+                             "model trained with `toolace train --chat-template` carries it already)")
     args = parser.parse_args()
 
     models = [tuple(spec.split("=", 1)) for spec in args.model]
@@ -71,14 +91,18 @@ def main() -> None:
             print(f"{name}: answers already in {output}", file=sys.stderr)
             continue
         started = time.perf_counter()
-        with answer_source(model, args.max_tokens, ServingOptions(),
-                           log=lambda line: print(line, file=sys.stderr)) as source:
-            evaluate_complete(items, source, str(output))
+        if args.mode == "fc":
+            evaluate_complete(items, fc_source(model, args.max_tokens, args.chat_template), str(output))
+        else:
+            with answer_source(model, args.max_tokens, ServingOptions(),
+                               log=lambda line: print(line, file=sys.stderr)) as source:
+                evaluate_complete(items, source, str(output))
         print(f"{name}: {sum(len(v) for v in items.values())} items in {time.perf_counter() - started:.0f} s",
               file=sys.stderr)
 
     print(f"date: {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}; machine: {platform.node()} "
-          f"({os.cpu_count()} CPUs); max tokens {args.max_tokens}; prompt mode")
+          f"({os.cpu_count()} CPUs); max tokens {args.max_tokens}; {args.mode} mode"
+          + (f", {args.chat_template} chat template where a model has no tool template" if args.chat_template else ""))
     results = {name: outcomes(args.out / f"{name}.jsonl") for name, _ in models}
     base = models[0][0]
     for category in categories:

@@ -138,6 +138,28 @@ def test_scripted_model_end_to_end(tmp_path: Path) -> None:
         evaluate(items, GroundTruthAnswers(entries), mode="fc")
 
 
+def test_a_source_that_holds_one_conversation_per_slot_gets_no_more(base_entries) -> None:
+    """A local server keeps one prompt cache per slot: with ``conversations`` set, no more conversations are in
+    flight than that, whatever its chunk size; the verdicts are the same."""
+    entries = base_entries[:3]
+
+    class PerSlot(GroundTruthAnswers):
+        def __init__(self, conversations: int | None) -> None:
+            super().__init__(entries, chunk_size=8)
+            self.conversations, self.asked = conversations, []
+
+        def answer(self, chats):
+            self.asked.append(len(chats))
+            return super().answer(chats)
+
+    source = PerSlot(2)
+    score = evaluate_category("multi_turn_base", entries, source)
+    assert (score.items, score.correct) == (3, 3)
+    assert max(source.asked) == 2 and source.asked[0] == 2
+    wide = PerSlot(None)
+    assert evaluate_category("multi_turn_base", entries, wide).correct == 3 and max(wide.asked) == 3
+
+
 def test_an_environment_past_its_limits_is_a_failed_entry_and_the_rest_goes_on(base_entries) -> None:
     with_math, plain = base_entries[15], base_entries[1]
     assert "MathAPI" in with_math.involved_classes

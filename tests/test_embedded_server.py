@@ -13,6 +13,8 @@ from pathlib import Path
 import jsonschema
 import openai
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from schemas.llm_outputs import UserTurn
 from toolace.llm.embedded_server import DEFAULT_ALIAS, bounded, schema_hint
@@ -128,13 +130,12 @@ def test_a_text_answer_streams_token_by_token_and_a_stop_rule_cuts_it(served):
 
 def test_a_request_that_finds_no_free_instance_is_an_error_not_a_wait(monkeypatch):
     import asyncio
-    import queue
 
     from toolace.llm import embedded_server
 
     monkeypatch.setattr(embedded_server, "INSTANCE_WAIT_S", 0.05)
     model = object.__new__(embedded_server.EmbeddedModel)  # every instance busy: an empty pool
-    model.alias, model.pool = "m", queue.Queue()
+    model.alias, model.pool = "m", embedded_server.InstancePool([])
     body = {"messages": [{"role": "user", "content": "hi"}]}
     with pytest.raises(embedded_server.InstanceBusy, match="no llama.cpp instance came free within 0 s"):
         model.complete(body)
@@ -171,3 +172,51 @@ def test_the_server_does_not_outlive_the_process_that_started_it():
             return
         time.sleep(0.5)
     pytest.fail("the embedded server still answers 30 s after the process that started it was killed")
+
+
+# ------------------------------------------------------------------------------------- prefix affinity
+
+
+@given(st.text(max_size=60), st.text(max_size=60))
+def test_common_prefix_is_the_shared_start(a, b):
+    from toolace.llm.embedded_server import common_prefix
+
+    n = common_prefix(a, b)
+    assert a[:n] == b[:n] and (n == min(len(a), len(b)) or a[n] != b[n])
+
+
+def test_each_conversation_goes_back_to_the_instance_that_holds_its_prompt():
+    """Two conversations on two instances, asked in turns: each step gets the instance that served the step before
+    (llama.cpp then evaluates only the new part of the prompt), whichever instance came free first; a new
+    conversation gets the instance idle longest."""
+    from toolace.llm.embedded_server import InstancePool, conversation_key
+
+    pool = InstancePool(["i0", "i1"])
+    system = {"role": "system", "content": "You are an expert in composing functions. " * 20}
+    a = [system, {"role": "user", "content": "List the files."}]
+    b = [system, {"role": "user", "content": "Post a tweet."}]
+    first_a, first_b = pool.take(conversation_key(a), 1.0), pool.take(conversation_key(b), 1.0)
+    assert {first_a, first_b} == {0, 1}
+    pool.give_back(first_b, conversation_key(b, "[post_tweet(content='hi')]"))  # b's instance is free first
+    pool.give_back(first_a, conversation_key(a, "[ls()]"))
+    a_next = [*a, {"role": "assistant", "content": "[ls()]"}, {"role": "user", "content": "[{'role': 'tool'}]"}]
+    b_next = [*b, {"role": "assistant", "content": "[post_tweet(content='hi')]"}]
+    assert pool.take(conversation_key(a_next), 1.0) == first_a
+    assert pool.take(conversation_key(b_next), 1.0) == first_b
+    pool.give_back(first_b, conversation_key(b_next, "Done."))
+    pool.give_back(first_a, conversation_key(a_next, "Done."))
+    assert pool.take(conversation_key([system, {"role": "user", "content": "new"}]), 1.0) == first_b  # idle longest
+
+
+def test_a_waiting_request_gets_the_instance_given_back_and_the_wait_has_a_deadline():
+    import threading
+
+    from toolace.llm.embedded_server import InstanceBusy, InstancePool
+
+    pool = InstancePool(["only"])
+    held = pool.take("a", 1.0)
+    with pytest.raises(InstanceBusy, match="within 0 s"):
+        pool.take("b", 0.05)
+    threading.Timer(0.1, pool.give_back, (held, "a")).start()
+    started = time.monotonic()
+    assert pool.take("b", 5.0) == held and time.monotonic() - started < 4

@@ -204,6 +204,19 @@ def test_a_model_whose_template_renders_no_tools_is_refused(tiny_base):
 
 
 @needs_templates
+def test_a_model_without_a_tool_template_is_asked_through_a_family_template(tiny_base):
+    """--chat-template qwen2.5 on SmolLM2 (ChatML, its own template shows no tools): the prompt is Qwen2.5's
+    rendering, the answers are read as Hermes calls."""
+    source = LocalFcAnswers(str(tiny_base), chat_template="qwen2.5", max_new_tokens=8)
+    assert source.tool_format == "hermes" and "qwen2.5 chat template" in source.description
+    request = fc_request(load_category("simple_python", limit=1)[0])
+    prompt = source.scorer.tokenizer.decode(source._prompt_ids(request))
+    assert "<tools>" in prompt and "calculate_triangle_area" in prompt and prompt.endswith("<|im_start|>assistant\n")
+    with pytest.raises(FcModeError, match="--chat-template llama3.1: .*ends a turn with"):
+        LocalFcAnswers(str(tiny_base), chat_template="llama3.1")
+
+
+@needs_templates
 def test_a_template_in_a_format_we_do_not_read_needs_tool_format(tiny_base, tmp_path):
     model_dir = _with_template(tiny_base, tmp_path / "qwen35-tiny", "qwen3.5")  # Qwen3-Coder XML calls
     with pytest.raises(FcModeError, match="cannot tell the tool-call format.*pass --tool-format"):
@@ -230,6 +243,9 @@ def test_cli_eval_fc_through_an_endpoint(llm, tmp_path):
     (["--tool-format", "hermes"], "--tool-format goes with --mode fc"),
     (["--mode", "fc", "--tool-format", "xml", "--base-url", "http://127.0.0.1:9/v1"], "unknown --tool-format 'xml'"),
     (["--mode", "fc", "--engine", "llama-server"], "only --engine transformers"),
+    (["--chat-template", "qwen2.5"], "--chat-template goes with --mode fc and a local model"),
+    (["--mode", "fc", "--chat-template", "qwen2.5", "--base-url", "http://127.0.0.1:9/v1"],
+     "--chat-template goes with --mode fc and a local model"),
 ])
 def test_cli_eval_fc_user_errors(args, message):
     result = CliRunner().invoke(app, ["eval", "--limit", "1", *args])

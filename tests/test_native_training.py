@@ -6,7 +6,6 @@ vocabulary holds their ChatML markers; the one training run uses the tiny random
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -205,22 +204,60 @@ def test_trl_trains_on_our_labels_unchanged(tiny_base, dataset, tmp_path):
 
 
 def test_native_training_through_the_cli(tiny_base, dataset, tmp_path):
-    """The smallest real run: one step of the tiny model with Qwen2.5's template, the default format."""
+    """The smallest real run: one step of the tiny model (SmolLM2's tokenizer, whose own template renders no tools)
+    with Qwen2.5's real template put on it (--chat-template), the default format; the tuned model carries the
+    template, so FC mode asks it the same way with no option."""
     from transformers import AutoTokenizer
 
+    from tasks.evaluation.bfcl_fc import LocalFcAnswers
     from toolace.cli import app
 
-    base = tmp_path / "qwen-tiny"
-    shutil.copytree(tiny_base, base)
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    tokenizer.chat_template = load_template("qwen2.5")
-    tokenizer.save_pretrained(base)
     out = tmp_path / "tuned"
-    result = CliRunner().invoke(app, ["train", str(dataset), "--base", str(base), "--out", str(out), "--steps", "1",
-                                      "--batch-size", "2", "--lr", "1e-3"])
+    result = CliRunner().invoke(app, ["train", str(dataset), "--base", str(tiny_base), "--out", str(out), "--steps",
+                                      "1", "--batch-size", "2", "--lr", "1e-3", "--chat-template", "qwen2.5"])
     assert result.exit_code == 0, result.output
     assert "native format" in result.output and "step 1/1: loss" in result.output
+    assert "qwen2.5 chat template" in result.output
     record = json.loads((out / RECORD_NAME).read_text())
     assert record["format"] == "native" and record["loss_span"] == "prefix" and record["steps"] == 1
     assert record["examples"] == 6 and record["examples_unrendered"] == {}
+    assert record["chat_template"] == "qwen2.5"
     assert AutoTokenizer.from_pretrained(out).chat_template == load_template("qwen2.5")
+    assert AutoTokenizer.from_pretrained(tiny_base).chat_template != load_template("qwen2.5")  # the base untouched
+    assert LocalFcAnswers(str(out), max_new_tokens=8).tool_format == "hermes"
+
+
+def test_a_family_template_is_put_on_a_base_only_where_its_tokens_fit(tiny_base, tmp_path, monkeypatch):
+    """SmolLM2 is ChatML: Qwen2.5's template fits it; Llama 3.1's ends turns with a token SmolLM2 does not end
+    with, and a template writing markers its vocabulary lacks is refused, naming them."""
+    from transformers import AutoTokenizer
+
+    from tasks.formats.chat_templates import TemplateFitError, fit_family_template
+    from toolace.chat_template_files import FAMILIES, Family
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base)
+    assert fit_family_template(tokenizer, "qwen2.5", "smollm2") == load_template("qwen2.5")
+    assert tokenizer.chat_template == load_template("qwen2.5")
+    with pytest.raises(TemplateFitError, match=r"ends a turn with '<\|eot_id\|>'.*'<\|im_end\|>'"):
+        fit_family_template(AutoTokenizer.from_pretrained(tiny_base), "llama3.1", "smollm2")
+    folder = tmp_path / "templates"
+    folder.mkdir()
+    (folder / "odd.jinja").write_text(load_template("qwen2.5").replace("<|im_start|>", "<|turn_start|>"))
+    monkeypatch.setitem(FAMILIES, "odd", Family("odd", "odd.jinja", eos_token="<|im_end|>"))
+    other = AutoTokenizer.from_pretrained(tiny_base)
+    with pytest.raises(TemplateFitError, match=r"writes <\|turn_start\|>, which the model's vocabulary has no"):
+        fit_family_template(other, "odd", "smollm2", configured=str(folder))
+    assert other.chat_template == AutoTokenizer.from_pretrained(tiny_base).chat_template  # left as it was
+
+
+def test_a_family_template_that_does_not_fit_is_refused_before_training(tiny_base, dataset, tmp_path):
+    from toolace.cli import app
+
+    out = tmp_path / "o"
+    result = CliRunner().invoke(app, ["train", str(dataset), "--base", str(tiny_base), "--out", str(out),
+                                      "--steps", "1", "--chat-template", "llama3.1"])
+    assert result.exit_code == 1 and "error: --chat-template llama3.1" in result.output
+    assert "<|eot_id|>" in result.output and not out.exists()
+    result = CliRunner().invoke(app, ["train", str(dataset), "--base", str(tiny_base), "--out", str(out),
+                                      "--steps", "1", "--chat-template", "vicuna"])
+    assert result.exit_code == 1 and "unknown chat-template families vicuna" in result.output

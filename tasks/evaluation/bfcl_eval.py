@@ -151,6 +151,8 @@ class EndpointAnswers:
     """Answers of a model at an OpenAI-compatible endpoint, through the LLM gateway, at temperature 0. The
     endpoint is checked first (unreachable, or not serving the model: a one-line error naming the URL)."""
 
+    conversations: int | None = None  # multi-turn conversations held at once (None: chunk_size)
+
     def __init__(self, base_url: str, model: str | None, max_tokens: int = 512, concurrency: int = 8,
                  max_retries: int = 2, timeout_s: float = 120.0, hedge: bool = True) -> None:
         """``hedge=False`` for a local server: a hedged second request would only add to its queue."""

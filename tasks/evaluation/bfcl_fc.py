@@ -253,7 +253,22 @@ class FcSource:
         return score_fc_item(item, answer, self.tool_format)
 
 
-def _target_template(target: str) -> ChatTemplate | None:
+def fitted_template(tokenizer: Any, target: str, chat_template: str | None) -> ChatTemplate | None:
+    """The template ``target`` is asked through: its tokenizer's own, or the family's real one put on it
+    (``--chat-template``, :func:`tasks.formats.chat_templates.fit_family_template`: an :class:`FcModeError`
+    when it does not fit)."""
+    if chat_template:
+        from tasks.formats.chat_templates import TemplateFitError, fit_family_template
+        from toolace.chat_template_files import TemplatesMissingError
+
+        try:
+            fit_family_template(tokenizer, chat_template, target)
+        except (TemplateFitError, TemplatesMissingError) as exc:
+            raise FcModeError(f"--chat-template {chat_template}: {exc}") from exc
+    return tokenizer_template(tokenizer, target)
+
+
+def _target_template(target: str, chat_template: str | None = None) -> ChatTemplate | None:
     """The chat template of a local model's tokenizer (a missing folder or file fails here, with its name)."""
     from transformers import AutoTokenizer
 
@@ -265,7 +280,7 @@ def _target_template(target: str) -> ChatTemplate | None:
         tokenizer = AutoTokenizer.from_pretrained(source)
     except Exception as exc:
         raise TargetModelError(f"cannot load model {target}: {short_cause(exc)}") from exc
-    return tokenizer_template(tokenizer, target)
+    return fitted_template(tokenizer, target, chat_template)
 
 
 def _stop_ids(model: Any, tokenizer: Any) -> set[int]:
@@ -282,15 +297,17 @@ class LocalFcAnswers(FcSource, LocalModelAnswers):
     """A local model's FC answers (see the module docstring): greedy, batched, with the special tokens of the
     answer kept (a Mistral ``[TOOL_CALLS]`` or Llama ``<|python_tag|>`` is one) up to the end of the turn."""
 
-    def __init__(self, target: str, tool_format: ToolFormat | None = None, **kwargs: Any) -> None:
-        """The template is checked (and its format detected) from the tokenizer alone, before the weights load."""
+    def __init__(self, target: str, tool_format: ToolFormat | None = None, chat_template: str | None = None,
+                 **kwargs: Any) -> None:
+        """The template is checked (and its format detected) from the tokenizer alone, before the weights load.
+        ``chat_template``: a family's real template in place of the model's own (``--chat-template``)."""
         if kwargs.get("scorer") is None:
-            self.tool_format = template_tool_format(_target_template(target), target, tool_format)
+            self.tool_format = template_tool_format(_target_template(target, chat_template), target, tool_format)
         super().__init__(target, **kwargs)
-        if kwargs.get("scorer") is not None:
-            self.tool_format = template_tool_format(tokenizer_template(self.scorer.tokenizer, target), target,
-                                                    tool_format)
-        self.description = f"{self.description}, {self.tool_format} calls"
+        self.tool_format = template_tool_format(fitted_template(self.scorer.tokenizer, target, chat_template),
+                                                target, tool_format)
+        self.description = f"{self.description}, {self.tool_format} calls" + (
+            f", {chat_template} chat template" if chat_template else "")
 
     def _prompt_ids(self, request: FcRequest) -> list[int]:
         from tasks.dialogs.complexity import TargetModelError

@@ -320,11 +320,13 @@ class _Conversation:
 def run_entries(entries: list[MultiTurnEntry], source: AnswerSource, limits: SandboxLimits | None = None,
                 on_result: Callable[[MultiTurnResult], None] | None = None) -> list[MultiTurnResult]:
     """Hold every entry's conversation with ``source`` and score it; results in entry order. Up to
-    ``source.chunk_size`` conversations are in flight, each with its own sandbox worker; each round asks the
-    source for the next answer of every one of them in one batch. ``on_result`` sees each result as it is
-    final (in the order they finish)."""
+    ``source.conversations`` conversations (when the source says: a server with one prompt cache per slot wants
+    one conversation per slot, so that each step is evaluated from where the previous one stopped), else
+    ``source.chunk_size``, are in flight, each with its own sandbox worker; each round asks the source for the
+    next answer of every one of them in one batch. ``on_result`` sees each result as it is final (in the order
+    they finish)."""
     limits = limits or DEFAULT_LIMITS
-    window = max(1, source.chunk_size)
+    window = max(1, getattr(source, "conversations", None) or source.chunk_size)
     pending = deque(enumerate(entries))
     active: list[tuple[int, _Conversation]] = []
     results: dict[int, MultiTurnResult] = {}

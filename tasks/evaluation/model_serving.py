@@ -445,6 +445,8 @@ def answer_source(model: str, max_tokens: int = 512, options: ServingOptions | N
                                  timeout_s=options.request_timeout_s, hedge=False)
         source.description = f"{model} (llama.cpp, {gguf.name}, {slots} slots)"
         source.chunk_size = slots * CHUNK_PER_SLOT
+        # multi-turn: one conversation per slot, so that the server's prefix affinity keeps each on its instance
+        source.conversations = slots
         yield source
 
 

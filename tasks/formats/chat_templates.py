@@ -176,3 +176,49 @@ class RowSample:
         return sorted(self.rows, key=lambda r: r[0])
 
 
+
+
+# ------------------------------------------------------------------------------ a family's template on a model
+
+_MARKER = r"<\|[^|<>\s]{1,40}\|>"
+
+
+class TemplateFitError(ValueError):
+    """A family's template cannot be put on a tokenizer: its special tokens are not the tokenizer's."""
+
+
+def fit_family_template(tokenizer: Any, family: str, model: str, configured: str | None = None) -> str:
+    """Put a real family's chat template (llama.cpp's copy, :func:`load_template`) on ``tokenizer`` in place of
+    its own, the way LLaMA-Factory's ``template:`` picks the format a model is trained and asked in: for a base
+    whose own template renders no tools (SmolLM2, a ChatML model, takes Qwen2.5's). Returns the template's text.
+
+    The model must be able to write the template's markers: the family's end of turn must be the tokenizer's
+    end-of-sequence token (else generation would not stop where the template ends a turn) and every ``<|...|>``
+    marker the template writes must be one token of the vocabulary (a marker split into pieces is text the model
+    never learnt as a boundary). Raises :class:`TemplateFitError` naming what does not fit;
+    :class:`toolace.chat_template_files.TemplatesMissingError` for an unknown family or missing file."""
+    import re
+
+    text = load_template(family, configured)
+    spec = FAMILIES[family]
+    eos = getattr(tokenizer, "eos_token", None) or ""
+    if spec.eos_token and spec.eos_token != eos:
+        raise TemplateFitError(f"model {model}: the {family} template ends a turn with {spec.eos_token!r}, but the "
+                               f"model's end-of-sequence token is {eos!r}: choose a family whose turns end with "
+                               f"{eos!r}")
+    probe = ChatTemplate(family, text, getattr(tokenizer, "bos_token", None) or "", eos)
+    problem = can_render_tools(probe)
+    if problem is not None:
+        raise TemplateFitError(f"the {family} template: {problem}")
+    tools = [{"type": "function", "function": {"name": "f", "description": "d", "parameters": {
+        "type": "object", "properties": {}}}}]
+    rendered = render(probe, [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}], tools, True)
+    vocabulary = tokenizer.get_vocab()
+    split = sorted({m for m in re.findall(_MARKER, rendered) if m not in vocabulary})
+    if spec.bos_token and spec.bos_token in rendered and spec.bos_token not in vocabulary:
+        split.append(spec.bos_token)
+    if split:
+        raise TemplateFitError(f"model {model}: the {family} template writes {', '.join(split)}, which "
+                               "the model's vocabulary has no token for")
+    tokenizer.chat_template = text
+    return text

@@ -218,6 +218,7 @@ class TrainConfig:
     calls_only: bool = False
     max_length: int | None = None  # tokens per example; default the base model's context
     format: str = "toolace"  # "native": the base model's own chat template with tools= (the CLI's default)
+    chat_template: str | None = None  # a family's real template in place of the base's own (fit_family_template)
 
     def validate(self) -> None:
         """Raises ``TrainingError`` for options that cannot work, before anything is loaded."""
@@ -319,6 +320,7 @@ class TrainResult:
     format: str = "toolace"  # "native": the base's own chat template with tools=
     examples_unrendered: dict[str, int] = field(default_factory=dict)  # native: skipped, the template's reason -> n
     loss_span: str = "completion"  # native: "prefix" (rendered prefixes) or "generation" (the template's markers)
+    chat_template: str | None = None  # the family whose template replaced the base's own (saved with the model)
 
 
 def _versions() -> dict[str, str]:
@@ -393,6 +395,18 @@ def load_base_tokenizer(base: str) -> tuple[Any, str]:
     return tokenizer, source
 
 
+def use_family_template(tokenizer: Any, family: str, base: str) -> None:
+    """``--chat-template``: the family's real template on the base's tokenizer (saved with the tuned model, so
+    ``toolace eval --mode fc`` asks it the same way), or a :class:`TrainingError` saying why it does not fit."""
+    from tasks.formats.chat_templates import TemplateFitError, fit_family_template
+    from toolace.chat_template_files import TemplatesMissingError
+
+    try:
+        fit_family_template(tokenizer, family, f"base {base}")
+    except (TemplateFitError, TemplatesMissingError) as exc:
+        raise TrainingError(f"--chat-template {family}: {exc}") from exc
+
+
 def check_native_template(tokenizer: Any, base: str) -> None:
     """``--format native`` teaches the call format of the base's own chat template: refused, with the reason,
     when the template cannot render tools (:func:`tasks.formats.chat_templates.can_render_tools`)."""
@@ -402,7 +416,8 @@ def check_native_template(tokenizer: Any, base: str) -> None:
         raise TrainingError(f"base model {base}: {problem}, so --format native (the rows rendered through the base's "
                             "own chat template with tools=) cannot teach it a tool-call format: pick a base whose "
                             "template renders tools (e.g. a Qwen2.5/Qwen3, Hermes, Llama 3.x or Mistral instruct "
-                            "model), or train with --format toolace")
+                            "model), put one on it with --chat-template (e.g. qwen2.5 on a ChatML model), or train "
+                            "with --format toolace")
 
 
 def has_generation_markers(tokenizer: Any) -> bool:
@@ -547,6 +562,9 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> TrainResul
         f"{examples.text_turns} without; {len(examples.examples)} examples"
         + (" (call turns only)" if config.calls_only else "") + f", {config.format} format")
     tokenizer, source = load_base_tokenizer(config.base)
+    if config.chat_template:
+        use_family_template(tokenizer, config.chat_template, config.base)
+        log(f"chat template: {config.chat_template}'s (llama.cpp's copy) in place of the base's own")
     if config.format == "native":
         check_native_template(tokenizer, config.base)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -654,6 +672,7 @@ def _train_into(config: TrainConfig, examples: ExampleSet, tokenizer: Any, sourc
         mean_train_loss=round(float(output.training_loss), 6), step_losses=[round(x, 6) for x in losses],
         wall_time_s=0.0, versions=_versions(), created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         format=config.format, examples_unrendered=dict(unrendered), loss_span=loss_span,
+        chat_template=config.chat_template,
     )
 
 

@@ -49,6 +49,11 @@ def eval_command(
         help="--mode fc: the tool-call format to read answers in: hermes (Qwen, Hermes), llama3_json, mistral, "
              "pythonic; at --base-url, reads text answers that have no structured call",
         show_default="detected from the chat template; at --base-url, the endpoint's structured calls only")] = None,
+    chat_template: Annotated[str | None, typer.Option(
+        help="--mode fc, local model: a model family's real chat template (llama.cpp's copy: qwen2.5, qwen3, "
+             "hermes3, ...) in place of the model's own, e.g. for a base whose template renders no tools (SmolLM2 "
+             "takes qwen2.5); a model `toolace train --chat-template` tuned carries it already",
+        show_default="the model's own")] = None,
     full_answers: Annotated[bool, typer.Option(
         "--full-answers", help="Prompt mode: generate every answer to its end. By default a single-turn answer is "
                                "streamed and stopped once no continuation of it could decode as a call list (prose): "
@@ -68,6 +73,8 @@ def eval_command(
         fail(f"unknown --mode {mode!r}: choose prompt or fc")
     if tool_format is not None and mode != "fc":
         fail("--tool-format goes with --mode fc")
+    if chat_template is not None and (mode != "fc" or base_url):
+        fail("--chat-template goes with --mode fc and a local model (an endpoint applies its own template)")
     if max_tokens < 1 or batch_size < 1 or concurrency < 1 or (slots is not None and slots < 1):
         fail("--max-tokens, --batch-size, --concurrency and --slots must be at least 1")
     err = Console(stderr=True)
@@ -84,7 +91,7 @@ def eval_command(
         early_stop = not full_answers
         if mode == "fc":
             source = _fc_source(model, base_url, llm_model, tool_format, engine, max_tokens, batch_size,
-                                concurrency, err.print)
+                                concurrency, err.print, chat_template)
             scores = evaluate_complete(items, source, output, progress)
         elif base_url:
             source = EndpointAnswers(base_url, llm_model, max_tokens=max_tokens, concurrency=concurrency)
@@ -99,7 +106,7 @@ def eval_command(
 
 def _fc_source(model: str | None, base_url: str | None, llm_model: str | None, tool_format: str | None,
                engine: str | None, max_tokens: int, batch_size: int, concurrency: int,
-               log: Callable[[str], object]) -> AnswerSource:
+               log: Callable[[str], object], chat_template: str | None = None) -> AnswerSource:
     """The answer source of ``--mode fc``: OpenAI tools= at an endpoint, else the local model through its own
     chat template with transformers (the embedded llama.cpp server offers tools its own way, not the model's)."""
     from tasks.evaluation.bfcl_fc import EndpointFcAnswers, LocalFcAnswers, check_tool_format
@@ -112,7 +119,8 @@ def _fc_source(model: str | None, base_url: str | None, llm_model: str | None, t
         fail(f"--mode fc offers the tools through the model's own chat template, which only --engine transformers "
              f"does (not {engine})")
     log(f"loading {model or 'smollm2'} ...")
-    return LocalFcAnswers(model or "smollm2", tool_format=checked, max_new_tokens=max_tokens, batch_size=batch_size)
+    return LocalFcAnswers(model or "smollm2", tool_format=checked, chat_template=chat_template,
+                          max_new_tokens=max_tokens, batch_size=batch_size)
 
 
 def _print_scores(scores: list[CategoryScore], model: str, output: str | None, mode: str = "prompt") -> None:

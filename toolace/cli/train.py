@@ -34,6 +34,11 @@ def train(
                          "family's call format (a base whose template renders no tools is refused); toolace: "
                          "ToolACE's system prompt and Python call lists (what `toolace eval` prompt mode asks)")]
     = "native",
+    chat_template: Annotated[str | None, typer.Option(
+        help="A model family's real chat template (llama.cpp's copy: qwen2.5, qwen3, hermes3, llama3.1, ...) in "
+             "place of the base's own, saved with the tuned model: for a base whose template renders no tools "
+             "(SmolLM2 takes qwen2.5). Refused when the family's turn end or markers are not the base's tokens",
+        show_default="the base's own")] = None,
 ) -> None:
     """Fine-tune a causal LM on a function-calling dataset (TRL; loss on assistant tokens only) and save it as
     a Hugging Face folder that `toolace run --target-model` accepts."""
@@ -45,7 +50,7 @@ def train(
     console = Console(stderr=True)
     config = TrainConfig(dataset=dataset, out=out, base=base, steps=steps, epochs=epochs, lr=lr, lora_r=lora_r,
                          batch_size=batch_size, seed=seed, calls_only=calls_only, max_length=max_length,
-                         format=train_format)
+                         format=train_format, chat_template=chat_template)
     with user_errors():
         result = train_model(config, log=lambda line: console.print(line, markup=False, highlight=False))
     from rich.table import Table
@@ -57,7 +62,8 @@ def train(
         ("base", f"{result.base} ({result.method}{f', r={result.lora_r}' if result.lora_r else ''})"),
         ("samples", f"{result.samples_read} read, {result.samples_used} used, skipped "
                     f"{skipped_summary(result.samples_skipped)}"),
-        ("format", result.format + (f" (loss span: {result.loss_span})" if result.format == "native" else "")),
+        ("format", result.format + (f" (loss span: {result.loss_span})" if result.format == "native" else "")
+         + (f", {result.chat_template} chat template" if result.chat_template else "")),
         ("examples", f"{result.examples} (assistant turns: {result.call_turns} with calls, {result.text_turns} "
                      f"without{', calls only' if result.calls_only else ''}; {result.examples_too_long} too long"
                      + (f"; {sum(result.examples_unrendered.values())} refused by the template"

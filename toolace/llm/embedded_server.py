@@ -15,7 +15,6 @@ import argparse
 import importlib.util
 import json
 import os
-import queue
 import signal
 import threading
 import time
@@ -146,6 +145,61 @@ class InstanceBusy(RuntimeError):
     """No llama.cpp instance came free in time."""
 
 
+def common_prefix(a: str, b: str) -> int:
+    """How many leading characters ``a`` and ``b`` share (binary search over slices: C speed on long prompts)."""
+    low, high = 0, min(len(a), len(b))
+    while low < high:
+        middle = (low + high + 1) // 2
+        if a[:middle] == b[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def conversation_key(messages: list[dict[str, str]], answer: str | None = None) -> str:
+    """A chat as one string whose shared start with another chat's tells how much of a prompt an instance that
+    served that chat still holds evaluated (its answer included: the next step of a conversation repeats it)."""
+    parts = [f"{m.get('role', '')}\x1f{m.get('content', '')}\x1e" for m in messages]
+    if answer is not None:
+        parts.append(f"assistant\x1f{answer}")
+    return "".join(parts)
+
+
+class InstancePool:
+    """llama.cpp instances lent to one request at a time, with prefix affinity: a request gets the free instance
+    whose last chat shares the longest start with its own (ties: the one idle longest). llama.cpp reuses the
+    evaluated prefix of the previous prompt (its KV cache), so the next step of a multi-turn conversation or an
+    agent, which repeats everything before it, is evaluated from where it stopped instead of from its start."""
+
+    def __init__(self, instances: list[Any]) -> None:
+        self.instances = instances
+        self._free: list[int] = list(range(len(instances)))  # oldest first
+        self._last: list[str] = [""] * len(instances)
+        self._cond = threading.Condition()
+
+    def take(self, key: str, timeout_s: float) -> int:
+        """The index of a free instance for a chat (:func:`conversation_key`), waited for at most ``timeout_s``
+        (then :class:`InstanceBusy`)."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while not self._free:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise InstanceBusy(f"no llama.cpp instance came free within {timeout_s:.0f} s")
+                self._cond.wait(left)
+            best = max(self._free, key=lambda i: common_prefix(self._last[i], key))  # first of the ties: oldest
+            self._free.remove(best)
+            return best
+
+    def give_back(self, index: int, key: str) -> None:
+        """The instance is free again; ``key`` is the chat (and answer) it now holds evaluated."""
+        with self._cond:
+            self._last[index] = key
+            self._free.append(index)
+            self._cond.notify()
+
+
 class EmbeddedModel:
     """A pool of llama.cpp instances of the model, one thread each, serving requests in parallel.
 
@@ -158,10 +212,8 @@ class EmbeddedModel:
 
         self.alias = alias
         count = instances or int(os.environ.get("TOOLACE_LLM_INSTANCES") or os.cpu_count() or 1)
-        self.pool: queue.Queue[Any] = queue.Queue()
-        for _ in range(max(1, count)):
-            self.pool.put(Llama(model_path=str(model_path), n_ctx=n_ctx, n_threads=1, n_threads_batch=1,
-                                verbose=False))
+        self.pool = InstancePool([Llama(model_path=str(model_path), n_ctx=n_ctx, n_threads=1, n_threads_batch=1,
+                                        verbose=False) for _ in range(max(1, count))])
 
     @staticmethod
     @lru_cache(maxsize=256)
@@ -205,26 +257,20 @@ class EmbeddedModel:
                     "seed": body.get("seed")}
         return messages, grammar, mode, sampling
 
-    def _instance(self) -> Any:
-        """A free llama.cpp instance, waited for at most :data:`INSTANCE_WAIT_S` (then :class:`InstanceBusy`)."""
-        try:
-            return self.pool.get(timeout=INSTANCE_WAIT_S)
-        except queue.Empty:
-            raise InstanceBusy(f"no llama.cpp instance came free within {INSTANCE_WAIT_S:.0f} s") from None
-
     def complete(self, body: dict[str, Any]) -> dict[str, Any]:
         return self._whole(self._plan(body))
 
     def _whole(self, plan: tuple[list[dict[str, str]], Any, str, dict[str, Any]]) -> dict[str, Any]:
         """The whole completion of a planned request (:meth:`_plan`)."""
         messages, grammar, mode, sampling = plan
-        llama = self._instance()
+        index = self.pool.take(conversation_key(messages), INSTANCE_WAIT_S)
+        text = ""
         try:
-            result = llama.create_chat_completion(messages=messages, grammar=grammar, **sampling)
+            result = self.pool.instances[index].create_chat_completion(messages=messages, grammar=grammar, **sampling)
+            choice = result["choices"][0]
+            text = choice["message"].get("content") or ""
         finally:
-            self.pool.put(llama)
-        choice = result["choices"][0]
-        text = choice["message"].get("content") or ""
+            self.pool.give_back(index, conversation_key(messages, text))
         message: dict[str, Any] = {"role": "assistant", "content": text}
         finish = choice.get("finish_reason") or "stop"
         if mode == "tools":
@@ -279,12 +325,14 @@ class EmbeddedModel:
             yield "data: [DONE]\n\n"
             return
         try:
-            llama = await run_in_threadpool(self._instance)
+            index = await run_in_threadpool(self.pool.take, conversation_key(messages), INSTANCE_WAIT_S)
         except InstanceBusy as exc:  # the response has begun: the error goes as an event (the client raises it)
             yield f"data: {json.dumps({'error': {'message': str(exc), 'type': 'server_error'}})}\n\n"
             return
+        llama = self.pool.instances[index]
         tokens = 0
         chunks = None
+        text: list[str] = []
         try:
             chunks = await run_in_threadpool(
                 lambda: iter(llama.create_chat_completion(messages=messages, stream=True, **sampling)))
@@ -292,6 +340,7 @@ class EmbeddedModel:
                 choices = [{"index": 0, "delta": c.get("delta") or {}, "finish_reason": c.get("finish_reason")}
                            for c in chunk.get("choices") or []]
                 tokens += sum(1 for c in choices if c["delta"].get("content"))
+                text.extend(str(c["delta"].get("content") or "") for c in choices)
                 yield event(choices)
             if usage_wanted:
                 yield event([], {"prompt_tokens": 0, "completion_tokens": tokens, "total_tokens": tokens})
@@ -301,7 +350,7 @@ class EmbeddedModel:
             with anyio.CancelScope(shield=True):
                 if chunks is not None and hasattr(chunks, "close"):
                     await run_in_threadpool(chunks.close)
-                self.pool.put(llama)
+                self.pool.give_back(index, conversation_key(messages, "".join(text)))
 
 
 def create_app(model: EmbeddedModel) -> FastAPI:
