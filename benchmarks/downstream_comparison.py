@@ -74,6 +74,9 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--out", type=Path, default=Path("comparison"))
     parser.add_argument("--mode", choices=("prompt", "fc"), default="prompt")
+    parser.add_argument("--slots", type=int, default=None,
+                        help="prompt mode: llama.cpp slots (default: the CPU count; multi-turn: 1 evaluates each "
+                             "group's long prompt once, with every core)")
     parser.add_argument("--chat-template", default=None,
                         help="--mode fc: a family's template for models without a tool template of their own (a "
                              "model trained with `toolace train --chat-template` carries it already)")
@@ -94,7 +97,7 @@ def main() -> None:
         if args.mode == "fc":
             evaluate_complete(items, fc_source(model, args.max_tokens, args.chat_template), str(output))
         else:
-            with answer_source(model, args.max_tokens, ServingOptions(),
+            with answer_source(model, args.max_tokens, ServingOptions(slots=args.slots),
                                log=lambda line: print(line, file=sys.stderr)) as source:
                 evaluate_complete(items, source, str(output))
         print(f"{name}: {sum(len(v) for v in items.values())} items in {time.perf_counter() - started:.0f} s",

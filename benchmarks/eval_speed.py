@@ -3,13 +3,16 @@ simple_python items in under 10 minutes on this machine).
 
     .venv/bin/python benchmarks/eval_speed.py [--model smollm2] [--category simple_python] [--limit N]
         [--engine llama-server|transformers] [--slots N] [--max-tokens 512] [--output answers.jsonl] [--full-answers]
+        [--conversations N]
 
 The same path as `toolace eval --model MODEL`: :func:`tasks.evaluation.model_serving.answer_source` (a Hugging Face
 folder converted to GGUF first, then the embedded llama.cpp server on 127.0.0.1 with --slots instances, asked
 --slots requests at a time through EndpointAnswers) and :func:`evaluate_complete`. Printed: the set-up time
 (conversion and server start), the scoring time, items/s, answer tokens per item, and the accuracy with its 95%
-interval. The machine's load average and the CPU seconds the server and this process spent are printed too: other
-work on the CPU slows every wall-clock figure, while CPU seconds / cores estimates the run on an idle machine.
+interval. For a multi-turn category, ``--conversations`` sets how many conversations are held at once (default, as
+`toolace eval`: one per slot, each kept on the instance that holds its prompt; the figures before that change held
+``--slots`` x 16). The machine's load average and the CPU seconds the server and this process spent are printed too:
+other work on the CPU slows every wall-clock figure, while CPU seconds / cores estimates the run on an idle machine.
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ def main() -> None:
     parser.add_argument("--full-answers", action="store_true",
                         help="as `toolace eval --full-answers`: no answer stopped early (the figures before the "
                              "early stop)")
+    parser.add_argument("--conversations", type=int, default=None,
+                        help="multi-turn: conversations held at once (default: one per slot, as toolace eval)")
     args = parser.parse_args()
 
     engine = resolve_engine(args.engine)
@@ -65,6 +70,8 @@ def main() -> None:
                            log=lambda line: print(line, file=sys.stderr)) as source:
             ready = time.perf_counter()
             last = [ready]
+            if args.conversations:
+                source.conversations = args.conversations  # type: ignore[attr-defined]
 
             def progress(category: str, done: int, total: int) -> None:
                 now = time.perf_counter()
@@ -87,7 +94,8 @@ def main() -> None:
     print(f"date: {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}; machine: {platform.node()} "
           f"({os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()})")
     print(f"model: {args.model}; engine: {engine}; slots: {slots if engine == 'llama-server' else '-'}; "
-          f"max tokens: {args.max_tokens}; source: {source.description}")
+          f"max tokens: {args.max_tokens}; source: {source.description}; multi-turn conversations at once: "
+          f"{getattr(source, 'conversations', None) or source.chunk_size}")
     print(f"set-up (conversion + server start): {ready - started:.1f} s")
     print(f"{count} items of {args.category} in {seconds:.1f} s ({seconds / 60:.2f} min): "
           f"{count / seconds:.3f} items/s; {chars:.0f} answer characters per item on average; "

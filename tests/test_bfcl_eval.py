@@ -197,6 +197,34 @@ def test_eval_through_an_openai_compatible_endpoint(llm, tmp_path):
     assert request["temperature"] == 0.0 and request["messages"][0]["role"] == "system"
 
 
+CONTEXT_ERROR = {"error": {"message": "Requested tokens (8230) exceed context window of 8192",
+                           "type": "invalid_request_error"}}
+
+
+def test_an_item_longer_than_the_context_is_wrong_with_the_reason_and_the_rest_goes_on(llm, tmp_path):
+    """A prompt over the model's context is refused by the endpoint for that item alone (HTTP 400): the item is
+    wrong with the reason, never the whole evaluation stopped; any other refusal still stops it."""
+    items = load_items(["simple_python"], limit=2)
+    first, long = items["simple_python"]
+
+    def rule(body):
+        if body["messages"][-1]["content"] == long.question[0][-1]["content"]:
+            return {"status": 400, "body": CONTEXT_ERROR}
+        return {"content": correct_answer(first)}
+
+    llm.script(rule)
+    output = tmp_path / "answers.jsonl"
+    [score] = evaluate(items, EndpointAnswers(llm.base_url, None), str(output))
+    assert (score.items, score.correct) == (2, 1)
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    assert rows[0]["valid"] and not rows[1]["valid"]
+    assert rows[1]["answer_error"].startswith("context_length: request refused with HTTP 400")
+    assert "exceed context window" in rows[1]["answer_error"]
+    llm.script(lambda body: {"status": 400, "body": {"error": {"message": "bad request"}}})
+    with pytest.raises(EndpointError, match="failed to answer: request refused with HTTP 400"):
+        evaluate(items, EndpointAnswers(llm.base_url, None))
+
+
 def test_endpoint_down_is_a_quick_error_naming_the_url():
     url = f"http://127.0.0.1:{closed_port()}/v1"
     started = time.monotonic()

@@ -24,6 +24,7 @@ from tasks.evaluation.bfcl_multi_turn import (
     evaluate_category,
     first_turn_messages,
     ground_truth_answer,
+    grouped_by_prompt,
     parse_ground_truth,
     run_entries,
     score_transcript,
@@ -158,6 +159,42 @@ def test_a_source_that_holds_one_conversation_per_slot_gets_no_more(base_entries
     assert max(source.asked) == 2 and source.asked[0] == 2
     wide = PerSlot(None)
     assert evaluate_category("multi_turn_base", entries, wide).correct == 3 and max(wide.asked) == 3
+
+
+def test_a_conversation_that_outgrows_the_context_is_a_failed_entry(llm, tmp_path) -> None:
+    """Over real HTTP: the endpoint refuses a step whose prompt is over the model's context (as llama.cpp and vLLM
+    do, HTTP 400); that entry fails with the reason and every other entry is scored."""
+    from tasks.evaluation.bfcl_eval import EndpointAnswers
+
+    items = load_items(["multi_turn_base"], limit=3)
+    long_entry = items["multi_turn_base"][1]
+    marker = long_entry.question[0][-1]["content"]
+
+    def rule(body):
+        if len(body["messages"]) > 3 and any(m["content"] == marker for m in body["messages"]):
+            return {"status": 400, "body": {"error": {"message": "Requested tokens (8230) exceed context window of "
+                                                                 "8192", "type": "invalid_request_error"}}}
+        return {"content": "[]"}  # no call: each turn ends at once
+
+    llm.script(rule)
+    output = tmp_path / "answers.jsonl"
+    [score] = evaluate(items, EndpointAnswers(llm.base_url, None), str(output))
+    assert score.items == 3
+    rows = {r["id"]: r for r in map(json.loads, output.read_text().splitlines())}
+    failed = rows[long_entry.id]
+    assert failed["error_type"] == "multi_turn:inference_error"
+    assert "context_length: request refused with HTTP 400" in failed["error"]
+    assert all(r["error_type"] != "multi_turn:inference_error" for i, r in rows.items() if i != long_entry.id)
+
+
+def test_entries_that_share_a_system_prompt_run_one_after_another(base_entries) -> None:
+    """A server that caches prompt prefixes evaluates each group's class docs once, not once per entry."""
+    order = grouped_by_prompt(base_entries)
+    assert sorted(i for i, _ in order) == list(range(len(base_entries)))
+    prompts = [first_turn_messages(entry)[0]["content"] for _, entry in order]
+    groups = [p for k, p in enumerate(prompts) if k == 0 or p != prompts[k - 1]]
+    assert len(groups) == len(set(prompts)) < len(base_entries)  # each group is contiguous
+    assert order[0][0] == 0
 
 
 def test_an_environment_past_its_limits_is_a_failed_entry_and_the_rest_goes_on(base_entries) -> None:

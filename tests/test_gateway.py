@@ -137,6 +137,26 @@ def test_client_error_is_not_retried(llm):
     assert len(llm.requests) == 1
 
 
+@pytest.mark.parametrize("error", [
+    {"error": {"message": "Requested tokens (8230) exceed context window of 8192"}},  # llama-cpp-python
+    {"object": "error", "message": "This model's maximum context length is 4096 tokens. However, you requested "
+                                   "5000 tokens.", "type": "BadRequestError", "code": 400},  # vLLM
+    {"error": {"message": "Input is too long.", "code": "context_length_exceeded"}},  # OpenAI
+    {"error": {"message": "the request exceeds the available context size, try increasing it"}},  # llama.cpp
+])
+def test_a_prompt_over_the_context_is_told_apart(llm, error):
+    """An item too long for the model fails alone (the evaluation records it); it is not a refused parameter."""
+    from toolace.llm.gateway import ContextLengthExceeded
+
+    llm.fail_next(1, status=400, body=error)
+    with pytest.raises(ContextLengthExceeded, match="HTTP 400"):
+        once(gateway(llm))
+    llm.fail_next(1, status=400, body={"error": {"message": "bad request", "type": "invalid_request_error"}})
+    with pytest.raises(LLMCallFailed) as failed:
+        once(gateway(llm))
+    assert not isinstance(failed.value, ContextLengthExceeded)
+
+
 def test_unknown_model_is_an_endpoint_error(llm):
     with pytest.raises(EndpointError, match="no-such-model"):
         once(LLMGateway(GatewaySettings(base_url=llm.base_url, model="no-such-model")))

@@ -60,9 +60,11 @@ async def chat_all(settings: Any,
                    requests: list[tuple[list[dict[str, Any]], list[dict[str, Any]] | None]],
                    stop: StopRule | None = None) -> list[Any]:
     """Every request (messages, tools or None) answered by the endpoint through one gateway, concurrently within
-    its limits; an endpoint that cannot answer is one :class:`EndpointError`, not a wrong answer per item.
+    its limits; an endpoint that cannot answer is one :class:`EndpointError`, not a wrong answer per item. A
+    request longer than the model's context is that item's failure: its place holds the
+    :class:`~toolace.llm.gateway.ContextLengthExceeded` (:func:`answer_of`).
     ``stop``: each answer streamed and closed once the rule says it is settled (see ``LLMGateway.chat``)."""
-    from toolace.llm.gateway import LLMCallFailed, LLMGateway
+    from toolace.llm.gateway import ContextLengthExceeded, LLMCallFailed, LLMGateway
 
     gateway = LLMGateway(settings)
     try:
@@ -73,11 +75,22 @@ async def chat_all(settings: Any,
     for result in results:
         if isinstance(result, EndpointError):
             raise result
+        if isinstance(result, ContextLengthExceeded):
+            continue
         if isinstance(result, LLMCallFailed):
             raise EndpointError(f"the endpoint {settings.base_url} failed to answer: {result}")
         if isinstance(result, BaseException):
             raise result
     return list(results)
+
+
+def over_context(result: Any) -> Answer | None:
+    """The failed answer of a request :func:`chat_all` found longer than the model's context, else None."""
+    from toolace.llm.gateway import ContextLengthExceeded
+
+    if isinstance(result, ContextLengthExceeded):
+        return Answer(None, f"context_length: {result}")
+    return None
 
 
 def stop_note(stop: StopRule | None, reason: str | None) -> str | None:
@@ -176,7 +189,8 @@ class EndpointAnswers:
 
     async def _answer_all(self, chats: list[list[dict[str, str]]], stop: StopRule | None) -> list[Answer]:
         results = await chat_all(self.settings, [(chat, None) for chat in chats], stop)
-        return [Answer(result.content or "", stopped=stop_note(stop, result.stopped)) for result in results]
+        return [over_context(result) or Answer(result.content or "", stopped=stop_note(stop, result.stopped))
+                for result in results]
 
 
 # ------------------------------------------------------------------------------------------------- scoring

@@ -41,6 +41,7 @@ from tasks.evaluation.bfcl_eval import (
     ItemResult,
     LocalModelAnswers,
     chat_all,
+    over_context,
     prompt_functions,
     score_item,
 )
@@ -383,6 +384,9 @@ class EndpointFcAnswers(FcSource, EndpointAnswers):
     async def _answer_fc(self, requests: list[FcRequest]) -> list[Answer]:
         answers: list[Answer] = []
         for result in await chat_all(self.settings, [(r.messages, r.tools) for r in requests]):
+            if (failed := over_context(result)) is not None:
+                answers.append(failed)
+                continue
             calls = [{c.name: c.arguments_text} for c in result.tool_calls] or None
             answers.append(FcAnswer(result.raw_text, calls=calls))
         return answers

@@ -317,17 +317,30 @@ class _Conversation:
         return MultiTurnResult(self.entry, verdict, self.transcript, self.steps)
 
 
+def grouped_by_prompt(entries: list[MultiTurnEntry]) -> list[tuple[int, MultiTurnEntry]]:
+    """(index, entry) with the entries that share a first system prompt together, groups in the order they first
+    appear, entries in their order within a group."""
+    rank: dict[str, int] = {}
+    keyed = []
+    for index, entry in enumerate(entries):
+        system = first_turn_messages(entry)[0]["content"]
+        keyed.append((rank.setdefault(system, len(rank)), index, entry))
+    return [(index, entry) for _, index, entry in sorted(keyed, key=lambda k: k[:2])]
+
+
 def run_entries(entries: list[MultiTurnEntry], source: AnswerSource, limits: SandboxLimits | None = None,
                 on_result: Callable[[MultiTurnResult], None] | None = None) -> list[MultiTurnResult]:
     """Hold every entry's conversation with ``source`` and score it; results in entry order. Up to
     ``source.conversations`` conversations (when the source says: a server with one prompt cache per slot wants
     one conversation per slot, so that each step is evaluated from where the previous one stopped), else
     ``source.chunk_size``, are in flight, each with its own sandbox worker; each round asks the source for the
-    next answer of every one of them in one batch. ``on_result`` sees each result as it is final (in the order
-    they finish)."""
+    next answer of every one of them in one batch. Entries that open with the same system prompt (the same classes'
+    docs: 20 different ones among multi_turn_base's 200 entries) are started one after another, so that a server
+    that caches prompt prefixes evaluates those thousands of tokens once per group, not once per entry.
+    ``on_result`` sees each result as it is final (in the order they finish)."""
     limits = limits or DEFAULT_LIMITS
     window = max(1, getattr(source, "conversations", None) or source.chunk_size)
-    pending = deque(enumerate(entries))
+    pending = deque(grouped_by_prompt(entries))
     active: list[tuple[int, _Conversation]] = []
     results: dict[int, MultiTurnResult] = {}
 

@@ -201,10 +201,11 @@ class InstancePool:
 
 
 class EmbeddedModel:
-    """A pool of llama.cpp instances of the model, one thread each, serving requests in parallel.
+    """A pool of llama.cpp instances of the model, serving requests in parallel.
 
-    A 135M model does not get faster with more threads per request on a CPU (token sampling is
+    A 135M model does not generate faster with more threads per request on a CPU (token sampling is
     serial), but independent instances run side by side: ctypes releases the GIL while llama.cpp works.
+    Prompt evaluation (batched) does use more threads: each instance gets its share of the cores for it.
     """
 
     def __init__(self, model_path: Path, alias: str, n_ctx: int = 8192, instances: int | None = None) -> None:
@@ -212,8 +213,12 @@ class EmbeddedModel:
 
         self.alias = alias
         count = instances or int(os.environ.get("TOOLACE_LLM_INSTANCES") or os.cpu_count() or 1)
-        self.pool = InstancePool([Llama(model_path=str(model_path), n_ctx=n_ctx, n_threads=1, n_threads_batch=1,
-                                        verbose=False) for _ in range(max(1, count))])
+        count = max(1, count)
+        # generation is serial (one thread each); a prompt is evaluated in batches, which more threads do speed up:
+        # an instance gets its share of the cores for that (a long multi-turn prompt on one slot gets them all)
+        batch_threads = max(1, (os.cpu_count() or 1) // count)
+        self.pool = InstancePool([Llama(model_path=str(model_path), n_ctx=n_ctx, n_threads=1,
+                                        n_threads_batch=batch_threads, verbose=False) for _ in range(count)])
 
     @staticmethod
     @lru_cache(maxsize=256)

@@ -136,6 +136,24 @@ class LLMCallFailed(Exception):
     check = LLM_REQUEST_CHECK
 
 
+class ContextLengthExceeded(LLMCallFailed):
+    """The endpoint refused a request whose prompt (and answer budget) is longer than the model's context: that
+    request's item alone fails (a multi-turn conversation that outgrew the model), never the run."""
+
+
+# vLLM ("maximum context length is"), OpenAI (code context_length_exceeded), llama.cpp's server ("exceeds the
+# available context size"), llama-cpp-python ("exceed context window")
+_CONTEXT_TEXT = re.compile(r"context[ _](length|window|size)|maximum context|prompt is too long", re.IGNORECASE)
+
+
+def context_overflow(exc: openai.APIStatusError) -> bool:
+    """Whether a 400/413 says the request is longer than the model's context."""
+    if exc.status_code not in (400, 413):
+        return False
+    message, _, code = _error_fields(exc)
+    return code == "context_length_exceeded" or bool(_CONTEXT_TEXT.search(message))
+
+
 class RequestRefused(EndpointError):
     """The endpoint refused a parameter or a schema of the request as unsupported or invalid (HTTP 400/422):
     every request would be refused the same way, so the run stops at once. The message is one line naming the
@@ -505,7 +523,8 @@ class LLMGateway:
                     if refused is not None:
                         self.refused = refused
                         raise refused from exc
-                    raise LLMCallFailed(f"request refused with HTTP {exc.status_code}: {_short(exc)}") from exc
+                    failed = ContextLengthExceeded if context_overflow(exc) else LLMCallFailed
+                    raise failed(f"request refused with HTTP {exc.status_code}: {_short(exc)}") from exc
                 last_error = exc
                 delay = retry_after_s(exc.response.headers, self.settings.retry_after_cap_s) \
                     if exc.response is not None else None
