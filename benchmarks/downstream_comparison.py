@@ -66,6 +66,30 @@ def fc_source(model: str, max_tokens: int, chat_template: str | None) -> LocalFc
         return LocalFcAnswers(model, chat_template=chat_template, max_new_tokens=max_tokens)
 
 
+def fitting_entries(entries: list, room: int | None, context: int, per_group: int | None) -> list:
+    """The multi-turn entries whose first prompt (chat template applied, SmolLM2's tokenizer) leaves ``room``
+    tokens of ``context``; at most ``per_group`` of each group that shares a system prompt, in BFCL's order."""
+    from transformers import AutoTokenizer
+
+    from tasks.dialogs.complexity import model_source
+    from tasks.evaluation.bfcl_multi_turn import first_turn_messages
+
+    tokenizer = AutoTokenizer.from_pretrained(model_source("smollm2", role="model"))
+    kept, taken = [], {}
+    for entry in entries:
+        messages = first_turn_messages(entry)
+        if room is not None:
+            tokens = len(tokenizer(tokenizer.apply_chat_template(messages, tokenize=False))["input_ids"])
+            if tokens + room > context:
+                continue
+        group = messages[0]["content"]
+        if per_group is not None and taken.get(group, 0) >= per_group:
+            continue
+        taken[group] = taken.get(group, 0) + 1
+        kept.append(entry)
+    return kept
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", action="append", required=True, help="NAME=MODEL; the first is the base")
@@ -74,6 +98,12 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--out", type=Path, default=Path("comparison"))
     parser.add_argument("--mode", choices=("prompt", "fc"), default="prompt")
+    parser.add_argument("--context-room", type=int, default=None,
+                        help="multi-turn: keep the entries whose first prompt leaves at least this many tokens of "
+                             "--context (SmolLM2's tokenizer; BFCL's class docs fill most of a small model's context)")
+    parser.add_argument("--context", type=int, default=8192)
+    parser.add_argument("--per-group", type=int, default=None,
+                        help="multi-turn: the first N kept entries of each group sharing a system prompt")
     parser.add_argument("--slots", type=int, default=None,
                         help="prompt mode: llama.cpp slots (default: the CPU count; multi-turn: 1 evaluates each "
                              "group's long prompt once, with every core)")
@@ -87,6 +117,9 @@ def main() -> None:
         parser.error("--model takes NAME=MODEL")
     categories = args.category or ["simple_python", "irrelevance"]
     items = load_items(categories, args.limit)
+    for category in [c for c in items if c.startswith("multi_turn_")]:
+        items[category] = fitting_entries(items[category], args.context_room, args.context, args.per_group)
+        print(f"{category}: {len(items[category])} entries kept", file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)
     for name, model in models:
         output = args.out / f"{name}.jsonl"
