@@ -212,8 +212,7 @@ class EmbeddedModel:
         from llama_cpp import Llama  # optional dependency: imported only when the embedded model runs
 
         self.alias = alias
-        count = instances or int(os.environ.get("TOOLACE_LLM_INSTANCES") or os.cpu_count() or 1)
-        count = max(1, count)
+        count = max(1, instances or int(os.environ.get("TOOLACE_LLM_INSTANCES") or os.cpu_count() or 1))
         # generation is serial (one thread each); a prompt is evaluated in batches, which more threads do speed up:
         # an instance gets its share of the cores for that (a long multi-turn prompt on one slot gets them all)
         batch_threads = max(1, (os.cpu_count() or 1) // count)
