@@ -21,6 +21,7 @@ that family with the reason (:data:`FAMILIES`' ``unsupported``), and the dataset
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -176,8 +177,6 @@ class RowSample:
         return sorted(self.rows, key=lambda r: r[0])
 
 
-
-
 # ------------------------------------------------------------------------------ a family's template on a model
 
 _MARKER = r"<\|[^|<>\s]{1,40}\|>"
@@ -197,8 +196,6 @@ def fit_family_template(tokenizer: Any, family: str, model: str, configured: str
     marker the template writes must be one token of the vocabulary (a marker split into pieces is text the model
     never learnt as a boundary). Raises :class:`TemplateFitError` naming what does not fit;
     :class:`toolace.chat_template_files.TemplatesMissingError` for an unknown family or missing file."""
-    import re
-
     text = load_template(family, configured)
     spec = FAMILIES[family]
     eos = getattr(tokenizer, "eos_token", None) or ""
