@@ -62,7 +62,7 @@ async def chat_all(settings: Any,
     """Every request (messages, tools or None) answered by the endpoint through one gateway, concurrently within
     its limits; an endpoint that cannot answer is one :class:`EndpointError`, not a wrong answer per item. A
     request longer than the model's context is that item's failure: its place holds the
-    :class:`~toolace.llm.gateway.ContextLengthExceeded` (:func:`answer_of`).
+    :class:`~toolace.llm.gateway.ContextLengthExceeded` (:func:`over_context` makes it the failed answer).
     ``stop``: each answer streamed and closed once the rule says it is settled (see ``LLMGateway.chat``)."""
     from toolace.llm.gateway import ContextLengthExceeded, LLMCallFailed, LLMGateway
 
