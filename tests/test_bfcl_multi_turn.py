@@ -135,7 +135,7 @@ def test_scripted_model_end_to_end(tmp_path: Path) -> None:
 
     score = evaluate_category("multi_turn_miss_func", entries[:1], GroundTruthAnswers(entries, answer_for=wrong))
     assert (score.items, score.correct) == (1, 0)
-    with pytest.raises(UserError, match="prompt mode only"):
+    with pytest.raises(UserError, match="cannot answer in BFCL.s function-calling mode"):
         evaluate(items, GroundTruthAnswers(entries), mode="fc")
 
 

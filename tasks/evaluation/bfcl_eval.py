@@ -12,7 +12,7 @@ OpenAI-compatible endpoint through the one :class:`~toolace.llm.gateway.LLMGatew
 
 The multi-turn categories (``multi_turn_*``) are loaded and run by the same :func:`load_items` and
 :func:`evaluate`, which hand them to :mod:`tasks.evaluation.bfcl_multi_turn` (executed against BFCL's classes in a
-sandbox; prompt mode only). The prompt text and the shared shapes live in :mod:`tasks.evaluation.bfcl_prompting`.
+sandbox; in both modes). The prompt text and the shared shapes live in :mod:`tasks.evaluation.bfcl_prompting`.
 """
 
 from __future__ import annotations
@@ -253,13 +253,10 @@ def evaluate(items: dict[str, list[BfclItem]], source: AnswerSource, output: str
     import fsspec
 
     mode = mode or getattr(source, "mode", "prompt")
-    multi_turn = [c for c in items if c in MULTI_TURN_CATEGORIES]
-    if multi_turn and mode != "prompt":
-        raise UserError(f"the multi-turn categories ({', '.join(multi_turn)}) are evaluated in prompt mode only")
     if mode == "fc":
         ask = getattr(source, "answer_items", None)
         judge = getattr(source, "score", None)
-        if ask is None or judge is None:
+        if ask is None or judge is None or getattr(source, "mode", "prompt") != "fc":
             raise UserError(f"{source.description} cannot answer in BFCL's function-calling mode")
     elif mode == "prompt":
         stop = CallListPrefixRule() if early_stop else None
@@ -283,7 +280,7 @@ def evaluate(items: dict[str, list[BfclItem]], source: AnswerSource, output: str
     try:
         for category, category_items in items.items():
             if category in MULTI_TURN_CATEGORIES:  # executed turn by turn against BFCL's classes
-                scores.append(_evaluate_multi_turn(category, category_items, source, handle, progress))
+                scores.append(_evaluate_multi_turn(category, category_items, source, handle, progress, mode))
                 continue
             correct, outcomes = 0, []
             if progress:
@@ -310,7 +307,7 @@ def evaluate(items: dict[str, list[BfclItem]], source: AnswerSource, output: str
 
 
 def _evaluate_multi_turn(category: str, entries: list[MultiTurnEntry], source: AnswerSource, handle: Any,
-                        progress: Progress | None) -> CategoryScore:
+                        progress: Progress | None, mode: str) -> CategoryScore:
     from tasks.evaluation.bfcl_multi_turn import evaluate_category
 
     def write_row(row: dict[str, Any]) -> None:
@@ -318,7 +315,7 @@ def _evaluate_multi_turn(category: str, entries: list[MultiTurnEntry], source: A
             handle.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
             handle.flush()
 
-    return evaluate_category(category, entries, source, write_row, progress)
+    return evaluate_category(category, entries, source, write_row, progress, mode=mode)
 
 
 # ------------------------------------------------------------------------------------ our dialogs as items

@@ -141,8 +141,29 @@ def fc_messages(item: BfclItem) -> list[dict[str, str]]:
 
 @dataclass(frozen=True)
 class FcRequest:
-    messages: list[dict[str, str]]
+    """A chat and the tools offered: an assistant message may hold ``tool_calls`` (``{"id", "type": "function",
+    "function": {"name", "arguments": object}}``, as chat templates take them) and ``tool`` messages the results
+    (``tool_call_id``, ``name``, ``content``): a multi-turn conversation in FC mode."""
+
+    messages: list[dict[str, Any]]
     tools: list[dict[str, Any]]
+
+
+def openai_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A chat as OpenAI's API takes it: each call's arguments as a JSON string, ``tool`` messages with only their
+    ``tool_call_id`` and ``content``."""
+    wire: list[dict[str, Any]] = []
+    for message in messages:
+        if message.get("tool_calls"):
+            calls = [{**call, "function": {**call["function"], "arguments": (
+                call["function"]["arguments"] if isinstance(call["function"]["arguments"], str)
+                else json.dumps(call["function"]["arguments"], ensure_ascii=False))}} for call in message["tool_calls"]]
+            wire.append({**message, "tool_calls": calls})
+        elif message.get("role") == "tool":
+            wire.append({"role": "tool", "tool_call_id": message.get("tool_call_id"), "content": message["content"]})
+        else:
+            wire.append(dict(message))
+    return wire
 
 
 def fc_request(item: BfclItem) -> FcRequest:
@@ -383,7 +404,7 @@ class EndpointFcAnswers(FcSource, EndpointAnswers):
 
     async def _answer_fc(self, requests: list[FcRequest]) -> list[Answer]:
         answers: list[Answer] = []
-        for result in await chat_all(self.settings, [(r.messages, r.tools) for r in requests]):
+        for result in await chat_all(self.settings, [(openai_messages(r.messages), r.tools) for r in requests]):
             if (failed := over_context(result)) is not None:
                 answers.append(failed)
                 continue

@@ -16,6 +16,17 @@ than ``MAXIMUM_STEP_LIMIT`` (20) executed steps in a turn the conversation is fo
 function back for (miss_func) has no user message: the held-out docs are shown then, in BFCL's words
 (:data:`ADDITIONAL_FUNCTION_PROMPT`). miss_param entries need nothing special: their ground truth has an empty turn.
 
+**Function-calling mode** (a source whose ``mode`` is ``fc``, :mod:`tasks.evaluation.bfcl_fc`; as BFCL's
+``inference_multi_turn_FC`` and its local FC handlers hold the conversation). The turns go as they are, with no
+system prompt; the entry's functions are offered as OpenAI tools (:func:`tasks.evaluation.bfcl_fc.fc_tools`), the
+held-out ones added at the turn that brings them, which opens with BFCL's FC note
+(:data:`ADDITIONAL_FUNCTION_PROMPT_FC`). An answer is read as single-turn FC answers are (an endpoint's structured
+calls, or the text in the model's tool-call format); its calls go back as the assistant message's ``tool_calls``
+(arguments as objects, ids of nine letters and digits) and each result as a ``tool`` message with the call's id
+and name, which the model's chat template renders in its family's way. A text answer, or a call that does not
+parse (the reason kept), ends the turn. The transcript records each step's calls as a prompt-mode call list, so
+both modes are scored by the same checks.
+
 **Scoring** (:func:`score_transcript`), on what the model said (turns of steps of answer texts), in fresh
 environments: a transcript with fewer turns than the ground truth (forced to stop) is wrong
 (``multi_turn:force_terminated``); the steps that decode to calls are executed turn by turn, with the ground
@@ -31,19 +42,31 @@ from __future__ import annotations
 
 import ast
 import copy
+import json
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from tasks.environments.bfcl_classes import BfclSandbox, Call
 from tasks.environments.sandbox import SandboxError, SandboxLimits
 from tasks.evaluation.bfcl_checker import BfclDecodeError, decode_answer, jsonable
 from tasks.evaluation.bfcl_data import BfclDataError, MultiTurnEntry
+from tasks.evaluation.bfcl_fc import (
+    TEXT_ANSWER,
+    FcAnswer,
+    FcRequest,
+    FcSource,
+    decode_fc_answer,
+    fc_tools,
+    openai_name,
+)
 from tasks.evaluation.bfcl_prompting import Answer, AnswerSource, CategoryScore, prompted_first_turn
+from tasks.formats.tool_call_formats import ToolFormat
 
 MAXIMUM_STEP_LIMIT = 20
 ADDITIONAL_FUNCTION_PROMPT = "{functions}\nI have updated some more functions you can choose from. What about now?"
+ADDITIONAL_FUNCTION_PROMPT_FC = "I have updated some more functions you can choose from. What about now?"
 INFERENCE_ENV = "inference"
 DEFAULT_LIMITS = SandboxLimits(memory_mb=1024, cpu_s=120, call_timeout_s=10.0, start_timeout_s=30.0)
 
@@ -100,10 +123,18 @@ class DecodedStep:
 def decode_step(text: str) -> DecodedStep:
     """The calls of one answer, as BFCL's prompt-mode ``decode_execute`` reads them; :class:`BfclDecodeError`
     when it does not decode."""
+    return step_of_calls(decode_answer(text))
+
+
+def step_of_calls(decoded_calls: list[dict[str, Any]]) -> DecodedStep:
+    """Decoded calls (``[{name: {argument: value}}]``) as the calls to execute and their texts;
+    :class:`BfclDecodeError` when one cannot be written as a call."""
     calls: list[Call] = []
     texts: list[str] = []
-    for decoded in decode_answer(text):
+    for decoded in decoded_calls:
         for name, arguments in decoded.items():
+            if not isinstance(arguments, dict):
+                raise BfclDecodeError(f"the arguments of {name} are not an object")
             try:
                 texts.append(f"{name}({', '.join(f'{k}={_rendered(v)}' for k, v in arguments.items())})")
             except (ValueError, TypeError, RecursionError) as exc:  # BFCL: any failure here is a failed decoding
@@ -242,12 +273,12 @@ class MultiTurnResult:
 
 
 class _Conversation:
-    """One entry's conversation: its messages, what the model said, and its sandbox."""
+    """One entry's conversation in prompt mode: its messages, what the model said, and its sandbox."""
 
     def __init__(self, entry: MultiTurnEntry, limits: SandboxLimits) -> None:
         self.entry = entry
         self.sandbox = BfclSandbox(limits, label=f"BFCL environment of {entry.id}")
-        self.messages = first_turn_messages(entry)
+        self.messages: list[dict[str, Any]] = self.opening()
         self.transcript: list[list[str]] = [[]]
         self.steps: list[list[dict[str, Any]]] = [[]]
         self.turn = 0
@@ -255,35 +286,48 @@ class _Conversation:
         self.done = False
         self.failure: MultiTurnVerdict | None = None
 
+    def opening(self) -> list[dict[str, Any]]:
+        return first_turn_messages(self.entry)
+
+    def turn_opening(self, turn: int) -> list[dict[str, Any]]:
+        return turn_messages(self.entry, turn)
+
     def start(self) -> None:
         self.sandbox.worker.start()
         self.sandbox.load(INFERENCE_ENV, self.entry.involved_classes, self.entry.initial_config,
                           self.entry.long_context)
 
-    def chat(self) -> list[dict[str, str]]:
+    def chat(self) -> list[dict[str, Any]]:
         return copy.deepcopy(self.messages)
 
-    def feed(self, answer: Answer) -> None:
-        if answer.text is None:
-            self.fail("multi_turn:inference_error", f"the model gave no answer: {answer.error or 'no answer'}")
-            return
-        text = answer.text
+    def read(self, answer: Answer, step: dict[str, Any]) -> DecodedStep | None:
+        """Put the answer in the conversation and the transcript; its calls, or None when it ends the turn (the
+        reason it does not decode in ``step``)."""
+        text = answer.text or ""
         self.messages.append({"role": "assistant", "content": text})
         self.transcript[-1].append(text)
-        step: dict[str, Any] = {"answer": text}
-        self.steps[-1].append(step)
         try:
-            decoded = decode_step(text)
+            return decode_step(text)
         except BfclDecodeError as exc:
             step["decode_error"] = str(exc)
-            self._next_turn()
+            return None
+
+    def results_messages(self, decoded: DecodedStep, results: list[str]) -> list[dict[str, Any]]:
+        return [tool_results_message(decoded.texts, results)]
+
+    def feed(self, answer: Answer) -> None:
+        if not answered(answer):
+            self.fail("multi_turn:inference_error", f"the model gave no answer: {answer.error or 'no answer'}")
             return
-        if not decoded.calls:
+        step: dict[str, Any] = {"answer": answer.text}
+        self.steps[-1].append(step)
+        decoded = self.read(answer, step)
+        if decoded is None or not decoded.calls:
             self._next_turn()
             return
         results = self.sandbox.execute(INFERENCE_ENV, decoded.calls)
         step.update(calls=decoded.texts, results=results)
-        self.messages.append(tool_results_message(decoded.texts, results))
+        self.messages.extend(self.results_messages(decoded, results))
         self.count += 1
         if self.count > MAXIMUM_STEP_LIMIT:
             step["note"] = f"forced to quit after {MAXIMUM_STEP_LIMIT} steps"
@@ -295,7 +339,7 @@ class _Conversation:
         if self.turn >= len(self.entry.question):
             self.done = True
             return
-        self.messages.extend(turn_messages(self.entry, self.turn))
+        self.messages.extend(self.turn_opening(self.turn))
         self.transcript.append([])
         self.steps.append([])
 
@@ -317,6 +361,123 @@ class _Conversation:
         return MultiTurnResult(self.entry, verdict, self.transcript, self.steps)
 
 
+def answered(answer: Answer) -> bool:
+    """Whether the model answered (an FC answer may be structured calls with no text)."""
+    return answer.text is not None or bool(getattr(answer, "calls", None))
+
+
+class _FcConversation(_Conversation):
+    """One entry's conversation in BFCL's function-calling mode: the tools through the model's template, its calls
+    as the assistant's ``tool_calls``, each result in a ``tool`` message (see the module docstring)."""
+
+    def __init__(self, entry: MultiTurnEntry, limits: SandboxLimits, tool_format: str | None) -> None:
+        self.tool_format = tool_format
+        self.calls_made = 0
+        super().__init__(entry, limits)
+
+    def opening(self) -> list[dict[str, Any]]:
+        return fc_first_turn(self.entry)
+
+    def turn_opening(self, turn: int) -> list[dict[str, Any]]:
+        return fc_turn_messages(self.entry, turn)
+
+    def request(self) -> FcRequest:
+        return FcRequest(copy.deepcopy(self.messages), fc_offered_tools(self.entry, self.turn))
+
+    def read(self, answer: Answer, step: dict[str, Any]) -> DecodedStep | None:
+        reading = read_fc_step(answer, self.tool_format, self.entry, self.turn, self.calls_made)
+        self.calls_made += len(reading.calls)
+        self.messages.append(reading.message)
+        self.transcript[-1].append(reading.transcript_text)
+        if reading.calls:
+            step["tool_calls"] = reading.message["tool_calls"]
+        if reading.problem is not None:
+            step["decode_error"] = reading.problem
+        return reading.step
+
+    def results_messages(self, decoded: DecodedStep, results: list[str]) -> list[dict[str, Any]]:
+        return fc_results_messages(self.messages[-1], results)
+
+
+# ------------------------------------------------------------------------------- function-calling mode
+
+
+def fc_first_turn(entry: MultiTurnEntry) -> list[dict[str, Any]]:
+    """The first turn as it is: in FC mode the model's template carries the tools (BFCL adds no system prompt)."""
+    return [{"role": str(m["role"]), "content": str(m.get("content") or "")} for m in entry.question[0]]
+
+
+def fc_turn_messages(entry: MultiTurnEntry, turn: int) -> list[dict[str, Any]]:
+    """The messages that open turn ``turn`` > 0 in FC mode: the user's, or BFCL's note that more functions are
+    offered (the held-out ones are among the tools from then on, :func:`fc_offered_functions`)."""
+    if turn in entry.missed_functions:
+        return [{"role": "user", "content": ADDITIONAL_FUNCTION_PROMPT_FC}]
+    return [{"role": str(m["role"]), "content": str(m.get("content") or "")} for m in entry.question[turn]]
+
+
+def fc_offered_functions(entry: MultiTurnEntry, turn: int) -> list[dict[str, Any]]:
+    """The function docs offered at turn ``turn``: the entry's, then those held out until that turn or earlier."""
+    return [*entry.functions, *(doc for added in sorted(entry.missed_functions) if added <= turn
+                                for doc in entry.missed_functions[added])]
+
+
+def fc_offered_tools(entry: MultiTurnEntry, turn: int) -> list[dict[str, Any]]:
+    """:func:`fc_offered_functions` as OpenAI tools, as BFCL's ``_compile_tools`` makes them."""
+    return fc_tools(fc_offered_functions(entry, turn))
+
+
+def tool_call_id(number: int) -> str:
+    """The id of a conversation's ``number``-th call: nine letters and digits (Mistral's templates require it)."""
+    return f"call{number:05d}"
+
+
+@dataclass(frozen=True)
+class FcStepReading:
+    """One FC answer read: the assistant message that goes back into the conversation (its ``tool_calls`` with
+    the arguments as objects, as chat templates take them), the calls to execute (None: the turn ends), the
+    step as the transcript scores it (a prompt-mode call list, empty for a text answer) and why an attempted
+    call did not parse."""
+
+    message: dict[str, Any]
+    step: DecodedStep | None
+    transcript_text: str
+    problem: str | None
+
+    @property
+    def calls(self) -> list[dict[str, Any]]:
+        return list(self.message.get("tool_calls") or [])
+
+
+def read_fc_step(answer: Answer, tool_format: str | None, entry: MultiTurnEntry, turn: int,
+                 calls_before: int) -> FcStepReading:
+    """Read one FC answer of turn ``turn`` (:func:`tasks.evaluation.bfcl_fc.decode_fc_answer`: an endpoint's
+    structured calls, or the text in the family's format); the call names go back from the offered (``_``)
+    names to the entry's; ``calls_before`` numbers the call ids."""
+    text = answer.text or ""
+    decoded, problem = decode_fc_answer(answer, tool_format)
+    if decoded is None:
+        return FcStepReading({"role": "assistant", "content": text}, None, "",
+                             None if problem == TEXT_ANSWER else problem)
+    names = {openai_name(str(doc.get("name", ""))): str(doc.get("name", ""))
+             for doc in fc_offered_functions(entry, turn)}
+    pairs = [(name, arguments) for call in decoded for name, arguments in call.items()]
+    try:
+        step = step_of_calls([{names.get(name, name): arguments} for name, arguments in pairs])
+    except BfclDecodeError as exc:
+        return FcStepReading({"role": "assistant", "content": text}, None, "", str(exc))
+    tool_calls = [{"id": tool_call_id(calls_before + k), "type": "function",
+                   "function": {"name": name, "arguments": arguments}} for k, (name, arguments) in enumerate(pairs)]
+    return FcStepReading({"role": "assistant", "content": "", "tool_calls": tool_calls}, step,
+                         "[" + ", ".join(step.texts) + "]", None)
+
+
+def fc_results_messages(assistant: dict[str, Any], results: list[str]) -> list[dict[str, Any]]:
+    """One ``tool`` message per call of ``assistant``, in order, with its id and name (BFCL's
+    ``_add_execution_results_FC``)."""
+    return [{"role": "tool", "tool_call_id": call["id"], "name": call["function"]["name"], "content": result}
+            for call, result in zip(assistant["tool_calls"], results, strict=True)]
+
+
 def grouped_by_prompt(entries: list[MultiTurnEntry]) -> list[tuple[int, MultiTurnEntry]]:
     """(index, entry) with the entries that share a first system prompt together, groups in the order they first
     appear, entries in their order within a group."""
@@ -329,7 +490,8 @@ def grouped_by_prompt(entries: list[MultiTurnEntry]) -> list[tuple[int, MultiTur
 
 
 def run_entries(entries: list[MultiTurnEntry], source: AnswerSource, limits: SandboxLimits | None = None,
-                on_result: Callable[[MultiTurnResult], None] | None = None) -> list[MultiTurnResult]:
+                on_result: Callable[[MultiTurnResult], None] | None = None,
+                mode: str | None = None) -> list[MultiTurnResult]:
     """Hold every entry's conversation with ``source`` and score it; results in entry order. Up to
     ``source.conversations`` conversations (when the source says: a server with one prompt cache per slot wants
     one conversation per slot, so that each step is evaluated from where the previous one stopped), else
@@ -337,8 +499,22 @@ def run_entries(entries: list[MultiTurnEntry], source: AnswerSource, limits: San
     next answer of every one of them in one batch. Entries that open with the same system prompt (the same classes'
     docs: 20 different ones among multi_turn_base's 200 entries) are started one after another, so that a server
     that caches prompt prefixes evaluates those thousands of tokens once per group, not once per entry.
-    ``on_result`` sees each result as it is final (in the order they finish)."""
+    ``mode`` ``fc`` (None: the source's own ``mode``, else prompt) asks in BFCL's function-calling mode
+    (``source.answer_fc``, see the module docstring). ``on_result`` sees each result as it is final (in the order
+    they finish)."""
     limits = limits or DEFAULT_LIMITS
+    fc = (mode or getattr(source, "mode", "prompt")) == "fc"
+
+    def begin(entry: MultiTurnEntry) -> _Conversation:
+        if fc:
+            return _FcConversation(entry, limits, getattr(source, "tool_format", None))
+        return _Conversation(entry, limits)
+
+    def ask(conversations: list[_Conversation]) -> list[Answer]:
+        if fc:
+            return source.answer_fc([cast(_FcConversation, c).request() for c in conversations])
+        return source.answer([c.chat() for c in conversations])
+
     window = max(1, getattr(source, "conversations", None) or source.chunk_size)
     pending = deque(grouped_by_prompt(entries))
     active: list[tuple[int, _Conversation]] = []
@@ -354,7 +530,7 @@ def run_entries(entries: list[MultiTurnEntry], source: AnswerSource, limits: San
         while pending or active:
             while pending and len(active) < window:
                 index, entry = pending.popleft()
-                conversation = _Conversation(entry, limits)
+                conversation = begin(entry)
                 try:
                     conversation.start()
                 except SandboxError as exc:
@@ -364,7 +540,7 @@ def run_entries(entries: list[MultiTurnEntry], source: AnswerSource, limits: San
                 active.append((index, conversation))
             if not active:
                 continue
-            answers = source.answer([conversation.chat() for _, conversation in active])
+            answers = ask([conversation for _, conversation in active])
             if len(answers) != len(active):
                 raise RuntimeError(f"the answer source gave {len(answers)} answers to {len(active)} chats")
             still: list[tuple[int, _Conversation]] = []
@@ -386,8 +562,10 @@ def run_entries(entries: list[MultiTurnEntry], source: AnswerSource, limits: San
 
 def evaluate_category(category: str, entries: list[MultiTurnEntry], source: AnswerSource,
                       write_row: Callable[[dict[str, Any]], None] | None = None,
-                      progress: Progress | None = None, limits: SandboxLimits | None = None) -> CategoryScore:
-    """Run and score one multi-turn category; ``write_row`` gets each entry's JSON row as it is final."""
+                      progress: Progress | None = None, limits: SandboxLimits | None = None,
+                      mode: str | None = None) -> CategoryScore:
+    """Run and score one multi-turn category (``mode``: see :func:`run_entries`); ``write_row`` gets each entry's
+    JSON row as it is final."""
     done = 0
     if progress:
         progress(category, 0, len(entries))
@@ -400,14 +578,14 @@ def evaluate_category(category: str, entries: list[MultiTurnEntry], source: Answ
         if progress:
             progress(category, done, len(entries))
 
-    results = run_entries(entries, source, limits, on_result)
+    results = run_entries(entries, source, limits, on_result, mode)
     outcomes = tuple(bool(r.verdict.valid) for r in results)
     return CategoryScore(category, len(results), sum(outcomes), outcomes)
 
 
-def ground_truth_answer(entry: MultiTurnEntry, turn: int) -> str:
-    """The ground truth of one turn as a prompt-mode answer a model could give (keyword arguments only, named
-    from the function docs), for scripted models and benchmarks; ``"[]"`` for an empty turn."""
+def ground_truth_calls(entry: MultiTurnEntry, turn: int) -> list[tuple[str, dict[str, Any]]]:
+    """The ground truth of one turn as (name, keyword arguments) pairs, the positional arguments named from the
+    function docs."""
     docs = {doc["name"]: doc for doc in [*entry.functions, *(d for ds in entry.missed_functions.values() for d in ds)]}
     calls = []
     for text in entry.ground_truth[turn]:
@@ -416,9 +594,15 @@ def ground_truth_answer(entry: MultiTurnEntry, turn: int) -> str:
         if len(call.args) > len(names):
             raise BfclDataError(f"{entry.id}: ground truth {text!r} has more positional arguments than "
                                 f"{call.name} has parameters")
-        arguments = {**dict(zip(names, call.args, strict=False)), **call.kwargs}
-        calls.append(f"{call.name}({', '.join(f'{k}={v!r}' for k, v in arguments.items())})")
-    return "[" + ", ".join(calls) + "]"
+        calls.append((call.name, {**dict(zip(names, call.args, strict=False)), **call.kwargs}))
+    return calls
+
+
+def ground_truth_answer(entry: MultiTurnEntry, turn: int) -> str:
+    """The ground truth of one turn as a prompt-mode answer a model could give (keyword arguments only, named
+    from the function docs), for scripted models and benchmarks; ``"[]"`` for an empty turn."""
+    return "[" + ", ".join(f"{name}({', '.join(f'{k}={v!r}' for k, v in arguments.items())})"
+                           for name, arguments in ground_truth_calls(entry, turn)) + "]"
 
 
 
@@ -468,4 +652,50 @@ class GroundTruthAnswers:
             else:
                 text = ground_truth_answer(entry, turn)
             answers.append(Answer(self.answer_for(entry, turn, text) if self.answer_for else text))
+        return answers
+
+
+class GroundTruthFcAnswers(FcSource):
+    """:class:`GroundTruthAnswers` in function-calling mode (``answer_fc``): each turn's ground truth as structured
+    calls under the offered names (as an endpoint returns them), or, through ``write``, as the text a model
+    would write (then read in ``tool_format``); ``final`` once the results are back, ``refusal`` for a turn whose
+    ground truth is empty. ``answer_for`` may rewrite the calls (entry, turn, calls) -> calls."""
+
+    def __init__(self, entries: list[MultiTurnEntry], chunk_size: int = 8, final: str = "Done.",
+                 refusal: str = "I cannot do that with the functions I have.",
+                 write: Callable[[list[tuple[str, dict[str, Any]]]], str] | None = None,
+                 tool_format: ToolFormat | None = None,
+                 answer_for: Callable[[MultiTurnEntry, int, list[tuple[str, dict[str, Any]]]],
+                                      list[tuple[str, dict[str, Any]]]] | None = None) -> None:
+        self.scripts: list[tuple[MultiTurnEntry, list[str]]] = []
+        for entry in entries:
+            users = [m["content"] for turn in range(len(entry.question))
+                     for m in (fc_first_turn(entry) if turn == 0 else fc_turn_messages(entry, turn))
+                     if m["role"] == "user"]
+            self.scripts.append((entry, users))
+        self.description = "scripted ground-truth model (FC)"
+        self.chunk_size = chunk_size
+        self.tool_format = tool_format
+        self.final, self.refusal, self.write, self.answer_for = final, refusal, write, answer_for
+
+    def answer_fc(self, requests: list[FcRequest]) -> list[Answer]:
+        answers: list[Answer] = []
+        for request in requests:
+            users = [m["content"] for m in request.messages if m["role"] == "user"]
+            entry = next((e for e, expected in self.scripts if expected[:len(users)] == users), None)
+            if entry is None:
+                answers.append(Answer(None, "scripted model: unknown conversation"))
+                continue
+            turn = len(users) - 1
+            calls = [(openai_name(name), arguments) for name, arguments in ground_truth_calls(entry, turn)]
+            if self.answer_for is not None:
+                calls = self.answer_for(entry, turn, calls)
+            if request.messages[-1]["role"] == "tool":
+                answers.append(FcAnswer(self.final))
+            elif not calls:
+                answers.append(FcAnswer(self.refusal))
+            elif self.write is not None:
+                answers.append(FcAnswer(self.write(calls)))
+            else:
+                answers.append(FcAnswer("", calls=[{name: json.dumps(arguments)} for name, arguments in calls]))
         return answers

@@ -25,7 +25,7 @@ def eval_command(
     category: Annotated[list[str] | None, typer.Option(
         help="BFCL category (repeatable): simple_python, multiple, parallel, parallel_multiple, irrelevance, "
              "live_simple, live_multiple, live_parallel, live_parallel_multiple, live_irrelevance, live_relevance; "
-             "multi-turn, executed against BFCL's classes in a sandbox (prompt mode): multi_turn_base, "
+             "multi-turn, executed against BFCL's classes in a sandbox (both modes): multi_turn_base, "
              "multi_turn_miss_func, multi_turn_miss_param, multi_turn_long_context",
         show_default="simple_python multiple parallel parallel_multiple irrelevance live_simple")] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N items of each category",
@@ -80,8 +80,6 @@ def eval_command(
     err = Console(stderr=True)
     with user_errors():
         items = load_items([c for part in (category or DEFAULT_CATEGORIES) for c in part.split(",") if c], limit)
-        if mode != "prompt" and any(c.startswith("multi_turn_") for c in items):
-            fail("the multi-turn categories are evaluated in prompt mode only: leave out --mode fc")
         source: AnswerSource
 
         def progress(name: str, done: int, total: int) -> None:

@@ -1,0 +1,215 @@
+"""BFCL multi-turn in function-calling mode (issue 21 items 2, 3 and 6): the tools offered through the model's
+template or an endpoint's ``tools=``, its calls sent back as ``tool_calls`` and the results as ``tool`` messages,
+the held-out functions added to the tools at their turn, and the same state and response checks as prompt mode."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import TypeAdapter
+from typer.testing import CliRunner
+
+from tasks.evaluation.bfcl_data import load_multi_turn_category
+from tasks.evaluation.bfcl_eval import Answer, evaluate, load_items
+from tasks.evaluation.bfcl_fc import EndpointFcAnswers, FcAnswer, FcRequest, fc_tools, openai_messages
+from tasks.evaluation.bfcl_multi_turn import (
+    ADDITIONAL_FUNCTION_PROMPT_FC,
+    GroundTruthFcAnswers,
+    decode_step,
+    evaluate_category,
+    fc_offered_tools,
+    ground_truth_calls,
+    read_fc_step,
+    run_entries,
+)
+from tasks.formats.chat_templates import load_family, render
+from tasks.formats.tool_call_formats import rendered_assistant_turn
+from toolace.chat_template_files import DEFAULT_FAMILIES, templates_dir
+from toolace.cli import app
+
+pytest.importorskip("bfcl_eval", reason="bfcl-eval is installed by `toolace fetch-models --only bfcl`")
+
+
+class Recording(GroundTruthFcAnswers):
+    """The scripted FC model, keeping every request it was asked."""
+
+    def __init__(self, entries, **kwargs) -> None:
+        super().__init__(entries, **kwargs)
+        self.requests: list[FcRequest] = []
+
+    def answer_fc(self, requests):
+        self.requests.extend(requests)
+        return super().answer_fc(requests)
+
+
+def test_ground_truth_calls_score_full_marks_in_every_multi_turn_category(tmp_path: Path) -> None:
+    items = load_items(["multi_turn_base", "multi_turn_miss_func", "multi_turn_miss_param",
+                        "multi_turn_long_context"], limit=3)
+    source = Recording([e for entries in items.values() for e in entries])
+    output = tmp_path / "answers.jsonl"
+    scores = evaluate(items, source, str(output))
+    assert [(s.items, s.correct) for s in scores] == [(3, 3)] * 4
+    first = source.requests[0]
+    assert all(m["role"] != "system" for m in first.messages)  # no BFCL system prompt: the template has the tools
+    assert first.tools == fc_tools(items["multi_turn_base"][0].functions)
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    step = rows[0]["turns"][0][0]
+    assert step["calls"] == ["cd(folder='document')", "mkdir(dir_name='temp')",
+                             "mv(source='final_report.pdf', destination='temp')"]
+    assert [c["id"] for c in step["tool_calls"]] == ["call00000", "call00001", "call00002"]
+    assert step["tool_calls"][1]["function"] == {"name": "mkdir", "arguments": {"dir_name": "temp"}}
+
+
+def test_the_conversation_goes_back_as_tool_calls_and_tool_messages() -> None:
+    entries = load_multi_turn_category("multi_turn_base", 1)
+    source = Recording(entries)
+    [result] = run_entries(entries, source)
+    assert result.verdict.valid
+    after_calls = next(r for r in source.requests if r.messages[-1]["role"] == "tool")
+    assistant = next(m for m in after_calls.messages if m.get("tool_calls"))
+    tools = [m for m in after_calls.messages if m["role"] == "tool"]
+    assert [t["tool_call_id"] for t in tools] == [c["id"] for c in assistant["tool_calls"]]
+    assert [t["name"] for t in tools] == ["cd", "mkdir", "mv"]
+    assert tools[0]["content"] == '{"current_working_directory": "document"}'
+    assert assistant["content"] == "" and isinstance(assistant["tool_calls"][0]["function"]["arguments"], dict)
+
+
+def test_held_out_functions_join_the_tools_at_their_turn() -> None:
+    entries = load_multi_turn_category("multi_turn_miss_func", 1)
+    entry = entries[0]
+    (turn, held), = entry.missed_functions.items()
+    source = Recording(entries)
+    [result] = run_entries(entries, source)
+    assert result.verdict.valid
+    names = {r.messages[-1]["content"]: {t["function"]["name"] for t in r.tools} for r in source.requests
+             if r.messages[-1]["role"] == "user"}
+    added = {doc["name"] for doc in held}
+    assert not added & names[entry.question[0][-1]["content"]]
+    assert added <= names[ADDITIONAL_FUNCTION_PROMPT_FC]  # the turn that brings them opens with BFCL's FC note
+    assert fc_offered_tools(entry, turn - 1) != fc_offered_tools(entry, turn)
+
+
+def test_wrong_calls_fail_with_the_reason_and_a_broken_call_ends_the_turn() -> None:
+    entries = load_multi_turn_category("multi_turn_base", 1)
+
+    def misnamed(entry, turn, calls):
+        return [(n, {**a, "dir_name": "tmp"} if n == "mkdir" else a) for n, a in calls]
+
+    score = evaluate_category("multi_turn_base", entries, GroundTruthFcAnswers(entries, answer_for=misnamed))
+    assert (score.items, score.correct) == (1, 0)
+    [result] = run_entries(entries, GroundTruthFcAnswers(entries, answer_for=misnamed))
+    assert result.verdict.error_type == "multi_turn:instance_state_mismatch"
+
+    broken = GroundTruthFcAnswers(entries, tool_format="hermes",
+                                  write=lambda calls: '<tool_call>\n{"name": "cd", "arguments": {\n</tool_call>')
+    [result] = run_entries(entries, broken)
+    first = result.steps[0][0]
+    assert "calls" not in first and first["decode_error"]  # the parser's reason is kept
+    assert result.verdict.error_type == "multi_turn:empty_turn_model_response"
+
+
+def test_the_transcript_reads_back_the_calls_made() -> None:
+    """FC steps are scored through prompt-mode call lists: each must decode to the very calls executed."""
+    for category in ("multi_turn_base", "multi_turn_miss_param", "multi_turn_long_context"):
+        for entry in load_multi_turn_category(category, 10):
+            for turn in range(len(entry.ground_truth)):
+                calls = ground_truth_calls(entry, turn)
+                if not calls:
+                    continue
+                answer = FcAnswer("", calls=[{n: json.dumps(a)} for n, a in calls])
+                reading = read_fc_step(answer, None, entry, turn, 0)
+                assert decode_step(reading.transcript_text).calls == reading.step.calls
+    text = read_fc_step(Answer("I will not."), None, entry, 0, 0)
+    assert (text.step, text.transcript_text, text.problem) == (None, "", None)
+
+
+def test_over_real_http_the_history_follows_openais_documented_shapes(llm) -> None:
+    """The scripted OpenAI-compatible server answers each turn's first step with its ground-truth calls; every
+    request it gets must validate as the ``openai`` package's own message types (arguments as JSON strings, a
+    ``tool_call_id`` on each tool message)."""
+    from openai.types.chat import ChatCompletionMessageParam
+
+    entries = load_multi_turn_category("multi_turn_base", 2)
+    users = {e.question[t][-1]["content"]: (e, t) for e in entries for t in range(len(e.question)) if e.question[t]}
+
+    def rule(body):
+        messages = body["messages"]
+        if messages[-1]["role"] == "tool":
+            return {"content": "Done."}
+        entry, turn = users[messages[-1]["content"]]
+        calls = ground_truth_calls(entry, turn)
+        if not calls:
+            return {"content": "I cannot do that."}
+        return {"tool_calls": [{"name": n, "arguments": a} for n, a in calls]}
+
+    llm.script(rule)
+    results = run_entries(entries, EndpointFcAnswers(llm.base_url, None))
+    assert [r.verdict.valid for r in results] == [True, True]
+    adapter = TypeAdapter(list[ChatCompletionMessageParam])
+    with_history = [r for r in llm.requests if any(m["role"] == "tool" for m in r["messages"])]
+    assert with_history
+    for request in with_history:
+        adapter.validate_python(request["messages"])
+        for message in request["messages"]:
+            if message.get("tool_calls"):
+                assert all(isinstance(c["function"]["arguments"], str) for c in message["tool_calls"])
+            if message["role"] == "tool":
+                assert set(message) == {"role", "tool_call_id", "content"}
+
+
+def test_qwen_template_renders_the_history_and_its_calls_read_back() -> None:
+    """Through Qwen2.5's real template (llama.cpp's copy): a scripted model answers with the very text the template
+    writes for the ground-truth calls, read as Hermes; each later prompt renders the calls and the results the
+    way the family was trained on (``<tool_call>`` and ``<tool_response>``)."""
+    template = load_family("qwen2.5", templates_dir(None, DEFAULT_FAMILIES))
+
+    def qwen_text(calls):
+        messages = [{"role": "user", "content": "go"}, {"role": "assistant", "content": "", "tool_calls": [
+            {"id": f"call{k:05d}", "type": "function", "function": {"name": n, "arguments": a}}
+            for k, (n, a) in enumerate(calls)]}]
+        return rendered_assistant_turn(lambda m, g: render(template, m, None, g), messages).removesuffix(
+            "<|im_end|>\n")
+
+    entries = load_multi_turn_category("multi_turn_base", 2)
+    source = Recording(entries, write=qwen_text, tool_format="hermes")
+    results = run_entries(entries, source)
+    assert [r.verdict.valid for r in results] == [True, True]
+    last = max(source.requests, key=lambda r: len(r.messages))
+    prompt = render(template, last.messages, last.tools, True)
+    assert '<tool_call>\n{"name": "cd", "arguments": {"folder": "document"}}\n</tool_call>' in prompt
+    assert '<tool_response>\n{"current_working_directory": "document"}\n</tool_response>' in prompt
+    assert '"name": "mkdir"' in prompt.split("<|im_end|>")[0]  # the tools are in the system turn
+
+
+def test_openai_messages_leave_text_chats_as_they_are() -> None:
+    chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    assert openai_messages(chat) == chat
+    called = [{"role": "assistant", "content": "", "tool_calls": [
+        {"id": "call00000", "type": "function", "function": {"name": "ls", "arguments": {"a": True}}}]},
+        {"role": "tool", "tool_call_id": "call00000", "name": "ls", "content": "{}"}]
+    wire = openai_messages(called)
+    assert wire[0]["tool_calls"][0]["function"]["arguments"] == '{"a": true}' and "name" not in wire[1]
+    assert called[0]["tool_calls"][0]["function"]["arguments"] == {"a": True}  # the chat is left as it was
+
+
+def test_cli_eval_fc_runs_multi_turn_through_an_endpoint(llm, tmp_path: Path) -> None:
+    entries = load_multi_turn_category("multi_turn_base", 1)
+    entry = entries[0]
+    turns = {entry.question[t][-1]["content"]: t for t in range(len(entry.question))}
+
+    def rule(body):
+        if body["messages"][-1]["role"] == "tool":
+            return {"content": "Done."}
+        calls = ground_truth_calls(entry, turns[body["messages"][-1]["content"]])
+        return {"tool_calls": [{"name": n, "arguments": a} for n, a in calls]} if calls else {"content": "No."}
+
+    llm.script(rule)
+    output = tmp_path / "mt.jsonl"
+    result = CliRunner().invoke(app, ["eval", "--mode", "fc", "--category", "multi_turn_base", "--limit", "1",
+                                      "--base-url", llm.base_url, "--output", str(output)])
+    assert result.exit_code == 0, result.output
+    assert "BFCL (fc mode)" in result.stdout and "100.0%" in result.stdout
+    row = json.loads(output.read_text())
+    assert row["valid"] and row["turns"][0][0]["calls"][0] == "cd(folder='document')"
