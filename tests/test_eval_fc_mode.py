@@ -242,7 +242,7 @@ def test_cli_eval_fc_through_an_endpoint(llm, tmp_path):
     (["--mode", "chat"], "unknown --mode 'chat'"),
     (["--tool-format", "hermes"], "--tool-format goes with --mode fc"),
     (["--mode", "fc", "--tool-format", "xml", "--base-url", "http://127.0.0.1:9/v1"], "unknown --tool-format 'xml'"),
-    (["--mode", "fc", "--engine", "llama-server"], "only --engine transformers"),
+    (["--mode", "fc", "--engine", "vllm"], "unknown engine 'vllm'"),
     (["--chat-template", "qwen2.5"], "--chat-template goes with --mode fc and a local model"),
     (["--mode", "fc", "--chat-template", "qwen2.5", "--base-url", "http://127.0.0.1:9/v1"],
      "--chat-template goes with --mode fc and a local model"),

@@ -290,7 +290,7 @@ def fitted_template(tokenizer: Any, target: str, chat_template: str | None) -> C
     return tokenizer_template(tokenizer, target)
 
 
-def _target_template(target: str, chat_template: str | None = None) -> ChatTemplate | None:
+def fc_template(target: str, chat_template: str | None = None) -> ChatTemplate | None:
     """The chat template of a local model's tokenizer (a missing folder or file fails here, with its name)."""
     from transformers import AutoTokenizer
 
@@ -324,7 +324,7 @@ class LocalFcAnswers(FcSource, LocalModelAnswers):
         """The template is checked (and its format detected) from the tokenizer alone, before the weights load.
         ``chat_template``: a family's real template in place of the model's own (``--chat-template``)."""
         if kwargs.get("scorer") is None:
-            self.tool_format = template_tool_format(_target_template(target, chat_template), target, tool_format)
+            self.tool_format = template_tool_format(fc_template(target, chat_template), target, tool_format)
         super().__init__(target, **kwargs)
         self.tool_format = template_tool_format(fitted_template(self.scorer.tokenizer, target, chat_template),
                                                 target, tool_format)

@@ -43,6 +43,7 @@ from typing import Any
 
 from tasks.evaluation.bfcl_data import BfclItem
 from tasks.evaluation.bfcl_eval import AnswerSource, CategoryScore, Progress, evaluate
+from tasks.formats.tool_call_formats import ToolFormat
 from toolace.errors import UserError
 
 LLAMA_SERVER = "llama-server"
@@ -448,6 +449,50 @@ def answer_source(model: str, max_tokens: int = 512, options: ServingOptions | N
         # multi-turn: one conversation per slot, so that the server's prefix affinity keeps each on its instance
         source.conversations = slots
         yield source
+
+
+@contextlib.contextmanager
+def fc_answer_source(model: str, max_tokens: int = 512, options: ServingOptions | None = None,
+                     chat_template: str | None = None, tool_format: ToolFormat | None = None,
+                     log: Callable[[str], None] | None = None) -> Iterator[AnswerSource]:
+    """``model``'s answers in BFCL's function-calling mode: with ``llama-server``, the GGUF served by the embedded
+    server with the model's chat template (or ``chat_template``'s family's, fitted as
+    :class:`tasks.evaluation.bfcl_fc.LocalFcAnswers` fits it) offering the tools, the raw answers read in the
+    template's tool-call format (:class:`tasks.evaluation.bfcl_fc.EndpointFcAnswers`); with ``transformers``,
+    :class:`tasks.evaluation.bfcl_fc.LocalFcAnswers`. A template that renders no tools is refused (one
+    :class:`tasks.evaluation.bfcl_fc.FcModeError`) before anything is converted or started."""
+    from tasks.evaluation.bfcl_fc import EndpointFcAnswers, LocalFcAnswers, fc_template, template_tool_format
+
+    options = options or ServingOptions()
+    engine = resolve_engine(options.engine)
+    if engine == TRANSFORMERS:
+        yield LocalFcAnswers(model, tool_format=tool_format, chat_template=chat_template, max_new_tokens=max_tokens,
+                             batch_size=options.batch_size)
+        return
+    from toolace.llm.endpoint import embedded_endpoint
+
+    template = fc_template(model, chat_template)
+    read_as = template_tool_format(template, model, tool_format)
+    assert template is not None  # template_tool_format refuses a model without one
+    gguf = gguf_for(model, options.outtype, options.cache_dir, options.convert_timeout_s, log)
+    slots = options.slots or default_slots()
+    if log:
+        whose = f"the {chat_template}" if chat_template else "its own"
+        log(f"serving {gguf.name} with llama.cpp ({slots} slots), tools through {whose} chat template ...")
+    with tempfile.TemporaryDirectory(prefix="toolace-fc-") as folder:
+        template_file = Path(folder) / "chat_template.jinja"
+        template_file.write_text(template.text, encoding="utf-8")
+        with embedded_endpoint(options.startup_timeout_s, model_path=str(gguf), alias=SERVED_ALIAS,
+                               instances=slots, n_ctx=options.n_ctx,
+                               tool_template_file=str(template_file)) as endpoint:
+            source = EndpointFcAnswers(endpoint.base_url, endpoint.model, tool_format=read_as,
+                                       max_tokens=max_tokens, concurrency=slots,
+                                       timeout_s=options.request_timeout_s, hedge=False)
+            source.description = (f"{model} (llama.cpp, {gguf.name}, {slots} slots), {read_as} calls"
+                                  + (f", {chat_template} chat template" if chat_template else ""))
+            source.chunk_size = slots * CHUNK_PER_SLOT
+            source.conversations = slots
+            yield source
 
 
 def evaluate_complete(items: dict[str, list[BfclItem]], source: AnswerSource, output: str | None = None,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -44,7 +43,7 @@ def eval_command(
     mode: Annotated[str, typer.Option(
         help="prompt: BFCL's prompt mode (its system prompt, Python call lists); fc: function calling (the tools "
              "through the model's chat template, or OpenAI tools= at --base-url, calls read in the model's own "
-             "format; a local model then answers through transformers)")] = "prompt",
+             "format; either engine serves a local model with its template)")] = "prompt",
     tool_format: Annotated[str | None, typer.Option(
         help="--mode fc: the tool-call format to read answers in: hermes (Qwen, Hermes), llama3_json, mistral, "
              "pythonic; at --base-url, reads text answers that have no structured call",
@@ -65,7 +64,8 @@ def eval_command(
 
     from tasks.evaluation.bfcl_data import DEFAULT_CATEGORIES
     from tasks.evaluation.bfcl_eval import EndpointAnswers, load_items
-    from tasks.evaluation.model_serving import ServingOptions, answer_source, evaluate_complete
+    from tasks.evaluation.bfcl_fc import check_tool_format
+    from tasks.evaluation.model_serving import ServingOptions, answer_source, evaluate_complete, fc_answer_source
 
     if model and base_url:
         fail("give either --model (a local model) or --base-url (an endpoint), not both")
@@ -87,10 +87,18 @@ def eval_command(
 
         # the answers file is written under a temporary name and renamed only once every item is answered
         early_stop = not full_answers
-        if mode == "fc":
-            source = _fc_source(model, base_url, llm_model, tool_format, engine, max_tokens, batch_size,
-                                concurrency, err.print, chat_template)
+        if mode == "fc" and base_url:
+            from tasks.evaluation.bfcl_fc import EndpointFcAnswers
+
+            source = EndpointFcAnswers(base_url, llm_model, tool_format=check_tool_format(tool_format),
+                                       max_tokens=max_tokens, concurrency=concurrency)
             scores = evaluate_complete(items, source, output, progress)
+        elif mode == "fc":
+            err.print(f"loading {model or 'smollm2'} ...")
+            options = ServingOptions(engine=engine, slots=slots, batch_size=batch_size)
+            with fc_answer_source(model or "smollm2", max_tokens, options, chat_template,
+                                  check_tool_format(tool_format), log=err.print) as source:
+                scores = evaluate_complete(items, source, output, progress)
         elif base_url:
             source = EndpointAnswers(base_url, llm_model, max_tokens=max_tokens, concurrency=concurrency)
             scores = evaluate_complete(items, source, output, progress, early_stop)
@@ -100,25 +108,6 @@ def eval_command(
             with answer_source(model or "smollm2", max_tokens, options, log=err.print) as source:
                 scores = evaluate_complete(items, source, output, progress, early_stop)
     _print_scores(scores, source.description, output, mode)
-
-
-def _fc_source(model: str | None, base_url: str | None, llm_model: str | None, tool_format: str | None,
-               engine: str | None, max_tokens: int, batch_size: int, concurrency: int,
-               log: Callable[[str], object], chat_template: str | None = None) -> AnswerSource:
-    """The answer source of ``--mode fc``: OpenAI tools= at an endpoint, else the local model through its own
-    chat template with transformers (the embedded llama.cpp server offers tools its own way, not the model's)."""
-    from tasks.evaluation.bfcl_fc import EndpointFcAnswers, LocalFcAnswers, check_tool_format
-
-    checked = check_tool_format(tool_format)
-    if base_url:
-        return EndpointFcAnswers(base_url, llm_model, tool_format=checked, max_tokens=max_tokens,
-                                 concurrency=concurrency)
-    if engine not in (None, "transformers"):
-        fail(f"--mode fc offers the tools through the model's own chat template, which only --engine transformers "
-             f"does (not {engine})")
-    log(f"loading {model or 'smollm2'} ...")
-    return LocalFcAnswers(model or "smollm2", tool_format=checked, chat_template=chat_template,
-                          max_new_tokens=max_tokens, batch_size=batch_size)
 
 
 def _print_scores(scores: list[CategoryScore], model: str, output: str | None, mode: str = "prompt") -> None:

@@ -138,6 +138,30 @@ def _plain_messages(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
     return out
 
 
+def template_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A chat for a model's own chat template: tool calls and tool results kept as they are, each call's
+    arguments an object (chat templates write them with ``tojson``; vLLM turns the JSON strings of OpenAI's format
+    into objects the same way before it applies a template)."""
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        message = dict(message)
+        if isinstance(message.get("content"), list):  # content parts
+            message["content"] = "".join(str(p.get("text", "")) for p in message["content"] if isinstance(p, dict))
+        if message.get("tool_calls"):
+            calls = []
+            for call in message["tool_calls"]:
+                function = dict(call.get("function") or {})
+                if isinstance(function.get("arguments"), str):
+                    try:
+                        function["arguments"] = json.loads(function["arguments"] or "{}")
+                    except json.JSONDecodeError:
+                        pass  # left as the client wrote it: the template writes what it was given
+                calls.append({**call, "function": function})
+            message["tool_calls"] = calls
+        out.append(message)
+    return out
+
+
 INSTANCE_WAIT_S = 600.0  # a request waits this long for a free instance at most
 
 
@@ -157,10 +181,12 @@ def common_prefix(a: str, b: str) -> int:
     return low
 
 
-def conversation_key(messages: list[dict[str, str]], answer: str | None = None) -> str:
+def conversation_key(messages: list[dict[str, Any]], answer: str | None = None) -> str:
     """A chat as one string whose shared start with another chat's tells how much of a prompt an instance that
     served that chat still holds evaluated (its answer included: the next step of a conversation repeats it)."""
-    parts = [f"{m.get('role', '')}\x1f{m.get('content', '')}\x1e" for m in messages]
+    parts = [f"{m.get('role', '')}\x1f{m.get('content', '')}"
+             f"{json.dumps(m['tool_calls'], sort_keys=True, default=str) if m.get('tool_calls') else ''}\x1e"
+             for m in messages]
     if answer is not None:
         parts.append(f"assistant\x1f{answer}")
     return "".join(parts)
@@ -208,16 +234,27 @@ class EmbeddedModel:
     Prompt evaluation (batched) does use more threads: each instance gets its share of the cores for it.
     """
 
-    def __init__(self, model_path: Path, alias: str, n_ctx: int = 8192, instances: int | None = None) -> None:
+    def __init__(self, model_path: Path, alias: str, n_ctx: int = 8192, instances: int | None = None,
+                 tool_template: str | None = None) -> None:
+        """``tool_template``: a chat template (Jinja) that renders tools, the model's own or its family's. With
+        it, every chat is rendered through that template, and a request with tools (``tool_choice`` auto) gets
+        them there, tool calls and tool messages of the history included, and is answered with the model's raw
+        text, for the client to read in the family's format: what vLLM does without a tool parser. Without it,
+        tools are offered by a prompt of ours and the calls enforced by a grammar (what the pipeline needs)."""
         from llama_cpp import Llama  # optional dependency: imported only when the embedded model runs
 
         self.alias = alias
+        self.tool_template = tool_template
         count = max(1, instances or int(os.environ.get("TOOLACE_LLM_INSTANCES") or os.cpu_count() or 1))
         # generation is serial (one thread each); a prompt is evaluated in batches, which more threads do speed up:
         # an instance gets its share of the cores for that (a long multi-turn prompt on one slot gets them all)
         batch_threads = max(1, (os.cpu_count() or 1) // count)
-        self.pool = InstancePool([Llama(model_path=str(model_path), n_ctx=n_ctx, n_threads=1,
-                                        n_threads_batch=batch_threads, verbose=False) for _ in range(count)])
+        instances_made = [Llama(model_path=str(model_path), n_ctx=n_ctx, n_threads=1, n_threads_batch=batch_threads,
+                                verbose=False) for _ in range(count)]
+        if tool_template is not None:
+            for llama in instances_made:
+                llama.chat_handler = template_handler(llama, tool_template)
+        self.pool = InstancePool(instances_made)
 
     @staticmethod
     @lru_cache(maxsize=256)
@@ -226,12 +263,17 @@ class EmbeddedModel:
 
         return LlamaGrammar.from_json_schema(schema_json, verbose=False)
 
-    def _plan(self, body: dict[str, Any]) -> tuple[list[dict[str, str]], Any, str, dict[str, Any]]:
+    def _plan(self, body: dict[str, Any]) -> tuple[list[dict[str, Any]], Any, str, dict[str, Any]]:
         """What to ask llama.cpp for a request: the messages, the grammar (or None), the mode (``text``,
-        ``tools``) and the sampling arguments."""
-        messages = _plain_messages(body.get("messages") or [])
+        ``tools``, ``template``) and the sampling arguments."""
         tools = body.get("tools") or []
         tool_choice = body.get("tool_choice", "auto" if tools else "none")
+        if self.tool_template is not None and tool_choice in ("auto", "none") and not body.get("response_format"):
+            sampling = self._sampling(body)
+            if tools and tool_choice == "auto":
+                sampling["tools"] = tools
+            return template_messages(body.get("messages") or []), None, "template", sampling
+        messages: list[dict[str, Any]] = _plain_messages(body.get("messages") or [])
         schema: dict[str, Any] | None = None
         mode = "text"
         if tools and tool_choice != "none":
@@ -256,15 +298,18 @@ class EmbeddedModel:
             schema = fmt.get("schema") or {"type": "object"}
         # key order matters: the grammar writes properties in the order the schema lists them
         grammar = self._grammar(json.dumps(bounded(schema))) if schema is not None else None
-        sampling = {"temperature": float(body.get("temperature", 0.7)),
-                    "max_tokens": int(body.get("max_tokens") or body.get("max_completion_tokens") or 512),
-                    "seed": body.get("seed")}
-        return messages, grammar, mode, sampling
+        return messages, grammar, mode, self._sampling(body)
+
+    @staticmethod
+    def _sampling(body: dict[str, Any]) -> dict[str, Any]:
+        return {"temperature": float(body.get("temperature", 0.7)),
+                "max_tokens": int(body.get("max_tokens") or body.get("max_completion_tokens") or 512),
+                "seed": body.get("seed")}
 
     def complete(self, body: dict[str, Any]) -> dict[str, Any]:
         return self._whole(self._plan(body))
 
-    def _whole(self, plan: tuple[list[dict[str, str]], Any, str, dict[str, Any]]) -> dict[str, Any]:
+    def _whole(self, plan: tuple[list[dict[str, Any]], Any, str, dict[str, Any]]) -> dict[str, Any]:
         """The whole completion of a planned request (:meth:`_plan`)."""
         messages, grammar, mode, sampling = plan
         index = self.pool.take(conversation_key(messages), INSTANCE_WAIT_S)
@@ -357,6 +402,18 @@ class EmbeddedModel:
                 self.pool.give_back(index, conversation_key(messages, "".join(text)))
 
 
+def template_handler(llama: Any, template: str) -> Any:
+    """llama-cpp-python's Jinja chat handler for ``template`` with this model's own begin and end tokens (as it
+    makes the handler of a GGUF's own template), which passes a request's ``tools`` to the template."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    eos, bos = llama.token_eos(), llama.token_bos()
+    return Jinja2ChatFormatter(template=template,
+                               eos_token=llama._model.token_get_text(eos) if eos != -1 else "",
+                               bos_token=llama._model.token_get_text(bos) if bos != -1 else "",
+                               stop_token_ids=[eos]).to_chat_handler()
+
+
 def create_app(model: EmbeddedModel) -> FastAPI:
     app = FastAPI(title="toolace embedded LLM")
 
@@ -407,10 +464,12 @@ def exit_with_parent(parent_pid: int, check_s: float = PARENT_CHECK_S) -> thread
 
 
 def serve(host: str = "127.0.0.1", port: int = 8088, model_path: str | None = None,
-          alias: str = DEFAULT_ALIAS, n_ctx: int = 8192, parent_pid: int | None = None) -> None:
+          alias: str = DEFAULT_ALIAS, n_ctx: int = 8192, parent_pid: int | None = None,
+          tool_template: str | None = None) -> None:
     if parent_pid is not None:
         exit_with_parent(parent_pid)
-    model = EmbeddedModel(Path(model_path) if model_path else default_gguf_path(), alias, n_ctx=n_ctx)
+    model = EmbeddedModel(Path(model_path) if model_path else default_gguf_path(), alias, n_ctx=n_ctx,
+                          tool_template=tool_template)
     uvicorn.run(create_app(model), host=host, port=port, log_level="warning")
 
 
@@ -423,8 +482,12 @@ def main() -> None:
     parser.add_argument("--n-ctx", type=int, default=8192)
     parser.add_argument("--parent-pid", type=int, default=None,
                         help="stop when this process (the one that started the server) is gone")
+    parser.add_argument("--tool-template", default=None,
+                        help="a file holding a chat template that renders tools: chats go through it and tools "
+                             "are offered there, answered as the model's raw text (see EmbeddedModel)")
     args = parser.parse_args()
-    serve(args.host, args.port, args.model_path, args.alias, args.n_ctx, args.parent_pid)
+    template = Path(args.tool_template).read_text(encoding="utf-8") if args.tool_template else None
+    serve(args.host, args.port, args.model_path, args.alias, args.n_ctx, args.parent_pid, template)
 
 
 if __name__ == "__main__":

@@ -75,11 +75,13 @@ def _free_port() -> int:
 
 @contextlib.contextmanager
 def embedded_endpoint(startup_timeout_s: float = 180.0, model_path: str | None = None, alias: str = DEFAULT_ALIAS,
-                      instances: int | None = None, n_ctx: int | None = None) -> Iterator[Endpoint]:
+                      instances: int | None = None, n_ctx: int | None = None,
+                      tool_template_file: str | None = None) -> Iterator[Endpoint]:
     """Start the embedded model server on 127.0.0.1, wait until it answers, stop it afterwards. By default it
     serves SmolLM2 under :data:`DEFAULT_ALIAS`; ``model_path`` (a GGUF file) and ``alias`` serve another model,
     ``instances`` sets its parallel slots (default ``TOOLACE_LLM_INSTANCES`` or the CPU count), ``n_ctx`` each
-    slot's context (default the server's)."""
+    slot's context (default the server's), ``tool_template_file`` a chat template that offers tools the model's own
+    way (:class:`toolace.llm.embedded_server.EmbeddedModel`)."""
     try:
         import llama_cpp  # noqa: F401
     except ImportError as exc:
@@ -98,6 +100,8 @@ def embedded_endpoint(startup_timeout_s: float = 180.0, model_path: str | None =
         command += ["--alias", alias]
     if n_ctx is not None:
         command += ["--n-ctx", str(n_ctx)]
+    if tool_template_file is not None:
+        command += ["--tool-template", str(tool_template_file)]
     env = {**os.environ, "TOOLACE_LLM_INSTANCES": str(instances)} if instances is not None else None
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:

