@@ -135,7 +135,7 @@ def test_a_request_that_finds_no_free_instance_is_an_error_not_a_wait(monkeypatc
 
     monkeypatch.setattr(embedded_server, "INSTANCE_WAIT_S", 0.05)
     model = object.__new__(embedded_server.EmbeddedModel)  # every instance busy: an empty pool
-    model.alias, model.pool = "m", embedded_server.InstancePool([])
+    model.alias, model.pool, model.tool_template = "m", embedded_server.InstancePool([]), None
     body = {"messages": [{"role": "user", "content": "hi"}]}
     with pytest.raises(embedded_server.InstanceBusy, match="no llama.cpp instance came free within 0 s"):
         model.complete(body)

@@ -256,7 +256,9 @@ def evaluate(items: dict[str, list[BfclItem]], source: AnswerSource, output: str
     if mode == "fc":
         ask = getattr(source, "answer_items", None)
         judge = getattr(source, "score", None)
-        if ask is None or judge is None or getattr(source, "mode", "prompt") != "fc":
+        single_turn = any(c not in MULTI_TURN_CATEGORIES for c in items)
+        if getattr(source, "mode", "prompt") != "fc" or getattr(source, "answer_fc", None) is None or (
+                single_turn and (ask is None or judge is None)):
             raise UserError(f"{source.description} cannot answer in BFCL's function-calling mode")
     elif mode == "prompt":
         stop = CallListPrefixRule() if early_stop else None

@@ -1,21 +1,24 @@
 """BFCL's function-calling (FC) mode: the tools are offered the way a served model is offered them, and its
 calls are read in its own family's format (``toolace eval --mode fc``).
 
-**The request.** As BFCL's FC handlers build it (``bfcl_eval`` 2026.3.23, ``_compile_tools`` with
-``convert_to_tool(functions, GORILLA_TO_OPENAPI, OPENAI_COMPLETIONS)``): the item's first turn as it is, no
-system prompt of ours; each function with BFCL's Python hint on its description, its name with ``.`` replaced
-by ``_`` (OpenAI-style names), its parameter types mapped to JSON Schema (``dict`` -> ``object``, ``float`` ->
-``number`` with ``format: float`` and BFCL's note on the description, ``tuple`` -> ``array``, ``any`` ->
-``string``, one level into ``items`` and nested ``properties``), as OpenAI ``tools``.
+**The request** (built in :mod:`tasks.evaluation.bfcl_fc_shapes`, which multi-turn FC shares). As BFCL's FC
+handlers build it (``bfcl_eval`` 2026.3.23, ``_compile_tools`` with ``convert_to_tool(functions,
+GORILLA_TO_OPENAPI, OPENAI_COMPLETIONS)``): the item's first turn as it is, no system prompt of ours; each
+function with BFCL's Python hint on its description, its name with ``.`` replaced by ``_`` (OpenAI-style names),
+its parameter types mapped to JSON Schema (``dict`` -> ``object``, ``float`` -> ``number`` with ``format:
+float`` and BFCL's note on the description, ``tuple`` -> ``array``, ``any`` -> ``string``, one level into
+``items`` and nested ``properties``), as OpenAI ``tools``.
 
-**The answer.** A local model (:class:`LocalFcAnswers`) gets the tools through its chat template
-(``apply_chat_template(messages, tools=..., add_generation_prompt=True)``; a template that cannot render tools
-is refused) and answers greedily; its text (special tokens kept, cut at the end of turn) is read with its
-family's tool-call format (:mod:`tasks.formats.tool_call_formats`: detected from the template by rendering a
-probe call, or ``--tool-format``). An endpoint (:class:`EndpointFcAnswers`) gets OpenAI's ``tools=``; the calls
-it returns are read as BFCL's OpenAI handler reads them (``{name: json.loads(arguments)}``); an answer with no
-structured call is text, unless a ``--tool-format`` is given, which then reads the text (a server that does not
-parse calls itself).
+**The answer.** A local model gets the tools through its chat template, with transformers
+(:class:`LocalFcAnswers`: ``apply_chat_template(messages, tools=..., add_generation_prompt=True)``) or served by
+the embedded llama.cpp server, which renders the same template
+(:func:`tasks.evaluation.model_serving.fc_answer_source`); a template that cannot render tools is refused. It
+answers greedily; its text (special tokens kept, cut at the end of turn) is read with its family's tool-call
+format (:mod:`tasks.formats.tool_call_formats`: detected from the template by rendering a probe call, or
+``--tool-format``). An endpoint (:class:`EndpointFcAnswers`) gets OpenAI's ``tools=``; the calls it returns are
+read as BFCL's OpenAI handler reads them (``{name: json.loads(arguments)}``); an answer with no structured call
+is text, unless a ``--tool-format`` is given, which then reads the text (a server that does not parse calls
+itself, as the embedded one serving a model's template).
 
 **The verdict.** The calls become ``{name: arguments}`` (BFCL's ``decode_ast`` for FC models) and go through
 our BFCL checker (:func:`tasks.evaluation.bfcl_checker.check_calls`) against the item's functions and answers
@@ -28,9 +31,6 @@ scores a text answer; the reason is kept there too).
 from __future__ import annotations
 
 import asyncio
-import json
-import re
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from tasks.evaluation.bfcl_checker import Verdict, judge_decoded
@@ -42,16 +42,24 @@ from tasks.evaluation.bfcl_eval import (
     LocalModelAnswers,
     chat_all,
     over_context,
-    prompt_functions,
     score_item,
+)
+from tasks.evaluation.bfcl_fc_shapes import (
+    TEXT_ANSWER,
+    FcAnswer,
+    FcRequest,
+    decode_fc_answer,
+    fc_messages,
+    fc_request,
+    fc_tools,
+    openai_messages,
+    openai_name,
 )
 from tasks.formats.chat_templates import ChatTemplate, can_render_tools, render
 from tasks.formats.tool_call_formats import (
     TOOL_FORMATS,
     ToolFormat,
-    bfcl_calls,
     detect_tool_format,
-    parse_tool_calls,
     probe_tools,
     tokenizer_template,
 )
@@ -59,16 +67,6 @@ from toolace.errors import UserError
 
 Mode = Literal["prompt", "fc"]
 MODES: tuple[Mode, ...] = ("prompt", "fc")
-
-# bfcl_eval.constants.type_mappings.GORILLA_TO_OPENAPI
-GORILLA_TO_OPENAPI: dict[str, str] = {
-    "integer": "integer", "number": "number", "float": "number", "string": "string", "boolean": "boolean",
-    "bool": "boolean", "array": "array", "list": "array", "dict": "object", "object": "object", "tuple": "array",
-    "any": "string", "byte": "integer", "short": "integer", "long": "integer", "double": "number",
-    "char": "string", "ArrayList": "array", "Array": "array", "HashMap": "object", "Hashtable": "object",
-    "Queue": "array", "Stack": "array", "Any": "string", "String": "string", "Bigint": "integer",
-}
-
 
 class FcModeError(UserError):
     """``--mode fc`` cannot work with this model or option (its template renders no tools, an unknown format)."""
@@ -79,131 +77,6 @@ def check_tool_format(tool_format: str | None) -> ToolFormat | None:
     if tool_format is None or tool_format in TOOL_FORMATS:
         return tool_format  # type: ignore[return-value]
     raise FcModeError(f"unknown --tool-format {tool_format!r}: choose from {', '.join(TOOL_FORMATS)}")
-
-
-# --------------------------------------------------------------------------------------------- the request
-
-
-def openai_name(name: str) -> str:
-    """A function name as OpenAI-style APIs take it: ``.`` -> ``_`` (what BFCL does for those models)."""
-    return re.sub(r"\.", "_", name)
-
-
-def _openai_type(value: Any) -> str:
-    return GORILLA_TO_OPENAPI.get(value, "string") if isinstance(value, str) else "string"
-
-
-def _cast_properties(properties: Any) -> Any:
-    """BFCL's ``_cast_to_openai_type`` (without its crashes on a malformed doc: an unknown type reads as string)."""
-    if not isinstance(properties, dict):
-        return properties
-    for value in properties.values():
-        if not isinstance(value, dict):
-            continue
-        if "type" not in value:
-            value["type"] = "string"
-        else:
-            if value["type"] == "float":
-                value["format"] = "float"
-                value["description"] = str(value.get("description", "")) + " This is a float type value."
-            value["type"] = _openai_type(value["type"])
-        if value["type"] in ("array", "object"):
-            items = value.get("items")
-            if "properties" in value:
-                value["properties"] = _cast_properties(value["properties"])
-            elif isinstance(items, dict):
-                items["type"] = _openai_type(items.get("type"))
-                inner = items.get("items")
-                if items["type"] == "array" and isinstance(inner, dict):
-                    inner["type"] = _openai_type(inner.get("type"))
-                elif items["type"] == "object" and "properties" in items:
-                    items["properties"] = _cast_properties(items["properties"])
-    return properties
-
-
-def fc_tools(functions: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """An item's functions as OpenAI ``tools`` (see the module docstring); the item is left as it was."""
-    tools = []
-    for doc in prompt_functions(functions):  # a deep copy with BFCL's Python hint
-        doc["name"] = openai_name(str(doc.get("name", "")))
-        parameters = doc.get("parameters") if isinstance(doc.get("parameters"), dict) else {}
-        parameters["type"] = "object"
-        parameters["properties"] = _cast_properties(parameters.get("properties") or {})
-        doc["parameters"] = parameters
-        tools.append({"type": "function", "function": doc})
-    return tools
-
-
-def fc_messages(item: BfclItem) -> list[dict[str, str]]:
-    """The item's first turn as it is: in FC mode the model's own template carries the tools."""
-    return [{"role": str(m["role"]), "content": str(m.get("content") or "")} for m in item.question[0]]
-
-
-@dataclass(frozen=True)
-class FcRequest:
-    """A chat and the tools offered: an assistant message may hold ``tool_calls`` (``{"id", "type": "function",
-    "function": {"name", "arguments": object}}``, as chat templates take them) and ``tool`` messages the results
-    (``tool_call_id``, ``name``, ``content``): a multi-turn conversation in FC mode."""
-
-    messages: list[dict[str, Any]]
-    tools: list[dict[str, Any]]
-
-
-def openai_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A chat as OpenAI's API takes it: each call's arguments as a JSON string, ``tool`` messages with only their
-    ``tool_call_id`` and ``content``."""
-    wire: list[dict[str, Any]] = []
-    for message in messages:
-        if message.get("tool_calls"):
-            calls = [{**call, "function": {**call["function"], "arguments": (
-                call["function"]["arguments"] if isinstance(call["function"]["arguments"], str)
-                else json.dumps(call["function"]["arguments"], ensure_ascii=False))}} for call in message["tool_calls"]]
-            wire.append({**message, "tool_calls": calls})
-        elif message.get("role") == "tool":
-            wire.append({"role": "tool", "tool_call_id": message.get("tool_call_id"), "content": message["content"]})
-        else:
-            wire.append(dict(message))
-    return wire
-
-
-def fc_request(item: BfclItem) -> FcRequest:
-    return FcRequest(fc_messages(item), fc_tools(item.functions))
-
-
-# ---------------------------------------------------------------------------------------------- the verdict
-
-
-@dataclass
-class FcAnswer(Answer):
-    """An FC answer: ``calls`` are the structured calls an endpoint returned (``[{name: arguments_text}]``,
-    None when it returned none); ``text`` is what is kept in the answers file."""
-
-    calls: list[dict[str, str]] | None = None
-
-
-TEXT_ANSWER = "no tool call: the answer is text"
-
-
-def decode_fc_answer(answer: Answer, tool_format: str | None) -> tuple[list[dict[str, Any]] | None, str | None]:
-    """The answer's calls as ``[{name: arguments}]``, or None and why there is none (:data:`TEXT_ANSWER`, or why
-    an attempted call does not parse)."""
-    calls = answer.calls if isinstance(answer, FcAnswer) else None
-    if calls:
-        decoded = []
-        for k, call in enumerate(calls, 1):
-            (name, arguments), = call.items()
-            try:
-                decoded.append({name: json.loads(arguments)})
-            except (ValueError, RecursionError) as exc:
-                return None, f"call {k} ({name}): its arguments are not JSON ({type(exc).__name__}: {str(exc)[:120]})"
-        return decoded, None
-    text = answer.text or ""
-    if tool_format is None:
-        return None, TEXT_ANSWER
-    parsed = parse_tool_calls(text, tool_format)
-    if parsed.calls:
-        return bfcl_calls(parsed.calls), None
-    return None, parsed.error or TEXT_ANSWER
 
 
 def renamed_for_fc(item: BfclItem) -> tuple[list[dict[str, Any]], list[dict[str, dict[str, list[Any]]]] | None]:
@@ -411,3 +284,7 @@ class EndpointFcAnswers(FcSource, EndpointAnswers):
             calls = [{c.name: c.arguments_text} for c in result.tool_calls] or None
             answers.append(FcAnswer(result.raw_text, calls=calls))
         return answers
+
+
+__all__ = ["TEXT_ANSWER", "FcAnswer", "FcRequest", "decode_fc_answer", "fc_messages", "fc_request", "fc_tools",
+           "openai_messages", "openai_name"]  # the shapes, re-exported for the mode's users

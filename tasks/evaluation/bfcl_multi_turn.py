@@ -52,11 +52,10 @@ from tasks.environments.bfcl_classes import BfclSandbox, Call
 from tasks.environments.sandbox import SandboxError, SandboxLimits
 from tasks.evaluation.bfcl_checker import BfclDecodeError, decode_answer, jsonable
 from tasks.evaluation.bfcl_data import BfclDataError, MultiTurnEntry
-from tasks.evaluation.bfcl_fc import (
+from tasks.evaluation.bfcl_fc_shapes import (
     TEXT_ANSWER,
     FcAnswer,
     FcRequest,
-    FcSource,
     decode_fc_answer,
     fc_tools,
     openai_name,
@@ -655,11 +654,13 @@ class GroundTruthAnswers:
         return answers
 
 
-class GroundTruthFcAnswers(FcSource):
+class GroundTruthFcAnswers:
     """:class:`GroundTruthAnswers` in function-calling mode (``answer_fc``): each turn's ground truth as structured
     calls under the offered names (as an endpoint returns them), or, through ``write``, as the text a model
     would write (then read in ``tool_format``); ``final`` once the results are back, ``refusal`` for a turn whose
     ground truth is empty. ``answer_for`` may rewrite the calls (entry, turn, calls) -> calls."""
+
+    mode = "fc"
 
     def __init__(self, entries: list[MultiTurnEntry], chunk_size: int = 8, final: str = "Done.",
                  refusal: str = "I cannot do that with the functions I have.",
