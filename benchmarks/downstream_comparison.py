@@ -2,13 +2,13 @@
 
     .venv/bin/python benchmarks/downstream_comparison.py --model base=smollm2 --model shared=/tmp/tuned-a \
         [--model NAME=FOLDER ...] [--category simple_python --category irrelevance] [--limit N] \
-        [--max-tokens 128] [--out DIR] [--mode fc [--chat-template FAMILY]]
+        [--max-tokens 128] [--out DIR] [--mode fc [--chat-template FAMILY]] [--engine transformers] [--slots N]
 
-Each model is scored as `toolace eval --model` scores it (prompt mode: the embedded llama.cpp server, a tuned folder
-converted to GGUF, answers stopped once they cannot decode; ``--mode fc``: the tools through the model's chat template,
-or ``--chat-template``'s family's, with transformers, calls read in its family's format), its answers kept in
-``DIR/<name>.jsonl``; a model whose
-answers file is already there is not asked again (so a comparison can grow one model at a time). Printed per
+Each model is scored as `toolace eval --model` scores it (the embedded llama.cpp server, a tuned folder converted to
+GGUF, or ``--engine transformers``; prompt mode: answers stopped once they cannot decode; ``--mode fc``: the tools
+through the model's chat template, or ``--chat-template``'s family's, calls read in its family's format; multi-turn
+categories in either mode), its answers kept in ``DIR/<name>.jsonl``; a model whose answers file is already there
+is not asked again (so a comparison can grow one model at a time). Printed per
 category: each model's accuracy with its 95% bootstrap interval, and each tuned model against the first one (the
 base) with a paired bootstrap on the same items: the difference, its interval, and whether the interval excludes 0.
 Training is separate (`toolace train`, the budget stated where the figures are recorded).
@@ -28,8 +28,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tasks.evaluation.bfcl_eval import load_items  # noqa: E402
-from tasks.evaluation.bfcl_fc import LocalFcAnswers  # noqa: E402
-from tasks.evaluation.model_serving import ServingOptions, answer_source, evaluate_complete  # noqa: E402
+from tasks.evaluation.model_serving import (  # noqa: E402
+    ServingOptions,
+    answer_source,
+    evaluate_complete,
+    fc_answer_source,
+)
 from tasks.evaluation.statistics import (  # noqa: E402
     PairedDifference,
     accuracy_interval,
@@ -53,17 +57,17 @@ def difference(paired: PairedDifference) -> str:
     return f"{100 * d.estimate:+.1f} points [{100 * d.low:+.1f}, {100 * d.high:+.1f}] ({real})"
 
 
-def fc_source(model: str, max_tokens: int, chat_template: str | None) -> LocalFcAnswers:
-    """``toolace eval --mode fc --model MODEL``'s answers; ``chat_template`` only for a model whose own template
-    renders no tools."""
-    from tasks.evaluation.bfcl_fc import FcModeError
+def fc_template_for(model: str, chat_template: str | None) -> str | None:
+    """``chat_template`` only for a model whose own template renders no tools (a tuned model carries its own)."""
+    from tasks.evaluation.bfcl_fc import FcModeError, fc_template, template_tool_format
 
     try:
-        return LocalFcAnswers(model, max_new_tokens=max_tokens)
+        template_tool_format(fc_template(model), model)
+        return None
     except FcModeError:
         if not chat_template:
             raise
-        return LocalFcAnswers(model, chat_template=chat_template, max_new_tokens=max_tokens)
+        return chat_template
 
 
 def fitting_entries(entries: list, room: int | None, context: int, per_group: int | None) -> list:
@@ -104,13 +108,17 @@ def main() -> None:
     parser.add_argument("--context", type=int, default=8192)
     parser.add_argument("--per-group", type=int, default=None,
                         help="multi-turn: the first N kept entries of each group sharing a system prompt")
+    parser.add_argument("--engine", default=None, help="llama-server (default when installed) or transformers")
     parser.add_argument("--slots", type=int, default=None,
-                        help="prompt mode: llama.cpp slots (default: the CPU count; multi-turn: 1 evaluates each "
+                        help="llama.cpp slots (default: the CPU count; multi-turn: 1 evaluates each "
                              "group's long prompt once, with every core)")
     parser.add_argument("--chat-template", default=None,
                         help="--mode fc: a family's template for models without a tool template of their own (a "
                              "model trained with `toolace train --chat-template` carries it already)")
     args = parser.parse_args()
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr)
 
     models = [tuple(spec.split("=", 1)) for spec in args.model]
     if any(len(m) != 2 for m in models):
@@ -127,11 +135,13 @@ def main() -> None:
             print(f"{name}: answers already in {output}", file=sys.stderr)
             continue
         started = time.perf_counter()
+        options = ServingOptions(engine=args.engine, slots=args.slots)
         if args.mode == "fc":
-            evaluate_complete(items, fc_source(model, args.max_tokens, args.chat_template), str(output))
+            with fc_answer_source(model, args.max_tokens, options, fc_template_for(model, args.chat_template),
+                                  log=log) as source:
+                evaluate_complete(items, source, str(output))
         else:
-            with answer_source(model, args.max_tokens, ServingOptions(slots=args.slots),
-                               log=lambda line: print(line, file=sys.stderr)) as source:
+            with answer_source(model, args.max_tokens, options, log=log) as source:
                 evaluate_complete(items, source, str(output))
         print(f"{name}: {sum(len(v) for v in items.values())} items in {time.perf_counter() - started:.0f} s",
               file=sys.stderr)
