@@ -16,7 +16,12 @@ They come from two sources:
   last turn);
 - ``scripted``: the transcripts our own inference loop (:func:`tasks.evaluation.bfcl_multi_turn.run_entries`,
   sandboxed environments) recorded from two scripted models: one that answers each turn with its ground
-  truth, and one that does the same but changes one string value of one call.
+  truth, and one that does the same but changes one string value of one call;
+- ``fc``: the same loop in function-calling mode (:func:`fc_transcripts`): scripted models that answer with
+  structured calls (an endpoint's ``tool_calls``; right, and one value changed) or with the text Qwen2.5's real
+  template writes for the calls (right, and with a call's JSON broken). BFCL decodes each step as its FC
+  handlers do: ``convert_to_function_call`` for structured calls (the OpenAI FC handler), ``QwenFCHandler``'s
+  ``decode_execute`` for the text.
 
 Each transcript is judged twice: by ``score_transcript`` here (in our sandbox worker), and, in a subprocess
 running in ``benchmarks/bfcl_env/.venv``, by BFCL: the eval runner's ``_evaluate_single_multi_turn_entry`` steps
@@ -61,8 +66,18 @@ def bfcl_worker(in_path: str, out_path: str) -> None:
     from bfcl_eval.eval_checker.multi_turn_eval import multi_turn_utils
     from bfcl_eval.eval_checker.multi_turn_eval.multi_turn_checker import multi_turn_checker
     from bfcl_eval.eval_checker.multi_turn_eval.multi_turn_utils import is_empty_execute_response
-    from bfcl_eval.model_handler.utils import default_decode_execute_prompting, system_prompt_pre_processing_chat_model
+    from bfcl_eval.model_handler.local_inference.qwen_fc import QwenFCHandler
+    from bfcl_eval.model_handler.utils import (
+        convert_to_function_call,
+        default_decode_execute_prompting,
+        system_prompt_pre_processing_chat_model,
+    )
     from bfcl_eval.utils import load_dataset_entry
+
+    qwen = object.__new__(QwenFCHandler)  # its decode_execute reads <tool_call> blocks and needs no model
+    decoders = {None: default_decode_execute_prompting,  # prompt mode
+                "openai": convert_to_function_call,  # an FC endpoint's structured calls (the OpenAI FC handler)
+                "hermes": lambda text: qwen.decode_execute(text, has_tool_call_tag=False)}  # Qwen's FC handler
 
     import_s = time.perf_counter() - started
     with open(in_path, encoding="utf-8") as f:
@@ -77,6 +92,7 @@ def bfcl_worker(in_path: str, out_path: str) -> None:
         entry = bfcl_entries[case["id"]]
         ground_truth = payload["ground_truth"][case["id"]]
         transcript = case["transcript"]
+        decode = decoders[case.get("fc")]
         if len(transcript) != len(ground_truth):  # the eval runner's force-termination check
             verdicts.append({"valid": False, "error_type": "multi_turn:force_terminated"})
             continue
@@ -85,7 +101,7 @@ def bfcl_worker(in_path: str, out_path: str) -> None:
             decoded_turn = []
             for text in turn:
                 try:
-                    decoded = default_decode_execute_prompting(text)
+                    decoded = decode(text)
                     if is_empty_execute_response(decoded):
                         continue
                     decoded_turn.append(decoded)
@@ -235,6 +251,62 @@ def scripted_transcripts(entries_by_category, limit_s=None):
     return out
 
 
+def fc_transcripts(entries_by_category):
+    """Transcripts recorded by our inference loop in function-calling mode (``run_entries`` with FC sources), with
+    our verdicts and, per turn and step, what BFCL's FC handlers record: an endpoint's structured calls
+    (``[{name: arguments JSON}]``, the OpenAI FC handler) or the raw text (Qwen's FC handler reads its
+    ``<tool_call>`` blocks). Four scripted models: the ground truth as structured calls, the same with one string
+    value changed, the ground truth as the text Qwen2.5's real template writes for it (read as Hermes), and that
+    text with the JSON of the second turn's first call broken."""
+    import json as json_module
+
+    from tasks.evaluation.bfcl_multi_turn import GroundTruthFcAnswers, run_entries
+    from tasks.formats.chat_templates import load_family, render
+    from tasks.formats.tool_call_formats import rendered_assistant_turn
+    from toolace.chat_template_files import DEFAULT_FAMILIES, templates_dir
+
+    qwen = load_family("qwen2.5", templates_dir(None, DEFAULT_FAMILIES))
+
+    def qwen_text(calls):
+        messages = [{"role": "user", "content": "go"}, {"role": "assistant", "content": "", "tool_calls": [
+            {"id": f"call{k:05d}", "type": "function", "function": {"name": n, "arguments": a}}
+            for k, (n, a) in enumerate(calls)]}]
+        return rendered_assistant_turn(lambda m, g: render(qwen, m, None, g), messages).removesuffix("<|im_end|>\n")
+
+    def wrong_value(entry, turn, calls):
+        for k, (name, arguments) in enumerate(calls):
+            for key, value in arguments.items():
+                if isinstance(value, str):
+                    changed = list(calls)
+                    changed[k] = (name, {**arguments, key: "zz" + value})
+                    return changed
+        return calls
+
+    def broken_second_turn(entry, turn, calls):
+        return [(n, {"__broken__": True, **a}) for n, a in calls] if turn == 1 else calls
+
+    def qwen_text_broken(calls):
+        text = qwen_text([(n, {k: v for k, v in a.items() if k != "__broken__"}) for n, a in calls])
+        if any("__broken__" in a for _, a in calls):
+            return text.replace('"arguments": {', '"arguments": {{', 1)
+        return text
+
+    models = (("fc_ground_truth", "openai", {}),
+              ("fc_wrong_value", "openai", {"answer_for": wrong_value}),
+              ("fc_hermes_ground_truth", "hermes", {"write": qwen_text, "tool_format": "hermes"}),
+              ("fc_hermes_broken_call", "hermes", {"write": qwen_text_broken, "tool_format": "hermes",
+                                                   "answer_for": broken_second_turn}))
+    out = []
+    for entries in entries_by_category.values():
+        for name, fc, options in models:
+            for result in run_entries(entries, GroundTruthFcAnswers(entries, chunk_size=16, **options)):
+                responses = [[[{c["function"]["name"]: json_module.dumps(c["function"]["arguments"])}
+                               for c in step["tool_calls"]] if fc == "openai" and "tool_calls" in step
+                              else step.get("answer") or "" for step in turn] for turn in result.steps]
+                out.append((result.entry, name, fc, responses, result.verdict))
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ main
 
 
@@ -244,6 +316,7 @@ def main(argv=None):
     parser.add_argument("--limit", type=int, help="only the first N entries of each category")
     parser.add_argument("--no-variants", action="store_true")
     parser.add_argument("--no-scripted", action="store_true")
+    parser.add_argument("--no-fc", action="store_true", help="leave out the function-calling-mode transcripts")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--report", help="write the whole report here as JSON")
     parser.add_argument("--bfcl-python", default=str(BFCL_PYTHON), help="python of the BFCL environment")
@@ -279,6 +352,10 @@ def main(argv=None):
         for entry, name, transcript, verdict in scripted_transcripts(entries_by_category):
             cases.append({"source": "scripted", "entry": entry, "variant": name, "transcript": transcript,
                           "ours": verdict})
+    if not args.no_fc:
+        for entry, name, fc, responses, verdict in fc_transcripts(entries_by_category):
+            cases.append({"source": "fc", "entry": entry, "variant": name, "transcript": responses, "fc": fc,
+                          "ours": verdict})
     scripted_s = time.perf_counter() - started
     if not args.no_variants:
         for entry in entries.values():
@@ -305,7 +382,8 @@ def main(argv=None):
         with open(in_path, "w", encoding="utf-8") as f:
             json.dump({"categories": categories,
                        "ground_truth": {e.id: e.ground_truth for e in entries.values()},
-                       "cases": [{"id": c["entry"].id, "transcript": c["transcript"]} for c in cases]}, f)
+                       "cases": [{"id": c["entry"].id, "transcript": c["transcript"], "fc": c.get("fc")}
+                                 for c in cases]}, f)
         started = time.perf_counter()
         subprocess.run([args.bfcl_python, str(Path(__file__).resolve()), "--bfcl-worker", in_path, out_path],
                        check=True)
