@@ -27,9 +27,9 @@ def train_task(config: fine_tuning.TrainConfig) -> dict[str, Any]:
 
 @task(name="bfcl-score")
 def score_task(config: downstream.DownstreamConfig, model: str, items: dict[str, list[BfclItem]],
-               output: str) -> list[bfcl_eval.CategoryScore]:
+               output: str, is_base: bool = False) -> list[bfcl_eval.CategoryScore]:
     logger = get_run_logger()
-    return downstream.score_model(config, model, items, output, log=logger.info)
+    return downstream.score_model(config, model, items, output, log=logger.info, is_base=is_base)
 
 
 @flow(name="toolace-downstream-check", log_prints=True)
@@ -47,6 +47,7 @@ def _check(config: downstream.DownstreamConfig) -> dict[str, Any]:
     items = bfcl_eval.load_items(config.categories, config.limit)  # bad categories fail before any training
     # the engine is settled (and a missing llama-cpp-python reported) before any training
     config = config.model_copy(update={"engine": model_serving.resolve_engine(config.engine)})
+    downstream.check_fc_base(config)  # FC mode: a base its template cannot offer tools is refused before training
     trained: list[tuple[int, Any, dict[str, Any], bool]] = []  # seed, tuned folder, training record, reused
     for seed in config.seed_list():
         seed_config = config.for_seed(seed)
@@ -56,13 +57,14 @@ def _check(config: downstream.DownstreamConfig) -> dict[str, Any]:
         if training is None:
             training = train_task(fine_tuning.TrainConfig(
                 dataset=dataset, out=str(tuned_dir), base=config.base, steps=config.steps, lr=config.lr,
-                lora_r=config.lora_r, batch_size=config.batch_size, seed=seed, calls_only=config.calls_only))
+                lora_r=config.lora_r, batch_size=config.batch_size, seed=seed, calls_only=config.calls_only,
+                format=config.train_format, chat_template=config.chat_template))
         else:
             logger.info("reusing the model tuned earlier on this dataset with the same budget (seed %d): %s", seed,
                         tuned_dir)
         trained.append((seed, tuned_dir, training, reused))
     check = downstream.start_check(run_url, run_id)  # a new version beside the run, never in it
-    base = score_task(config, config.base, items, check.file(downstream.ANSWERS["base"]))
+    base = score_task(config, config.base, items, check.file(downstream.ANSWERS["base"]), is_base=True)
     runs = []
     for seed, tuned_dir, training, reused in trained:
         answers = downstream.tuned_answers_name(seed, config.seeds)
@@ -78,12 +80,13 @@ def _check(config: downstream.DownstreamConfig) -> dict[str, Any]:
     lines = "\n".join(f"| {r['category']} | {r['items']} | {r['base_accuracy']:.1%} | {r['tuned_accuracy']:.1%} | "
                       f"{r['delta']:+.1%} |" for r in table)
     budget = config.budget()
+    mode_name = "function-calling" if config.mode == "fc" else "prompt"
     seeds_line = record.get("seeds", {}).get("across_seeds", {}).get("overall", {}).get("line", "")
     create_markdown_artifact(
         f"# Downstream check of run `{run_id}`\n\n`{config.base}` fine-tuned on the run's dataset "
         f"({first.training.get('examples')} examples, {budget['steps']} steps, batch {budget['batch_size']}, lr "
         f"{budget['lr']:g}, {'LoRA r=' + str(budget['lora_r']) if budget['lora_r'] else 'full'}), scored on BFCL "
-        f"in prompt mode.\n\n| category | items | base | tuned | delta |\n|---|---|---|---|---|\n{lines}\n\n"
+        f"in {mode_name} mode.\n\n| category | items | base | tuned | delta |\n|---|---|---|---|---|\n{lines}\n\n"
         f"{record['paired'].get('overall', {}).get('line', '')}\n" + (f"{seeds_line}\n" if seeds_line else ""),
         key="toolace-downstream-summary", description=f"Downstream check of run {run_id}")
     logger.info("downstream check of run %s: overall accuracy %.1f%% -> %.1f%%, written to %s", run_id,

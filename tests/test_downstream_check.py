@@ -184,3 +184,60 @@ def test_cli_reports_a_missing_run_in_one_line(tmp_path):
     result = CliRunner().invoke(app, ["downstream-check", str(tmp_path / "nowhere")])
     assert result.exit_code == 1
     assert "neither a published run folder" in result.output
+
+
+# ------------------------------------------------------------------------------------ function-calling mode
+
+
+def test_fc_mode_budget_and_refusals(tiny_base, tmp_path):
+    from tasks.evaluation.bfcl_fc import FcModeError
+    from tasks.evaluation.downstream import check_fc_base
+
+    prompt = DownstreamConfig(run="r")
+    assert "format" not in prompt.budget() and prompt.train_format == "toolace"  # prompt budgets keep their key
+    fc = DownstreamConfig(run="r", mode="fc", chat_template="qwen2.5")
+    assert fc.budget()["format"] == "native" and fc.budget()["chat_template"] == "qwen2.5"
+    assert "function-calling" in fc.evaluation()["mode"]
+    with pytest.raises(ValueError, match="--chat-template goes with --mode fc"):
+        DownstreamConfig(run="r", chat_template="qwen2.5")
+    with pytest.raises(FcModeError, match="does not show the offered tools"):  # SmolLM2's template: no tools
+        check_fc_base(DownstreamConfig(run="r", base=str(tiny_base), mode="fc"))
+    check_fc_base(DownstreamConfig(run="r", base=str(tiny_base), mode="fc", chat_template="qwen2.5"))
+
+
+def test_cli_fc_mode_refuses_before_training(tiny_base, tmp_path):
+    from typer.testing import CliRunner
+
+    from toolace.cli import app
+
+    published_run(tmp_path / "out")
+    models = tmp_path / "models"
+    result = CliRunner().invoke(app, ["downstream-check", str(tmp_path / "out"), "--base", str(tiny_base),
+                                      "--mode", "fc", "--models-dir", str(models)])
+    assert result.exit_code == 1 and "does not show the offered tools" in result.output
+    result = CliRunner().invoke(app, ["downstream-check", str(tmp_path / "out"), "--chat-template", "qwen2.5"])
+    assert result.exit_code == 1 and "--chat-template goes with --mode fc" in result.output
+    assert not models.exists()
+
+
+@pytest.mark.integration
+def test_downstream_flow_in_fc_mode_trains_native_and_scores_both_through_the_template(prefect_harness, tiny_base,
+                                                                                      tmp_path):
+    """--mode fc: the tuned model learns Qwen2.5's format (its template put on SmolLM2's tokenizer), the base is
+    asked through the same template, both served by the embedded llama.cpp server and read as Hermes calls."""
+    from flows.downstream_check import downstream_check
+
+    out = tmp_path / "out"
+    published_run(out)
+    config = DownstreamConfig(run=str(out), base=str(tiny_base), steps=2, lr=1e-3, limit=2, max_new_tokens=4,
+                              models_dir=str(tmp_path / "models"), mode="fc", chat_template="qwen2.5", slots=1)
+    record = downstream_check(config)
+    assert record["evaluation"]["mode"] == "BFCL function-calling mode, greedy"
+    assert record["training"]["format"] == "native" and record["training"]["chat_template"] == "qwen2.5"
+    assert record["budget"]["format"] == "native"
+    folder = out / "downstream" / "r1" / record["check_id"]
+    for side in ("base", "tuned"):
+        rows = [json.loads(r) for r in (folder / f"{side}-answers.jsonl").read_text().splitlines()]
+        assert len(rows) == 2 and all("hermes calls" in r["model"] and "llama.cpp" in r["model"] for r in rows)
+    base_rows = (folder / "base-answers.jsonl").read_text()
+    assert "qwen2.5 chat template" in base_rows  # the base is asked through the family's template

@@ -17,7 +17,10 @@ written again. :func:`read_downstream` and :func:`check_versions` read them back
 ``flows/downstream_check.py`` composes them.
 
 Models are scored through :mod:`tasks.evaluation.model_serving` (:func:`score_model`): by default the embedded
-llama.cpp server (the tuned folder converted to GGUF), else ``transformers``.
+llama.cpp server (the tuned folder converted to GGUF), else ``transformers``. ``mode`` ``prompt`` (the default)
+trains on ToolACE's call lists and scores in BFCL's prompt mode; ``fc`` trains in the base's own chat template
+(``toolace train --format native``, or ``chat_template``'s family's) and scores in BFCL's function-calling mode,
+the base through the same template.
 
 Seeds (``seeds`` > 1): training is repeated with seeds ``seed``, ``seed + 1``, ... (one tuned model each, kept
 like any other budget), each tuned model is scored on the same items, and the report adds ``seeds``
@@ -36,11 +39,11 @@ import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import fsspec
 import numpy as np
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from tasks.dialogs.complexity import DEFAULT_TARGET
 from tasks.evaluation.bfcl_data import BfclItem, check_categories
@@ -55,7 +58,8 @@ REPORT = "report.json"
 CHECK_MANIFEST = "manifest.json"
 TRAINING_FIELDS = ("base", "base_source", "method", "samples_used", "call_turns", "text_turns", "examples",
                    "examples_too_long", "steps", "epochs", "lr", "lora_r", "batch_size", "seed", "device",
-                   "compute_dtype", "final_train_loss", "mean_train_loss", "wall_time_s")
+                   "compute_dtype", "final_train_loss", "mean_train_loss", "wall_time_s", "format", "chat_template",
+                   "examples_unrendered")
 
 
 class DownstreamConfig(BaseModel):
@@ -80,6 +84,11 @@ class DownstreamConfig(BaseModel):
     seeds: int = Field(1, ge=1, description="Training runs, with seeds seed, seed+1, ...: each tuned model is scored")
     models_dir: str | None = Field(None, description="Where tuned models are kept [~/.cache/toolace/downstream]")
     s3_endpoint_url: str | None = None
+    mode: Literal["prompt", "fc"] = Field("prompt", description="prompt: trained on ToolACE's call lists, scored in "
+                                                               "BFCL's prompt mode; fc: trained in the base's own "
+                                                               "chat template (native), scored in FC mode")
+    chat_template: str | None = Field(None, description="fc: a family's real template in place of a base's own "
+                                                        "that renders no tools (trained and asked through it)")
 
     @field_validator("engine")
     @classmethod
@@ -95,15 +104,30 @@ class DownstreamConfig(BaseModel):
     def _known_categories(cls, value: list[str]) -> list[str]:
         return check_categories(value)
 
+    @model_validator(mode="after")
+    def _template_with_fc(self) -> DownstreamConfig:
+        if self.chat_template is not None and self.mode != "fc":
+            raise ValueError("--chat-template goes with --mode fc")
+        return self
+
+    @property
+    def train_format(self) -> str:
+        """How the tuned model is trained: ``toolace`` (prompt mode) or ``native`` (FC mode)."""
+        return "native" if self.mode == "fc" else "toolace"
+
     def budget(self) -> dict[str, Any]:
-        return {"base": self.base, "steps": self.steps, "lr": self.lr, "batch_size": self.batch_size,
-                "lora_r": self.lora_r, "seed": self.seed, "calls_only": self.calls_only}
+        budget = {"base": self.base, "steps": self.steps, "lr": self.lr, "batch_size": self.batch_size,
+                  "lora_r": self.lora_r, "seed": self.seed, "calls_only": self.calls_only}
+        if self.mode == "fc":  # a prompt-mode budget keeps its key (and its tuned models) as it was
+            budget.update(format=self.train_format, chat_template=self.chat_template)
+        return budget
 
     def evaluation(self) -> dict[str, Any]:
         from tasks.evaluation.model_serving import resolve_engine
 
+        mode = "BFCL function-calling mode, greedy" if self.mode == "fc" else "BFCL prompt mode, greedy"
         return {"categories": self.categories, "limit": self.limit, "max_new_tokens": self.max_new_tokens,
-                "mode": "BFCL prompt mode, greedy", "engine": resolve_engine(self.engine)}
+                "mode": mode, "engine": resolve_engine(self.engine)}
 
     def seed_list(self) -> list[int]:
         """The training seeds: ``seed``, ``seed + 1``, ... (``seeds`` of them)."""
@@ -161,8 +185,21 @@ def reusable_training(folder: Path, config: DownstreamConfig, dataset: str) -> d
     same = (record.get("dataset") == dataset and record.get("base") == config.base
             and record.get("steps") == config.steps and record.get("lr") == config.lr
             and record.get("batch_size") == config.batch_size and record.get("lora_r") == config.lora_r
-            and record.get("seed") == config.seed and record.get("calls_only") == config.calls_only)
+            and record.get("seed") == config.seed and record.get("calls_only") == config.calls_only
+            and record.get("format", "toolace") == config.train_format
+            and record.get("chat_template") == config.chat_template)
     return record if same else None
+
+
+def check_fc_base(config: DownstreamConfig) -> None:
+    """FC mode: the base must be askable through its template (its own, or ``chat_template``'s fitted to it),
+    checked from its tokenizer before anything is trained; a :class:`tasks.evaluation.bfcl_fc.FcModeError`
+    naming the model and what to do otherwise. Nothing to check in prompt mode."""
+    if config.mode != "fc":
+        return
+    from tasks.evaluation.bfcl_fc import fc_template, template_tool_format
+
+    template_tool_format(fc_template(config.base, config.chat_template), config.base)
 
 
 def score_summary(scores: list[CategoryScore]) -> dict[str, Any]:
@@ -236,13 +273,18 @@ def gguf_cache(config: DownstreamConfig) -> str | None:
 
 
 def score_model(config: DownstreamConfig, model: str, items: dict[str, list[BfclItem]], output: str,
-                log: Callable[[str], None] | None = None) -> list[CategoryScore]:
-    """``model`` scored on ``items`` through the configured engine (:mod:`tasks.evaluation.model_serving`); the
-    answers go to ``output``, renamed into place only once every item is answered."""
-    from tasks.evaluation.model_serving import ServingOptions, answer_source, evaluate_complete
+                log: Callable[[str], None] | None = None, is_base: bool = False) -> list[CategoryScore]:
+    """``model`` scored on ``items`` through the configured engine (:mod:`tasks.evaluation.model_serving`), in the
+    configured mode (FC: the base through ``chat_template`` when given; a tuned model carries the template it was
+    trained in); the answers go to ``output``, renamed into place only once every item is answered."""
+    from tasks.evaluation.model_serving import ServingOptions, answer_source, evaluate_complete, fc_answer_source
 
     options = ServingOptions(engine=config.engine, slots=config.slots, batch_size=config.eval_batch_size,
                              cache_dir=gguf_cache(config))
+    if config.mode == "fc":
+        template = config.chat_template if is_base else None
+        with fc_answer_source(model, config.max_new_tokens, options, template, log=log) as source:
+            return evaluate_complete(items, source, output)
     with answer_source(model, config.max_new_tokens, options, log=log) as source:
         return evaluate_complete(items, source, output)
 

@@ -36,6 +36,12 @@ def downstream_check(
              "GGUF) or 'transformers'", show_default="llama-server when llama-cpp-python is installed")] = None,
     slots: Annotated[int | None, typer.Option(help="llama-server: parallel slots",
                                               show_default="the CPU count")] = None,
+    mode: Annotated[str, typer.Option(
+        help="prompt: train on ToolACE's call lists, score in BFCL's prompt mode; fc: train in the base's own chat "
+             "template (native tool calls), score in BFCL's function-calling mode")] = "prompt",
+    chat_template: Annotated[str | None, typer.Option(
+        help="--mode fc: a family's real template (qwen2.5, ...) for a base whose own renders no tools (SmolLM2 "
+             "takes qwen2.5): trained and asked through it", show_default="the base's own")] = None,
     verbose: Verbose = False,
 ) -> None:
     """Fine-tune a base model on a run's dataset with a fixed budget, score the base and the tuned model on BFCL
@@ -52,7 +58,8 @@ def downstream_check(
             config = DownstreamConfig(run=run, base=base, steps=steps, lr=lr, batch_size=batch_size, lora_r=lora_r,
                                       seed=seed, calls_only=calls_only, categories=category or ["simple_python"],
                                       limit=limit, max_new_tokens=max_tokens, models_dir=models_dir,
-                                      s3_endpoint_url=s3_endpoint_url, engine=engine, slots=slots, seeds=seeds)
+                                      s3_endpoint_url=s3_endpoint_url, engine=engine, slots=slots, seeds=seeds,
+                                      mode=mode, chat_template=chat_template)
             from tasks.evaluation.downstream import dataset_url, resolve_run
             from tasks.storage.run_storage import s3_endpoint
 
@@ -61,10 +68,14 @@ def downstream_check(
             from tasks.evaluation.model_serving import resolve_engine
 
             resolve_engine(engine)  # llama-server without llama-cpp-python: refused before Prefect starts too
+            from tasks.evaluation.downstream import check_fc_base
+
+            check_fc_base(config)  # --mode fc with a base its template cannot offer tools: refused here as well
             record = flow(config)
         except ValidationError as exc:
             first = exc.errors()[0]
-            fail(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}")
+            where = f"--{str(first['loc'][0]).replace('_', '-')}: " if first["loc"] else ""
+            fail(f"{where}{first['msg'].removeprefix('Value error, ')}")
     for name, base_score in record["base"].items():
         tuned_score = record["tuned"][name]
         base_ci, tuned_ci = record["ci95"]["base"][name], record["ci95"]["tuned"][name]
