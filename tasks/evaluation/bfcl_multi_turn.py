@@ -18,7 +18,7 @@ function back for (miss_func) has no user message: the held-out docs are shown t
 
 **Function-calling mode** (a source whose ``mode`` is ``fc``, :mod:`tasks.evaluation.bfcl_fc`; as BFCL's
 ``inference_multi_turn_FC`` and its local FC handlers hold the conversation). The turns go as they are, with no
-system prompt; the entry's functions are offered as OpenAI tools (:func:`tasks.evaluation.bfcl_fc.fc_tools`), the
+system prompt; the entry's functions are offered as OpenAI tools (:func:`tasks.evaluation.bfcl_fc_shapes.fc_tools`), the
 held-out ones added at the turn that brings them, which opens with BFCL's FC note
 (:data:`ADDITIONAL_FUNCTION_PROMPT_FC`). An answer is read as single-turn FC answers are (an endpoint's structured
 calls, or the text in the model's tool-call format); its calls go back as the assistant message's ``tool_calls``
@@ -449,7 +449,7 @@ class FcStepReading:
 
 def read_fc_step(answer: Answer, tool_format: str | None, entry: MultiTurnEntry, turn: int,
                  calls_before: int) -> FcStepReading:
-    """Read one FC answer of turn ``turn`` (:func:`tasks.evaluation.bfcl_fc.decode_fc_answer`: an endpoint's
+    """Read one FC answer of turn ``turn`` (:func:`tasks.evaluation.bfcl_fc_shapes.decode_fc_answer`: an endpoint's
     structured calls, or the text in the family's format); the call names go back from the offered (``_``)
     names to the entry's; ``calls_before`` numbers the call ids."""
     text = answer.text or ""
