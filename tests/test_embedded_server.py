@@ -208,6 +208,35 @@ def test_each_conversation_goes_back_to_the_instance_that_holds_its_prompt():
     assert pool.take(conversation_key([system, {"role": "user", "content": "new"}]), 1.0) == first_b  # idle longest
 
 
+def test_tool_calls_are_part_of_a_conversation_key():
+    """Two FC histories that differ only in the calls the assistant made are different conversations (their calls
+    are in the prompt the template renders), so prefix affinity does not take one for the other."""
+    from toolace.llm.embedded_server import conversation_key
+
+    def called(arguments: str) -> list[dict]:
+        return [{"role": "user", "content": "go"}, {"role": "assistant", "content": "", "tool_calls": [
+            {"id": "call00000", "type": "function", "function": {"name": "cd", "arguments": arguments}}]}]
+
+    one, other = conversation_key(called('{"folder": "a"}')), conversation_key(called('{"folder": "b"}'))
+    assert one != other and one.startswith(conversation_key(called('{"folder": "a"}')[:1]))
+
+
+def test_template_messages_keep_tool_calls_with_object_arguments():
+    """What a model's own template is given: OpenAI's JSON-string arguments as objects (vLLM does the same), content
+    parts joined, tool messages as they are; arguments that are not JSON are left as the client sent them."""
+    from toolace.llm.embedded_server import template_messages
+
+    chat = [{"role": "user", "content": [{"type": "text", "text": "list "}, {"type": "text", "text": "files"}]},
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "call00000", "type": "function", "function": {"name": "ls", "arguments": '{"a": true}'}},
+                {"id": "call00001", "type": "function", "function": {"name": "cd", "arguments": "{oops"}}]},
+            {"role": "tool", "tool_call_id": "call00000", "content": "[]"}]
+    out = template_messages(chat)
+    assert out[0]["content"] == "list files"
+    assert [c["function"]["arguments"] for c in out[1]["tool_calls"]] == [{"a": True}, "{oops"]
+    assert out[2] == chat[2] and chat[1]["tool_calls"][0]["function"]["arguments"] == '{"a": true}'  # not mutated
+
+
 def test_a_waiting_request_gets_the_instance_given_back_and_the_wait_has_a_deadline():
     import threading
 
