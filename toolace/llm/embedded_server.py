@@ -117,14 +117,18 @@ def _tool_prompt(tools: list[dict[str, Any]]) -> str:
     )
 
 
+def _joined_parts(content: Any) -> Any:
+    """A message's content with OpenAI's content parts joined into one text (other content as it is)."""
+    if isinstance(content, list):
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return content
+
+
 def _plain_messages(messages: list[dict[str, Any]]) -> list[dict[str, str]]:
     """Tool calls and tool results written as text, for chat templates that know only plain turns."""
     out: list[dict[str, str]] = []
     for message in messages:
-        content = message.get("content")
-        if isinstance(content, list):  # content parts
-            content = "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-        content = content or ""
+        content = _joined_parts(message.get("content")) or ""
         if message.get("tool_calls"):
             calls = [
                 {"name": c["function"]["name"], "arguments": json.loads(c["function"].get("arguments") or "{}")}
@@ -145,8 +149,8 @@ def template_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for message in messages:
         message = dict(message)
-        if isinstance(message.get("content"), list):  # content parts
-            message["content"] = "".join(str(p.get("text", "")) for p in message["content"] if isinstance(p, dict))
+        if "content" in message:
+            message["content"] = _joined_parts(message["content"])
         if message.get("tool_calls"):
             calls = []
             for call in message["tool_calls"]:
