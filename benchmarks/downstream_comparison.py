@@ -7,8 +7,9 @@
 Each model is scored as `toolace eval --model` scores it (the embedded llama.cpp server, a tuned folder converted to
 GGUF, or ``--engine transformers``; prompt mode: answers stopped once they cannot decode; ``--mode fc``: the tools
 through the model's chat template, or ``--chat-template``'s family's, calls read in its family's format; multi-turn
-categories in either mode), its answers kept in ``DIR/<name>.jsonl``; a model whose answers file is already there
-is not asked again (so a comparison can grow one model at a time). Printed per
+categories in either mode), its answers kept in ``DIR/<name>.jsonl``; an item already answered there is not asked
+again (so a comparison grows one model, or a few more items, at a time: the new answers go to
+``DIR/<name>.more.jsonl`` and join the file only once all of them are in). Printed per
 category: each model's accuracy with its 95% bootstrap interval, and each tuned model against the first one (the
 base) with a paired bootstrap on the same items: the difference, its interval, and whether the interval excludes 0.
 Training is separate (`toolace train`, the budget stated where the figures are recorded).
@@ -55,6 +56,23 @@ def difference(paired: PairedDifference) -> str:
     d = paired.difference
     real = "real" if d.low > 0 or d.high < 0 else "not distinguishable from 0"
     return f"{100 * d.estimate:+.1f} points [{100 * d.low:+.1f}, {100 * d.high:+.1f}] ({real})"
+
+
+def unanswered(items: dict[str, list], answers: Path) -> dict[str, list]:
+    """The items (per category) ``answers`` holds no answer for: all of them when the file is not there."""
+    done = outcomes(answers) if answers.exists() else {}
+    left = {category: [item for item in entries if item.id not in done.get(category, {})]
+            for category, entries in items.items()}
+    return {category: entries for category, entries in left.items() if entries}
+
+
+def join_answers(answers: Path, more: Path) -> None:
+    """``more``'s answers appended to ``answers`` (written beside it and renamed: never half joined)."""
+    joined = answers.with_name(answers.name + ".joining")
+    old = answers.read_text() if answers.exists() else ""
+    joined.write_text(old + ("" if not old or old.endswith("\n") else "\n") + more.read_text())
+    joined.replace(answers)
+    more.unlink()
 
 
 def fc_template_for(model: str, chat_template: str | None) -> str | None:
@@ -131,19 +149,22 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     for name, model in models:
         output = args.out / f"{name}.jsonl"
-        if output.exists():
-            print(f"{name}: answers already in {output}", file=sys.stderr)
+        asked = unanswered(items, output)
+        if not asked:
+            print(f"{name}: every item already answered in {output}", file=sys.stderr)
             continue
+        more = args.out / f"{name}.more.jsonl"
         started = time.perf_counter()
         options = ServingOptions(engine=args.engine, slots=args.slots)
         if args.mode == "fc":
             with fc_answer_source(model, args.max_tokens, options, fc_template_for(model, args.chat_template),
                                   log=log) as source:
-                evaluate_complete(items, source, str(output))
+                evaluate_complete(asked, source, str(more))
         else:
             with answer_source(model, args.max_tokens, options, log=log) as source:
-                evaluate_complete(items, source, str(output))
-        print(f"{name}: {sum(len(v) for v in items.values())} items in {time.perf_counter() - started:.0f} s",
+                evaluate_complete(asked, source, str(more))
+        join_answers(output, more)
+        print(f"{name}: {sum(len(v) for v in asked.values())} items in {time.perf_counter() - started:.0f} s",
               file=sys.stderr)
 
     print(f"date: {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}; machine: {platform.node()} "
