@@ -164,3 +164,11 @@ def test_cli_prints_each_seed_and_the_mean(tmp_path, monkeypatch):
     assert "tuned - base over 3 seeds: +30.0 points" in result.output
     bad = CliRunner().invoke(app, ["downstream-check", str(run), "--seeds", "0"])
     assert bad.exit_code == 1 and "--seeds" in bad.output
+
+
+def test_seeds_that_never_change_a_verdict_get_the_exact_bound_both_ways():
+    base = [False] * 16
+    estimate, low, high, p = seeds_difference(base, [base, base])
+    one_seed = paired_difference(base, base).difference
+    assert (estimate, low, high, p) == pytest.approx((0.0, one_seed.low, one_seed.high, 1.0))
+    assert 0.20 < high < 0.21

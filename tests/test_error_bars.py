@@ -39,3 +39,18 @@ def test_the_downstream_record_gets_intervals_and_the_paired_comparison() -> Non
     assert compared["overall"]["difference"] == 0.5 and compared["overall"]["tuned_only"] == 2
     assert paired_comparison([CategoryScore("simple_python", 4, 1)], tuned) == {}  # no per-item verdicts: none
     assert overall(base + tuned).outcomes == base[0].outcomes + tuned[0].outcomes
+
+
+def test_a_unanimous_verdict_gets_the_exact_interval_not_a_collapsed_bootstrap() -> None:
+    none_right = accuracy_interval([False] * 16)
+    assert none_right.estimate == 0.0 and none_right.low == 0.0
+    assert abs(none_right.high - (1 - 0.025 ** (1 / 16))) < 1e-12 and 0.20 < none_right.high < 0.21
+    assert none_right.percent() == "0.0% [0.0, 20.6]"
+    all_right = counts_interval(240, 240)
+    assert all_right.estimate == 1.0 and all_right.high == 1.0 and 0.984 < all_right.low < 0.985
+    assert 0.009 < counts_interval(0, 400).high < 0.0093  # more items, a tighter bound
+    agree = paired_difference([False] * 16, [False] * 16)
+    assert agree.difference.estimate == 0.0 and agree.difference.low == -none_right.high
+    assert agree.difference.high == none_right.high and agree.p_not_better == 1.0
+    one_differs = paired_difference([False] * 16, [False] * 15 + [True])  # not unanimous: the bootstrap again
+    assert one_differs.tuned_only == 1 and one_differs.difference.low == 0.0

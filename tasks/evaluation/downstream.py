@@ -48,7 +48,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from tasks.dialogs.complexity import DEFAULT_TARGET
 from tasks.evaluation.bfcl_data import BfclItem, check_categories
 from tasks.evaluation.bfcl_eval import CategoryScore, overall
-from tasks.evaluation.statistics import BOOTSTRAP_SAMPLES, LEVEL, paired_difference
+from tasks.evaluation.statistics import BOOTSTRAP_SAMPLES, LEVEL, paired_difference, unseen_rate_bound
 from tasks.storage import run_storage, writers
 from toolace.errors import UserError
 
@@ -311,12 +311,17 @@ def seeds_difference(base: Sequence[bool], tuned: Sequence[Sequence[bool]], samp
                      level: float = LEVEL, seed: int = 0) -> tuple[float, float, float, float]:
     """(mean difference tuned - base over seeds, its 95% interval, one-sided p of "not better") by a two-level
     bootstrap: each resample draws the seeds with replacement and the items with replacement (the same items for
-    every seed, as they are paired), so the interval carries both the training-seed and the item variance."""
+    every seed, as they are paired), so the interval carries both the training-seed and the item variance. No item
+    differing under any seed: plus or minus the exact bound on a rate never seen in that many items (as
+    :func:`tasks.evaluation.statistics.paired_difference` does for one seed)."""
     a = np.asarray(base, dtype=float)
     diffs = np.asarray(tuned, dtype=float) - a[None, :]  # seeds x items
     n_seeds, n_items = diffs.shape
     if n_items == 0 or n_seeds == 0:
         return 0.0, 0.0, 0.0, 1.0
+    if not diffs.any():
+        bound = unseen_rate_bound(n_items, level)
+        return 0.0, -bound, bound, 1.0
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, n_items, size=(samples, n_items))
     per_seed = np.stack([row[picks].mean(axis=1) for row in diffs])  # seeds x samples
