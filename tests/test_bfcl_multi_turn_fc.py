@@ -213,3 +213,45 @@ def test_cli_eval_fc_runs_multi_turn_through_an_endpoint(llm, tmp_path: Path) ->
     assert "BFCL (fc mode)" in result.stdout and "100.0%" in result.stdout
     row = json.loads(output.read_text())
     assert row["valid"] and row["turns"][0][0]["calls"][0] == "cd(folder='document')"
+
+
+TEMPLATE_REFUSAL = {"status": 400, "body": {"error": {
+    "message": "the chat template refused this chat: This model only supports single tool-calls at once!",
+    "type": "invalid_request_error", "code": "chat_template_refused"}}}
+
+
+def test_a_template_that_refuses_the_models_own_history_fails_that_entry_alone(llm) -> None:
+    """Over real HTTP, an endpoint whose template refuses a history with several calls in one message (what Llama
+    3.x's templates do; our embedded server's ``chat_template_refused`` answer): the entry whose model made such a
+    message fails with the template's reason kept, the entry that made one call per message is scored as usual."""
+    entries = load_multi_turn_category("multi_turn_base", 5)
+    several, single = entries[0], entries[4]  # ground truth: 3 calls in the first turn; one call in each turn
+    users = {e.question[t][-1]["content"]: (e, t) for e in (several, single) for t in range(len(e.question))
+             if e.question[t]}
+
+    def rule(body):
+        messages = body["messages"]
+        if any(len(m.get("tool_calls") or []) > 1 for m in messages):
+            return TEMPLATE_REFUSAL
+        if messages[-1]["role"] == "tool":
+            return {"content": "Done."}
+        entry, turn = users[messages[-1]["content"]]
+        calls = ground_truth_calls(entry, turn)
+        return {"tool_calls": [{"name": n, "arguments": a} for n, a in calls]} if calls else {"content": "No."}
+
+    llm.script(rule)
+    results = run_entries([several, single], EndpointFcAnswers(llm.base_url, None))
+    refused, scored = results
+    assert not refused.verdict.valid and refused.verdict.error_type == "multi_turn:inference_error"
+    assert "chat_template" in refused.verdict.error and "single tool-calls" in refused.verdict.error
+    assert scored.verdict.valid
+
+
+def test_a_template_that_refuses_a_chat_the_evaluation_wrote_is_one_clear_error(llm) -> None:
+    """A refused first request holds no call of the model's: every entry would be refused, so the evaluation
+    stops with one error naming the template, instead of failing every entry."""
+    from toolace.errors import EndpointError
+
+    llm.script(lambda body: TEMPLATE_REFUSAL)
+    with pytest.raises(EndpointError, match="chat template .* refused a chat the evaluation wrote"):
+        run_entries(load_multi_turn_category("multi_turn_base", 2), EndpointFcAnswers(llm.base_url, None))

@@ -259,3 +259,25 @@ def test_cli_eval_fc_refuses_a_model_without_tool_support(tiny_base, tmp_path):
                                       "--output", str(output)])
     assert result.exit_code == 1 and "does not show the offered tools" in result.output
     assert not output.exists() and not list(tmp_path.iterdir())
+
+
+@needs_templates
+def test_a_local_template_refusing_the_models_history_fails_that_item_alone(tiny_base, tmp_path):
+    """transformers, the same rule as an endpoint: Llama 3.1's real template refuses two calls in one message
+    (that item's failed answer, the template's words kept) and a chat with no user message to hold the tools
+    (written by the evaluation: one error)."""
+    from tasks.dialogs.complexity import TargetModelError
+    from tasks.evaluation.bfcl_fc import FcRequest
+
+    source = LocalFcAnswers(str(_with_template(tiny_base, tmp_path / "llama-tiny", "llama3.1")), max_new_tokens=2)
+    request = fc_request(load_category("simple_python", limit=1)[0])
+    calls = [{"id": f"call0000{k}", "type": "function", "function": {"name": "calculate_triangle_area",
+                                                                      "arguments": {"base": 10 + k, "height": 5}}}
+             for k in (0, 1)]
+    history = [*request.messages, {"role": "assistant", "content": "", "tool_calls": calls},
+               *({"role": "tool", "tool_call_id": c["id"], "content": "25"} for c in calls)]
+    (refused,) = source.answer_fc([FcRequest(history, request.tools)])
+    assert refused.text is None and refused.error.startswith("chat_template:")
+    assert "only supports single tool-calls" in refused.error
+    with pytest.raises(TargetModelError, match="chat template refused a BFCL chat"):
+        source.answer_fc([FcRequest([{"role": "system", "content": "Be brief."}], request.tools)])

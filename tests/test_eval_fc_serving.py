@@ -72,3 +72,52 @@ def test_cli_eval_fc_serves_a_local_model_with_llama_cpp(tmp_path: Path) -> None
     rows = [json.loads(line) for line in output.read_text().splitlines()]
     assert len(rows) == 2 and all("hermes calls, qwen2.5 chat template" in r["model"] for r in rows)
     assert all(r["answer"] and not r["answer"].startswith('{"content"') for r in rows)  # no grammar of ours
+
+
+def _two_calls_history() -> tuple[list[dict], list[dict]]:
+    """A simple_python chat whose assistant made two calls in one message, their results after it."""
+    request = fc_request(load_category("simple_python", 1)[0])
+    calls = [{"id": f"call0000{k}", "type": "function", "function": {
+        "name": "calculate_triangle_area", "arguments": json.dumps({"base": 10 + k, "height": 5})}} for k in (0, 1)]
+    results = [{"role": "tool", "tool_call_id": c["id"], "content": "25"} for c in calls]
+    return [*request.messages, {"role": "assistant", "content": "", "tool_calls": calls}, *results], request.tools
+
+
+def test_a_real_template_refusing_the_models_history_fails_that_item_alone(tmp_path: Path) -> None:
+    """Llama 3.1's real template refuses several calls in one assistant message (``raise_exception``). Served with
+    it, the embedded server answers such a chat with HTTP 400 ``chat_template_refused`` and the template's own
+    words; the FC source makes it that item's failed answer, the next item is answered; a chat the template
+    refuses that holds no call of the model's (here: no user message to put the tools in) stops with one error;
+    a streamed request gets the refusal as an error event."""
+    import asyncio
+
+    from tasks.evaluation.bfcl_fc import EndpointFcAnswers, FcRequest
+    from toolace.errors import EndpointError
+    from toolace.llm.embedded_server import TemplateRefused
+    from toolace.llm.endpoint import embedded_endpoint
+
+    template = load_family("llama3.1", templates_dir(None, DEFAULT_FAMILIES))
+    template_file = tmp_path / "llama3.1.jinja"
+    template_file.write_text(template.text, encoding="utf-8")
+    history, tools = _two_calls_history()
+    one_call = [*history[:-3], {**history[-3], "tool_calls": history[-3]["tool_calls"][:1]}, history[-2]]
+    with embedded_endpoint(model_path=str(default_gguf_path()), alias="fc-llama", instances=1, n_ctx=4096,
+                           tool_template_file=str(template_file)) as endpoint:
+        source = EndpointFcAnswers(endpoint.base_url, endpoint.model, max_tokens=4, concurrency=1, hedge=False)
+        refused, answered = source.answer_fc([FcRequest(history, tools), FcRequest(one_call, tools)])
+        assert refused.text is None and refused.error.startswith("chat_template:")
+        assert "This model only supports single tool-calls at once!" in refused.error
+        assert answered.error is None and answered.text is not None
+        with pytest.raises(EndpointError, match="refused a chat the evaluation wrote"):
+            source.answer_fc([FcRequest([{"role": "system", "content": "Answer briefly."}], tools)])
+
+    model = EmbeddedModel(default_gguf_path(), "fc-llama", n_ctx=4096, instances=1, tool_template=template.text)
+    with pytest.raises(TemplateRefused, match="single tool-calls"):
+        model.complete({"messages": history, "tools": tools, "max_tokens": 4})
+
+    async def events() -> list[str]:
+        return [e async for e in model.stream({"messages": history, "tools": tools, "max_tokens": 4,
+                                               "stream": True})]
+
+    (event,) = asyncio.run(events())
+    assert json.loads(event.removeprefix("data: "))["error"]["code"] == "chat_template_refused"

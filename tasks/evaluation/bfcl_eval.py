@@ -60,11 +60,16 @@ async def chat_all(settings: Any,
                    requests: list[tuple[list[dict[str, Any]], list[dict[str, Any]] | None]],
                    stop: StopRule | None = None) -> list[Any]:
     """Every request (messages, tools or None) answered by the endpoint through one gateway, concurrently within
-    its limits; an endpoint that cannot answer is one :class:`EndpointError`, not a wrong answer per item. A
-    request longer than the model's context is that item's failure: its place holds the
-    :class:`~toolace.llm.gateway.ContextLengthExceeded` (:func:`over_context` makes it the failed answer).
+    its limits; an endpoint that cannot answer is one :class:`EndpointError`, not a wrong answer per item. Two
+    refusals are that item's failure, their place holding the exception (:func:`failed_answer` makes it the
+    failed answer): a request longer than the model's context
+    (:class:`~toolace.llm.gateway.ContextLengthExceeded`), and a chat the chat template refuses
+    (:class:`~toolace.llm.gateway.ChatTemplateRefused`) when it holds the model's own calls (Llama 3.x's
+    templates refuse several calls in one message: the model made a history its template cannot write, BFCL's
+    inference error). A template that refuses a chat holding no calls, one the evaluation wrote, refuses every
+    item: one :class:`EndpointError`.
     ``stop``: each answer streamed and closed once the rule says it is settled (see ``LLMGateway.chat``)."""
-    from toolace.llm.gateway import ContextLengthExceeded, LLMCallFailed, LLMGateway
+    from toolace.llm.gateway import ChatTemplateRefused, ContextLengthExceeded, LLMCallFailed, LLMGateway
 
     gateway = LLMGateway(settings)
     try:
@@ -72,11 +77,17 @@ async def chat_all(settings: Any,
                                          for messages, tools in requests), return_exceptions=True)
     finally:
         await gateway.aclose()
-    for result in results:
+    for (messages, _), result in zip(requests, results, strict=True):
         if isinstance(result, EndpointError):
             raise result
         if isinstance(result, ContextLengthExceeded):
             continue
+        if isinstance(result, ChatTemplateRefused):
+            if holds_model_calls(messages):
+                continue
+            raise EndpointError(f"the chat template of the endpoint {settings.base_url} refused a chat the "
+                                f"evaluation wrote (no call of the model's in it), so it would refuse every item: "
+                                f"{result}")
         if isinstance(result, LLMCallFailed):
             raise EndpointError(f"the endpoint {settings.base_url} failed to answer: {result}")
         if isinstance(result, BaseException):
@@ -84,12 +95,20 @@ async def chat_all(settings: Any,
     return list(results)
 
 
-def over_context(result: Any) -> Answer | None:
-    """The failed answer of a request :func:`chat_all` found longer than the model's context, else None."""
-    from toolace.llm.gateway import ContextLengthExceeded
+def holds_model_calls(messages: list[dict[str, Any]]) -> bool:
+    """Whether a chat's history holds calls of the model's (an assistant message with ``tool_calls``)."""
+    return any(m.get("role") == "assistant" and m.get("tool_calls") for m in messages)
+
+
+def failed_answer(result: Any) -> Answer | None:
+    """The failed answer of a request :func:`chat_all` kept as its item's failure (over the model's context, or
+    refused by the chat template), else None."""
+    from toolace.llm.gateway import ChatTemplateRefused, ContextLengthExceeded
 
     if isinstance(result, ContextLengthExceeded):
         return Answer(None, f"context_length: {result}")
+    if isinstance(result, ChatTemplateRefused):
+        return Answer(None, f"chat_template: {result}")
     return None
 
 
@@ -189,7 +208,7 @@ class EndpointAnswers:
 
     async def _answer_all(self, chats: list[list[dict[str, str]]], stop: StopRule | None) -> list[Answer]:
         results = await chat_all(self.settings, [(chat, None) for chat in chats], stop)
-        return [over_context(result) or Answer(result.content or "", stopped=stop_note(stop, result.stopped))
+        return [failed_answer(result) or Answer(result.content or "", stopped=stop_note(stop, result.stopped))
                 for result in results]
 
 

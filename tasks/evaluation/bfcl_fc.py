@@ -41,7 +41,8 @@ from tasks.evaluation.bfcl_eval import (
     ItemResult,
     LocalModelAnswers,
     chat_all,
-    over_context,
+    failed_answer,
+    holds_model_calls,
     score_item,
 )
 from tasks.evaluation.bfcl_fc_shapes import (
@@ -204,7 +205,10 @@ class LocalFcAnswers(FcSource, LocalModelAnswers):
         self.description = f"{self.description}, {self.tool_format} calls" + (
             f", {chat_template} chat template" if chat_template else "")
 
-    def _prompt_ids(self, request: FcRequest) -> list[int]:
+    def _prompt_ids(self, request: FcRequest) -> list[int] | Answer:
+        """The prompt's token ids; when the template refuses a history holding the model's own calls, that
+        item's failed answer (as :func:`tasks.evaluation.bfcl_eval.chat_all` has it for an endpoint); a refused
+        chat the evaluation wrote stops the evaluation."""
         from tasks.dialogs.complexity import TargetModelError
 
         tokenizer = self.scorer.tokenizer
@@ -212,8 +216,11 @@ class LocalFcAnswers(FcSource, LocalModelAnswers):
             text = tokenizer.apply_chat_template(request.messages, tools=request.tools, tokenize=False,
                                                  add_generation_prompt=True)
         except Exception as exc:
+            reason = f"{type(exc).__name__}: {str(exc)[:200]}"
+            if holds_model_calls(request.messages):
+                return Answer(None, f"chat_template: the chat template refused this chat: {reason}")
             raise TargetModelError(f"model {self.target}: its chat template refused a BFCL chat with tools "
-                                   f"({type(exc).__name__}: {str(exc)[:200]})") from exc
+                                   f"({reason})") from exc
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def answer_fc(self, requests: list[FcRequest]) -> list[Answer]:
@@ -222,7 +229,9 @@ class LocalFcAnswers(FcSource, LocalModelAnswers):
         prompts: dict[int, list[int]] = {}
         for i, request in enumerate(requests):
             ids = self._prompt_ids(request)
-            if limit is not None and len(ids) + self.max_new_tokens > limit:
+            if isinstance(ids, Answer):
+                answers[i] = ids
+            elif limit is not None and len(ids) + self.max_new_tokens > limit:
                 answers[i] = Answer(None, f"context_length: prompt of {len(ids)} tokens + {self.max_new_tokens} new "
                                     f"ones is over the model's context of {limit}")
             else:
@@ -278,7 +287,7 @@ class EndpointFcAnswers(FcSource, EndpointAnswers):
     async def _answer_fc(self, requests: list[FcRequest]) -> list[Answer]:
         answers: list[Answer] = []
         for result in await chat_all(self.settings, [(openai_messages(r.messages), r.tools) for r in requests]):
-            if (failed := over_context(result)) is not None:
+            if (failed := failed_answer(result)) is not None:
                 answers.append(failed)
                 continue
             calls = [{c.name: c.arguments_text} for c in result.tool_calls] or None

@@ -30,6 +30,8 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from toolace.llm.gateway import CHAT_TEMPLATE_REFUSED_CODE
+
 DEFAULT_ALIAS = "smollm2-135m-instruct"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -173,6 +175,12 @@ class InstanceBusy(RuntimeError):
     """No llama.cpp instance came free in time."""
 
 
+class TemplateRefused(Exception):
+    """The chat template (``--tool-template``) refused to render a chat (a Jinja ``raise_exception``, such as Llama
+    3.x's "only supports single tool-calls at once"): answered with HTTP 400, code ``chat_template_refused``,
+    whose message is the template's, as vLLM refuses such a chat."""
+
+
 def common_prefix(a: str, b: str) -> int:
     """How many leading characters ``a`` and ``b`` share (binary search over slices: C speed on long prompts)."""
     low, high = 0, min(len(a), len(b))
@@ -255,9 +263,11 @@ class EmbeddedModel:
         batch_threads = max(1, (os.cpu_count() or 1) // count)
         instances_made = [Llama(model_path=str(model_path), n_ctx=n_ctx, n_threads=1, n_threads_batch=batch_threads,
                                 verbose=False) for _ in range(count)]
+        self._formatter: Any = None
         if tool_template is not None:
             for llama in instances_made:
                 llama.chat_handler = template_handler(llama, tool_template)
+            self._formatter = template_formatter(instances_made[0], tool_template)
         self.pool = InstancePool(instances_made)
 
     @staticmethod
@@ -276,7 +286,9 @@ class EmbeddedModel:
             sampling = self._sampling(body)
             if tools and tool_choice == "auto":
                 sampling["tools"] = tools
-            return template_messages(body.get("messages") or []), None, "template", sampling
+            messages = template_messages(body.get("messages") or [])
+            self._check_renders(messages, sampling.get("tools"))
+            return messages, None, "template", sampling
         messages: list[dict[str, Any]] = _plain_messages(body.get("messages") or [])
         schema: dict[str, Any] | None = None
         mode = "text"
@@ -303,6 +315,14 @@ class EmbeddedModel:
         # key order matters: the grammar writes properties in the order the schema lists them
         grammar = self._grammar(json.dumps(bounded(schema))) if schema is not None else None
         return messages, grammar, mode, self._sampling(body)
+
+    def _check_renders(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> None:
+        """:class:`TemplateRefused` when the template refuses ``messages`` (rendered once more, in milliseconds,
+        before an instance is taken: inside llama.cpp the refusal would read like any other ``ValueError``)."""
+        try:
+            self._formatter(messages=messages, tools=tools)
+        except Exception as exc:  # the template's own raise_exception (ValueError), or a Jinja error it hits
+            raise TemplateRefused(f"the chat template refused this chat: {exc}") from exc
 
     @staticmethod
     def _sampling(body: dict[str, Any]) -> dict[str, Any]:
@@ -364,7 +384,12 @@ class EmbeddedModel:
                 chunk["usage"] = usage
             return f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
 
-        plan = self._plan(body)
+        try:
+            plan = self._plan(body)
+        except TemplateRefused as exc:  # the response has begun: the error goes as an event
+            error = {"message": str(exc), "type": "invalid_request_error", "code": CHAT_TEMPLATE_REFUSED_CODE}
+            yield f"data: {json.dumps({'error': error})}\n\n"
+            return
         messages, grammar, _, sampling = plan
         if grammar is not None:
             whole = await run_in_threadpool(self._whole, plan)
@@ -406,16 +431,21 @@ class EmbeddedModel:
                 self.pool.give_back(index, conversation_key(messages, "".join(text)))
 
 
-def template_handler(llama: Any, template: str) -> Any:
-    """llama-cpp-python's Jinja chat handler for ``template`` with this model's own begin and end tokens (as it
-    makes the handler of a GGUF's own template), which passes a request's ``tools`` to the template."""
+def template_formatter(llama: Any, template: str) -> Any:
+    """llama-cpp-python's Jinja formatter for ``template`` with this model's own begin and end tokens (as it makes
+    the handler of a GGUF's own template)."""
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
     eos, bos = llama.token_eos(), llama.token_bos()
     return Jinja2ChatFormatter(template=template,
                                eos_token=llama._model.token_get_text(eos) if eos != -1 else "",
                                bos_token=llama._model.token_get_text(bos) if bos != -1 else "",
-                               stop_token_ids=[eos]).to_chat_handler()
+                               stop_token_ids=[eos])
+
+
+def template_handler(llama: Any, template: str) -> Any:
+    """The chat handler of :func:`template_formatter`, which passes a request's ``tools`` to the template."""
+    return template_formatter(llama, template).to_chat_handler()
 
 
 def create_app(model: EmbeddedModel) -> FastAPI:
@@ -442,6 +472,9 @@ def create_app(model: EmbeddedModel) -> FastAPI:
             return await run_in_threadpool(model.complete, body)
         except InstanceBusy as exc:
             return JSONResponse(status_code=503, content={"error": {"message": str(exc), "type": "server_error"}})
+        except TemplateRefused as exc:
+            return JSONResponse(status_code=400, content={"error": {
+                "message": str(exc), "type": "invalid_request_error", "code": CHAT_TEMPLATE_REFUSED_CODE}})
         except ValueError as exc:  # e.g. prompt longer than the context window
             return JSONResponse(status_code=400, content={"error": {"message": str(exc),
                                                                      "type": "invalid_request_error"}})

@@ -141,6 +141,22 @@ class ContextLengthExceeded(LLMCallFailed):
     request's item alone fails (a multi-turn conversation that outgrew the model), never the run."""
 
 
+class ChatTemplateRefused(LLMCallFailed):
+    """The endpoint's chat template refused to render this chat (our embedded server's ``chat_template_refused``
+    400: a template's ``raise_exception``, such as Llama 3.x's "only supports single tool-calls at once"). The
+    caller decides: a chat of the model's own making (a history holding its calls) fails its item alone; a chat
+    the evaluation wrote itself is a configuration error (``tasks.evaluation.bfcl_eval.chat_all``)."""
+
+
+# the error code our embedded server (toolace.llm.embedded_server) answers a chat its template refuses with
+CHAT_TEMPLATE_REFUSED_CODE = "chat_template_refused"
+
+
+def template_refusal(exc: openai.APIStatusError) -> bool:
+    """Whether a 400 says the chat template refused the chat."""
+    return exc.status_code == 400 and _error_fields(exc)[2] == CHAT_TEMPLATE_REFUSED_CODE
+
+
 # vLLM ("maximum context length is"), OpenAI (code context_length_exceeded), llama.cpp's server ("exceeds the
 # available context size"), llama-cpp-python ("exceed context window")
 _CONTEXT_TEXT = re.compile(r"context[ _](length|window|size)|maximum context|prompt is too long", re.IGNORECASE)
@@ -523,7 +539,8 @@ class LLMGateway:
                     if refused is not None:
                         self.refused = refused
                         raise refused from exc
-                    failed = ContextLengthExceeded if context_overflow(exc) else LLMCallFailed
+                    failed = (ContextLengthExceeded if context_overflow(exc) else
+                              ChatTemplateRefused if template_refusal(exc) else LLMCallFailed)
                     raise failed(f"request refused with HTTP {exc.status_code}: {_short(exc)}") from exc
                 last_error = exc
                 delay = retry_after_s(exc.response.headers, self.settings.retry_after_cap_s) \
