@@ -88,13 +88,15 @@ def test_a_real_template_refusing_the_models_history_fails_that_item_alone(tmp_p
     it, the embedded server answers such a chat with HTTP 400 ``chat_template_refused`` and the template's own
     words; the FC source makes it that item's failed answer, the next item is answered; a chat the template
     refuses that holds no call of the model's (here: no user message to put the tools in) stops with one error;
-    a streamed request gets the refusal as an error event."""
+    a streamed request gets the refusal as an error event, which the gateway reads as the same refusal."""
     import asyncio
 
+    from tasks.evaluation.bfcl_eval import chat_all
     from tasks.evaluation.bfcl_fc import EndpointFcAnswers, FcRequest
     from toolace.errors import EndpointError
     from toolace.llm.embedded_server import TemplateRefused
     from toolace.llm.endpoint import embedded_endpoint
+    from toolace.llm.gateway import ChatTemplateRefused
 
     template = load_family("llama3.1", templates_dir(None, DEFAULT_FAMILIES))
     template_file = tmp_path / "llama3.1.jinja"
@@ -110,6 +112,15 @@ def test_a_real_template_refusing_the_models_history_fails_that_item_alone(tmp_p
         assert answered.error is None and answered.text is not None
         with pytest.raises(EndpointError, match="refused a chat the evaluation wrote"):
             source.answer_fc([FcRequest([{"role": "system", "content": "Answer briefly."}], tools)])
+
+        class NeverSettled:  # a stop rule: the answer streams (as prompt mode asks), the refusal comes as an event
+            name = "never-settled-v1"
+
+            def __call__(self, text: str) -> str | None:
+                return None
+
+        (streamed,) = asyncio.run(chat_all(source.settings, [(history, tools)], stop=NeverSettled()))
+        assert isinstance(streamed, ChatTemplateRefused) and "single tool-calls" in str(streamed)
 
     model = EmbeddedModel(default_gguf_path(), "fc-llama", n_ctx=4096, instances=1, tool_template=template.text)
     with pytest.raises(TemplateRefused, match="single tool-calls"):

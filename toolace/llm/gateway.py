@@ -157,6 +157,14 @@ def template_refusal(exc: openai.APIStatusError) -> bool:
     return exc.status_code == 400 and _error_fields(exc)[2] == CHAT_TEMPLATE_REFUSED_CODE
 
 
+def streamed_template_refusal(exc: Exception) -> bool:
+    """Whether a streamed answer's error event (the SDK raises it as an ``APIError`` whose body is the event's
+    ``error``) says the chat template refused the chat: a stream has begun with HTTP 200 before the server knows."""
+    body = getattr(exc, "body", None)
+    return (isinstance(exc, openai.APIError) and not isinstance(exc, openai.APIStatusError)
+            and isinstance(body, dict) and body.get("code") == CHAT_TEMPLATE_REFUSED_CODE)
+
+
 # vLLM ("maximum context length is"), OpenAI (code context_length_exceeded), llama.cpp's server ("exceeds the
 # available context size"), llama-cpp-python ("exceed context window")
 _CONTEXT_TEXT = re.compile(r"context[ _](length|window|size)|maximum context|prompt is too long", re.IGNORECASE)
@@ -549,6 +557,9 @@ class LLMGateway:
                     json.JSONDecodeError, ValueError) as exc:
                 last_error = exc
             except (openai.APIError, httpx.HTTPError) as exc:  # a streamed answer: an error event, a connection lost
+                if streamed_template_refusal(exc):  # the same refusal as the 400 above, sent as an event
+                    stats.failures += 1
+                    raise ChatTemplateRefused(f"streamed answer refused: {_short(exc)}") from exc
                 last_error = exc
             finally:
                 if probe:
