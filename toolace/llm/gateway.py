@@ -152,17 +152,13 @@ class ChatTemplateRefused(LLMCallFailed):
 CHAT_TEMPLATE_REFUSED_CODE = "chat_template_refused"
 
 
-def template_refusal(exc: openai.APIStatusError) -> bool:
-    """Whether a 400 says the chat template refused the chat."""
-    return exc.status_code == 400 and _error_fields(exc)[2] == CHAT_TEMPLATE_REFUSED_CODE
-
-
-def streamed_template_refusal(exc: Exception) -> bool:
-    """Whether a streamed answer's error event (the SDK raises it as an ``APIError`` whose body is the event's
-    ``error``) says the chat template refused the chat: a stream has begun with HTTP 200 before the server knows."""
-    body = getattr(exc, "body", None)
-    return (isinstance(exc, openai.APIError) and not isinstance(exc, openai.APIStatusError)
-            and isinstance(body, dict) and body.get("code") == CHAT_TEMPLATE_REFUSED_CODE)
+def template_refusal(exc: openai.APIError) -> bool:
+    """Whether an error says the chat template refused the chat: a 400, or a streamed answer's error event (the
+    SDK raises it as an ``APIError`` whose body is the event's ``error``: a stream begins with HTTP 200 before the
+    server knows)."""
+    if isinstance(exc, openai.APIStatusError) and exc.status_code != 400:
+        return False
+    return _error_fields(exc)[2] == CHAT_TEMPLATE_REFUSED_CODE
 
 
 # vLLM ("maximum context length is"), OpenAI (code context_length_exceeded), llama.cpp's server ("exceeds the
@@ -200,7 +196,7 @@ _REFUSAL_TEXT = re.compile(r"\s*(unsupported parameter|unsupported value|invalid
 _QUOTED = re.compile(r"'([A-Za-z_][\w.\[\]]*)'")
 
 
-def _error_fields(exc: openai.APIStatusError) -> tuple[str, str | None, str | None]:
+def _error_fields(exc: openai.APIError) -> tuple[str, str | None, str | None]:
     """``message``, ``param`` and ``code`` of an error body: OpenAI's ``{"error": {...}}`` (the SDK hands
     its inner object) or vLLM's flat ``{"object": "error", "message": ...}``."""
     body = exc.body if isinstance(exc.body, dict) else {}
@@ -557,7 +553,7 @@ class LLMGateway:
                     json.JSONDecodeError, ValueError) as exc:
                 last_error = exc
             except (openai.APIError, httpx.HTTPError) as exc:  # a streamed answer: an error event, a connection lost
-                if streamed_template_refusal(exc):  # the same refusal as the 400 above, sent as an event
+                if isinstance(exc, openai.APIError) and template_refusal(exc):  # the 400's refusal, as an event
                     stats.failures += 1
                     raise ChatTemplateRefused(f"streamed answer refused: {_short(exc)}") from exc
                 last_error = exc
