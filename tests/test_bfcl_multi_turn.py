@@ -178,7 +178,7 @@ def test_a_conversation_that_outgrows_the_context_is_a_failed_entry(llm, tmp_pat
 
     llm.script(rule)
     output = tmp_path / "answers.jsonl"
-    [score] = evaluate(items, EndpointAnswers(llm.base_url, None), str(output))
+    [score] = evaluate(items, EndpointAnswers(llm.base_url, None), str(output), early_stop=False)  # every turn asked
     assert score.items == 3
     rows = {r["id"]: r for r in map(json.loads, output.read_text().splitlines())}
     failed = rows[long_entry.id]
@@ -212,3 +212,85 @@ def test_an_environment_past_its_limits_is_a_failed_entry_and_the_rest_goes_on(b
     assert failed.verdict.error_type == "multi_turn:environment_error"
     assert "wall-clock limit" in failed.verdict.error
     assert passed.verdict.valid
+
+
+def _wrong_at(entries, turns):
+    """answer_for: entry i answers its turn ``turns[i]`` wrongly (None: never), in turn: prose (no call), a call
+    that leaves the state and misses a result, a folder of the wrong name (another state)."""
+    def answer_for(entry, turn, text):
+        index = next(i for i, e in enumerate(entries) if e is entry)
+        if turns[index] != turn or not entry.ground_truth[turn] or text == "Done.":
+            return text
+        return ["I would rather not.", "[pwd()]", text.replace("'", "'x", 1)][index % 3]
+    return answer_for
+
+
+@pytest.mark.parametrize("mode", ["prompt", "fc"])
+def test_settling_at_the_first_failed_turn_keeps_every_verdict_and_asks_less(base_entries, mode) -> None:
+    """``settle``: each turn is checked as it ends, an entry stops at its first failed turn; the verdicts and
+    their reasons are those of the whole transcript, the later turns are not asked (and counted)."""
+    from tasks.evaluation.bfcl_multi_turn import GroundTruthFcAnswers
+
+    entries = base_entries[:7]
+    turns = [0, 1, 2, 0, None, 1, None]
+
+    def source():
+        wrong = _wrong_at(entries, turns)
+        if mode == "prompt":
+            inner = GroundTruthAnswers(entries, answer_for=wrong)
+            ask = inner.answer
+        else:
+            def fc_wrong(entry, turn, calls):  # the same three wrong answers, as calls
+                index = next(i for i, e in enumerate(entries) if e is entry)
+                if turns[index] != turn or not calls:
+                    return calls
+                return [[], [("pwd", {})],
+                        [(name, {k: f"x{v}" if isinstance(v, str) else v for k, v in args.items()})
+                         for name, args in calls]][index % 3]
+            inner = GroundTruthFcAnswers(entries, answer_for=fc_wrong)
+            ask = inner.answer_fc
+
+        class Counting:
+            description, chunk_size, mode = inner.description, 8, getattr(inner, "mode", "prompt")
+            asked = 0
+
+            def _count(self, batch):
+                Counting.asked += len(batch)
+                return ask(batch)
+
+            answer = answer_fc = _count
+        return Counting()
+
+    whole_source, settled_source = source(), source()
+    whole = run_entries(entries, whole_source, mode=mode)
+    settled = run_entries(entries, settled_source, mode=mode, settle=True)
+    assert [(r.verdict.valid, r.verdict.error_type, r.verdict.details.get("turn")) for r in settled] == \
+        [(r.verdict.valid, r.verdict.error_type, r.verdict.details.get("turn")) for r in whole]
+    assert [r.verdict.valid for r in settled] == [t is None for t in turns]
+    assert {r.verdict.error_type for r in settled if not r.verdict.valid} >= {
+        "multi_turn:empty_turn_model_response", "multi_turn:execution_response_mismatch"}
+    for result, turn in zip(settled, turns, strict=True):
+        expected = 0 if turn is None else len(result.entry.question) - turn - 1
+        assert result.unasked_turns == expected and len(result.steps) == len(result.entry.question) - expected
+        assert result.row("m")["unasked_turns"] == expected
+    assert all(r.unasked_turns == 0 for r in whole)
+    assert settled_source.asked < whole_source.asked
+
+
+def test_an_evaluation_settles_by_default_and_asks_every_turn_with_full_answers(base_entries, tmp_path) -> None:
+    """``evaluate``: multi-turn entries settle at their first failed turn unless ``early_stop`` is off (the CLI's
+    ``--full-answers``); the score is the same."""
+    entries = base_entries[:3]
+    items = {"multi_turn_base": entries}
+    wrong = _wrong_at(entries, [0, None, 1])
+    rows = {}
+    for early_stop in (True, False):
+        output = tmp_path / f"{early_stop}.jsonl"
+        [score] = evaluate(items, GroundTruthAnswers(entries, answer_for=wrong), str(output), early_stop=early_stop)
+        assert (score.items, score.correct) == (3, 1)
+        by_id = {r["id"]: r for r in map(json.loads, output.read_text().splitlines())}  # in the order they end
+        rows[early_stop] = [by_id[entry.id] for entry in entries]
+    assert [r["unasked_turns"] for r in rows[True]] == [len(entries[0].question) - 1, 0,
+                                                        len(entries[2].question) - 2]
+    assert [r["unasked_turns"] for r in rows[False]] == [0, 0, 0]
+    assert [r["error_type"] for r in rows[True]] == [r["error_type"] for r in rows[False]]

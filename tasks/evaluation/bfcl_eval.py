@@ -268,7 +268,9 @@ def evaluate(items: dict[str, list[BfclItem]], source: AnswerSource, output: str
     ``early_stop`` (single-turn prompt mode, a source with ``answer_until``): each answer is streamed and stopped as
     soon as no continuation of it could decode as a call list (:mod:`tasks.evaluation.call_list_prefix`), which
     leaves every verdict as it would be and saves decoding the rest of a prose answer. The multi-turn categories
-    always get whole answers: each answer goes back into the conversation the next turn is asked in."""
+    always get whole answers (each goes back into the conversation); there ``early_stop`` (either mode) checks each
+    turn as it ends and asks an entry no more turns once one fails, which leaves every verdict as it would be
+    (``settle``, see :func:`tasks.evaluation.bfcl_multi_turn.run_entries`)."""
     import fsspec
 
     mode = mode or getattr(source, "mode", "prompt")
@@ -301,7 +303,8 @@ def evaluate(items: dict[str, list[BfclItem]], source: AnswerSource, output: str
     try:
         for category, category_items in items.items():
             if category in MULTI_TURN_CATEGORIES:  # executed turn by turn against BFCL's classes
-                scores.append(_evaluate_multi_turn(category, category_items, source, handle, progress, mode))
+                scores.append(_evaluate_multi_turn(category, category_items, source, handle, progress, mode,
+                                                   early_stop))
                 continue
             correct, outcomes = 0, []
             if progress:
@@ -328,7 +331,7 @@ def evaluate(items: dict[str, list[BfclItem]], source: AnswerSource, output: str
 
 
 def _evaluate_multi_turn(category: str, entries: list[MultiTurnEntry], source: AnswerSource, handle: Any,
-                        progress: Progress | None, mode: str) -> CategoryScore:
+                        progress: Progress | None, mode: str, settle: bool) -> CategoryScore:
     from tasks.evaluation.bfcl_multi_turn import evaluate_category
 
     def write_row(row: dict[str, Any]) -> None:
@@ -336,7 +339,7 @@ def _evaluate_multi_turn(category: str, entries: list[MultiTurnEntry], source: A
             handle.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
             handle.flush()
 
-    return evaluate_category(category, entries, source, write_row, progress, mode=mode)
+    return evaluate_category(category, entries, source, write_row, progress, mode=mode, settle=settle)
 
 
 # ------------------------------------------------------------------------------------ our dialogs as items

@@ -182,58 +182,92 @@ class MultiTurnVerdict:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+def decoded_turn(texts: list[str]) -> list[list[Call]]:
+    """The steps of one turn that decode to calls (BFCL ignores what does not decode), each as its calls."""
+    steps = []
+    for text in texts:
+        try:
+            step = decode_step(text)
+        except BfclDecodeError:
+            continue
+        if step.calls:
+            steps.append(step.calls)
+    return steps
+
+
+class TurnChecks:
+    """BFCL's checks of one entry, turn after turn (``multi_turn_checker``): the model's calls and the ground
+    truth's run in two fresh environments ``<prefix>_model`` / ``<prefix>_ground_truth`` of ``sandbox``, loaded
+    at the first :meth:`check` and dropped by :meth:`close`. A turn's verdict depends only on that turn and the ones
+    before it, so checking each turn as it ends gives the verdict the whole transcript would get, as soon as a
+    turn fails. A :class:`SandboxError` propagates."""
+
+    def __init__(self, entry: MultiTurnEntry, sandbox: BfclSandbox, prefix: str = "check") -> None:
+        self.entry = entry
+        self.sandbox = sandbox
+        self.model_env, self.truth_env = f"{prefix}_model", f"{prefix}_ground_truth"
+        self.checked = 0  # turns checked, each passed
+        self.results: list[str] = []  # every result of the model's calls so far
+        self.loaded = False
+
+    def check(self, texts: list[str]) -> MultiTurnVerdict | None:
+        """Check the next turn (the answer texts of its steps): its failure, or None when it passes."""
+        index = self.checked
+        if not self.loaded:
+            self.loaded = True
+            for env in (self.model_env, self.truth_env):
+                self.sandbox.load(env, self.entry.involved_classes, self.entry.initial_config,
+                                  self.entry.long_context)
+        steps = decoded_turn(texts)
+        truth = self.entry.ground_truth[index]
+        turn_results = [r for calls in steps for r in self.sandbox.execute(self.model_env, calls)]
+        truth_results = self.sandbox.execute(self.truth_env, [parse_ground_truth(s) for s in truth])
+        self.results.extend(turn_results)
+        self.checked += 1
+        if truth and not steps:
+            return MultiTurnVerdict(False, "multi_turn:empty_turn_model_response",
+                                    f"Model response list is empty for turn {index}", {"turn": index})
+        if not truth:
+            return None
+        state = self.sandbox.compare(self.model_env, self.truth_env)
+        if not state.valid:
+            names = ", ".join(state.differences)
+            return MultiTurnVerdict(False, "multi_turn:instance_state_mismatch",
+                                    f"turn {index}: the state of {state.class_name} differs from the ground "
+                                    f"truth's in {names}",
+                                    {"turn": index, "class": state.class_name, "differences": state.differences})
+        missing = _missing(truth_results, self.results)
+        if missing:
+            return MultiTurnVerdict(False, "multi_turn:execution_response_mismatch",
+                                    f"turn {index}: {len(missing)} ground-truth execution result(s) missing from "
+                                    f"the model's results so far",
+                                    {"turn": index, "missing_items": missing})
+        return None
+
+    def close(self) -> None:
+        if self.loaded and self.sandbox.worker.alive:
+            for env in (self.model_env, self.truth_env):
+                self.sandbox.drop(env)
+        self.loaded = False
+
+
 def score_transcript(entry: MultiTurnEntry, transcript: list[list[str]], sandbox: BfclSandbox,
                      prefix: str = "check") -> MultiTurnVerdict:
     """BFCL's verdict on what the model said: ``transcript`` holds, per turn, the answer text of each step.
-    Runs in fresh environments ``<prefix>_model`` / ``<prefix>_ground_truth`` of ``sandbox`` (dropped after);
-    a :class:`SandboxError` propagates."""
+    Runs in fresh environments ``<prefix>_model`` / ``<prefix>_ground_truth`` of ``sandbox`` (dropped after, see
+    :class:`TurnChecks`); a :class:`SandboxError` propagates."""
     if len(transcript) != len(entry.ground_truth):
         return MultiTurnVerdict(False, "multi_turn:force_terminated",
                                 f"Model was force-terminated during inference phase: {len(transcript)} turns of "
                                 f"{len(entry.ground_truth)}")
-    decoded: list[list[list[Call]]] = []
-    for turn in transcript:
-        steps = []
-        for text in turn:
-            try:
-                step = decode_step(text)
-            except BfclDecodeError:
-                continue  # BFCL ignores what does not decode
-            if step.calls:
-                steps.append(step.calls)
-        decoded.append(steps)
-    model_env, truth_env = f"{prefix}_model", f"{prefix}_ground_truth"
-    for env in (model_env, truth_env):
-        sandbox.load(env, entry.involved_classes, entry.initial_config, entry.long_context)
+    checks = TurnChecks(entry, sandbox, prefix)
     try:
-        all_results: list[str] = []
-        for index, truth in enumerate(entry.ground_truth):
-            turn_results = [r for step in decoded[index] for r in sandbox.execute(model_env, step)]
-            truth_results = sandbox.execute(truth_env, [parse_ground_truth(s) for s in truth])
-            all_results.extend(turn_results)
-            if truth and not decoded[index]:
-                return MultiTurnVerdict(False, "multi_turn:empty_turn_model_response",
-                                        f"Model response list is empty for turn {index}", {"turn": index})
-            if not truth:
-                continue
-            state = sandbox.compare(model_env, truth_env)
-            if not state.valid:
-                names = ", ".join(state.differences)
-                return MultiTurnVerdict(False, "multi_turn:instance_state_mismatch",
-                                        f"turn {index}: the state of {state.class_name} differs from the ground "
-                                        f"truth's in {names}",
-                                        {"turn": index, "class": state.class_name, "differences": state.differences})
-            missing = _missing(truth_results, all_results)
-            if missing:
-                return MultiTurnVerdict(False, "multi_turn:execution_response_mismatch",
-                                        f"turn {index}: {len(missing)} ground-truth execution result(s) missing from "
-                                        f"the model's results so far",
-                                        {"turn": index, "missing_items": missing})
+        for texts in transcript:
+            if (failure := checks.check(texts)) is not None:
+                return failure
         return MultiTurnVerdict(True)
     finally:
-        for env in (model_env, truth_env):
-            if sandbox.worker.alive:
-                sandbox.drop(env)
+        checks.close()
 
 
 # ------------------------------------------------------------------------------------------ inference
@@ -264,19 +298,23 @@ class MultiTurnResult:
     verdict: MultiTurnVerdict
     transcript: list[list[str]]
     steps: list[list[dict[str, Any]]]  # per turn, per step: answer, calls, results
+    unasked_turns: int = 0  # the turns after a failed one, not asked (``settle``, see :func:`run_entries`)
 
     def row(self, model: str) -> dict[str, Any]:
         return {"id": self.entry.id, "category": self.entry.category, "model": model, "valid": self.verdict.valid,
                 "error_type": self.verdict.error_type, "error": self.verdict.error,
-                "details": jsonable(self.verdict.details), "turns": self.steps}
+                "details": jsonable(self.verdict.details), "turns": self.steps, "unasked_turns": self.unasked_turns}
 
 
 class _Conversation:
-    """One entry's conversation in prompt mode: its messages, what the model said, and its sandbox."""
+    """One entry's conversation in prompt mode: its messages, what the model said, and its sandbox. ``settle``:
+    each turn is checked as it ends and the conversation stops at the first that fails (:class:`TurnChecks`)."""
 
-    def __init__(self, entry: MultiTurnEntry, limits: SandboxLimits) -> None:
+    def __init__(self, entry: MultiTurnEntry, limits: SandboxLimits, settle: bool = False) -> None:
         self.entry = entry
         self.sandbox = BfclSandbox(limits, label=f"BFCL environment of {entry.id}")
+        self.checks = TurnChecks(entry, self.sandbox, prefix="settle") if settle else None
+        self.unasked = 0
         self.messages: list[dict[str, Any]] = self.opening()
         self.transcript: list[list[str]] = [[]]
         self.steps: list[list[dict[str, Any]]] = [[]]
@@ -333,6 +371,11 @@ class _Conversation:
             self.done = True
 
     def _next_turn(self) -> None:
+        if self.checks is not None and (failure := self.checks.check(self.transcript[self.turn])) is not None:
+            self.unasked = len(self.entry.question) - self.turn - 1
+            self.failure = failure
+            self.done = True
+            return
         self.turn += 1
         self.count = 0
         if self.turn >= len(self.entry.question):
@@ -350,14 +393,18 @@ class _Conversation:
         """Score (unless it already failed), close the sandbox, and give the result."""
         verdict = self.failure
         try:
-            if verdict is None:
+            if verdict is None and self.checks is not None and self.checks.checked == len(self.entry.ground_truth):
+                verdict = MultiTurnVerdict(True)  # every turn checked as it ended, and passed
+            elif verdict is None:
                 self.sandbox.drop(INFERENCE_ENV)
+                if self.checks is not None:
+                    self.checks.close()
                 verdict = score_transcript(self.entry, self.transcript, self.sandbox)
         except SandboxError as exc:
             verdict = MultiTurnVerdict(False, "multi_turn:environment_error", f"while scoring: {exc.reason}")
         finally:
             self.sandbox.close()
-        return MultiTurnResult(self.entry, verdict, self.transcript, self.steps)
+        return MultiTurnResult(self.entry, verdict, self.transcript, self.steps, self.unasked)
 
 
 def answered(answer: Answer) -> bool:
@@ -369,10 +416,11 @@ class _FcConversation(_Conversation):
     """One entry's conversation in BFCL's function-calling mode: the tools through the model's template, its calls
     as the assistant's ``tool_calls``, each result in a ``tool`` message (see the module docstring)."""
 
-    def __init__(self, entry: MultiTurnEntry, limits: SandboxLimits, tool_format: str | None) -> None:
+    def __init__(self, entry: MultiTurnEntry, limits: SandboxLimits, tool_format: str | None,
+                 settle: bool = False) -> None:
         self.tool_format = tool_format
         self.calls_made = 0
-        super().__init__(entry, limits)
+        super().__init__(entry, limits, settle)
 
     def opening(self) -> list[dict[str, Any]]:
         return fc_first_turn(self.entry)
@@ -490,7 +538,7 @@ def grouped_by_prompt(entries: list[MultiTurnEntry]) -> list[tuple[int, MultiTur
 
 def run_entries(entries: list[MultiTurnEntry], source: AnswerSource, limits: SandboxLimits | None = None,
                 on_result: Callable[[MultiTurnResult], None] | None = None,
-                mode: str | None = None) -> list[MultiTurnResult]:
+                mode: str | None = None, settle: bool = False) -> list[MultiTurnResult]:
     """Hold every entry's conversation with ``source`` and score it; results in entry order. Up to
     ``source.conversations`` conversations (when the source says: a server with one prompt cache per slot wants
     one conversation per slot, so that each step is evaluated from where the previous one stopped), else
@@ -500,14 +548,22 @@ def run_entries(entries: list[MultiTurnEntry], source: AnswerSource, limits: San
     that caches prompt prefixes evaluates those thousands of tokens once per group, not once per entry.
     ``mode`` ``fc`` (None: the source's own ``mode``, else prompt) asks in BFCL's function-calling mode
     (``source.answer_fc``, see the module docstring). ``on_result`` sees each result as it is final (in the order
-    they finish)."""
+    they finish).
+
+    ``settle``: each turn is checked as soon as it ends (:class:`TurnChecks`, in two more environments of the
+    entry's sandbox) and an entry whose turn fails is not asked its later turns (``unasked_turns`` in its result):
+    the verdict is the one the whole transcript gets, since a turn's checks see only that turn and those before
+    it, and a weak model that fails its first turn costs one turn, not all of them. Only the reason can differ: an
+    entry forced to stop later (``multi_turn:force_terminated``, ``multi_turn:inference_error``) that failed an
+    earlier turn keeps that turn's reason. Off, every turn is asked and the transcript scored once at the end, as
+    BFCL does."""
     limits = limits or DEFAULT_LIMITS
     fc = (mode or getattr(source, "mode", "prompt")) == "fc"
 
     def begin(entry: MultiTurnEntry) -> _Conversation:
         if fc:
-            return _FcConversation(entry, limits, getattr(source, "tool_format", None))
-        return _Conversation(entry, limits)
+            return _FcConversation(entry, limits, getattr(source, "tool_format", None), settle)
+        return _Conversation(entry, limits, settle)
 
     def ask(conversations: list[_Conversation]) -> list[Answer]:
         if fc:
@@ -562,9 +618,9 @@ def run_entries(entries: list[MultiTurnEntry], source: AnswerSource, limits: San
 def evaluate_category(category: str, entries: list[MultiTurnEntry], source: AnswerSource,
                       write_row: Callable[[dict[str, Any]], None] | None = None,
                       progress: Progress | None = None, limits: SandboxLimits | None = None,
-                      mode: str | None = None) -> CategoryScore:
-    """Run and score one multi-turn category (``mode``: see :func:`run_entries`); ``write_row`` gets each entry's
-    JSON row as it is final."""
+                      mode: str | None = None, settle: bool = False) -> CategoryScore:
+    """Run and score one multi-turn category (``mode``, ``settle``: see :func:`run_entries`); ``write_row`` gets
+    each entry's JSON row as it is final."""
     done = 0
     if progress:
         progress(category, 0, len(entries))
@@ -577,7 +633,7 @@ def evaluate_category(category: str, entries: list[MultiTurnEntry], source: Answ
         if progress:
             progress(category, done, len(entries))
 
-    results = run_entries(entries, source, limits, on_result, mode)
+    results = run_entries(entries, source, limits, on_result, mode, settle)
     outcomes = tuple(bool(r.verdict.valid) for r in results)
     return CategoryScore(category, len(results), sum(outcomes), outcomes)
 

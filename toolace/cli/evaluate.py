@@ -54,9 +54,11 @@ def eval_command(
              "takes qwen2.5); a model `toolace train --chat-template` tuned carries it already",
         show_default="the model's own")] = None,
     full_answers: Annotated[bool, typer.Option(
-        "--full-answers", help="Prompt mode: generate every answer to its end. By default a single-turn answer is "
-                               "streamed and stopped once no continuation of it could decode as a call list (prose): "
-                               "the verdicts are the same, the evaluation much faster")] = False,
+        "--full-answers", help="Generate every answer to its end and ask every turn. By default a single-turn "
+                               "prompt-mode answer is streamed and stopped once no continuation of it could decode "
+                               "as a call list (prose), and a multi-turn entry (either mode) is asked no more turns "
+                               "once one fails BFCL's checks: the verdicts are the same, the evaluation much "
+                               "faster")] = False,
 ) -> None:
     """Score a model on BFCL (prompt mode, Python call lists; or --mode fc, function calling in the model's own
     format) with our own AST checker; print the accuracy per category."""
@@ -92,13 +94,13 @@ def eval_command(
 
             source = EndpointFcAnswers(base_url, llm_model, tool_format=check_tool_format(tool_format),
                                        max_tokens=max_tokens, concurrency=concurrency)
-            scores = evaluate_complete(items, source, output, progress)
+            scores = evaluate_complete(items, source, output, progress, early_stop)
         elif mode == "fc":
             err.print(f"loading {model or 'smollm2'} ...")
             options = ServingOptions(engine=engine, slots=slots, batch_size=batch_size)
             with fc_answer_source(model or "smollm2", max_tokens, options, chat_template,
                                   check_tool_format(tool_format), log=err.print) as source:
-                scores = evaluate_complete(items, source, output, progress)
+                scores = evaluate_complete(items, source, output, progress, early_stop)
         elif base_url:
             source = EndpointAnswers(base_url, llm_model, max_tokens=max_tokens, concurrency=concurrency)
             scores = evaluate_complete(items, source, output, progress, early_stop)
