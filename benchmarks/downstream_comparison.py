@@ -2,14 +2,16 @@
 
     .venv/bin/python benchmarks/downstream_comparison.py --model base=smollm2 --model shared=/tmp/tuned-a \
         [--model NAME=FOLDER ...] [--category simple_python --category irrelevance] [--limit N] \
-        [--max-tokens 128] [--out DIR] [--mode fc [--chat-template FAMILY]] [--engine transformers] [--slots N]
+        [--max-tokens 128] [--out DIR] [--mode fc [--chat-template FAMILY]] [--engine transformers] [--slots N] \
+        [--full-answers]
 
 Each model is scored as `toolace eval --model` scores it (the embedded llama.cpp server, a tuned folder converted to
 GGUF, or ``--engine transformers``; prompt mode: answers stopped once they cannot decode; ``--mode fc``: the tools
 through the model's chat template, or ``--chat-template``'s family's, calls read in its family's format; multi-turn
-categories in either mode), its answers kept in ``DIR/<name>.jsonl``; an item already answered there is not asked
-again (so a comparison grows one model, or a few more items, at a time: the new answers go to
-``DIR/<name>.more.jsonl`` and join the file only once all of them are in). Printed per
+categories in either mode, each entry asked no more turns once one fails unless ``--full-answers``), its answers
+kept in ``DIR/<name>.jsonl``; an item already answered there is not asked again (so a comparison grows one model,
+or a few more items, at a time: the new answers go to ``DIR/<name>.more.jsonl`` and join the file only once all of
+them are in). Printed per
 category: each model's accuracy with its 95% bootstrap interval, and each tuned model against the first one (the
 base) with a paired bootstrap on the same items: the difference, its interval, and whether the interval excludes 0.
 Training is separate (`toolace train`, the budget stated where the figures are recorded).
@@ -130,6 +132,8 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=None,
                         help="llama.cpp slots (default: the CPU count; multi-turn: 1 evaluates each "
                              "group's long prompt once, with every core)")
+    parser.add_argument("--full-answers", action="store_true",
+                        help="as `toolace eval --full-answers`: every answer to its end, every multi-turn turn asked")
     parser.add_argument("--chat-template", default=None,
                         help="--mode fc: a family's template for models without a tool template of their own (a "
                              "model trained with `toolace train --chat-template` carries it already)")
@@ -159,16 +163,17 @@ def main() -> None:
         if args.mode == "fc":
             with fc_answer_source(model, args.max_tokens, options, fc_template_for(model, args.chat_template),
                                   log=log) as source:
-                evaluate_complete(asked, source, str(more))
+                evaluate_complete(asked, source, str(more), early_stop=not args.full_answers)
         else:
             with answer_source(model, args.max_tokens, options, log=log) as source:
-                evaluate_complete(asked, source, str(more))
+                evaluate_complete(asked, source, str(more), early_stop=not args.full_answers)
         join_answers(output, more)
         print(f"{name}: {sum(len(v) for v in asked.values())} items in {time.perf_counter() - started:.0f} s",
               file=sys.stderr)
 
     print(f"date: {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}; machine: {platform.node()} "
           f"({os.cpu_count()} CPUs); max tokens {args.max_tokens}; {args.mode} mode"
+          + ("; full answers" if args.full_answers else "")
           + (f", {args.chat_template} chat template where a model has no tool template" if args.chat_template else ""))
     results = {name: outcomes(args.out / f"{name}.jsonl") for name, _ in models}
     base = models[0][0]
