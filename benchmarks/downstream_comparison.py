@@ -173,8 +173,8 @@ def main() -> None:
 
     print(f"date: {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}; machine: {platform.node()} "
           f"({os.cpu_count()} CPUs); max tokens {args.max_tokens}; {args.mode} mode"
-          + ("; full answers" if args.full_answers else "")
-          + (f", {args.chat_template} chat template where a model has no tool template" if args.chat_template else ""))
+          + (f", {args.chat_template} chat template where a model has no tool template" if args.chat_template else "")
+          + ("; full answers" if args.full_answers else ""))
     results = {name: outcomes(args.out / f"{name}.jsonl") for name, _ in models}
     base = models[0][0]
     for category in categories:
