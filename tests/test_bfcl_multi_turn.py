@@ -294,3 +294,17 @@ def test_an_evaluation_settles_by_default_and_asks_every_turn_with_full_answers(
                                                         len(entries[2].question) - 2]
     assert [r["unasked_turns"] for r in rows[False]] == [0, 0, 0]
     assert [r["error_type"] for r in rows[True]] == [r["error_type"] for r in rows[False]]
+
+
+def test_a_settled_entry_forced_to_stop_is_force_terminated_as_a_whole_one_is(base_entries) -> None:
+    """A turn that never ends (a call at every step, past the 20-step limit) is not checked as a turn: the entry is
+    scored whole at the end, ``multi_turn:force_terminated`` both ways."""
+    entries = base_entries[:1]
+
+    def endless(entry, turn, text):  # turn 0 right; in turn 1 the model calls again instead of "Done."
+        return "[pwd()]" if turn == 1 and text == "Done." else text
+
+    verdicts = [run_entries(entries, GroundTruthAnswers(entries, answer_for=endless), settle=settle)[0]
+                for settle in (False, True)]
+    assert [v.verdict.error_type for v in verdicts] == ["multi_turn:force_terminated"] * 2
+    assert [len(v.steps) for v in verdicts] == [2, 2] and verdicts[1].unasked_turns == 0
