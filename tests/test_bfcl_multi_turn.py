@@ -197,7 +197,8 @@ def test_entries_that_share_a_system_prompt_run_one_after_another(base_entries) 
     assert order[0][0] == 0
 
 
-def test_an_environment_past_its_limits_is_a_failed_entry_and_the_rest_goes_on(base_entries) -> None:
+@pytest.mark.parametrize("settle", [False, True])
+def test_an_environment_past_its_limits_is_a_failed_entry_and_the_rest_goes_on(base_entries, settle) -> None:
     with_math, plain = base_entries[15], base_entries[1]
     assert "MathAPI" in with_math.involved_classes
 
@@ -207,7 +208,7 @@ def test_an_environment_past_its_limits_is_a_failed_entry_and_the_rest_goes_on(b
         return text
 
     source = GroundTruthAnswers([with_math, plain], answer_for=slow)
-    results = run_entries([with_math, plain], source, SandboxLimits(call_timeout_s=1.0))
+    results = run_entries([with_math, plain], source, SandboxLimits(call_timeout_s=1.0), settle=settle)
     failed, passed = results
     assert failed.verdict.error_type == "multi_turn:environment_error"
     assert "wall-clock limit" in failed.verdict.error

@@ -35,7 +35,9 @@ call in that turn (``multi_turn:empty_turn_model_response``), every class's publ
 ground truth's (``multi_turn:instance_state_mismatch``, naming the class and the attributes) and every result of
 the turn's ground-truth calls must be among the model's results so far, as a multiset
 (``multi_turn:execution_response_mismatch``). An environment that raises past its handler or runs past its limits
-makes a failed entry with the reason (``multi_turn:environment_error``); the evaluation goes on.
+makes a failed entry with the reason (``multi_turn:environment_error``); the evaluation goes on. The same checks can
+run as each turn ends (:class:`TurnChecks`, ``settle`` in :func:`run_entries`, the evaluation's default): an entry
+is then asked no more turns once one fails, with the verdict the whole transcript would get.
 """
 
 from __future__ import annotations
@@ -371,11 +373,17 @@ class _Conversation:
             self.done = True
 
     def _next_turn(self) -> None:
-        if self.checks is not None and (failure := self.checks.check(self.transcript[self.turn])) is not None:
-            self.unasked = len(self.entry.question) - self.turn - 1
-            self.failure = failure
-            self.done = True
-            return
+        if self.checks is not None:
+            try:
+                failure = self.checks.check(self.transcript[self.turn])
+            except SandboxError as exc:
+                self.fail("multi_turn:environment_error", f"while checking turn {self.turn}: {exc.reason}")
+                return
+            if failure is not None:
+                self.unasked = len(self.entry.question) - self.turn - 1
+                self.failure = failure
+                self.done = True
+                return
         self.turn += 1
         self.count = 0
         if self.turn >= len(self.entry.question):
