@@ -256,7 +256,7 @@ def test_settling_at_the_first_failed_turn_keeps_every_verdict_and_asks_less(bas
             asked = 0
 
             def _count(self, batch):
-                Counting.asked += len(batch)
+                self.asked += len(batch)
                 return ask(batch)
 
             answer = answer_fc = _count

@@ -208,7 +208,7 @@ class TurnChecks:
         self.entry = entry
         self.sandbox = sandbox
         self.model_env, self.truth_env = f"{prefix}_model", f"{prefix}_ground_truth"
-        self.checked = 0  # turns checked, each passed
+        self.checked = 0  # turns checked so far (a failed one ends the checking)
         self.results: list[str] = []  # every result of the model's calls so far
         self.loaded = False
 
