@@ -240,3 +240,19 @@ def test_help_shows_every_default():
     assert "<thread|dask>" in run_help and "[default: (thread)]" in run_help
     assert "[default: auto]" in plain_help("verify") and "<rules|all>" in plain_help("verify")
     assert "[env var: PREFECT_API_URL]" in plain_help("deploy")
+
+
+def test_log_lines_reach_a_narrow_terminal_whole_and_as_written():
+    """Training and evaluation report through ``line_printer``: a line longer than the terminal is not broken (a long
+    path stays whole, the words after it stay on its line) and brackets in a path are not read as markup."""
+    import io
+
+    from rich.console import Console
+
+    from toolace.cli.log_lines import line_printer
+
+    out = io.StringIO()
+    line = ("read 2 samples from /tmp/pytest-of-root/pytest-12/popen-gw1/[run 3]/native0/openai.jsonl: 2 used, "
+            "skipped 0; 6 examples, native format")
+    line_printer(Console(file=out, width=40))(line)
+    assert out.getvalue() == line + "\n"

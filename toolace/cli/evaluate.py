@@ -68,6 +68,7 @@ def eval_command(
     from tasks.evaluation.bfcl_eval import EndpointAnswers, load_items
     from tasks.evaluation.bfcl_fc import check_tool_format
     from tasks.evaluation.model_serving import ServingOptions, answer_source, evaluate_complete, fc_answer_source
+    from toolace.cli.log_lines import line_printer
 
     if model and base_url:
         fail("give either --model (a local model) or --base-url (an endpoint), not both")
@@ -99,7 +100,7 @@ def eval_command(
             err.print(f"loading {model or 'smollm2'} ...")
             options = ServingOptions(engine=engine, slots=slots, batch_size=batch_size)
             with fc_answer_source(model or "smollm2", max_tokens, options, chat_template,
-                                  check_tool_format(tool_format), log=err.print) as source:
+                                  check_tool_format(tool_format), log=line_printer(err)) as source:
                 scores = evaluate_complete(items, source, output, progress, early_stop)
         elif base_url:
             source = EndpointAnswers(base_url, llm_model, max_tokens=max_tokens, concurrency=concurrency)
@@ -107,7 +108,7 @@ def eval_command(
         else:
             err.print(f"loading {model or 'smollm2'} ...")
             options = ServingOptions(engine=engine, slots=slots, batch_size=batch_size)
-            with answer_source(model or "smollm2", max_tokens, options, log=err.print) as source:
+            with answer_source(model or "smollm2", max_tokens, options, log=line_printer(err)) as source:
                 scores = evaluate_complete(items, source, output, progress, early_stop)
     _print_scores(scores, source.description, output, mode)
 

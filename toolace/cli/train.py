@@ -46,13 +46,14 @@ def train(
 
     from tasks.training.fine_tuning import TrainConfig, skipped_summary
     from tasks.training.fine_tuning import train as train_model
+    from toolace.cli.log_lines import line_printer
 
     console = Console(stderr=True)
     config = TrainConfig(dataset=dataset, out=out, base=base, steps=steps, epochs=epochs, lr=lr, lora_r=lora_r,
                          batch_size=batch_size, seed=seed, calls_only=calls_only, max_length=max_length,
                          format=train_format, chat_template=chat_template)
     with user_errors():
-        result = train_model(config, log=lambda line: console.print(line, markup=False, highlight=False))
+        result = train_model(config, log=line_printer(console))
     from rich.table import Table
 
     table = Table(title=f"toolace train: {result.out}")
