@@ -51,12 +51,13 @@ $(STAMP): pyproject.toml Makefile toolace/model_files.py
 run: setup
 	$(BIN)/toolace run
 
-# Two pytest workers (pytest-xdist), each test file whole on one worker so its module fixtures still share runs;
+# Two pytest workers (pytest-xdist), each test file whole on one worker so its module fixtures still share runs, the
+# files with slow tests first (tests/conftest.py), not reordered by their number of tests;
 # every worker has its own session fixtures (Prefect test harness, scripted server, moto S3). TEST_WORKERS=0: serial.
 TEST_WORKERS ?= 2
 
 test: setup
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 lint: setup
 	$(BIN)/ruff check .

@@ -28,6 +28,19 @@ os.environ.pop("OPENAI_BASE_URL", None)
 
 from tests.scripted_llm_server import ScriptedLLMServer, schema_name  # noqa: E402
 
+# Files that hold a test marked with one of these run first, longest kinds first: under `make test`'s two workers
+# (`--dist loadfile --no-loadscope-reorder`, which hands out whole files in this order) a 3-minute test started last
+# would otherwise run on one worker while the other has nothing left to do.
+SLOW_FIRST = ("embedded", "integration", "slow")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank: dict[str, int] = {}
+    for item in items:
+        kinds = [SLOW_FIRST.index(mark.name) for mark in item.iter_markers() if mark.name in SLOW_FIRST]
+        rank[item.location[0]] = min([rank.get(item.location[0], len(SLOW_FIRST)), *kinds])
+    items.sort(key=lambda item: rank[item.location[0]])  # stable: a file's tests keep their order
+
 
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:

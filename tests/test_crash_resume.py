@@ -80,6 +80,7 @@ def test_sigkill_during_dialogs_then_resume(llm: ScriptedLLMServer, tmp_path: Pa
     assert any(is_dialog_request(b) and request_key(b) in answered for b in first_requests)
     assert not (out / "runs" / "crash").exists()  # nothing half-written was promoted
     llm.clear_requests()
+    llm.set_fault_rates(None)  # the rerun is not to be caught: no need to slow it down
     second = subprocess.run(command(corpus, out, llm.base_url), env=env, capture_output=True, text=True,
                             timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]

@@ -272,6 +272,7 @@ def test_published_dataset_loads_with_datasets_and_has_a_card(llm, tmp_path):
     assert {"dataset/README.md", "dataset/data/train-00000-of-00001.parquet"} <= {f["path"] for f in manifest["files"]}
 
 
+@pytest.mark.slow
 def test_dask_task_runner_gives_the_same_dataset(llm, tmp_path):
     """The batch tasks on a real local Dask cluster (worker processes) make the same accepted dataset."""
     threads = run_flow(llm, tmp_path / "threads", dialogs=3)

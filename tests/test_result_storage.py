@@ -75,6 +75,7 @@ def test_storage_blocks_from_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         assert isinstance(storage, LocalFileSystem)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task_runner", ["thread", "dask"])
 def test_crash_then_resume_on_another_machine(llm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                               mixed_corpus: str, task_runner: str) -> None:

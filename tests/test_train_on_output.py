@@ -80,6 +80,7 @@ def tool_capable_base(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory)
     return folder
 
 
+@pytest.mark.slow
 def test_the_trl_snippet_trains_on_the_published_shards_as_written(published: Path, tool_capable_base: Path,
                                                                    tmp_path: Path) -> None:
     [snippet] = readme_blocks("python")
