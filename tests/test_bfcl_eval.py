@@ -244,10 +244,12 @@ def test_unknown_model_at_the_endpoint(llm):
 def test_cli_eval_writes_every_answer_and_prints_the_accuracy(llm, tmp_path):
     item = load_category("parallel", limit=1)[0]
     llm.script(lambda body: {"content": correct_answer(item)})
-    output = tmp_path / "eval.jsonl"
+    output = tmp_path / "[" / "run]" / "eval.jsonl"  # a path that reads as console markup ("[/run]") is printed as is
+    output.parent.mkdir(parents=True)
     result = CliRunner().invoke(app, ["eval", "--base-url", llm.base_url, "--category", "parallel",
                                       "--category", "irrelevance", "--limit", "2", "--output", str(output)])
     assert result.exit_code == 0, result.output
+    assert f"answers and verdicts: {output}\n" in result.stdout
     rows = [json.loads(line) for line in output.read_text().splitlines()]
     assert [(r["id"], r["valid"]) for r in rows] == [("parallel_0", True), ("parallel_1", False),
                                                      ("irrelevance_0", False), ("irrelevance_1", False)]

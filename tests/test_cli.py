@@ -256,3 +256,19 @@ def test_log_lines_reach_a_narrow_terminal_whole_and_as_written():
             "skipped 0; 6 examples, native format")
     line_printer(Console(file=out, width=40))(line)
     assert out.getvalue() == line + "\n"
+
+
+def test_the_run_summary_prints_a_folder_and_run_id_that_read_as_markup_as_they_are():
+    import io
+
+    from rich.console import Console
+
+    from toolace.cli.run import _print_summary
+
+    out = io.StringIO()
+    stage = {"items_in": 1, "accepted": 1, "rejected": 0, "reused": 0, "llm_requests": 2, "tokens_in": 3,
+             "tokens_out": 4, "cache_hits": 0, "wall_time_s": 0.5}
+    _print_summary(Console(file=out, width=200), {"run_id": "[bold]r", "run_dir": "/data/[/x]/runs/r",
+                                                  "accepted_dialogs": 1, "stages": {"mining": stage}})
+    assert "run [bold]r" in out.getvalue()
+    assert "1 accepted dialogs: /data/[/x]/runs/r/dataset/{toolace,openai}.jsonl" in out.getvalue()

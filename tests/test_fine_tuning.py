@@ -251,7 +251,7 @@ def test_full_fine_tuning_through_the_cli_saves_a_model_run_accepts(tiny_base, s
     from tasks.dialogs.complexity import LossScorer, encode_dialogs
     from toolace.cli import app
 
-    out = tmp_path / "tuned"
+    out = tmp_path / "[" / "run]" / "tuned"  # a path that reads as console markup ("[/run]") is printed as is
     result = CliRunner().invoke(app, ["train", str(short_openai_file), "--base", str(tiny_base), "--out", str(out),
                                       "--steps", "3", "--batch-size", "2", "--lr", "1e-3", "--format", "toolace"])
     assert result.exit_code == 0, result.output

@@ -81,6 +81,7 @@ def eval_command(
     if max_tokens < 1 or batch_size < 1 or concurrency < 1 or (slots is not None and slots < 1):
         fail("--max-tokens, --batch-size, --concurrency and --slots must be at least 1")
     err = Console(stderr=True)
+    log = line_printer(err)
     with user_errors():
         items = load_items([c for part in (category or DEFAULT_CATEGORIES) for c in part.split(",") if c], limit)
         source: AnswerSource
@@ -97,29 +98,31 @@ def eval_command(
                                        max_tokens=max_tokens, concurrency=concurrency)
             scores = evaluate_complete(items, source, output, progress, early_stop)
         elif mode == "fc":
-            err.print(f"loading {model or 'smollm2'} ...")
+            log(f"loading {model or 'smollm2'} ...")
             options = ServingOptions(engine=engine, slots=slots, batch_size=batch_size)
             with fc_answer_source(model or "smollm2", max_tokens, options, chat_template,
-                                  check_tool_format(tool_format), log=line_printer(err)) as source:
+                                  check_tool_format(tool_format), log=log) as source:
                 scores = evaluate_complete(items, source, output, progress, early_stop)
         elif base_url:
             source = EndpointAnswers(base_url, llm_model, max_tokens=max_tokens, concurrency=concurrency)
             scores = evaluate_complete(items, source, output, progress, early_stop)
         else:
-            err.print(f"loading {model or 'smollm2'} ...")
+            log(f"loading {model or 'smollm2'} ...")
             options = ServingOptions(engine=engine, slots=slots, batch_size=batch_size)
-            with answer_source(model or "smollm2", max_tokens, options, log=line_printer(err)) as source:
+            with answer_source(model or "smollm2", max_tokens, options, log=log) as source:
                 scores = evaluate_complete(items, source, output, progress, early_stop)
     _print_scores(scores, source.description, output, mode)
 
 
 def _print_scores(scores: list[CategoryScore], model: str, output: str | None, mode: str = "prompt") -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from tasks.evaluation.bfcl_eval import overall
+    from toolace.cli.log_lines import line_printer
 
-    table = Table(title=f"BFCL ({mode} mode): {model}")
+    table = Table(title=f"BFCL ({mode} mode): {escape(model)}")  # a model's path may hold [...]
     for column in ("category", "items", "correct", "accuracy", "95% CI"):
         table.add_column(column, justify="left" if column == "category" else "right")
     for score in [*scores, overall(scores)] if len(scores) > 1 else scores:
@@ -129,4 +132,4 @@ def _print_scores(scores: list[CategoryScore], model: str, output: str | None, m
     console = Console()
     console.print(table)
     if output:
-        console.print(f"answers and verdicts: {output}", highlight=False)
+        line_printer(console)(f"answers and verdicts: {output}")

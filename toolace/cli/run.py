@@ -148,9 +148,10 @@ def _with_run_results(pipeline: Any, cfg: Any) -> Any:
 
 
 def _print_summary(console: Any, summary: dict[str, Any]) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"run {summary['run_id']}")
+    table = Table(title=f"run {escape(str(summary['run_id']))}")
     for column in ("stage", "in", "accepted", "rejected", "reused", "LLM req", "tokens in/out", "cache hits",
                    "time s"):
         table.add_column(column, justify="right" if column != "stage" else "left")
@@ -160,4 +161,4 @@ def _print_summary(console: Any, summary: dict[str, Any]) -> None:
                       f"{s['tokens_in']}/{s['tokens_out']}", str(s["cache_hits"]), f"{s['wall_time_s']:.1f}")
     console.print(table)
     console.print(f"{summary['accepted_dialogs']} accepted dialogs: {summary['run_dir']}/dataset/"
-                  "{toolace,openai}.jsonl")
+                  "{toolace,openai}.jsonl", markup=False)  # the folder is the user's: it may hold [...]

@@ -54,9 +54,10 @@ def train(
                          format=train_format, chat_template=chat_template)
     with user_errors():
         result = train_model(config, log=line_printer(console))
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"toolace train: {result.out}")
+    table = Table(title=f"toolace train: {escape(str(result.out))}")  # paths may hold [...]
     table.add_column("", style="bold")
     table.add_column("")
     rows = [
@@ -77,6 +78,6 @@ def train(
         ("wall time", f"{result.wall_time_s:.1f} s"),
     ]
     for name, value in rows:
-        table.add_row(name, value)
+        table.add_row(name, escape(value))
     console.print(table)
     typer.echo(result.out)
