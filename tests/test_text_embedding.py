@@ -52,6 +52,7 @@ def test_order_preserved_across_length_sorted_batches(embedder, monkeypatch):
         "send an SMS",
         "get the weather",
     ]
+    monkeypatch.setattr(embedder, "memo_texts", 0)  # every text through the model, each call
     one_by_one = np.stack([embedder.embed([t])[0] for t in texts])
     monkeypatch.setattr(embedder, "batch_size", 3)  # several batches, each padded to its own length
     batched = embedder.embed(texts)
@@ -59,9 +60,47 @@ def test_order_preserved_across_length_sorted_batches(embedder, monkeypatch):
     np.testing.assert_array_equal(batched[2], batched[6])
 
 
-def test_deterministic(embedder):
+def test_deterministic(embedder, monkeypatch):
     texts = [QUERY, UNRELATED, PARAPHRASE]
+    monkeypatch.setattr(embedder, "memo_texts", 0)
     np.testing.assert_array_equal(embedder.embed(texts), embedder.embed(texts))
+
+
+class CountedModel:
+    """The embedder's model, counting the texts it is given."""
+
+    def __init__(self, model) -> None:
+        self.model, self.texts = model, 0
+
+    def __call__(self, **batch):
+        self.texts += int(batch["input_ids"].shape[0])
+        return self.model(**batch)
+
+
+def test_texts_met_before_are_not_embedded_again(monkeypatch):
+    embedder = TextEmbedder(memo_texts=3)
+    counted = CountedModel(embedder.model)
+    monkeypatch.setattr(embedder, "model", counted)
+    first = embedder.embed([QUERY, PARAPHRASE, QUERY])  # a text twice in one call is embedded once
+    assert counted.texts == 2
+    np.testing.assert_array_equal(first[0], first[2])
+    again = embedder.embed([PARAPHRASE, UNRELATED, QUERY])  # only the new text goes through the model
+    assert counted.texts == 3
+    np.testing.assert_array_equal(again[0], first[1])
+    np.testing.assert_array_equal(again[2], first[0])
+    fresh = TextEmbedder(memo_texts=0).embed([PARAPHRASE, UNRELATED, QUERY])  # what the model gives them afresh
+    np.testing.assert_allclose(again, fresh, atol=1e-5)
+    # bounded: the least recently used text goes first (of the three, PARAPHRASE was last asked for earliest)
+    embedder.embed(["send an SMS"])
+    assert list(embedder._memo) == [QUERY, UNRELATED, "send an SMS"]
+    embedder.embed([PARAPHRASE])
+    assert counted.texts == 5 and len(embedder._memo) == 3
+    long_text = "word " * 1000  # longer than MEMO_MAX_CHARS: embedded each time, not kept
+    embedder.embed([long_text])
+    embedder.embed([long_text])
+    assert counted.texts == 7 and long_text not in embedder._memo
+    stored = embedder._memo[PARAPHRASE]
+    assert stored.base is None and stored.flags.owndata  # its own row: no batch array kept alive with it
 
 
 def test_paraphrase_closer_than_unrelated(embedder):

