@@ -303,6 +303,7 @@ def test_public_dict_redacts_endpoint_credentials(monkeypatch: pytest.MonkeyPatc
 
 
 EMBEDDED = {"apis": 8, "dialogs": 10, "decision_samples": 1, "guidance_rounds": 0, "model_checks": False,
+            "llm_hedge": False,
             "dialog_mix": {"single": 0.35, "parallel": 0.2, "dependent": 0.1, "non_tool": 0.2, "clarification": 0.15}}
 
 
@@ -319,6 +320,7 @@ def test_no_endpoint_applies_every_embedded_setting() -> None:
     note = assert_one_line(note)
     assert note.startswith("no endpoint, so the embedded model's settings apply: ")
     for fragment in ("apis 8", "dialogs 10", "decision_samples 1", "guidance_rounds 0", "model_checks false",
+                     "llm_hedge false",
                      "dialog_mix single:0.35,parallel:0.2,dependent:0.1,non_tool:0.2,clarification:0.15",
                      "overrides any of them"):
         assert fragment in note

@@ -39,6 +39,7 @@ def test_toolace_run_with_embedded_model(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "embedded SmolLM2" in result.stderr  # the user is told the default model is for trying only
+    assert "Loading weights" not in result.stderr  # no transformers bar between the run's own progress lines
     # no endpoint: the embedded model's settings fill every option not given (--apis and --dialogs are), in one line
     (note,) = [line for line in result.stderr.splitlines() if "the embedded model's settings apply" in line]
     assert "decision_samples 1" in note and "apis" not in note and "dialogs" not in note.replace("dialog_mix", "")

@@ -25,6 +25,7 @@ from typing import Any
 from schemas.records import Dialog
 from tasks.formats.call_format import toolace_chat, toolace_system_prompt
 from toolace.errors import UserError
+from toolace.weights_loading import without_progress_bar
 
 DEFAULT_TARGET = "smollm2"
 CONTEXT_CHECK = "context_length_v1"
@@ -106,8 +107,9 @@ def materialise_gguf(source: str, gguf_file: str) -> str:
     key = hashlib.sha1(f"{Path(source, gguf_file).resolve()}".encode()).hexdigest()[:12]
     converted = _cache_root() / f"{Path(gguf_file).stem}-{key}"
     if not (converted / "config.json").is_file():
-        model = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf_file)
-        tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf_file)
+        with without_progress_bar():
+            model = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf_file)
+            tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf_file)
         plain = type(model)(model.config)
         plain.load_state_dict(model.state_dict())
         plain.config.architectures = [type(model).__name__]
@@ -148,7 +150,8 @@ def load_causal_lm(target: str, device: str, dtype: Any) -> tuple[Any, Any, str]
         raise TargetModelError(f"cannot load target model {target}: {short_cause(exc)}") from exc
     check_chat_template(tokenizer, target)
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+        with without_progress_bar():  # no "Loading weights" bar between the run's progress lines
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
         model.to(device)
     except Exception as exc:
         raise TargetModelError(f"cannot load target model {target}: {short_cause(exc)}") from exc

