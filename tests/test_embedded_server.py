@@ -249,3 +249,63 @@ def test_a_waiting_request_gets_the_instance_given_back_and_the_wait_has_a_deadl
     threading.Timer(0.1, pool.give_back, (held, "a")).start()
     started = time.monotonic()
     assert pool.take("b", 5.0) == held and time.monotonic() - started < 4
+
+
+class SlowInstance:
+    """A llama.cpp instance stand-in: each completion takes ``seconds`` and is recorded."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.asked = seconds, []
+
+    def create_chat_completion(self, messages, grammar=None, **sampling):
+        self.asked.append(messages[-1]["content"])
+        time.sleep(self.seconds)
+        return {"choices": [{"message": {"content": "done"}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+
+
+def test_a_request_whose_client_left_while_it_waited_is_not_generated():
+    """Over real HTTP (uvicorn): one instance busy with A; B's client gives up (its timeout) while B waits for the
+    instance; when A is done, B is not generated, and C, sent after, is answered next."""
+    import threading
+
+    import uvicorn
+
+    from toolace.llm import embedded_server
+
+    instance = SlowInstance(2.0)
+    model = object.__new__(embedded_server.EmbeddedModel)
+    model.alias, model.pool, model.tool_template = "m", embedded_server.InstancePool([instance]), None
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(embedded_server.create_app(model), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.05)
+
+        def ask(content: str, timeout: float) -> str:
+            client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0,
+                                   timeout=timeout)
+            answer = client.chat.completions.create(model="m", messages=[{"role": "user", "content": content}])
+            return answer.choices[0].message.content
+
+        first = threading.Thread(target=ask, args=("A", 30.0))
+        first.start()
+        while instance.asked != ["A"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        with pytest.raises(openai.APITimeoutError):
+            ask("B", 0.5)  # waits for the instance A holds, then its client leaves
+        first.join(timeout=30)
+        assert ask("C", 30.0) == "done"
+        assert instance.asked == ["A", "C"]  # B was never generated
+        assert len(model.pool._free) == 1  # and the instance is free again
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -12,6 +12,7 @@ the gateway needs no per-server branch. Requests run in parallel on a pool of mo
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib.util
 import json
 import os
@@ -19,7 +20,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -169,6 +170,11 @@ def template_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 INSTANCE_WAIT_S = 600.0  # a request waits this long for a free instance at most
+GONE_POLL_S = 0.25  # how often a waiting request looks whether its client is still there
+
+
+class ClientGone(RuntimeError):
+    """The client of a request waiting for an instance went away: its answer would go nowhere, so it is not made."""
 
 
 class InstanceBusy(RuntimeError):
@@ -216,16 +222,20 @@ class InstancePool:
         self._last: list[str] = [""] * len(instances)
         self._cond = threading.Condition()
 
-    def take(self, key: str, timeout_s: float) -> int:
+    def take(self, key: str, timeout_s: float, gone: Callable[[], bool] | None = None) -> int:
         """The index of a free instance for a chat (:func:`conversation_key`), waited for at most ``timeout_s``
-        (then :class:`InstanceBusy`)."""
+        (then :class:`InstanceBusy`). ``gone`` says whether the request's client went away: it is asked every
+        :data:`GONE_POLL_S` of the wait, and a request whose client left stops waiting (:class:`ClientGone`), so a
+        client's timeout, or a batch given up, does not leave a whole generation queued behind the others."""
         deadline = time.monotonic() + timeout_s
         with self._cond:
             while not self._free:
+                if gone is not None and gone():
+                    raise ClientGone("the client went away while the request waited for an instance")
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise InstanceBusy(f"no llama.cpp instance came free within {timeout_s:.0f} s")
-                self._cond.wait(left)
+                self._cond.wait(min(left, GONE_POLL_S) if gone is not None else left)
             best = max(self._free, key=lambda i: common_prefix(self._last[i], key))  # first of the ties: oldest
             self._free.remove(best)
             return best
@@ -330,13 +340,15 @@ class EmbeddedModel:
                 "max_tokens": int(body.get("max_tokens") or body.get("max_completion_tokens") or 512),
                 "seed": body.get("seed")}
 
-    def complete(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self._whole(self._plan(body))
+    def complete(self, body: dict[str, Any], gone: Callable[[], bool] | None = None) -> dict[str, Any]:
+        """The whole completion of a request; ``gone`` (whether its client left) ends a wait for an instance."""
+        return self._whole(self._plan(body), gone)
 
-    def _whole(self, plan: tuple[list[dict[str, Any]], Any, str, dict[str, Any]]) -> dict[str, Any]:
+    def _whole(self, plan: tuple[list[dict[str, Any]], Any, str, dict[str, Any]],
+               gone: Callable[[], bool] | None = None) -> dict[str, Any]:
         """The whole completion of a planned request (:meth:`_plan`)."""
         messages, grammar, mode, sampling = plan
-        index = self.pool.take(conversation_key(messages), INSTANCE_WAIT_S)
+        index = self.pool.take(conversation_key(messages), INSTANCE_WAIT_S, gone)
         text = ""
         try:
             result = self.pool.instances[index].create_chat_completion(messages=messages, grammar=grammar, **sampling)
@@ -468,8 +480,18 @@ def create_app(model: EmbeddedModel) -> FastAPI:
                 "type": "invalid_request_error", "code": "model_not_found"}})
         if body.get("stream"):
             return StreamingResponse(model.stream(body), media_type="text/event-stream")
+        left = threading.Event()
+
+        async def watch() -> None:  # a plain response's handler is not cancelled when its client leaves: look
+            while not await request.is_disconnected():
+                await asyncio.sleep(GONE_POLL_S)
+            left.set()
+
+        watcher = asyncio.create_task(watch())
         try:
-            return await run_in_threadpool(model.complete, body)
+            return await run_in_threadpool(model.complete, body, left.is_set)
+        except ClientGone as exc:  # nobody reads this answer; 499 as nginx logs a client that closed first
+            return JSONResponse(status_code=499, content={"error": {"message": str(exc), "type": "client_gone"}})
         except InstanceBusy as exc:
             return JSONResponse(status_code=503, content={"error": {"message": str(exc), "type": "server_error"}})
         except TemplateRefused as exc:
@@ -478,6 +500,8 @@ def create_app(model: EmbeddedModel) -> FastAPI:
         except ValueError as exc:  # e.g. prompt longer than the context window
             return JSONResponse(status_code=400, content={"error": {"message": str(exc),
                                                                      "type": "invalid_request_error"}})
+        finally:
+            watcher.cancel()
 
     return app
 
