@@ -298,8 +298,8 @@ def embedded_settings() -> dict[str, Any]:
     rules had passed (4 of 4 in the end-to-end test, on all four questions), so the model layer of
     verification is off too: the rule layer still checks every dialog. The dialog mix leaves out multi-turn
     dialogs, and the dataset is small: 10 dialogs from 8 APIs in under 15 minutes on 2 CPU cores. Requests are not
-    hedged: the server runs on this machine's cores and does not stop a generation whose client left, so a second
-    request for a late answer (late because the cores are busy) only adds a whole generation to their load, as
+    hedged: the server runs on this machine's cores and finishes a generation under way whose client left, so a
+    second request for a late answer (late because the cores are busy) only adds a whole generation to their load, as
     ``toolace eval`` already has it for a local server (the stall watchdog still ends a run that stops moving).
     Real endpoints keep the RunConfig defaults (3 agreeing samples, calibrated self-guidance with 2 rounds, both
     layers, hedged requests)."""
