@@ -273,7 +273,7 @@ def test_a_request_whose_client_left_while_it_waited_is_not_generated():
 
     from toolace.llm import embedded_server
 
-    instance = SlowInstance(2.0)
+    instance = SlowInstance(4.0)  # long enough for B to be given up well before A is done, on a loaded machine
     model = object.__new__(embedded_server.EmbeddedModel)
     model.alias, model.pool, model.tool_template = "m", embedded_server.InstancePool([instance]), None
     with socket.socket() as sock:
