@@ -125,8 +125,9 @@ class TextEmbedder:
                 raise TypeError(f"text {i} is {type(text).__name__}, not str")
         with self._lock:
             keep = self.memo_texts > 0
-            known = {t: self._memo[t] for t in dict.fromkeys(texts) if keep and t in self._memo}
-            fresh = [t for t in dict.fromkeys(texts) if t not in known]
+            unique = list(dict.fromkeys(texts))  # a text twice in one call is embedded once
+            known = {t: self._memo[t] for t in unique if keep and t in self._memo}
+            fresh = [t for t in unique if t not in known]
             vectors = dict(zip(fresh, self._encode(fresh), strict=True))
             for i, text in enumerate(texts):
                 out[i] = known[text] if text in known else vectors[text]
