@@ -26,10 +26,14 @@ from tasks.formats.tool_call_formats import (
     parse_hermes,
     parse_llama3_json,
     parse_mistral,
+    parse_deepseek_v31,
+    parse_glm45,
     parse_pythonic,
+    parse_qwen3_coder,
     parse_tool_calls,
     probe_tools,
     rendered_assistant_turn,
+    schema_value,
 )
 from toolace.chat_template_files import find_templates_dir
 
@@ -41,7 +45,16 @@ FAMILY_FORMATS = {
     "qwen2.5": "hermes", "qwen3": "hermes", "hermes3": "hermes", "granite4": "hermes",
     "llama3.1": "llama3_json", "llama3.2": "llama3_json", "llama3.3": "llama3_json",
     "mistral-nemo": "mistral", "mistral-small3": "mistral",
-    "qwen3.5": None, "deepseek-v3": None, "gemma4": None,
+    "qwen3.5": "qwen3_coder", "deepseek-v3": "deepseek_v31", "gemma4": None,
+}
+# llama.cpp's templates of families outside the gate's list, by file -> the format they write (None: none we read)
+FILE_FORMATS = {
+    "Qwen3-Coder.jinja": "qwen3_coder", "StepFun3.5-Flash.jinja": "qwen3_coder", "GLM-4.6.jinja": "glm45",
+    "inclusionai-ling-3.0-flash.jinja": "glm45", "poolside-Laguna-XS.2.jinja": "glm45",
+    "GigaChat3-10B-A1.8B.jinja": "llama3_json",  # writes only the first of two calls: read on one call
+    # a <seed:tool_call> per call: qwen3_coder reads one call right, but two calls as one, so it is not claimed
+    "ByteDance-Seed-OSS.jinja": None,
+    "poolside-Laguna-S-2.1.jinja": None,  # <tool_call>NAME<arg_key>: no line break after the name, unlike GLM's
 }
 SINGLE_CALL_ONLY = {"llama3.1", "llama3.2", "llama3.3"}
 
@@ -59,10 +72,28 @@ def _render_turn(family: str, calls: list[tuple[str, dict]], tools: list[dict] |
                 {"role": "assistant", "content": "", "tool_calls": [
                     {"id": f"abcdefgh{k}", "type": "function", "function": {"name": name, "arguments": arguments}}
                     for k, (name, arguments) in enumerate(calls)]}]
-    tools = tools or [{"type": "function", "function": {"name": name, "description": "A tool.", "parameters": {
-        "type": "object", "properties": {}}}} for name in {name for name, _ in calls}]
+    tools = tools or tools_for(calls)
     turn = rendered_assistant_turn(lambda m, g: render(template, m, tools, g), messages).rstrip()
     return turn[: -len(template.eos_token)] if template.eos_token and turn.endswith(template.eos_token) else turn
+
+
+def _json_schema(value: Any) -> dict:
+    """A parameter's schema for ``value``: null as an optional string (Hermes 3's template recurses without end on
+    ``{"type": "null"}``)."""
+    if value is None:
+        return {"anyOf": [{"type": "string"}, {"type": "null"}]}
+    return {"type": {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
+                     dict: "object"}[type(value)]}
+
+
+def tools_for(calls: list[tuple[str, dict]]) -> list[dict]:
+    """The tools offered for ``calls``, each argument typed as its value is (what the model was shown, and what
+    the formats that write values as text read them back by)."""
+    properties: dict[str, dict[str, dict]] = {}
+    for name, arguments in calls:
+        properties.setdefault(name, {}).update({k: _json_schema(v) for k, v in arguments.items()})
+    return [{"type": "function", "function": {"name": name, "description": "A tool.", "parameters": {
+        "type": "object", "properties": props}}} for name, props in properties.items()]
 
 
 # ----------------------------------------------------------------------------------------- real templates
@@ -88,10 +119,43 @@ ARGUMENTS = {"city": "São Paulo \"centro\"", "days": 3, "ratio": -0.25, "metric
 def test_a_call_rendered_by_a_real_template_is_read_back(family):
     """Round trip: the template writes the call, the family's parser reads the same name and arguments."""
     fmt = FAMILY_FORMATS[family]
-    turn = _render_turn(family, [("get_weather_forecast", ARGUMENTS)])
-    parsed = parse_tool_calls(turn, fmt)
+    calls = [("get_weather_forecast", ARGUMENTS)]
+    parsed = parse_tool_calls(_render_turn(family, calls), fmt, tools_for(calls))
     assert parsed.error is None, parsed.error
     assert parsed.calls == [ParsedCall("get_weather_forecast", ARGUMENTS)]
+
+
+def _file_template(file: str):
+    from tasks.formats.chat_templates import ChatTemplate
+
+    assert TEMPLATES is not None
+    return ChatTemplate(file, (TEMPLATES / file).read_text(encoding="utf-8"))
+
+
+@needs_templates
+@pytest.mark.parametrize("file", sorted(FILE_FORMATS))
+def test_other_real_templates_formats_are_detected_or_refused_with_the_reason(file):
+    template = _file_template(file)
+    found, why = detect_tool_format(lambda m, g: render(template, m, probe_tools(), g))
+    assert found == FILE_FORMATS[file], why
+    if file.startswith("ByteDance"):
+        assert "does not read as two" in why and "qwen3_coder" in why
+
+
+@needs_templates
+@pytest.mark.parametrize("file", [f for f, fmt in FILE_FORMATS.items() if fmt and not f.startswith("GigaChat")])
+def test_calls_rendered_by_other_real_templates_are_read_back(file):
+    template = _file_template(file)
+    calls = [("get_weather_forecast", ARGUMENTS), ("get_time", {"zone": "CET", "h24": False})]
+    tools = tools_for(calls)
+    messages = [{"role": "user", "content": "Do it."},
+                {"role": "assistant", "content": "", "tool_calls": [
+                    {"id": f"abcdefgh{k}", "type": "function", "function": {"name": name, "arguments": arguments}}
+                    for k, (name, arguments) in enumerate(calls)]}]
+    turn = rendered_assistant_turn(lambda m, g: render(template, m, tools, g), messages)
+    parsed = parse_tool_calls(turn, FILE_FORMATS[file], tools)
+    assert parsed.error is None, parsed.error
+    assert [(c.name, c.arguments) for c in parsed.calls] == calls
 
 
 @needs_templates
@@ -99,7 +163,7 @@ def test_a_call_rendered_by_a_real_template_is_read_back(family):
 def test_parallel_calls_rendered_by_a_real_template_are_read_back_in_order(family):
     calls = [("get_weather", {"city": "Paris"}), ("get_time", {"zone": "CET", "h24": False}),
              ("get_weather", {"city": "Lima", "days": 2})]
-    parsed = parse_tool_calls(_render_turn(family, calls), FAMILY_FORMATS[family])
+    parsed = parse_tool_calls(_render_turn(family, calls), FAMILY_FORMATS[family], tools_for(calls))
     assert parsed.error is None and [(c.name, c.arguments) for c in parsed.calls] == calls
 
 
@@ -126,9 +190,10 @@ ARGUMENT_OBJECTS = st.dictionaries(st.from_regex(r"[a-z_][a-z0-9_]{0,10}", fullm
 @needs_templates
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(name=NAMES, arguments=ARGUMENT_OBJECTS,
-       family=st.sampled_from(["qwen2.5", "llama3.1", "mistral-nemo", "mistral-small3"]))
+       family=st.sampled_from(["qwen2.5", "llama3.1", "mistral-nemo", "mistral-small3", "qwen3.5", "deepseek-v3"]))
 def test_any_arguments_round_trip_through_real_templates(name, arguments, family):
-    parsed = parse_tool_calls(_render_turn(family, [(name, arguments)]), FAMILY_FORMATS[family])
+    calls = [(name, arguments)]
+    parsed = parse_tool_calls(_render_turn(family, calls), FAMILY_FORMATS[family], tools_for(calls))
     assert parsed.error is None, parsed.error
     assert parsed.calls == [ParsedCall(name, arguments)]
 
@@ -210,6 +275,92 @@ def test_pythonic_rules():
     assert "** arguments" in parse_pythonic("[f(**{'a': 1})]").error
 
 
+WEATHER_TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {
+    "city": {"type": "string"}, "days": {"type": "integer"}, "units": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+    "hourly": {"type": "boolean"}, "ratio": {"type": "number"}, "spots": {"type": "array"},
+    "filters": {"type": "object"}}}}}]
+
+
+def test_qwen3_coder_rules():
+    assert parse_qwen3_coder("It is sunny.") == ParsedAnswer([], "It is sunny.")
+    two = parse_qwen3_coder(
+        "Let me look.\n<tool_call>\n<function=get_weather>\n<parameter=city>\nSão Paulo\n</parameter>\n"
+        "<parameter=days>\n3\n</parameter>\n<parameter=units>\nNone\n</parameter>\n</function>\n</tool_call>\n"
+        "<tool_call>\n<function=get_weather>\n<parameter=city>\nLima", WEATHER_TOOLS)  # the last one left open
+    assert two.calls == [ParsedCall("get_weather", {"city": "São Paulo", "days": 3, "units": None}),
+                         ParsedCall("get_weather", {"city": "Lima"})] and two.content == "Let me look.\n"
+    # the schema types the values; a value that does not convert stays text; no schema: every value is text
+    typed = ("<tool_call>\n<function=get_weather>\n<parameter=extra>\n7\n</parameter>\n<parameter=days>\nthree\n"
+             "</parameter>\n<parameter=hourly>\nTrue\n</parameter>\n<parameter=ratio>\n2.0\n</parameter>\n"
+             "<parameter=spots>\n(1, 'a')\n</parameter>\n<parameter=filters>\n{'min': -1}\n</parameter>\n</function>\n"
+             "</tool_call>")
+    assert parse_qwen3_coder(typed, WEATHER_TOOLS).calls == [ParsedCall("get_weather", {
+        "extra": "7", "days": "three", "hourly": True, "ratio": 2, "spots": [1, "a"], "filters": {"min": -1}})]
+    # as in vLLM, a parameter the tool does not have, after one it has, is read as part of the value before it
+    swallowed = parse_qwen3_coder("<tool_call>\n<function=get_weather>\n<parameter=city>\nRome\n</parameter>\n"
+                                  "<parameter=extra>\n7\n</parameter>\n</function>\n</tool_call>", WEATHER_TOOLS)
+    assert swallowed.calls == [ParsedCall("get_weather", {
+        "city": "Rome\n</parameter>\n<parameter=extra>\n7\n</parameter>"})]
+    assert parse_qwen3_coder(typed).calls[0].arguments["days"] == "three"
+    assert parse_qwen3_coder(typed).calls[0].arguments["hourly"] == "True"
+    # a </parameter> inside a value that is not followed by another parameter or the end is the value's text
+    code = parse_qwen3_coder("<tool_call>\n<function=get_weather>\n<parameter=city>\na </parameter> b\n</parameter>"
+                             "\n</function>\n</tool_call>", WEATHER_TOOLS)
+    assert code.calls == [ParsedCall("get_weather", {"city": "a </parameter> b"})]
+    # a missing </parameter>: the next known parameter ends the value
+    missing = parse_qwen3_coder("<tool_call>\n<function=get_weather>\n<parameter=city>\nOslo\n<parameter=days>\n2\n"
+                                "</parameter>\n</function>\n</tool_call>", WEATHER_TOOLS)
+    assert missing.calls == [ParsedCall("get_weather", {"city": "Oslo", "days": 2})]
+    # no <tool_call> block: the whole text is read; a name that is a template's leftover is no call
+    assert parse_qwen3_coder("<function=f>\n<parameter=a>\n1\n</parameter>\n</function>").calls == [
+        ParsedCall("f", {"a": "1"})]
+    phantom = parse_qwen3_coder("<tool_call>\n<function={{ tc.name }}>\n</function>\n</tool_call>")
+    assert phantom.calls == [] and "no <function=NAME>" in phantom.error
+    thought = parse_tool_calls("<think>maybe <function=x></think>\n\n<tool_call>\n<function=get_weather>\n"
+                               "</function>\n</tool_call>", "qwen3_coder", WEATHER_TOOLS)
+    assert thought.calls == [ParsedCall("get_weather", {})] and thought.content is None
+
+
+def test_schema_value_follows_vllm_qwen3_coder():
+    assert schema_value("7", None) == "7" and schema_value("null", {"type": "string"}) == "null"
+    assert schema_value("null", {"type": ["string", "null"]}) is None  # a type list reads as neither string nor null
+    assert schema_value("none", {"type": "integer"}) is None and schema_value("12", {"type": "int64"}) == 12
+    assert schema_value("1.5", {"type": "number"}) == 1.5 and schema_value("1e400", {"type": "number"}) == "1e400"
+    assert schema_value("nan", {"type": "float"}) == "nan" and schema_value("yes", {"type": "boolean"}) is False
+    assert schema_value('"{\'a\': 1}"', {"type": "object"}) == {"a": 1}  # a Python repr written as a JSON string
+    assert schema_value("[1, 2", {"type": "array"}) == "[1, 2"
+    assert schema_value("{1, 2}", {"type": "array"}) == "{1, 2}"  # a set: JSON cannot hold it, so it stays text
+    assert schema_value("__import__('os').system('true')", {"type": "object"}) == "__import__('os').system('true')"
+    assert schema_value("[" * 5_000 + "]" * 5_000, {"type": "array"}) == "[" * 5_000 + "]" * 5_000  # too deep: text
+
+
+def test_glm45_rules():
+    assert parse_glm45("Hi there") == ParsedAnswer([], "Hi there")
+    two = parse_glm45("Checking.\n<tool_call>get_weather\n<arg_key>city</arg_key>\n<arg_value> Rome </arg_value>\n"
+                      "<arg_key>days</arg_key>\n<arg_value>2</arg_value>\n<arg_key>spots</arg_key><arg_value>['a', 1]"
+                      "</arg_value>\n</tool_call>\n<tool_call>now\n</tool_call>", WEATHER_TOOLS)
+    assert two.calls == [ParsedCall("get_weather", {"city": " Rome ", "days": 2, "spots": ["a", 1]}),
+                         ParsedCall("now", {})] and two.content == "Checking.\n"
+    assert parse_glm45("<tool_call>f\n<arg_key>x</arg_key><arg_value>abc</arg_value></tool_call>").calls == [
+        ParsedCall("f", {"x": "abc"})]  # neither JSON nor a literal: text
+    unclosed = parse_glm45("<tool_call>f\n<arg_key>x</arg_key><arg_value>1</arg_value>")
+    assert unclosed.calls == [] and "no closed" in unclosed.error
+    assert parse_glm45("<tool_call>f<arg_key>x</arg_key><arg_value>1</arg_value></tool_call>").calls == []
+
+
+def test_deepseek_v31_rules():
+    assert parse_deepseek_v31("Plain.") == ParsedAnswer([], "Plain.")
+    text = ('Sure.<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>{"city": "Rome"}<｜tool▁call▁end｜>'
+            '<｜tool▁call▁begin｜>now<｜tool▁sep｜>{}<｜tool▁call▁end｜><｜tool▁calls▁end｜>')
+    two = parse_deepseek_v31(text)
+    assert two.calls == [ParsedCall("get_weather", {"city": "Rome"}), ParsedCall("now", {})] and two.content == "Sure."
+    bad = parse_deepseek_v31('<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>f<｜tool▁sep｜>{"a": <｜tool▁call▁end｜>')
+    assert bad.calls == [] and "call 1 (f): arguments are not JSON" in bad.error
+    # vLLM's pattern does not cross a line: a call whose arguments span lines is not read
+    split = parse_deepseek_v31('<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>f<｜tool▁sep｜>{"a":\n1}<｜tool▁call▁end｜>')
+    assert split.calls == [] and "no complete" in split.error
+
+
 def test_calls_in_the_structure_the_bfcl_checker_takes():
     from tasks.evaluation.bfcl_checker import check_calls, is_call_list
 
@@ -229,14 +380,17 @@ def test_unknown_format_is_an_error_naming_the_choices():
 # -------------------------------------------------------------------------------------------- hostile text
 
 MARKERS = ["<tool_call>", "</tool_call>", "<|python_tag|>", "[TOOL_CALLS]", "[ARGS]", "[CALL_ID]", "{", "}", "[",
-           "]", "(", ")", '"', "'", ";", ",", "=", ":", "\\", "</think>", "name", "arguments", "f(", "\x00", "\ud800"]
+           "]", "(", ")", '"', "'", ";", ",", "=", ":", "\\", "</think>", "name", "arguments", "f(", "\x00", "\ud800",
+           "<function=", "</function>", "<parameter=", "</parameter>", ">", "\n", "<arg_key>", "</arg_key>",
+           "<arg_value>", "</arg_value>", "<｜tool▁calls▁begin｜>", "<｜tool▁call▁begin｜>", "<｜tool▁sep｜>",
+           "<｜tool▁call▁end｜>", "city", "days", "None", "True", "1e400"]
 
 
 @settings(max_examples=300, deadline=None)
 @given(parts=st.lists(st.sampled_from(MARKERS) | st.text(max_size=12), max_size=30),
        fmt=st.sampled_from(TOOL_FORMATS))
 def test_hostile_text_never_raises(parts, fmt):
-    parsed = parse_tool_calls("".join(parts), fmt)
+    parsed = parse_tool_calls("".join(parts), fmt, WEATHER_TOOLS)
     assert isinstance(parsed, ParsedAnswer)
     assert all(isinstance(c.name, str) for c in parsed.calls)
     assert not (parsed.calls and parsed.error)
@@ -247,11 +401,17 @@ def test_hostile_text_never_raises(parts, fmt):
     "<tool_call>" * 8_000, "[TOOL_CALLS]" * 8_000, "[TOOL_CALLS][{" * 7_000, "[f(a=" + "[" * 30_000 + "])]",
     '<tool_call>{"name": "f", "arguments": ' + "[" * 30_000 + "}</tool_call>", "{}" * 40_000,
     "[f(a=1)]" + " " * (MAX_TEXT_CHARS + 1), "x" * 10 + "<|python_tag|>" + "{" * 40_000,
+    "<tool_call>\n<function=f>\n" + "<parameter=a>\n" * 7_000, "<function=f>\n" + "</parameter>\n" * 8_000,
+    "<function=f>\n<parameter=a>\n" + "<parameter=a>\n</parameter>x" * 4_000,
+    "<tool_call>f\n" + "<arg_key>" * 10_000 + "</tool_call>", "<tool_call>f\n" + "<arg_key>a</arg_key>" * 5_000
+    + "</tool_call>", "<tool_call>f\n" + "<arg_key>a</arg_key><arg_value>" * 4_000 + "</tool_call>",
+    "<｜tool▁calls▁begin｜>" + "<｜tool▁call▁begin｜>f<｜tool▁sep｜>" * 5_000,
+    "<tool_call>\n<function=get_weather>\n<parameter=spots>\n" + "[" * 30_000 + "\n</parameter>",
 ])
 def test_deep_long_and_repeated_input_is_an_error_quickly(text):
     started = time.monotonic()
     for fmt in TOOL_FORMATS:
-        parsed = parse_tool_calls(text, fmt)
+        parsed = parse_tool_calls(text, fmt, WEATHER_TOOLS)
         assert parsed.calls == [] or all(isinstance(c.arguments, dict | list) for c in parsed.calls)
     assert time.monotonic() - started < 20  # a deadline against quadratic scans, not a speed figure
 

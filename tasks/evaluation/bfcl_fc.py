@@ -96,7 +96,7 @@ def renamed_for_fc(item: BfclItem) -> tuple[list[dict[str, Any]], list[dict[str,
 
 def judge_fc_answer(item: BfclItem, answer: Answer, tool_format: str | None) -> Verdict:
     """One FC answer judged as BFCL's eval runner judges an FC model's (see the module docstring)."""
-    decoded, problem = decode_fc_answer(answer, tool_format)
+    decoded, problem = decode_fc_answer(answer, tool_format, fc_tools(item.functions))
     functions, possible_answer = renamed_for_fc(item)
     notes = [problem] if problem and problem != TEXT_ANSWER else []
     return judge_decoded(item.kind, functions, decoded, problem, possible_answer, notes=notes)

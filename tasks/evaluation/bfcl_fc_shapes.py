@@ -128,9 +128,11 @@ class FcAnswer(Answer):
 TEXT_ANSWER = "no tool call: the answer is text"
 
 
-def decode_fc_answer(answer: Answer, tool_format: str | None) -> tuple[list[dict[str, Any]] | None, str | None]:
+def decode_fc_answer(answer: Answer, tool_format: str | None, tools: list[dict[str, Any]] | None = None
+                     ) -> tuple[list[dict[str, Any]] | None, str | None]:
     """The answer's calls as ``[{name: arguments}]``, or None and why there is none (:data:`TEXT_ANSWER`, or why
-    an attempted call does not parse)."""
+    an attempted call does not parse); ``tools`` (those offered) type the values of a format that writes them as
+    text (``qwen3_coder``, ``glm45``)."""
     calls = answer.calls if isinstance(answer, FcAnswer) else None
     if calls:
         decoded = []
@@ -144,7 +146,7 @@ def decode_fc_answer(answer: Answer, tool_format: str | None) -> tuple[list[dict
     text = answer.text or ""
     if tool_format is None:
         return None, TEXT_ANSWER
-    parsed = parse_tool_calls(text, tool_format)
+    parsed = parse_tool_calls(text, tool_format, tools)
     if parsed.calls:
         return bfcl_calls(parsed.calls), None
     return None, parsed.error or TEXT_ANSWER

@@ -509,7 +509,7 @@ def read_fc_step(answer: Answer, tool_format: str | None, entry: MultiTurnEntry,
     structured calls, or the text in the family's format); the call names go back from the offered (``_``)
     names to the entry's; ``calls_before`` numbers the call ids."""
     text = answer.text or ""
-    decoded, problem = decode_fc_answer(answer, tool_format)
+    decoded, problem = decode_fc_answer(answer, tool_format, fc_offered_tools(entry, turn))
     if decoded is None:
         return FcStepReading({"role": "assistant", "content": text}, None, "",
                              None if problem == TEXT_ANSWER else problem)

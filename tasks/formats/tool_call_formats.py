@@ -23,6 +23,24 @@ streaming) rule by rule:
   numbers, booleans, None, lists, dicts with literal keys; a negated number is also taken, which vLLM refuses).
   Positional arguments are ignored, as vLLM does. An answer that does not start like a call list is text.
 
+- ``qwen3_coder`` (Qwen3-Coder, Qwen3.5, Step 3.5: vLLM's ``qwen3_coder``): ``<tool_call>`` blocks (a block
+  ends at a ``</tool_call>`` followed by another ``<tool_call>`` or the end; the last may be left open; no block
+  at all: the whole text) holding ``<function=NAME>`` and one ``<parameter=KEY>value</parameter>`` per argument
+  (a parameter starts a line; its value ends at a ``</parameter>`` followed by another parameter, ``</function>``,
+  ``</tool_call>`` or the end; one newline each side is dropped). A value is text; the tool's schema converts it
+  (:func:`schema_value`): integer, number, boolean, null, and JSON (or a Python literal) for objects and arrays,
+  text when it does not convert. No ``<function=`` at all: a text answer; a name holding ``{}<>"'`` or a space is
+  no call.
+- ``glm45`` (GLM-4.5/4.6, Ling 3: vLLM's ``glm45``): closed ``<tool_call>NAME`` blocks, the name alone on the
+  first line, then ``<arg_key>KEY</arg_key>`` ``<arg_value>value</arg_value>`` pairs; a value is text for a
+  string-typed parameter, else JSON, else a Python literal, else text. No ``<tool_call>`` at all: a text answer.
+- ``deepseek_v31`` (DeepSeek-V3.1: vLLM's ``deepseek_v31``): ``<｜tool▁call▁begin｜>NAME<｜tool▁sep｜>{arguments
+  JSON}<｜tool▁call▁end｜>`` after ``<｜tool▁calls▁begin｜>``, each call on one line; the text before that token
+  is the content. No ``<｜tool▁calls▁begin｜>``: a text answer.
+
+The three last ones need the offered tools (``tools=``, OpenAI's shape) to type the values, as vLLM's parsers
+take them from the request; without them every value of ``qwen3_coder`` stays text.
+
 As in vLLM, a text answer is not an error, and an answer that tries to call (its format's marker is there) but
 does not parse is read as text: :class:`ParsedAnswer` then has no call and says why in ``error``. Reasoning
 (``<think>...</think>``) before the answer is set aside first, as vLLM's reasoning parsers do. Nothing here
@@ -42,7 +60,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-ToolFormat = Literal["hermes", "llama3_json", "mistral", "pythonic"]
+ToolFormat = Literal["hermes", "llama3_json", "mistral", "pythonic", "qwen3_coder", "glm45", "deepseek_v31"]
 TOOL_FORMATS: tuple[ToolFormat, ...] = get_args(ToolFormat)
 MAX_TEXT_CHARS = 100_000  # as the BFCL checker's answer limit: longer answers are not parsed
 
@@ -50,6 +68,11 @@ HERMES_START, HERMES_END = "<tool_call>", "</tool_call>"
 PYTHON_TAG = "<|python_tag|>"
 MISTRAL_BOT, MISTRAL_ARGS, MISTRAL_CALL_ID = "[TOOL_CALLS]", "[ARGS]", "[CALL_ID]"
 THINK_END = "</think>"
+QWEN3_FUNCTION, QWEN3_FUNCTION_END = "<function=", "</function>"
+QWEN3_PARAMETER, QWEN3_PARAMETER_END = "<parameter=", "</parameter>"
+GLM_KEY, GLM_KEY_END, GLM_VALUE, GLM_VALUE_END = "<arg_key>", "</arg_key>", "<arg_value>", "</arg_value>"
+DEEPSEEK_CALLS = "<｜tool▁calls▁begin｜>"
+DEEPSEEK_CALL, DEEPSEEK_SEP, DEEPSEEK_CALL_END = "<｜tool▁call▁begin｜>", "<｜tool▁sep｜>", "<｜tool▁call▁end｜>"
 _PYTHONIC_START = re.compile(r"\[\s*[A-Za-z_][\w.]*\s*\(")
 
 
@@ -284,11 +307,369 @@ def parse_pythonic(text: str) -> ParsedAnswer:
     return ParsedAnswer(calls, None)
 
 
-PARSERS: dict[ToolFormat, Callable[[str], ParsedAnswer]] = {
-    "hermes": parse_hermes,
-    "llama3_json": parse_llama3_json,
-    "mistral": parse_mistral,
-    "pythonic": parse_pythonic,
+Tools = list[dict[str, Any]] | None
+
+
+def tool_properties(tools: Tools, name: str) -> dict[str, Any]:
+    """The ``parameters.properties`` of the offered tool named ``name`` (OpenAI's ``{"type": "function",
+    "function": {...}}`` or the bare function), {} when there is none (vLLM's ``find_tool_properties``)."""
+    for tool in tools or []:
+        if not isinstance(tool, dict):
+            continue
+        function = tool.get("function") if isinstance(tool.get("function"), dict) else tool
+        if function.get("name") == name:
+            parameters = function.get("parameters")
+            properties = parameters.get("properties") if isinstance(parameters, dict) else None
+            return properties if isinstance(properties, dict) else {}
+    return {}
+
+
+def _python_literal(text: str) -> Any:
+    """``text`` read as a Python literal with :mod:`ast` (never run), tuples as lists; raises ValueError when it is
+    none (a set, bytes or complex number is none here: a JSON value cannot hold it)."""
+    try:
+        node = ast.parse(text.strip(), mode="eval").body
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
+        raise ValueError(type(exc).__name__) from None
+
+    def value(n: ast.expr, depth: int = 0) -> Any:
+        if depth > 100:
+            raise ValueError("nested too deeply")
+        if isinstance(n, ast.Tuple):
+            return [value(e, depth + 1) for e in n.elts]
+        if isinstance(n, ast.List | ast.Dict | ast.Constant | ast.UnaryOp):
+            if isinstance(n, ast.List):
+                return [value(e, depth + 1) for e in n.elts]
+            if isinstance(n, ast.Dict):
+                if not all(isinstance(k, ast.Constant) for k in n.keys):
+                    raise ValueError("keys must be literals")
+                return {k.value: value(v, depth + 1) for k, v in zip(n.keys, n.values, strict=True)
+                        if isinstance(k, ast.Constant)}
+            try:
+                return _literal(n, depth)
+            except _ParseFailure as exc:
+                raise ValueError(str(exc)) from None
+        raise ValueError(f"not a literal: {type(n).__name__}")
+
+    try:
+        return value(node)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def _schema_type(schema: Any) -> tuple[str, bool]:
+    """A parameter schema's type, lower-cased (the first non-null one of an ``anyOf``; ``string`` when it names
+    none), and whether it admits null (as vLLM's ``qwen3_coder`` reads it)."""
+    if isinstance(schema, dict) and "type" in schema:
+        kind = str(schema["type"]).strip().lower()
+        return kind, kind == "null"
+    if isinstance(schema, dict) and isinstance(schema.get("anyOf"), list):
+        kinds = [str(o["type"]).strip().lower() for o in schema["anyOf"] if isinstance(o, dict) and "type" in o]
+        others = [k for k in kinds if k != "null"]
+        return (others[0] if others else "string"), "null" in kinds
+    return "string", False
+
+
+def schema_value(text: str, schema: Any) -> Any:
+    """A text value converted by its parameter's schema, rule for rule as vLLM's ``qwen3_coder`` converts it: no
+    schema or a string type: the text; ``null``/``none`` for a type that admits null (or any non-string type):
+    None; integer types: ``int`` (else the text); number/float: a float, an int when it is whole (else the text;
+    a non-finite one stays text, which JSON cannot hold); boolean: whether it reads ``true``; objects, arrays and
+    anything else: JSON, else a Python literal (read with :mod:`ast`), else the text."""
+    if schema is None:
+        return text
+    kind, nullable = _schema_type(schema)
+    if nullable and text.lower() in ("null", "none"):
+        return None
+    if kind in ("string", "str", "text", "varchar", "char", "enum"):
+        return text
+    if text.lower() in ("null", "none"):
+        return None
+    if kind.startswith(("int", "uint", "long", "short", "unsigned")):
+        try:
+            return int(text)
+        except ValueError:
+            return text
+    if kind.startswith(("num", "float")):
+        try:
+            number = float(text)
+        except ValueError:
+            return text
+        if number != number or number in (float("inf"), float("-inf")):
+            return text
+        return int(number) if number.is_integer() else number
+    if kind in ("boolean", "bool", "binary"):
+        return text.lower() == "true"
+    container = kind in ("object", "array", "arr") or kind.startswith(("dict", "list"))
+    if container:
+        try:
+            parsed = json.loads(text)
+        except (ValueError, RecursionError):
+            pass
+        else:
+            if isinstance(parsed, str):  # a Python repr written as a JSON string
+                try:
+                    return _python_literal(parsed)
+                except ValueError:
+                    return parsed
+            return parsed
+    try:
+        parsed = _python_literal(text)
+    except ValueError:
+        return text
+    if container and isinstance(parsed, str):
+        try:
+            return _python_literal(parsed)
+        except ValueError:
+            return parsed
+    return parsed
+
+
+def _at_line_start(text: str, prefix: str, position: int = 0) -> int:
+    """The next ``prefix`` at or after ``position`` that starts the text or a line; -1 when none."""
+    while (found := text.find(prefix, position)) != -1:
+        if found == 0 or text[found - 1] == "\n":
+            return found
+        position = found + 1
+    return -1
+
+
+def _qwen3_parameter_name_in(text: str, names: set[str] | None) -> bool:
+    """Whether ``text`` (starting with ``<parameter=``) names a parameter of ``names`` (any name when None)."""
+    if names is None:
+        return True
+    close = text.find(">", len(QWEN3_PARAMETER))
+    return close != -1 and text[len(QWEN3_PARAMETER):close] in names
+
+
+def _qwen3_value_end(value: str, names: set[str] | None) -> int:
+    """Where a parameter's value ends: the ``</parameter>`` (not matched by a ``<parameter=`` opened inside the
+    value) followed by another parameter of ``names``, ``</function>``, ``</tool_call>`` or the end; -1 when
+    there is none."""
+    depth, position = 0, 0
+    while position < len(value):
+        opened = _at_line_start(value, QWEN3_PARAMETER, position)
+        closed = value.find(QWEN3_PARAMETER_END, position)
+        if closed == -1:
+            return -1
+        if opened != -1 and opened < closed:
+            depth, position = depth + 1, opened + len(QWEN3_PARAMETER)
+            continue
+        position = closed + len(QWEN3_PARAMETER_END)
+        if depth:
+            depth -= 1
+            continue
+        after = value[position:].lstrip()
+        if (not after or after.startswith((QWEN3_FUNCTION_END, HERMES_END))
+                or (after.startswith(QWEN3_PARAMETER) and _qwen3_parameter_name_in(after, names))):
+            return closed
+    return -1
+
+
+def _qwen3_function_end(text: str) -> int:
+    """The ``</function>`` followed by nothing but blanks, or by ``</tool_call>``; -1 when there is none."""
+    position = 0
+    while (found := text.find(QWEN3_FUNCTION_END, position)) != -1:
+        after = text[found + len(QWEN3_FUNCTION_END):].lstrip()
+        if not after or after.startswith(HERMES_END):
+            return found
+        position = found + len(QWEN3_FUNCTION_END)
+    return -1
+
+
+def _qwen3_blocks(text: str) -> list[str]:
+    """The ``<tool_call>`` blocks' bodies (see the module docstring); the whole text when there is no block."""
+    blocks: list[str] = []
+    position = 0
+    while (start := text.find(HERMES_START, position)) != -1:
+        body = text[start + len(HERMES_START):]
+        search, end = 0, -1
+        while (found := body.find(HERMES_END, search)) != -1:
+            after = body[found + len(HERMES_END):].lstrip()
+            if not after or after.startswith(HERMES_START):
+                end = found
+                break
+            search = found + len(HERMES_END)
+        if end == -1:
+            blocks.append(body)
+            break
+        blocks.append(body[:end])
+        position = start + len(HERMES_START) + end + len(HERMES_END)
+    return blocks or [text]
+
+
+def _qwen3_call(block: str, tools: Tools) -> ParsedCall | None:
+    """The call of one block (None when it has no well-formed ``<function=NAME>``, skipped as vLLM skips it)."""
+    begin = block.find(QWEN3_FUNCTION)
+    if begin == -1:
+        return None
+    body = block[begin + len(QWEN3_FUNCTION):]
+    close = body.find(">")
+    name = body[:close] if close != -1 else ""
+    if not name or any(c in '{}<>"\' \t\n\r' for c in name):
+        return None
+    body = body[close + 1:]
+    end = _qwen3_function_end(body)
+    body = body if end == -1 else body[:end]
+    properties = tool_properties(tools, name)
+    names = set(properties) or None
+    arguments: dict[str, Any] = {}
+    position = 0
+    while (start := _at_line_start(body, QWEN3_PARAMETER, position)) != -1:
+        close = body.find(">", start + len(QWEN3_PARAMETER))
+        if close == -1:
+            break
+        key, value = body[start + len(QWEN3_PARAMETER):close], body[close + 1:]
+        stop = _qwen3_value_end(value, names)
+        if stop != -1:
+            position = close + 1 + stop + len(QWEN3_PARAMETER_END)
+        else:  # no closing tag: the next known parameter, else </function> or the end, ends the value
+            stop = _at_line_start(value, QWEN3_PARAMETER)
+            while stop != -1 and not _qwen3_parameter_name_in(value[stop:], names):
+                stop = _at_line_start(value, QWEN3_PARAMETER, stop + 1)
+            if stop != -1:
+                position = close + 1 + stop
+            else:
+                stop = _qwen3_function_end(value)
+                stop = len(value) if stop == -1 else stop
+                position = len(body)
+        value = value[:stop]
+        value = value[1:] if value.startswith("\n") else value
+        value = value[:-1] if value.endswith("\n") else value
+        arguments[key] = schema_value(value, properties[key]) if key in properties else value
+    return ParsedCall(name, arguments)
+
+
+def parse_qwen3_coder(text: str, tools: Tools = None) -> ParsedAnswer:
+    """Qwen3-Coder / Qwen3.5 XML calls, ``<tool_call><function=NAME><parameter=KEY>value</parameter>...``, their
+    values typed by ``tools``' schemas (see the module docstring)."""
+    if QWEN3_FUNCTION not in text:
+        return ParsedAnswer([], text)
+    calls = [call for block in _qwen3_blocks(text) if (call := _qwen3_call(block, tools)) is not None]
+    if not calls:
+        return ParsedAnswer([], text, f"qwen3_coder: no {QWEN3_FUNCTION}NAME> with a function name")
+    content_end = -1
+    position = 0
+    while (start := text.find(HERMES_START, position)) != -1:  # the first block that holds a function
+        close = text.find(HERMES_END, start + len(HERMES_START))
+        limit = close if close != -1 else len(text)
+        if text.find(QWEN3_FUNCTION, start + len(HERMES_START), limit) != -1:
+            content_end = start
+            break
+        position = close + len(HERMES_END) if close != -1 else limit
+    if content_end == -1:
+        content_end = text.find(QWEN3_FUNCTION)
+    return ParsedAnswer(calls, text[:content_end] or None)
+
+
+def _glm_pairs(body: str) -> list[tuple[str, str]]:
+    """The ``<arg_key>K</arg_key> <arg_value>V</arg_value>`` pairs of a block, as vLLM's regex
+    ``<arg_key>(.*?)</arg_key>\\s*<arg_value>(.*?)</arg_value>`` finds them (in linear time)."""
+    pairs: list[tuple[str, str]] = []
+    position = 0
+    while (start := body.find(GLM_KEY, position)) != -1:
+        search = start + len(GLM_KEY)
+        while (close := body.find(GLM_KEY_END, search)) != -1:  # the first key end followed by a value
+            after = close + len(GLM_KEY_END)
+            gap = len(body[after:]) - len(body[after:].lstrip())
+            if body.startswith(GLM_VALUE, after + gap):
+                break
+            search = after
+        if close == -1:
+            break
+        value_start = after + gap + len(GLM_VALUE)
+        value_end = body.find(GLM_VALUE_END, value_start)
+        if value_end == -1:
+            break
+        pairs.append((body[start + len(GLM_KEY):close], body[value_start:value_end]))
+        position = value_end + len(GLM_VALUE_END)
+    return pairs
+
+
+def _glm_value(text: str) -> Any:
+    """vLLM's ``glm45`` ``_deserialize``: JSON, else a Python literal, else the text."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        pass
+    try:
+        return _python_literal(text)
+    except ValueError:
+        return text
+
+
+def parse_glm45(text: str, tools: Tools = None) -> ParsedAnswer:
+    """GLM-4.5/4.6 ``<tool_call>NAME`` blocks with ``<arg_key>``/``<arg_value>`` pairs (see the module docstring)."""
+    if HERMES_START not in text:
+        return ParsedAnswer([], text)
+    calls: list[ParsedCall] = []
+    position = 0
+    while (start := text.find(HERMES_START, position)) != -1:
+        end = text.find(HERMES_END, start + len(HERMES_START))
+        if end == -1:
+            break
+        position = end + len(HERMES_END)
+        region = text[start + len(HERMES_START):end]
+        if "\n" not in region:  # vLLM's <tool_call>([^\n]*)\n(.*)</tool_call>: the name ends its own line
+            continue
+        name, body = region.split("\n", 1)
+        name = name.strip()
+        properties = tool_properties(tools, name)
+        arguments: dict[str, Any] = {}
+        for key, value in _glm_pairs(body):
+            key = key.strip()
+            schema = properties.get(key)
+            string_typed = isinstance(schema, dict) and schema.get("type") == "string"
+            arguments[key] = value if string_typed else _glm_value(value.strip())
+        calls.append(ParsedCall(name, arguments))
+    if not calls:
+        return ParsedAnswer([], text, f"glm45: no closed {HERMES_START}NAME block with its name on a line of its own")
+    content = text[: text.find(HERMES_START)]
+    return ParsedAnswer(calls, content if content.strip() else None)
+
+
+def parse_deepseek_v31(text: str) -> ParsedAnswer:
+    """DeepSeek-V3.1 ``<｜tool▁call▁begin｜>NAME<｜tool▁sep｜>{...}<｜tool▁call▁end｜>`` calls (see the module
+    docstring)."""
+    if DEEPSEEK_CALLS not in text:
+        return ParsedAnswer([], text)
+    calls: list[ParsedCall] = []
+    position = 0
+    while (start := text.find(DEEPSEEK_CALL, position)) != -1:  # vLLM's regex, without DOTALL: one line each
+        line_end = text.find("\n", start)
+        line_end = len(text) if line_end == -1 else line_end
+        sep = text.find(DEEPSEEK_SEP, start + len(DEEPSEEK_CALL), line_end)
+        end = text.find(DEEPSEEK_CALL_END, sep + len(DEEPSEEK_SEP), line_end) if sep != -1 else -1
+        if end == -1:
+            position = start + len(DEEPSEEK_CALL)
+            continue
+        name = text[start + len(DEEPSEEK_CALL):sep]
+        where = f"call {len(calls) + 1} ({_short(name, 60)})"
+        try:
+            arguments = _load_json(text[sep + len(DEEPSEEK_SEP):end])
+        except _ParseFailure as exc:
+            return ParsedAnswer([], text, f"deepseek_v31: {where}: arguments are {exc}")
+        calls.append(ParsedCall(name, arguments))
+        position = end + len(DEEPSEEK_CALL_END)
+    if not calls:
+        return ParsedAnswer([], text, f"deepseek_v31: no complete {DEEPSEEK_CALL}NAME{DEEPSEEK_SEP}arguments"
+                                      f"{DEEPSEEK_CALL_END} after {DEEPSEEK_CALLS}")
+    content = text[: text.find(DEEPSEEK_CALLS)]
+    return ParsedAnswer(calls, content or None)
+
+
+def _without_tools(parser: Callable[[str], ParsedAnswer]) -> Callable[[str, Tools], ParsedAnswer]:
+    return lambda text, tools: parser(text)
+
+
+PARSERS: dict[ToolFormat, Callable[[str, Tools], ParsedAnswer]] = {
+    "hermes": _without_tools(parse_hermes),
+    "llama3_json": _without_tools(parse_llama3_json),
+    "mistral": _without_tools(parse_mistral),
+    "pythonic": _without_tools(parse_pythonic),
+    "qwen3_coder": parse_qwen3_coder,
+    "glm45": parse_glm45,
+    "deepseek_v31": _without_tools(parse_deepseek_v31),
 }
 
 
@@ -298,9 +679,10 @@ def without_reasoning(text: str) -> str:
     return text.rsplit(THINK_END, 1)[1].lstrip("\n") if THINK_END in text else text
 
 
-def parse_tool_calls(text: Any, tool_format: str) -> ParsedAnswer:
-    """The calls of a model's answer in ``tool_format`` (one of :data:`TOOL_FORMATS`). Never raises for any
-    text: a malformed call, an over-long answer or a non-string are an ``error`` (and no call)."""
+def parse_tool_calls(text: Any, tool_format: str, tools: Tools = None) -> ParsedAnswer:
+    """The calls of a model's answer in ``tool_format`` (one of :data:`TOOL_FORMATS`); ``tools`` (the tools
+    offered, OpenAI's shape) type the values of the formats that write them as text. Never raises for any text: a
+    malformed call, an over-long answer or a non-string are an ``error`` (and no call)."""
     if tool_format not in PARSERS:
         raise ValueError(f"unknown tool-call format {tool_format!r}: choose from {', '.join(TOOL_FORMATS)}")
     if not isinstance(text, str):
@@ -309,7 +691,7 @@ def parse_tool_calls(text: Any, tool_format: str) -> ParsedAnswer:
         return ParsedAnswer([], text, f"{tool_format}: the answer is {len(text)} characters, over the "
                                       f"{MAX_TEXT_CHARS} limit")
     try:
-        return PARSERS[tool_format](without_reasoning(text))  # type: ignore[index]
+        return PARSERS[tool_format](without_reasoning(text), tools)  # type: ignore[index]
     except (RecursionError, MemoryError) as exc:  # belt and braces: each parser already turns these into errors
         return ParsedAnswer([], text, f"{tool_format}: {type(exc).__name__}")
 
@@ -367,23 +749,41 @@ def rendered_assistant_turn(render: Callable[[list[dict[str, Any]], bool], str],
     return full[len(prompt):]
 
 
+DETECTION_ORDER: tuple[ToolFormat, ...] = ("hermes", "qwen3_coder", "glm45", "deepseek_v31", "mistral", "pythonic",
+                                           "llama3_json")
+
+
 def detect_tool_format(render: Callable[[list[dict[str, Any]], bool], str],
                        eos_token: str = "") -> tuple[ToolFormat | None, str]:
     """Which format a chat template writes calls in: a probe call is rendered (``render(messages,
     add_generation_prompt)``, e.g. the template with the probe tools), its end-of-turn ``eos_token`` cut off
-    (generation stops there), and read back by each parser, the most specific first (hermes, mistral,
-    pythonic, then llama3_json, which takes any JSON object). Returns the format and the rendered turn, or
-    None and why not."""
+    (generation stops there), and read back by each parser (with the probe tools, which type its values), the
+    most specific first (hermes, the three XML-like and token formats, mistral, pythonic, then llama3_json, which
+    takes any JSON object). Returns the format and the rendered turn, or None and why not."""
     try:
         turn = rendered_assistant_turn(render, probe_messages()).rstrip()
     except Exception as exc:  # noqa: BLE001 - any template error is the answer
         return None, f"rendering a tool call fails: {type(exc).__name__}: {_short(str(exc))}"
     if eos_token and turn.endswith(eos_token):
         turn = turn[: -len(eos_token)]
+    try:  # two calls in one message, where the template takes them (Llama 3.x's raises)
+        pair = rendered_assistant_turn(render, probe_messages(2)).rstrip()
+    except Exception:  # noqa: BLE001 - a template that cannot render two calls is read on one
+        pair = None
+    if pair is not None and pair.count(PROBE_TOOL_NAME) < 2:  # the template writes one of them (GigaChat 3)
+        pair = None
+    if pair is not None and eos_token and pair.endswith(eos_token):
+        pair = pair[: -len(eos_token)]
     expected = [ParsedCall(PROBE_TOOL_NAME, PROBE_ARGUMENTS)]
-    for name in ("hermes", "mistral", "pythonic", "llama3_json"):
-        parsed = parse_tool_calls(turn, name)
-        if parsed.calls == expected:
-            return name, turn  # type: ignore[return-value]
+    losing = []
+    for name in DETECTION_ORDER:
+        if parse_tool_calls(turn, name, probe_tools()).calls != expected:
+            continue
+        if pair is None or parse_tool_calls(pair, name, probe_tools()).calls == expected * 2:
+            return name, turn
+        losing.append(name)
+    if losing:
+        return None, (f"it writes two calls as {_short(pair, 160)!r}, which {', '.join(losing)} (reading one call "
+                      "right) does not read as two")
     return None, (f"it writes a tool call as {_short(turn, 160)!r}, which none of the formats "
                   f"{', '.join(TOOL_FORMATS)} reads")
