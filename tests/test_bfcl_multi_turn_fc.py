@@ -25,7 +25,7 @@ from tasks.evaluation.bfcl_multi_turn import (
     run_entries,
 )
 from tasks.formats.chat_templates import load_family, render
-from tasks.formats.tool_call_formats import rendered_assistant_turn
+from tasks.formats.tool_call_formats import parse_tool_calls, rendered_assistant_turn
 from toolace.chat_template_files import DEFAULT_FAMILIES, templates_dir
 from toolace.cli import app
 
@@ -181,6 +181,45 @@ def test_qwen_template_renders_the_history_and_its_calls_read_back() -> None:
     assert '<tool_call>\n{"name": "cd", "arguments": {"folder": "document"}}\n</tool_call>' in prompt
     assert '<tool_response>\n{"current_working_directory": "document"}\n</tool_response>' in prompt
     assert '"name": "mkdir"' in prompt.split("<|im_end|>")[0]  # the tools are in the system turn
+
+
+def test_qwen35_xml_calls_are_typed_by_the_offered_tools_and_score_full_marks() -> None:
+    """Through Qwen3.5's real template: its calls are XML whose values are text (``<parameter=amount>\\n100``);
+    read with the entry's offered tools, the numbers, booleans and lists are typed back, so the ground truth of
+    entries over all eight of BFCL's classes executes and scores full marks (read without the tools, those values
+    would stay text)."""
+    template = load_family("qwen3.5", templates_dir(None, DEFAULT_FAMILIES))
+
+    def qwen35_text(calls):
+        messages = [{"role": "user", "content": "go"}, {"role": "assistant", "content": "", "tool_calls": [
+            {"id": f"call{k:05d}", "type": "function", "function": {"name": n, "arguments": a}}
+            for k, (n, a) in enumerate(calls)]}]
+        return rendered_assistant_turn(lambda m, g: render(template, m, None, g), messages).removesuffix(
+            "<|im_end|>\n")
+
+    entries = load_multi_turn_category("multi_turn_base", 200)
+    classes: dict[str, object] = {}
+    for entry in entries:  # the first entry of each class
+        for name in entry.involved_classes:
+            classes.setdefault(name, entry)
+    chosen = list({id(e): e for e in classes.values()}.values())
+    assert len(classes) == 8
+    source = Recording(chosen, write=qwen35_text, tool_format="qwen3_coder")
+    results = run_entries(chosen, source)
+    assert [r.verdict.valid for r in results] == [True] * len(chosen), [r.verdict for r in results]
+    typed = [(entry, turn, name, arguments) for entry in entries for turn in range(len(entry.question))
+             for name, arguments in ground_truth_calls(entry, turn)
+             if any(not isinstance(v, str) for v in arguments.values())]
+    assert typed
+    entry, turn, name, arguments = typed[0]
+    answer = qwen35_text([(name, arguments)])
+    reading = read_fc_step(Answer(answer), "qwen3_coder", entry, turn, 0)
+    assert reading.problem is None and reading.calls[0]["function"]["arguments"] == arguments
+    untyped = parse_tool_calls(answer, "qwen3_coder").calls[0].arguments
+    assert untyped != arguments and all(isinstance(v, str) for v in untyped.values())
+    last = max(source.requests, key=lambda r: len(r.messages))
+    prompt = render(template, last.messages, last.tools, True)
+    assert "<tool_call>\n<function=" in prompt and "<tool_response>" in prompt
 
 
 def test_openai_messages_leave_text_chats_as_they_are() -> None:

@@ -48,6 +48,16 @@ def hermes(calls: list[tuple[str, dict]]) -> str:
     return "\n".join(f'<tool_call>\n{json.dumps({"name": n, "arguments": a})}\n</tool_call>' for n, a in calls)
 
 
+def qwen3_xml(calls: list[tuple[str, dict]]) -> str:
+    """What a Qwen3.5 model writes after its generation prompt (``<think>\\n``): an empty thought, then its calls."""
+    def value(v: object) -> str:
+        return v if isinstance(v, str) else json.dumps(v)
+
+    return "\n</think>\n\n" + "\n".join(
+        f"<tool_call>\n<function={n}>\n" + "".join(f"<parameter={k}>\n{value(v)}\n</parameter>\n" for k, v in a.items())
+        + "</function>\n</tool_call>" for n, a in calls)
+
+
 # --------------------------------------------------------------------------------------------- the request
 
 
@@ -89,6 +99,40 @@ def test_verdicts_on_answers_in_the_hermes_format():
     assert "hermes: <tool_call> block 1: not JSON" in broken.errors[0]  # the reason is kept
     text = judge_fc_answer(item, Answer("The final velocity is 49 m/s."), "hermes")
     assert not text.valid and "no tool call" in text.errors[0]
+
+
+@needs_templates
+def test_calls_written_by_real_templates_get_the_verdicts_of_the_same_calls_in_json():
+    """Every item of simple_python, multiple, parallel and parallel_multiple (1,000): the item's expected calls
+    written by Qwen3.5's, GLM-4.6's and DeepSeek-V3.1's real templates (values as text, or JSON strings) get the
+    verdict the same calls get as Qwen2.5's Hermes JSON, error type included: the offered tools' schemas type the
+    text values as BFCL's checker expects them."""
+    from tasks.formats.chat_templates import ChatTemplate, render
+    from tasks.formats.tool_call_formats import rendered_assistant_turn
+
+    folder = find_templates_dir()
+    assert folder is not None
+    writers = {fmt: ChatTemplate(file, (folder / file).read_text(encoding="utf-8")) for file, fmt in (
+        ("Qwen-Qwen2.5-7B-Instruct.jinja", "hermes"), ("Qwen3.5-4B.jinja", "qwen3_coder"),
+        ("GLM-4.6.jinja", "glm45"), ("deepseek-ai-DeepSeek-V3.1.jinja", "deepseek_v31"))}
+    items = [item for category in ("simple_python", "multiple", "parallel", "parallel_multiple")
+             for item in load_category(category)]
+    assert len(items) == 1000
+    agreed, valid = 0, 0
+    for item in items:
+        tools = fc_tools(item.functions)
+        messages = [{"role": "user", "content": "?"}, {"role": "assistant", "content": "", "tool_calls": [
+            {"id": f"callid00{k}", "type": "function", "function": {"name": name, "arguments": arguments}}
+            for k, (name, arguments) in enumerate(correct_calls(item))]}]
+        verdicts = {}
+        for fmt, template in writers.items():
+            turn = rendered_assistant_turn(lambda m, g, t=template, o=tools: render(t, m, o, g), messages)
+            verdict = judge_fc_answer(item, Answer(turn), fmt)
+            verdicts[fmt] = (verdict.valid, verdict.error_type)
+        agreed += len(set(verdicts.values())) == 1
+        valid += verdicts["hermes"][0]
+    assert agreed == 1000
+    assert valid >= 980  # the few others: the first listed option is not always one the checker takes alone
 
 
 def test_irrelevance_is_right_when_no_call_comes_out():
@@ -161,18 +205,25 @@ def _with_template(tiny_base: Path, folder: Path, family: str) -> Path:
 
 
 @needs_templates
-def test_local_model_answers_through_its_own_template_and_is_read_as_hermes(tiny_base, tmp_path, monkeypatch):
+@pytest.mark.parametrize(("family", "fmt", "writer", "malformed", "why"), [
+    ("qwen2.5", "hermes", hermes, '<tool_call>{"name": "calculate_factorial", "arguments": {', "not JSON"),
+    ("qwen3.5", "qwen3_coder", qwen3_xml, "\n</think>\n\n<tool_call>\n<function={{ tool.name }}>\n</function>",
+     "no <function=NAME>"),
+])
+def test_local_model_answers_through_its_own_template_and_is_read_in_its_format(tiny_base, tmp_path, monkeypatch,
+                                                                                family, fmt, writer, malformed, why):
     """The prompt is the model's template with tools=; the answer keeps its text up to the end of turn; a
-    scripted generation (the tiny model's own output is noise) gives a right and a malformed call."""
+    scripted generation (the tiny model's own output is noise) gives a right and a malformed call. Qwen3.5 writes
+    its calls as XML whose values are text: the offered tools' schemas type them for BFCL's checker."""
     import torch
 
-    model_dir = _with_template(tiny_base, tmp_path / "qwen-tiny", "qwen2.5")
+    model_dir = _with_template(tiny_base, tmp_path / f"{family}-tiny", family)
     source = LocalFcAnswers(str(model_dir), max_new_tokens=64, batch_size=2)
-    assert source.tool_format == "hermes" and source.mode == "fc"
+    assert source.tool_format == fmt and source.mode == "fc"
     items = load_category("simple_python", limit=2)
     tokenizer = source.scorer.tokenizer
-    replies = {items[0].question[0][0]["content"]: hermes(correct_calls(items[0])),
-               items[1].question[0][0]["content"]: '<tool_call>{"name": "calculate_factorial", "arguments": {'}
+    replies = {items[0].question[0][0]["content"]: writer(correct_calls(items[0])),
+               items[1].question[0][0]["content"]: malformed}
     prompts = []
 
     def fake_generate(input_ids, attention_mask, max_new_tokens, **kwargs):
@@ -193,9 +244,9 @@ def test_local_model_answers_through_its_own_template_and_is_read_as_hermes(tiny
                                              tokenize=False, add_generation_prompt=True)
     assert expected in [tokenizer.decode(p) for p in prompts] and "calculate_triangle_area" in expected
     rows = [json.loads(line) for line in (tmp_path / "answers.jsonl").read_text().splitlines()]
-    assert rows[0]["valid"] and rows[0]["answer"] == replies[items[0].question[0][0]["content"]]
-    assert not rows[1]["valid"] and "not JSON" in rows[1]["errors"][0]
-    assert "hermes calls" in rows[0]["model"]
+    assert rows[0]["valid"] and rows[0]["answer"] == replies[items[0].question[0][0]["content"]].strip()
+    assert not rows[1]["valid"] and why in rows[1]["errors"][0]
+    assert f"{fmt} calls" in rows[0]["model"]
 
 
 def test_a_model_whose_template_renders_no_tools_is_refused(tiny_base):
@@ -218,7 +269,7 @@ def test_a_model_without_a_tool_template_is_asked_through_a_family_template(tiny
 
 @needs_templates
 def test_a_template_in_a_format_we_do_not_read_needs_tool_format(tiny_base, tmp_path):
-    model_dir = _with_template(tiny_base, tmp_path / "qwen35-tiny", "qwen3.5")  # Qwen3-Coder XML calls
+    model_dir = _with_template(tiny_base, tmp_path / "gemma4-tiny", "gemma4")  # <|tool_call>call:NAME{...}
     with pytest.raises(FcModeError, match="cannot tell the tool-call format.*pass --tool-format"):
         LocalFcAnswers(str(model_dir))
     assert LocalFcAnswers(str(model_dir), tool_format="llama3_json").tool_format == "llama3_json"

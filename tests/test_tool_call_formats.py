@@ -23,11 +23,11 @@ from tasks.formats.tool_call_formats import (
     ParsedCall,
     bfcl_calls,
     detect_tool_format,
+    parse_deepseek_v31,
+    parse_glm45,
     parse_hermes,
     parse_llama3_json,
     parse_mistral,
-    parse_deepseek_v31,
-    parse_glm45,
     parse_pythonic,
     parse_qwen3_coder,
     parse_tool_calls,
@@ -275,7 +275,8 @@ def test_pythonic_rules():
     assert "** arguments" in parse_pythonic("[f(**{'a': 1})]").error
 
 
-WEATHER_TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {
+WEATHER_TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {
     "city": {"type": "string"}, "days": {"type": "integer"}, "units": {"anyOf": [{"type": "string"}, {"type": "null"}]},
     "hourly": {"type": "boolean"}, "ratio": {"type": "number"}, "spots": {"type": "array"},
     "filters": {"type": "object"}}}}}]
@@ -350,8 +351,8 @@ def test_glm45_rules():
 
 def test_deepseek_v31_rules():
     assert parse_deepseek_v31("Plain.") == ParsedAnswer([], "Plain.")
-    text = ('Sure.<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>{"city": "Rome"}<｜tool▁call▁end｜>'
-            '<｜tool▁call▁begin｜>now<｜tool▁sep｜>{}<｜tool▁call▁end｜><｜tool▁calls▁end｜>')
+    text = ('Sure.<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>{"city": "Rome"}'
+            '<｜tool▁call▁end｜><｜tool▁call▁begin｜>now<｜tool▁sep｜>{}<｜tool▁call▁end｜><｜tool▁calls▁end｜>')
     two = parse_deepseek_v31(text)
     assert two.calls == [ParsedCall("get_weather", {"city": "Rome"}), ParsedCall("now", {})] and two.content == "Sure."
     bad = parse_deepseek_v31('<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>f<｜tool▁sep｜>{"a": <｜tool▁call▁end｜>')
