@@ -75,7 +75,8 @@ def _tokenizer(tiny_base: Path, family: str):
 # eos_token, here SmolLM2's)
 FAMILIES = {"qwen2.5": ("hermes", "<|im_end|>\n"), "hermes3": ("hermes", "<|im_end|>\n"),
             "llama3.1": ("llama3_json", "<|eot_id|>"), "mistral-small3": ("mistral", "<|im_end|>"),
-            "mistral-nemo": ("mistral", "<|im_end|>")}
+            "mistral-nemo": ("mistral", "<|im_end|>"), "qwen3.5": ("qwen3_coder", "<|im_end|>\n"),
+            "deepseek-v3": ("deepseek_v31", "<｜end▁of▁sentence｜>")}
 
 
 # ---------------------------------------------------------------------------------------------- refusal
@@ -151,7 +152,7 @@ def test_the_loss_covers_exactly_the_assistant_turn(tiny_base, dataset, family):
         for message in example.prompt:  # nothing of the system prompt, the user or the tool results is learned
             assert not message.get("content") or message["content"] not in learned
         if turn.get("tool_calls"):
-            parsed = parse_tool_calls(learned[: -len(end)], fmt)
+            parsed = parse_tool_calls(learned[: -len(end)], fmt, example.tools)
             assert [(c.name, c.arguments) for c in parsed.calls] == [
                 (c["function"]["name"], c["function"]["arguments"]) for c in turn["tool_calls"]]
         else:
