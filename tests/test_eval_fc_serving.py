@@ -54,6 +54,26 @@ def test_the_template_renders_the_tools_and_the_history_exactly(qwen_served) -> 
     assert answer["usage"]["prompt_tokens"] == _prompt_tokens(qwen_served, expected)
 
 
+def test_qwen35s_template_is_rendered_exactly_with_its_xml_calls_in_the_history() -> None:
+    """Qwen3.5's template (XML calls, values as text, ``|items`` over the arguments: it needs them as an object)
+    served the same way: the prompt is its own rendering, token for token, before and after a call."""
+    template = load_family("qwen3.5", templates_dir(None, DEFAULT_FAMILIES))
+    served = EmbeddedModel(default_gguf_path(), "fc-test-qwen35", n_ctx=4096, instances=1,
+                           tool_template=template.text)
+    request = fc_request(load_category("simple_python", 1)[0])
+    body = {"messages": request.messages, "tools": request.tools, "temperature": 0, "max_tokens": 4}
+    answer = served.complete(body)
+    assert answer["usage"]["prompt_tokens"] == _prompt_tokens(served, render(template, request.messages,
+                                                                             request.tools, True))
+    called = {"role": "assistant", "content": "", "tool_calls": [{"id": "call00000", "type": "function", "function": {
+        "name": "calculate_triangle_area", "arguments": '{"base": 10, "height": 5}'}}]}
+    history = [*request.messages, called, {"role": "tool", "tool_call_id": "call00000", "content": "25"}]
+    answer = served.complete({**body, "messages": history})
+    expected = render(template, template_messages(history), request.tools, True)
+    assert "<function=calculate_triangle_area>\n<parameter=base>\n10\n</parameter>" in expected
+    assert answer["usage"]["prompt_tokens"] == _prompt_tokens(served, expected)
+
+
 def test_a_model_whose_template_renders_no_tools_is_refused_before_anything_starts() -> None:
     with pytest.raises(FcModeError, match="does not show the offered tools"), \
             fc_answer_source("smollm2", 16, ServingOptions(engine="llama-server", slots=1)):

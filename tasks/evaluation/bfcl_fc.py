@@ -120,8 +120,8 @@ def template_tool_format(template: ChatTemplate | None, model: str,
     problem = "it has no chat template" if template is None else can_render_tools(template)
     if problem is not None or template is None:
         raise FcModeError(f"model {model}: {problem}: --mode fc offers the tools through the model's chat template, "
-                          "so it needs one that renders tools (e.g. a Qwen2.5/Qwen3, Hermes, Llama 3.x or Mistral "
-                          "instruct model); use --mode prompt for this one")
+                          "so it needs one that renders tools (e.g. a Qwen2.5/Qwen3/Qwen3.5, Hermes, Llama 3.x, "
+                          "Mistral, GLM-4.6 or DeepSeek-V3.1 instruct model); use --mode prompt for this one")
     if tool_format is not None:
         return tool_format
     found, why = detect_tool_format(
