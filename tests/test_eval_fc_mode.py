@@ -199,7 +199,11 @@ def _with_template(tiny_base: Path, folder: Path, family: str) -> Path:
 
     shutil.copytree(tiny_base, folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    tokenizer.chat_template = load_template(family)
+    templates = find_templates_dir()
+    assert templates is not None
+    # a family of the gate's list, or a template file of llama.cpp's tree
+    tokenizer.chat_template = ((templates / family).read_text(encoding="utf-8") if family.endswith(".jinja")
+                               else load_template(family))
     tokenizer.save_pretrained(folder)
     return folder
 
@@ -269,7 +273,7 @@ def test_a_model_without_a_tool_template_is_asked_through_a_family_template(tiny
 
 @needs_templates
 def test_a_template_in_a_format_we_do_not_read_needs_tool_format(tiny_base, tmp_path):
-    model_dir = _with_template(tiny_base, tmp_path / "gemma4-tiny", "gemma4")  # <|tool_call>call:NAME{...}
+    model_dir = _with_template(tiny_base, tmp_path / "minimax-tiny", "MiniMax-M2.jinja")  # <invoke name=...> XML
     with pytest.raises(FcModeError, match="cannot tell the tool-call format.*pass --tool-format"):
         LocalFcAnswers(str(model_dir))
     assert LocalFcAnswers(str(model_dir), tool_format="llama3_json").tool_format == "llama3_json"

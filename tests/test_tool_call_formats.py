@@ -24,13 +24,16 @@ from tasks.formats.tool_call_formats import (
     bfcl_calls,
     detect_tool_format,
     parse_deepseek_v31,
+    parse_gemma4,
     parse_glm45,
+    parse_glm47,
     parse_hermes,
     parse_llama3_json,
     parse_mistral,
     parse_pythonic,
     parse_qwen3_coder,
     parse_tool_calls,
+    probe_messages,
     probe_tools,
     rendered_assistant_turn,
     schema_value,
@@ -45,7 +48,7 @@ FAMILY_FORMATS = {
     "qwen2.5": "hermes", "qwen3": "hermes", "hermes3": "hermes", "granite4": "hermes",
     "llama3.1": "llama3_json", "llama3.2": "llama3_json", "llama3.3": "llama3_json",
     "mistral-nemo": "mistral", "mistral-small3": "mistral",
-    "qwen3.5": "qwen3_coder", "deepseek-v3": "deepseek_v31", "gemma4": None,
+    "qwen3.5": "qwen3_coder", "deepseek-v3": "deepseek_v31", "gemma4": "gemma4",
 }
 # llama.cpp's templates of families outside the gate's list, by file -> the format they write (None: none we read)
 FILE_FORMATS = {
@@ -54,7 +57,12 @@ FILE_FORMATS = {
     "GigaChat3-10B-A1.8B.jinja": "llama3_json",  # writes only the first of two calls: read on one call
     # a <seed:tool_call> per call: qwen3_coder reads one call right, but two calls as one, so it is not claimed
     "ByteDance-Seed-OSS.jinja": None,
-    "poolside-Laguna-S-2.1.jinja": None,  # <tool_call>NAME<arg_key>: no line break after the name, unlike GLM's
+    "poolside-Laguna-S-2.1.jinja": "glm47",  # <tool_call>NAME<arg_key>: no line break after the name
+    "GLM-4.7-Flash.jinja": "glm47", "Spark2.5.jinja": "glm47",
+    # generation prompts that open a thought the turn does not keep: the turn is found with a sentinel
+    "NVIDIA-Nemotron-3-Nano-30B-A3B-BF16.jinja": "qwen3_coder", "Qwen-QwQ-32B.jinja": "hermes",
+    "google-gemma-4-31B-it-interleaved.jinja": "gemma4",
+    "MiniMax-M2.jinja": None, "openai-gpt-oss-120b.jinja": None, "moonshotai-Kimi-K2.jinja": None,
 }
 SINGLE_CALL_ONLY = {"llama3.1", "llama3.2", "llama3.3"}
 
@@ -140,6 +148,8 @@ def test_other_real_templates_formats_are_detected_or_refused_with_the_reason(fi
     assert found == FILE_FORMATS[file], why
     if file.startswith("ByteDance"):
         assert "does not read as two" in why and "qwen3_coder" in why
+    elif FILE_FORMATS[file] is None:
+        assert "none of the formats" in why
 
 
 @needs_templates
@@ -194,6 +204,32 @@ ARGUMENT_OBJECTS = st.dictionaries(st.from_regex(r"[a-z_][a-z0-9_]{0,10}", fullm
 def test_any_arguments_round_trip_through_real_templates(name, arguments, family):
     calls = [(name, arguments)]
     parsed = parse_tool_calls(_render_turn(family, calls), FAMILY_FORMATS[family], tools_for(calls))
+    assert parsed.error is None, parsed.error
+    assert parsed.calls == [ParsedCall(name, arguments)]
+
+
+def _gemma_containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Lists and objects whose keys are names: Gemma 4 writes a nested object's keys bare (``{a:1}``), so a key with
+    blanks, ``:`` or ``,`` cannot come back (nor in vLLM's parser)."""
+    return st.lists(inner, max_size=4) | st.dictionaries(st.from_regex(r"[a-z_][a-z0-9_]{0,7}", fullmatch=True),
+                                                         inner, max_size=4)
+
+
+# Gemma 4 writes numbers bare and reads one as a float only when it has a "." (as vLLM's parser does): a float
+# Python writes with an exponent (1e+16) comes back as text, so these floats are written without one
+GEMMA_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**12, 10**12)
+    | st.floats(allow_nan=False, allow_infinity=False).filter(lambda f: "e" not in repr(f))
+    | st.text(max_size=20).filter(lambda t: '<|"|>' not in t), _gemma_containers, max_leaves=12)
+
+
+@needs_templates
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=NAMES, arguments=st.dictionaries(st.from_regex(r"[a-z_][a-z0-9_]{0,10}", fullmatch=True), GEMMA_VALUES,
+                                             max_size=5))
+def test_any_arguments_round_trip_through_gemma4s_template(name, arguments):
+    calls = [(name, arguments)]
+    parsed = parse_tool_calls(_render_turn("gemma4", calls), "gemma4")
     assert parsed.error is None, parsed.error
     assert parsed.calls == [ParsedCall(name, arguments)]
 
@@ -349,6 +385,46 @@ def test_glm45_rules():
     assert parse_glm45("<tool_call>f<arg_key>x</arg_key><arg_value>1</arg_value></tool_call>").calls == []
 
 
+def test_glm47_rules():
+    inline = parse_glm47("<tool_call>get_weather<arg_key>city</arg_key>\\n<arg_value>Rome</arg_value>"
+                         "<arg_key>days</arg_key> <arg_value>2</arg_value></tool_call>", WEATHER_TOOLS)
+    assert inline.calls == [ParsedCall("get_weather", {"city": "Rome", "days": 2})]  # a literal \\n between them
+    assert parse_glm47("<tool_call>now</tool_call>").calls == [ParsedCall("now", {})]
+    assert parse_glm45("<tool_call>now</tool_call>").calls == []  # GLM-4.5 wants the name's line to end
+
+
+def test_gemma4_rules():
+    assert parse_gemma4("No call.") == ParsedAnswer([], "No call.")
+    text = ('Sure. <|tool_call>call:get_weather{city:<|"|>São Paulo, {centre}<|"|>,days:3,ratio:-0.5,hourly:true,'
+            'units:null,spots:[<|"|>a<|"|>,1,[2.0]],filters:{min:{deep:<|"|>x]<|"|>},n:7}}<tool_call|>'
+            '<|tool_call>call:now{}<tool_call|><|tool_response>')
+    two = parse_gemma4(text)
+    assert two.calls == [ParsedCall("get_weather", {"city": "São Paulo, {centre}", "days": 3, "ratio": -0.5,
+                                                    "hourly": True, "units": None, "spots": ["a", 1, [2.0]],
+                                                    "filters": {"min": {"deep": "x]"}, "n": 7}}),
+                         ParsedCall("now", {})] and two.content == "Sure."
+    assert parse_gemma4("<|tool_call>call:f{n:1e5,x:abc}<tool_call|>").calls == [ParsedCall("f", {"n": "1e5",
+                                                                                                 "x": "abc"})]
+    unclosed = parse_gemma4('<|tool_call>call:f{a:<|"|>b')
+    assert unclosed.calls == [] and "no complete" in unclosed.error
+    # an object or list left open inside a call: a bare value at its end may be cut short, and is left out
+    assert parse_gemma4("<|tool_call>call:f{a:{b:1}<tool_call|>").calls == [ParsedCall("f", {"a": {}})]
+    assert parse_gemma4("<|tool_call>call:f{a:[1,2.}<tool_call|>").calls == [ParsedCall("f", {"a": [1]})]
+    deep = parse_gemma4("<|tool_call>call:f{a:" + "{a:" * 500 + "}" * 501 + "<tool_call|>")
+    assert deep.calls == [] and "nested too deeply" in deep.error
+
+
+def test_a_turn_the_generation_prompt_does_not_start_is_found_with_a_sentinel():
+    """Gemma 4's generation prompt opens an empty thought (``<|channel>thought\\n<channel|>``) that a past turn does
+    not keep: the turn is what follows the chat before it."""
+    template = _template("gemma4")
+    tools = probe_tools()
+    turn = rendered_assistant_turn(lambda m, g: render(template, m, tools, g), probe_messages())
+    assert turn.startswith('<|tool_call>call:tcprobe_weather{city:<|"|>Paris<|"|>,days:3}<tool_call|>')
+    assert not render(template, probe_messages(), tools, False).startswith(
+        render(template, probe_messages()[:1], tools, True))
+
+
 def test_deepseek_v31_rules():
     assert parse_deepseek_v31("Plain.") == ParsedAnswer([], "Plain.")
     text = ('Sure.<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>{"city": "Rome"}'
@@ -384,7 +460,8 @@ MARKERS = ["<tool_call>", "</tool_call>", "<|python_tag|>", "[TOOL_CALLS]", "[AR
            "]", "(", ")", '"', "'", ";", ",", "=", ":", "\\", "</think>", "name", "arguments", "f(", "\x00", "\ud800",
            "<function=", "</function>", "<parameter=", "</parameter>", ">", "\n", "<arg_key>", "</arg_key>",
            "<arg_value>", "</arg_value>", "<｜tool▁calls▁begin｜>", "<｜tool▁call▁begin｜>", "<｜tool▁sep｜>",
-           "<｜tool▁call▁end｜>", "city", "days", "None", "True", "1e400"]
+           "<｜tool▁call▁end｜>", "city", "days", "None", "True", "1e400", "<|tool_call>call:", "}<tool_call|>",
+           '<|"|>', "<|tool_call>"]
 
 
 @settings(max_examples=300, deadline=None)
@@ -408,6 +485,9 @@ def test_hostile_text_never_raises(parts, fmt):
     + "</tool_call>", "<tool_call>f\n" + "<arg_key>a</arg_key><arg_value>" * 4_000 + "</tool_call>",
     "<｜tool▁calls▁begin｜>" + "<｜tool▁call▁begin｜>f<｜tool▁sep｜>" * 5_000,
     "<tool_call>\n<function=get_weather>\n<parameter=spots>\n" + "[" * 30_000 + "\n</parameter>",
+    "<|tool_call>call:f{" + "a:{" * 20_000 + "}<tool_call|>", "<|tool_call>call:f{" + "a:[" * 20_000 + "}<tool_call|>",
+    "<|tool_call>call:f{" + 'a:<|"|>' * 10_000 + "}<tool_call|>", "<|tool_call>call:" * 6_000,
+    "<|tool_call>call:f{" + "a:1," * 20_000 + "}<tool_call|>", "<tool_call>" + "<arg_key>" * 9_000 + "</tool_call>",
 ])
 def test_deep_long_and_repeated_input_is_an_error_quickly(text):
     started = time.monotonic()

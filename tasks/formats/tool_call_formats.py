@@ -34,12 +34,18 @@ streaming) rule by rule:
 - ``glm45`` (GLM-4.5/4.6, Ling 3: vLLM's ``glm45``): closed ``<tool_call>NAME`` blocks, the name alone on the
   first line, then ``<arg_key>KEY</arg_key>`` ``<arg_value>value</arg_value>`` pairs; a value is text for a
   string-typed parameter, else JSON, else a Python literal, else text. No ``<tool_call>`` at all: a text answer.
+  ``glm47`` (GLM-4.7: vLLM's ``glm47``) is the same but the name runs to the first ``<arg_key>``, with or without
+  a line break.
 - ``deepseek_v31`` (DeepSeek-V3.1: vLLM's ``deepseek_v31``): ``<｜tool▁call▁begin｜>NAME<｜tool▁sep｜>{arguments
   JSON}<｜tool▁call▁end｜>`` after ``<｜tool▁calls▁begin｜>``, each call on one line; the text before that token
   is the content. No ``<｜tool▁calls▁begin｜>``: a text answer.
 
-The three last ones need the offered tools (``tools=``, OpenAI's shape) to type the values, as vLLM's parsers
-take them from the request; without them every value of ``qwen3_coder`` stays text.
+- ``gemma4`` (Gemma 4: vLLM's ``gemma4``): ``<|tool_call>call:NAME{key:value,...}<tool_call|>``, keys bare,
+  strings between ``<|"|>`` marks, objects ``{...}`` and lists ``[...]`` nested, other values ``true``/``false``,
+  ``null``, numbers (a float when written with a ``.``), else the bare text. No ``<|tool_call>``: a text answer.
+
+``qwen3_coder`` and ``glm45`` need the offered tools (``tools=``, OpenAI's shape) to type the values, as vLLM's
+parsers take them from the request; without them every value of ``qwen3_coder`` stays text.
 
 As in vLLM, a text answer is not an error, and an answer that tries to call (its format's marker is there) but
 does not parse is read as text: :class:`ParsedAnswer` then has no call and says why in ``error``. Reasoning
@@ -60,7 +66,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-ToolFormat = Literal["hermes", "llama3_json", "mistral", "pythonic", "qwen3_coder", "glm45", "deepseek_v31"]
+ToolFormat = Literal["hermes", "llama3_json", "mistral", "pythonic", "qwen3_coder", "glm45", "glm47",
+                     "deepseek_v31", "gemma4"]
 TOOL_FORMATS: tuple[ToolFormat, ...] = get_args(ToolFormat)
 MAX_TEXT_CHARS = 100_000  # as the BFCL checker's answer limit: longer answers are not parsed
 
@@ -73,6 +80,9 @@ QWEN3_PARAMETER, QWEN3_PARAMETER_END = "<parameter=", "</parameter>"
 GLM_KEY, GLM_KEY_END, GLM_VALUE, GLM_VALUE_END = "<arg_key>", "</arg_key>", "<arg_value>", "</arg_value>"
 DEEPSEEK_CALLS = "<｜tool▁calls▁begin｜>"
 DEEPSEEK_CALL, DEEPSEEK_SEP, DEEPSEEK_CALL_END = "<｜tool▁call▁begin｜>", "<｜tool▁sep｜>", "<｜tool▁call▁end｜>"
+GEMMA_CALL, GEMMA_CALL_END, GEMMA_QUOTE = "<|tool_call>call:", "}<tool_call|>", '<|"|>'
+_GEMMA_NAME = re.compile(r"[\w\-.]+\{")
+_GEMMA_MAX_DEPTH = 100
 _PYTHONIC_START = re.compile(r"\[\s*[A-Za-z_][\w.]*\s*\(")
 
 
@@ -562,16 +572,30 @@ def parse_qwen3_coder(text: str, tools: Tools = None) -> ParsedAnswer:
     return ParsedAnswer(calls, text[:content_end] or None)
 
 
-def _glm_pairs(body: str) -> list[tuple[str, str]]:
+def _blank_length(text: str, i: int, literal_newlines: bool) -> int:
+    """How many characters of blank (and, for GLM-4.7, of literal ``\\n`` pairs) start at ``i``."""
+    j = i
+    while j < len(text):
+        if text[j].isspace():
+            j += 1
+        elif literal_newlines and text.startswith("\\n", j):
+            j += 2
+        else:
+            break
+    return j - i
+
+
+def _glm_pairs(body: str, literal_newlines: bool = False) -> list[tuple[str, str]]:
     """The ``<arg_key>K</arg_key> <arg_value>V</arg_value>`` pairs of a block, as vLLM's regex
-    ``<arg_key>(.*?)</arg_key>\\s*<arg_value>(.*?)</arg_value>`` finds them (in linear time)."""
+    ``<arg_key>(.*?)</arg_key>\\s*<arg_value>(.*?)</arg_value>`` finds them (GLM-4.7's also skips literal
+    ``\\n`` between them), in linear time."""
     pairs: list[tuple[str, str]] = []
     position = 0
     while (start := body.find(GLM_KEY, position)) != -1:
         search = start + len(GLM_KEY)
         while (close := body.find(GLM_KEY_END, search)) != -1:  # the first key end followed by a value
             after = close + len(GLM_KEY_END)
-            gap = len(body[after:]) - len(body[after:].lstrip())
+            gap = _blank_length(body, after, literal_newlines)
             if body.startswith(GLM_VALUE, after + gap):
                 break
             search = after
@@ -600,6 +624,15 @@ def _glm_value(text: str) -> Any:
 
 def parse_glm45(text: str, tools: Tools = None) -> ParsedAnswer:
     """GLM-4.5/4.6 ``<tool_call>NAME`` blocks with ``<arg_key>``/``<arg_value>`` pairs (see the module docstring)."""
+    return _parse_glm(text, tools, "glm45")
+
+
+def parse_glm47(text: str, tools: Tools = None) -> ParsedAnswer:
+    """GLM-4.7 ``<tool_call>NAME<arg_key>...`` blocks: the name runs to the first ``<arg_key>``."""
+    return _parse_glm(text, tools, "glm47")
+
+
+def _parse_glm(text: str, tools: Tools, variant: str) -> ParsedAnswer:
     if HERMES_START not in text:
         return ParsedAnswer([], text)
     calls: list[ParsedCall] = []
@@ -610,20 +643,25 @@ def parse_glm45(text: str, tools: Tools = None) -> ParsedAnswer:
             break
         position = end + len(HERMES_END)
         region = text[start + len(HERMES_START):end]
-        if "\n" not in region:  # vLLM's <tool_call>([^\n]*)\n(.*)</tool_call>: the name ends its own line
+        if variant == "glm47":  # vLLM's <tool_call>(.*?)(<arg_key>.*?)?</tool_call>
+            cut = region.find(GLM_KEY)
+            name, body = (region, "") if cut == -1 else (region[:cut], region[cut:])
+        elif "\n" in region:  # vLLM's <tool_call>([^\n]*)\n(.*)</tool_call>: the name ends its own line
+            name, body = region.split("\n", 1)
+        else:
             continue
-        name, body = region.split("\n", 1)
         name = name.strip()
         properties = tool_properties(tools, name)
         arguments: dict[str, Any] = {}
-        for key, value in _glm_pairs(body):
+        for key, value in _glm_pairs(body, literal_newlines=variant == "glm47"):
             key = key.strip()
             schema = properties.get(key)
             string_typed = isinstance(schema, dict) and schema.get("type") == "string"
             arguments[key] = value if string_typed else _glm_value(value.strip())
         calls.append(ParsedCall(name, arguments))
     if not calls:
-        return ParsedAnswer([], text, f"glm45: no closed {HERMES_START}NAME block with its name on a line of its own")
+        where = "with its name on a line of its own" if variant == "glm45" else "with a name"
+        return ParsedAnswer([], text, f"{variant}: no closed {HERMES_START}NAME block {where}")
     content = text[: text.find(HERMES_START)]
     return ParsedAnswer(calls, content if content.strip() else None)
 
@@ -658,6 +696,150 @@ def parse_deepseek_v31(text: str) -> ParsedAnswer:
     return ParsedAnswer(calls, content or None)
 
 
+def _gemma4_bare(text: str) -> Any:
+    """A bare Gemma 4 value: ``true``/``false``, ``null``/``none``/``nil``, a number, else the text (stripped)."""
+    text = text.strip()
+    if text in ("true", "false"):
+        return text == "true"
+    if text.lower() in ("null", "none", "nil"):
+        return None
+    try:
+        return float(text) if "." in text else int(text)
+    except ValueError:
+        return text
+
+
+def _gemma4_brackets(text: str) -> dict[int, int]:
+    """Each ``{`` and ``[`` of ``text`` with the index just past its match, found as vLLM's scan finds it (braces
+    counted apart from square brackets, strings between ``<|"|>`` marks skipped), in one pass over the text; an
+    opening with no match is not in it."""
+    matched: dict[int, int] = {}
+    stacks: dict[str, list[int]] = {"{": [], "[": []}
+    closers = {"}": "{", "]": "["}
+    i = 0
+    while i < len(text):
+        if text.startswith(GEMMA_QUOTE, i):
+            end = text.find(GEMMA_QUOTE, i + len(GEMMA_QUOTE))
+            i = len(text) if end == -1 else end + len(GEMMA_QUOTE)
+            continue
+        char = text[i]
+        if char in stacks:
+            stacks[char].append(i)
+        elif char in closers and stacks[closers[char]]:
+            matched[stacks[closers[char]].pop()] = i + 1
+        i += 1
+    return matched
+
+
+class _GemmaArguments:
+    """vLLM's ``_parse_gemma4_args``/``_parse_gemma4_array`` over one call's argument text, reading each nested
+    object or list in place (its end from :func:`_gemma4_brackets`), so a deep text is read in linear time."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.brackets = _gemma4_brackets(text)
+
+    def _value(self, i: int, end: int, stops: str, depth: int, partial: bool) -> tuple[Any, int, bool]:
+        """The value starting at ``i`` (blanks skipped), where it ends, and whether ``end`` came inside it (None
+        and ``end``: a bare value at the end of an unclosed object or list, which vLLM leaves out)."""
+        text = self.text
+        if text.startswith(GEMMA_QUOTE, i):
+            close = text.find(GEMMA_QUOTE, i + len(GEMMA_QUOTE), end)
+            if close == -1:  # an unterminated string: the rest
+                return text[i + len(GEMMA_QUOTE):end], end, True
+            return text[i + len(GEMMA_QUOTE):close], close + len(GEMMA_QUOTE), False
+        if text[i] in "{[":
+            past = self.brackets.get(i, end + 1)
+            closed = past <= end
+            stop = past - 1 if closed else end
+            read = self.object if text[i] == "{" else self.list
+            return read(i + 1, stop, depth + 1, not closed), (past if closed else end), not closed
+        j = i
+        while j < end and text[j] not in stops:
+            j += 1
+        if partial and (j >= end or text[i:j].strip().endswith(".")) and j > i:
+            return None, end, True  # may be cut short: left out
+        return _gemma4_bare(text[i:j]), j, False
+
+    def object(self, i: int, end: int, depth: int = 0, partial: bool = False) -> dict[str, Any]:
+        if depth > _GEMMA_MAX_DEPTH:
+            raise _ParseFailure("arguments nested too deeply")
+        text, result = self.text, {}
+        while i < end:
+            while i < end and text[i] in " ,\n\t":
+                i += 1
+            colon = text.find(":", i, end)
+            if i >= end or colon == -1:
+                break
+            key = text[i:colon].strip()
+            if key.startswith(GEMMA_QUOTE) and key.endswith(GEMMA_QUOTE) and len(key) >= 2 * len(GEMMA_QUOTE):
+                key = key[len(GEMMA_QUOTE):-len(GEMMA_QUOTE)]
+            i = colon + 1
+            while i < end and text[i] in " \n\t":
+                i += 1
+            if i >= end:
+                if not partial:
+                    result[key] = ""
+                break
+            value, after, cut = self._value(i, end, ",}]", depth, partial)
+            if after == i:  # no progress: malformed, and vLLM stops there
+                break
+            if not (cut and value is None and after == end and partial):
+                result[key] = value
+            i = after
+            if cut:
+                break
+        return result
+
+    def list(self, i: int, end: int, depth: int = 0, partial: bool = False) -> list[Any]:
+        if depth > _GEMMA_MAX_DEPTH:
+            raise _ParseFailure("arguments nested too deeply")
+        text, items = self.text, []
+        while i < end:
+            while i < end and text[i] in " ,\n\t":
+                i += 1
+            if i >= end:
+                break
+            value, after, cut = self._value(i, end, ",]", depth, partial)
+            if after == i:
+                break
+            if not (cut and value is None and after == end and partial):
+                items.append(value)
+            i = after
+            if cut:
+                break
+        return items
+
+
+def _gemma4_object(text: str) -> dict[str, Any]:
+    return _GemmaArguments(text).object(0, len(text))
+
+
+def parse_gemma4(text: str) -> ParsedAnswer:
+    """Gemma 4 ``<|tool_call>call:NAME{...}<tool_call|>`` calls (see the module docstring)."""
+    if "<|tool_call>" not in text:
+        return ParsedAnswer([], text)
+    calls: list[ParsedCall] = []
+    position = 0
+    try:
+        while (start := text.find(GEMMA_CALL, position)) != -1:  # vLLM: call:([\w\-.]+)\{(.*?)\}<tool_call\|>
+            name = _GEMMA_NAME.match(text, start + len(GEMMA_CALL))
+            if name is None:
+                position = start + 1
+                continue
+            end = text.find(GEMMA_CALL_END, name.end())
+            if end == -1:
+                break
+            calls.append(ParsedCall(name.group()[:-1], _gemma4_object(text[name.end():end])))
+            position = end + len(GEMMA_CALL_END)
+    except _ParseFailure as exc:
+        return ParsedAnswer([], text, f"gemma4: call {len(calls) + 1}: {exc}")
+    if not calls:
+        return ParsedAnswer([], text, f"gemma4: no complete {GEMMA_CALL}NAME{{...{GEMMA_CALL_END}")
+    content = text[: text.find("<|tool_call>")].strip()
+    return ParsedAnswer(calls, content or None)
+
+
 def _without_tools(parser: Callable[[str], ParsedAnswer]) -> Callable[[str, Tools], ParsedAnswer]:
     return lambda text, tools: parser(text)
 
@@ -669,7 +851,9 @@ PARSERS: dict[ToolFormat, Callable[[str, Tools], ParsedAnswer]] = {
     "pythonic": _without_tools(parse_pythonic),
     "qwen3_coder": parse_qwen3_coder,
     "glm45": parse_glm45,
+    "glm47": parse_glm47,
     "deepseek_v31": _without_tools(parse_deepseek_v31),
+    "gemma4": _without_tools(parse_gemma4),
 }
 
 
@@ -740,17 +924,26 @@ def probe_messages(calls: int = 1) -> list[dict[str, Any]]:
 def rendered_assistant_turn(render: Callable[[list[dict[str, Any]], bool], str],
                             messages: list[dict[str, Any]]) -> str:
     """The text a template writes for the last (assistant) message: the whole chat rendered, less the chat
-    before it rendered with the generation prompt. ``render(messages, add_generation_prompt)``."""
+    before it rendered with the generation prompt, or, where that is not a start of the whole (the generation
+    prompt opens an empty thought the turn does not keep), less the chat before it as a sentinel turn shows it.
+    ``render(messages, add_generation_prompt)``."""
     full = render(messages, False)
     prompt = render(messages[:-1], True)
-    if not full.startswith(prompt):
+    if full.startswith(prompt):
+        return full[len(prompt):]
+    # The generation prompt opens more than the turn keeps (Gemma 4 an empty thought, reasoning models a <think>
+    # the history drops): the turn is what follows the chat before it, found with a sentinel as the turn's text.
+    sentinel = "\u2063tcTurnStarts\u2063"
+    probe = render([*messages[:-1], {"role": "assistant", "content": sentinel}], False)
+    before = probe.split(sentinel, 1)[0]
+    if sentinel not in probe or not full.startswith(before):
         raise ValueError("the template does not render the chat before an assistant turn as a prefix of the chat "
                          "with it")
-    return full[len(prompt):]
+    return full[len(before):]
 
 
-DETECTION_ORDER: tuple[ToolFormat, ...] = ("hermes", "qwen3_coder", "glm45", "deepseek_v31", "mistral", "pythonic",
-                                           "llama3_json")
+DETECTION_ORDER: tuple[ToolFormat, ...] = ("hermes", "qwen3_coder", "glm45", "glm47", "deepseek_v31", "gemma4",
+                                           "mistral", "pythonic", "llama3_json")
 
 
 def detect_tool_format(render: Callable[[list[dict[str, Any]], bool], str],
