@@ -121,7 +121,7 @@ def template_tool_format(template: ChatTemplate | None, model: str,
     if problem is not None or template is None:
         raise FcModeError(f"model {model}: {problem}: --mode fc offers the tools through the model's chat template, "
                           "so it needs one that renders tools (e.g. a Qwen2.5/Qwen3/Qwen3.5, Hermes, Llama 3.x, "
-                          "Mistral, GLM-4.6 or DeepSeek-V3.1 instruct model); use --mode prompt for this one")
+                          "Mistral, Gemma 4, GLM-4.6 or DeepSeek-V3.1 instruct model); use --mode prompt for this one")
     if tool_format is not None:
         return tool_format
     found, why = detect_tool_format(
