@@ -27,7 +27,9 @@ from tasks.formats.tool_call_formats import (
     parse_gemma4,
     parse_glm45,
     parse_glm47,
+    parse_harmony,
     parse_hermes,
+    parse_kimi_k2,
     parse_llama3_json,
     parse_mistral,
     parse_pythonic,
@@ -62,8 +64,11 @@ FILE_FORMATS = {
     # generation prompts that open a thought the turn does not keep: the turn is found with a sentinel
     "NVIDIA-Nemotron-3-Nano-30B-A3B-BF16.jinja": "qwen3_coder", "Qwen-QwQ-32B.jinja": "hermes",
     "google-gemma-4-31B-it-interleaved.jinja": "gemma4",
-    "MiniMax-M2.jinja": None, "openai-gpt-oss-120b.jinja": None, "moonshotai-Kimi-K2.jinja": None,
+    "moonshotai-Kimi-K2.jinja": "kimi_k2",
+    "openai-gpt-oss-120b.jinja": "harmony",  # one call per message: writes only the first of two
+    "MiniMax-M2.jinja": None, "meetkai-functionary-medium-v3.1.jinja": None,
 }
+ONE_CALL_FILES = {"GigaChat3-10B-A1.8B.jinja", "openai-gpt-oss-120b.jinja"}
 SINGLE_CALL_ONLY = {"llama3.1", "llama3.2", "llama3.3"}
 
 
@@ -153,10 +158,11 @@ def test_other_real_templates_formats_are_detected_or_refused_with_the_reason(fi
 
 
 @needs_templates
-@pytest.mark.parametrize("file", [f for f, fmt in FILE_FORMATS.items() if fmt and not f.startswith("GigaChat")])
+@pytest.mark.parametrize("file", [f for f, fmt in FILE_FORMATS.items() if fmt])
 def test_calls_rendered_by_other_real_templates_are_read_back(file):
     template = _file_template(file)
     calls = [("get_weather_forecast", ARGUMENTS), ("get_time", {"zone": "CET", "h24": False})]
+    calls = calls[:1] if file in ONE_CALL_FILES else calls
     tools = tools_for(calls)
     messages = [{"role": "user", "content": "Do it."},
                 {"role": "assistant", "content": "", "tool_calls": [
@@ -425,6 +431,35 @@ def test_a_turn_the_generation_prompt_does_not_start_is_found_with_a_sentinel():
         render(template, probe_messages()[:1], tools, True))
 
 
+def test_kimi_k2_rules():
+    assert parse_kimi_k2("Hello.") == ParsedAnswer([], "Hello.")
+    text = ('Let me see.<|tool_calls_section_begin|><|tool_call_begin|> functions.get_weather:0 '
+            '<|tool_call_argument_begin|>{"city": "Rome"} <|tool_call_end|><|tool_call_begin|>now:1'
+            '<|tool_call_argument_begin|>{}<|tool_call_end|><|tool_calls_section_end|>')
+    two = parse_kimi_k2(text)
+    assert two.calls == [ParsedCall("get_weather", {"city": "Rome"}), ParsedCall("now", {})]
+    assert two.content == "Let me see."
+    no_index = parse_kimi_k2("<|tool_calls_section_begin|><|tool_call_begin|>f<|tool_call_argument_begin|>{}"
+                             "<|tool_call_end|>")
+    assert no_index.calls == [] and "no complete" in no_index.error  # the id needs its :N
+    bad = parse_kimi_k2("<|tool_calls_section_begin|><|tool_call_begin|>f:0<|tool_call_argument_begin|>{x}"
+                        "<|tool_call_end|>")
+    assert "call 1 (f): arguments are not JSON" in bad.error
+
+
+def test_harmony_rules():
+    assert parse_harmony("<|channel|>final<|message|>It is sunny.") == ParsedAnswer(
+        [], "<|channel|>final<|message|>It is sunny.")
+    text = ("<|channel|>analysis<|message|>Need the weather.<|end|><|start|>assistant<|channel|>commentary "
+            'to=functions.get_weather <|constrain|>json<|message|>{"city": "Rome"}<|call|>')
+    assert parse_harmony(text).calls == [ParsedCall("get_weather", {"city": "Rome"})]
+    written = ' to=functions.get_weather<|channel|>commentary<|message|>{"city": "Rome"}<|call|>'  # no type: JSON
+    assert parse_harmony(written).calls == [ParsedCall("get_weather", {"city": "Rome"})]
+    assert "not JSON" in parse_harmony(" to=functions.f<|channel|>commentary<|message|>{x}<|call|>").error
+    typed = parse_harmony(" to=functions.f<|channel|>commentary code<|message|>print(1)<|call|>")
+    assert typed.calls == [] and "content type 'code'" in typed.error
+
+
 def test_deepseek_v31_rules():
     assert parse_deepseek_v31("Plain.") == ParsedAnswer([], "Plain.")
     text = ('Sure.<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>{"city": "Rome"}'
@@ -461,7 +496,9 @@ MARKERS = ["<tool_call>", "</tool_call>", "<|python_tag|>", "[TOOL_CALLS]", "[AR
            "<function=", "</function>", "<parameter=", "</parameter>", ">", "\n", "<arg_key>", "</arg_key>",
            "<arg_value>", "</arg_value>", "<｜tool▁calls▁begin｜>", "<｜tool▁call▁begin｜>", "<｜tool▁sep｜>",
            "<｜tool▁call▁end｜>", "city", "days", "None", "True", "1e400", "<|tool_call>call:", "}<tool_call|>",
-           '<|"|>', "<|tool_call>"]
+           '<|"|>', "<|tool_call>", "<|tool_calls_section_begin|>", "<|tool_call_begin|>", ":0",
+           "<|tool_call_argument_begin|>", "<|tool_call_end|>", "<|start|>", "<|message|>", "<|call|>", "<|end|>",
+           " to=functions.", "<|channel|>", "commentary", "json"]
 
 
 @settings(max_examples=300, deadline=None)
@@ -488,6 +525,10 @@ def test_hostile_text_never_raises(parts, fmt):
     "<|tool_call>call:f{" + "a:{" * 20_000 + "}<tool_call|>", "<|tool_call>call:f{" + "a:[" * 20_000 + "}<tool_call|>",
     "<|tool_call>call:f{" + 'a:<|"|>' * 10_000 + "}<tool_call|>", "<|tool_call>call:" * 6_000,
     "<|tool_call>call:f{" + "a:1," * 20_000 + "}<tool_call|>", "<tool_call>" + "<arg_key>" * 9_000 + "</tool_call>",
+    "<|tool_calls_section_begin|>" + "<|tool_call_begin|>f:0" * 4_000, "<|tool_calls_section_begin|>"
+    + "<|tool_call_begin|>" + " " * 60_000 + "f:0<|tool_call_argument_begin|>{}<|tool_call_end|>",
+    "<|tool_calls_section_begin|><|tool_call_begin|>" + "a" * 60_000 + ":0<|tool_call_argument_begin|>{}",
+    " to=functions.f" + "<|start|>" * 10_000 + "<|message|>" * 5_000,
 ])
 def test_deep_long_and_repeated_input_is_an_error_quickly(text):
     started = time.monotonic()

@@ -44,6 +44,15 @@ streaming) rule by rule:
   strings between ``<|"|>`` marks, objects ``{...}`` and lists ``[...]`` nested, other values ``true``/``false``,
   ``null``, numbers (a float when written with a ``.``), else the bare text. No ``<|tool_call>``: a text answer.
 
+- ``kimi_k2`` (Kimi K2: vLLM's ``kimi_k2``): after ``<|tool_calls_section_begin|>``, each
+  ``<|tool_call_begin|>functions.NAME:0<|tool_call_argument_begin|>{arguments JSON}<|tool_call_end|>`` (the name is
+  the id's part before ``:``, after its last ``.``). No section token: a text answer.
+- ``harmony`` (gpt-oss: vLLM's ``openai``, which reads OpenAI's harmony messages): the answer is messages, each a
+  header (``<|channel|>CHANNEL``, a recipient ``to=...``, a content type), ``<|message|>`` and its text up to
+  ``<|end|>``, ``<|call|>`` or ``<|return|>``, the next one after ``<|start|>``; a message to ``functions.NAME`` is a
+  call with its text as JSON arguments, the ``final`` channel's text (else a recipient-less ``commentary``'s) is the
+  content. Read from the text here (vLLM reads the token ids). No ``to=functions.``: a text answer.
+
 ``qwen3_coder`` and ``glm45`` need the offered tools (``tools=``, OpenAI's shape) to type the values, as vLLM's
 parsers take them from the request; without them every value of ``qwen3_coder`` stays text.
 
@@ -67,7 +76,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 ToolFormat = Literal["hermes", "llama3_json", "mistral", "pythonic", "qwen3_coder", "glm45", "glm47",
-                     "deepseek_v31", "gemma4"]
+                     "deepseek_v31", "gemma4", "kimi_k2", "harmony"]
 TOOL_FORMATS: tuple[ToolFormat, ...] = get_args(ToolFormat)
 MAX_TEXT_CHARS = 100_000  # as the BFCL checker's answer limit: longer answers are not parsed
 
@@ -83,6 +92,12 @@ DEEPSEEK_CALL, DEEPSEEK_SEP, DEEPSEEK_CALL_END = "<｜tool▁call▁begin｜>", 
 GEMMA_CALL, GEMMA_CALL_END, GEMMA_QUOTE = "<|tool_call>call:", "}<tool_call|>", '<|"|>'
 _GEMMA_NAME = re.compile(r"[\w\-.]+\{")
 _GEMMA_MAX_DEPTH = 100
+KIMI_SECTION, KIMI_CALL = "<|tool_calls_section_begin|>", "<|tool_call_begin|>"
+KIMI_ARGUMENTS, KIMI_CALL_END = "<|tool_call_argument_begin|>", "<|tool_call_end|>"
+_KIMI_ID = re.compile(r"([^<]+):\d+\s*")
+HARMONY_START, HARMONY_MESSAGE, HARMONY_ENDS = "<|start|>", "<|message|>", ("<|end|>", "<|call|>", "<|return|>")
+_HARMONY_RECIPIENT = re.compile(r"to=([^\s<]+)")
+_HARMONY_CHANNEL = re.compile(r"<\|channel\|>\s*(\w+)")
 _PYTHONIC_START = re.compile(r"\[\s*[A-Za-z_][\w.]*\s*\(")
 
 
@@ -840,6 +855,74 @@ def parse_gemma4(text: str) -> ParsedAnswer:
     return ParsedAnswer(calls, content or None)
 
 
+def parse_kimi_k2(text: str) -> ParsedAnswer:
+    """Kimi K2 ``<|tool_call_begin|>functions.NAME:0<|tool_call_argument_begin|>{...}<|tool_call_end|>`` calls (see
+    the module docstring)."""
+    if KIMI_SECTION not in text:
+        return ParsedAnswer([], text)
+    calls: list[ParsedCall] = []
+    position = 0
+    while (start := text.find(KIMI_CALL, position)) != -1:  # vLLM's regex, read in linear time
+        position = begin = start + len(KIMI_CALL)
+        while begin < len(text) and text[begin].isspace():
+            begin += 1
+        marker = text.find("<", begin)
+        identity = _KIMI_ID.fullmatch(text, begin, marker) if marker != -1 else None
+        if identity is None or not text.startswith(KIMI_ARGUMENTS, marker):
+            continue
+        arguments_start = marker + len(KIMI_ARGUMENTS)
+        end = text.find(KIMI_CALL_END, arguments_start)
+        following = text.find(KIMI_CALL, arguments_start)
+        if end == -1 or (following != -1 and following < end):
+            continue
+        name = identity.group(1).strip().split(".")[-1]
+        try:
+            arguments = _load_json(text[arguments_start:end])
+        except _ParseFailure as exc:
+            return ParsedAnswer([], text, f"kimi_k2: call {len(calls) + 1} ({_short(name, 60)}): arguments are {exc}")
+        calls.append(ParsedCall(name, arguments))
+        position = end + len(KIMI_CALL_END)
+    if not calls:
+        return ParsedAnswer([], text, f"kimi_k2: no complete {KIMI_CALL}NAME:N{KIMI_ARGUMENTS}...{KIMI_CALL_END}")
+    content = text[: text.find(KIMI_SECTION)]
+    return ParsedAnswer(calls, content or None)
+
+
+def parse_harmony(text: str) -> ParsedAnswer:
+    """gpt-oss's harmony messages (see the module docstring)."""
+    if "to=functions." not in text:
+        return ParsedAnswer([], text)
+    calls: list[ParsedCall] = []
+    final = commentary = None
+    for piece in text.split(HARMONY_START):
+        header, marker, body = piece.partition(HARMONY_MESSAGE)
+        if not marker:
+            continue
+        ends = [i for i in (body.find(e) for e in HARMONY_ENDS) if i != -1]
+        body = body[: min(ends)] if ends else body
+        recipient = _HARMONY_RECIPIENT.search(header)
+        channel = _HARMONY_CHANNEL.search(header)
+        if recipient and recipient.group(1).startswith("functions."):
+            name = recipient.group(1).split("functions.", 1)[1]
+            content_type = _HARMONY_CHANNEL.sub("", _HARMONY_RECIPIENT.sub("", header))
+            content_type = content_type.replace("<|constrain|>", "").strip()
+            where = f"call {len(calls) + 1} ({_short(name, 60)})"
+            if content_type and "json" not in content_type:  # none given: JSON, as vLLM assumes
+                return ParsedAnswer([], text, f"harmony: {where}: content type {_short(content_type, 40)!r}, "
+                                              "not JSON")
+            try:
+                calls.append(ParsedCall(name, _load_json(body)))
+            except _ParseFailure as exc:
+                return ParsedAnswer([], text, f"harmony: {where}: arguments are {exc}")
+        elif channel and channel.group(1) == "final":
+            final = body
+        elif channel and channel.group(1) == "commentary" and not recipient:
+            commentary = body
+    if not calls:
+        return ParsedAnswer([], text, "harmony: no complete message to functions.NAME")
+    return ParsedAnswer(calls, final or commentary)
+
+
 def _without_tools(parser: Callable[[str], ParsedAnswer]) -> Callable[[str, Tools], ParsedAnswer]:
     return lambda text, tools: parser(text)
 
@@ -854,6 +937,8 @@ PARSERS: dict[ToolFormat, Callable[[str, Tools], ParsedAnswer]] = {
     "glm47": parse_glm47,
     "deepseek_v31": _without_tools(parse_deepseek_v31),
     "gemma4": _without_tools(parse_gemma4),
+    "kimi_k2": _without_tools(parse_kimi_k2),
+    "harmony": _without_tools(parse_harmony),
 }
 
 
@@ -943,7 +1028,7 @@ def rendered_assistant_turn(render: Callable[[list[dict[str, Any]], bool], str],
 
 
 DETECTION_ORDER: tuple[ToolFormat, ...] = ("hermes", "qwen3_coder", "glm45", "glm47", "deepseek_v31", "gemma4",
-                                           "mistral", "pythonic", "llama3_json")
+                                           "kimi_k2", "harmony", "mistral", "pythonic", "llama3_json")
 
 
 def detect_tool_format(render: Callable[[list[dict[str, Any]], bool], str],
