@@ -22,8 +22,7 @@ streaming) rule by rule:
   calls ``[f(a=1), g(b="x")]``, read with :mod:`ast` (never run); keyword values must be literals (strings,
   numbers, booleans, None, lists, dicts with literal keys; a negated number is also taken, which vLLM refuses).
   Positional arguments are ignored, as vLLM does. An answer that does not start like a call list is text.
-
-- ``qwen3_coder`` (Qwen3-Coder, Qwen3.5, Step 3.5: vLLM's ``qwen3_coder``): ``<tool_call>`` blocks (a block
+- ``qwen3_coder`` (Qwen3-Coder, Qwen3.5, Step 3.5, Nemotron 3: vLLM's ``qwen3_coder``): ``<tool_call>`` blocks (a block
   ends at a ``</tool_call>`` followed by another ``<tool_call>`` or the end; the last may be left open; no block
   at all: the whole text) holding ``<function=NAME>`` and one ``<parameter=KEY>value</parameter>`` per argument
   (a parameter starts a line; its value ends at a ``</parameter>`` followed by another parameter, ``</function>``,
@@ -39,11 +38,9 @@ streaming) rule by rule:
 - ``deepseek_v31`` (DeepSeek-V3.1: vLLM's ``deepseek_v31``): ``<｜tool▁call▁begin｜>NAME<｜tool▁sep｜>{arguments
   JSON}<｜tool▁call▁end｜>`` after ``<｜tool▁calls▁begin｜>``, each call on one line; the text before that token
   is the content. No ``<｜tool▁calls▁begin｜>``: a text answer.
-
 - ``gemma4`` (Gemma 4: vLLM's ``gemma4``): ``<|tool_call>call:NAME{key:value,...}<tool_call|>``, keys bare,
   strings between ``<|"|>`` marks, objects ``{...}`` and lists ``[...]`` nested, other values ``true``/``false``,
   ``null``, numbers (a float when written with a ``.``), else the bare text. No ``<|tool_call>``: a text answer.
-
 - ``kimi_k2`` (Kimi K2: vLLM's ``kimi_k2``): after ``<|tool_calls_section_begin|>``, each
   ``<|tool_call_begin|>functions.NAME:0<|tool_call_argument_begin|>{arguments JSON}<|tool_call_end|>`` (the name is
   the id's part before ``:``, after its last ``.``). No section token: a text answer.
@@ -53,8 +50,8 @@ streaming) rule by rule:
   call with its text as JSON arguments, the ``final`` channel's text (else a recipient-less ``commentary``'s) is the
   content. Read from the text here (vLLM reads the token ids). No ``to=functions.``: a text answer.
 
-``qwen3_coder`` and ``glm45`` need the offered tools (``tools=``, OpenAI's shape) to type the values, as vLLM's
-parsers take them from the request; without them every value of ``qwen3_coder`` stays text.
+``qwen3_coder``, ``glm45`` and ``glm47`` need the offered tools (``tools=``, OpenAI's shape) to type the values, as
+vLLM's parsers take them from the request; without them every value of ``qwen3_coder`` stays text.
 
 As in vLLM, a text answer is not an error, and an answer that tries to call (its format's marker is there) but
 does not parse is read as text: :class:`ParsedAnswer` then has no call and says why in ``error``. Reasoning
@@ -360,21 +357,17 @@ def _python_literal(text: str) -> Any:
     def value(n: ast.expr, depth: int = 0) -> Any:
         if depth > 100:
             raise ValueError("nested too deeply")
-        if isinstance(n, ast.Tuple):
+        if isinstance(n, ast.Tuple | ast.List):
             return [value(e, depth + 1) for e in n.elts]
-        if isinstance(n, ast.List | ast.Dict | ast.Constant | ast.UnaryOp):
-            if isinstance(n, ast.List):
-                return [value(e, depth + 1) for e in n.elts]
-            if isinstance(n, ast.Dict):
-                if not all(isinstance(k, ast.Constant) for k in n.keys):
-                    raise ValueError("keys must be literals")
-                return {k.value: value(v, depth + 1) for k, v in zip(n.keys, n.values, strict=True)
-                        if isinstance(k, ast.Constant)}
-            try:
-                return _literal(n, depth)
-            except _ParseFailure as exc:
-                raise ValueError(str(exc)) from None
-        raise ValueError(f"not a literal: {type(n).__name__}")
+        if isinstance(n, ast.Dict):
+            keys = [k.value for k in n.keys if isinstance(k, ast.Constant)]
+            if len(keys) != len(n.keys):
+                raise ValueError("keys must be literals")
+            return {k: value(v, depth + 1) for k, v in zip(keys, n.values, strict=True)}
+        try:  # a constant or a negated number
+            return _literal(n, depth)
+        except _ParseFailure as exc:
+            raise ValueError(str(exc)) from None
 
     try:
         return value(node)
@@ -693,8 +686,10 @@ def parse_deepseek_v31(text: str) -> ParsedAnswer:
         line_end = len(text) if line_end == -1 else line_end
         sep = text.find(DEEPSEEK_SEP, start + len(DEEPSEEK_CALL), line_end)
         end = text.find(DEEPSEEK_CALL_END, sep + len(DEEPSEEK_SEP), line_end) if sep != -1 else -1
-        if end == -1:
-            position = start + len(DEEPSEEK_CALL)
+        if end == -1:  # no later call on this line can close either
+            if line_end == len(text):
+                break
+            position = line_end
             continue
         name = text[start + len(DEEPSEEK_CALL):sep]
         where = f"call {len(calls) + 1} ({_short(name, 60)})"
