@@ -18,9 +18,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tasks.formats import tool_call_formats  # noqa: E402
 from tasks.formats.chat_templates import ChatTemplate, render  # noqa: E402
-from tasks.formats.tool_call_formats import TOOL_FORMATS, detect_tool_format, probe_tools  # noqa: E402
+from tasks.formats.tool_call_formats import (  # noqa: E402
+    DETECTION_ORDER,
+    TOOL_FORMATS,
+    detect_tool_format,
+    probe_tools,
+)
 from toolace.chat_template_files import find_templates_dir  # noqa: E402
 
 
@@ -35,15 +39,14 @@ def main() -> None:
     folder = find_templates_dir()
     if folder is None:
         sys.exit("no chat templates: run `make setup` (or `toolace fetch-models --only templates`)")
-    order = tool_call_formats.DETECTION_ORDER
-    tool_call_formats.DETECTION_ORDER = tuple(f for f in order if f in formats)  # this process only
+    tried = tuple(f for f in DETECTION_ORDER if f in formats)
     read = 0
     files = sorted(folder.glob("*.jinja"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for file in files:
             template = ChatTemplate(file.stem, file.read_text(encoding="utf-8"))
-            found, why = detect_tool_format(lambda m, g, t=template: render(t, m, probe_tools(), g))
+            found, why = detect_tool_format(lambda m, g, t=template: render(t, m, probe_tools(), g), "", tried)
             read += found is not None
             print(f"{file.stem:<48} {found or '-':<12} {'' if found else ' '.join(why.split())[:150]}")
     print(f"\n{read} of {len(files)} templates write calls in a format read here ({', '.join(formats)}); "

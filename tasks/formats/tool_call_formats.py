@@ -1026,13 +1026,14 @@ DETECTION_ORDER: tuple[ToolFormat, ...] = ("hermes", "qwen3_coder", "glm45", "gl
                                            "kimi_k2", "harmony", "mistral", "pythonic", "llama3_json")
 
 
-def detect_tool_format(render: Callable[[list[dict[str, Any]], bool], str],
-                       eos_token: str = "") -> tuple[ToolFormat | None, str]:
+def detect_tool_format(render: Callable[[list[dict[str, Any]], bool], str], eos_token: str = "",
+                       formats: tuple[ToolFormat, ...] = DETECTION_ORDER) -> tuple[ToolFormat | None, str]:
     """Which format a chat template writes calls in: a probe call is rendered (``render(messages,
     add_generation_prompt)``, e.g. the template with the probe tools), its end-of-turn ``eos_token`` cut off
     (generation stops there), and read back by each parser (with the probe tools, which type its values), the
     most specific first (hermes, the three XML-like and token formats, mistral, pythonic, then llama3_json, which
-    takes any JSON object). Returns the format and the rendered turn, or None and why not."""
+    takes any JSON object; ``formats`` limits them, in that order). Returns the format and the rendered turn, or
+    None and why not."""
     try:
         turn = rendered_assistant_turn(render, probe_messages()).rstrip()
     except Exception as exc:  # noqa: BLE001 - any template error is the answer
@@ -1049,7 +1050,7 @@ def detect_tool_format(render: Callable[[list[dict[str, Any]], bool], str],
         pair = pair[: -len(eos_token)]
     expected = [ParsedCall(PROBE_TOOL_NAME, PROBE_ARGUMENTS)]
     losing = []
-    for name in DETECTION_ORDER:
+    for name in formats:
         if parse_tool_calls(turn, name, probe_tools()).calls != expected:
             continue
         if pair is None or parse_tool_calls(pair, name, probe_tools()).calls == expected * 2:
@@ -1059,4 +1060,4 @@ def detect_tool_format(render: Callable[[list[dict[str, Any]], bool], str],
         return None, (f"it writes two calls as {_short(pair, 160)!r}, which {', '.join(losing)} (reading one call "
                       "right) does not read as two")
     return None, (f"it writes a tool call as {_short(turn, 160)!r}, which none of the formats "
-                  f"{', '.join(TOOL_FORMATS)} reads")
+                  f"{', '.join(formats)} reads")
