@@ -159,19 +159,25 @@ def test_over_real_http_the_history_follows_openais_documented_shapes(llm) -> No
                 assert set(message) == {"role", "tool_call_id", "content"}
 
 
-def test_qwen_template_renders_the_history_and_its_calls_read_back() -> None:
-    """Through Qwen2.5's real template (llama.cpp's copy): a scripted model answers with the very text the template
-    writes for the ground-truth calls, read as Hermes; each later prompt renders the calls and the results the
-    way the family was trained on (``<tool_call>`` and ``<tool_response>``)."""
-    template = load_family("qwen2.5", templates_dir(None, DEFAULT_FAMILIES))
-
-    def qwen_text(calls):
+def template_writer(template):
+    """The scripted model's writer for a ChatML family: the text ``template`` writes for an assistant turn making
+    the calls, up to its end of turn."""
+    def write(calls):
         messages = [{"role": "user", "content": "go"}, {"role": "assistant", "content": "", "tool_calls": [
             {"id": f"call{k:05d}", "type": "function", "function": {"name": n, "arguments": a}}
             for k, (n, a) in enumerate(calls)]}]
         return rendered_assistant_turn(lambda m, g: render(template, m, None, g), messages).removesuffix(
             "<|im_end|>\n")
 
+    return write
+
+
+def test_qwen_template_renders_the_history_and_its_calls_read_back() -> None:
+    """Through Qwen2.5's real template (llama.cpp's copy): a scripted model answers with the very text the template
+    writes for the ground-truth calls, read as Hermes; each later prompt renders the calls and the results the
+    way the family was trained on (``<tool_call>`` and ``<tool_response>``)."""
+    template = load_family("qwen2.5", templates_dir(None, DEFAULT_FAMILIES))
+    qwen_text = template_writer(template)
     entries = load_multi_turn_category("multi_turn_base", 2)
     source = Recording(entries, write=qwen_text, tool_format="hermes")
     results = run_entries(entries, source)
@@ -189,14 +195,7 @@ def test_qwen35_xml_calls_are_typed_by_the_offered_tools_and_score_full_marks() 
     entries over all eight of BFCL's classes executes and scores full marks (read without the tools, those values
     would stay text)."""
     template = load_family("qwen3.5", templates_dir(None, DEFAULT_FAMILIES))
-
-    def qwen35_text(calls):
-        messages = [{"role": "user", "content": "go"}, {"role": "assistant", "content": "", "tool_calls": [
-            {"id": f"call{k:05d}", "type": "function", "function": {"name": n, "arguments": a}}
-            for k, (n, a) in enumerate(calls)]}]
-        return rendered_assistant_turn(lambda m, g: render(template, m, None, g), messages).removesuffix(
-            "<|im_end|>\n")
-
+    qwen35_text = template_writer(template)
     entries = load_multi_turn_category("multi_turn_base", 200)
     classes: dict[str, object] = {}
     for entry in entries:  # the first entry of each class

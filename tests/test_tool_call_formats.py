@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from schemas.records import ToolCall
 from tasks.formats.call_format import render_calls
-from tasks.formats.chat_templates import load_family, render
+from tasks.formats.chat_templates import ChatTemplate, load_family, render
 from tasks.formats.tool_call_formats import (
     MAX_TEXT_CHARS,
     TOOL_FORMATS,
@@ -77,10 +77,10 @@ def _template(family: str):
     return load_family(family, TEMPLATES)
 
 
-def _render_turn(family: str, calls: list[tuple[str, dict]], tools: list[dict] | None = None) -> str:
-    """The text a family's template writes for an assistant turn making ``calls`` (its end-of-turn cut off,
-    as generation stops there)."""
-    template = _template(family)
+def _render_turn(family: str | ChatTemplate, calls: list[tuple[str, dict]], tools: list[dict] | None = None) -> str:
+    """The text a family's template (or a template file's) writes for an assistant turn making ``calls`` (its
+    end-of-turn cut off, as generation stops there)."""
+    template = family if isinstance(family, ChatTemplate) else _template(family)
     messages = [{"role": "user", "content": "Do it."},
                 {"role": "assistant", "content": "", "tool_calls": [
                     {"id": f"abcdefgh{k}", "type": "function", "function": {"name": name, "arguments": arguments}}
@@ -138,9 +138,7 @@ def test_a_call_rendered_by_a_real_template_is_read_back(family):
     assert parsed.calls == [ParsedCall("get_weather_forecast", ARGUMENTS)]
 
 
-def _file_template(file: str):
-    from tasks.formats.chat_templates import ChatTemplate
-
+def _file_template(file: str) -> ChatTemplate:
     assert TEMPLATES is not None
     return ChatTemplate(file, (TEMPLATES / file).read_text(encoding="utf-8"))
 
@@ -163,13 +161,7 @@ def test_calls_rendered_by_other_real_templates_are_read_back(file):
     template = _file_template(file)
     calls = [("get_weather_forecast", ARGUMENTS), ("get_time", {"zone": "CET", "h24": False})]
     calls = calls[:1] if file in ONE_CALL_FILES else calls
-    tools = tools_for(calls)
-    messages = [{"role": "user", "content": "Do it."},
-                {"role": "assistant", "content": "", "tool_calls": [
-                    {"id": f"abcdefgh{k}", "type": "function", "function": {"name": name, "arguments": arguments}}
-                    for k, (name, arguments) in enumerate(calls)]}]
-    turn = rendered_assistant_turn(lambda m, g: render(template, m, tools, g), messages)
-    parsed = parse_tool_calls(turn, FILE_FORMATS[file], tools)
+    parsed = parse_tool_calls(_render_turn(template, calls), FILE_FORMATS[file], tools_for(calls))
     assert parsed.error is None, parsed.error
     assert [(c.name, c.arguments) for c in parsed.calls] == calls
 

@@ -867,8 +867,10 @@ def parse_kimi_k2(text: str) -> ParsedAnswer:
             continue
         arguments_start = marker + len(KIMI_ARGUMENTS)
         end = text.find(KIMI_CALL_END, arguments_start)
+        if end == -1:  # no later call can close either
+            break
         following = text.find(KIMI_CALL, arguments_start)
-        if end == -1 or (following != -1 and following < end):
+        if following != -1 and following < end:
             continue
         name = identity.group(1).strip().split(".")[-1]
         try:
