@@ -104,9 +104,9 @@ def test_verdicts_on_answers_in_the_hermes_format():
 @needs_templates
 def test_calls_written_by_real_templates_get_the_verdicts_of_the_same_calls_in_json():
     """Every item of simple_python, multiple, parallel and parallel_multiple (1,000): the item's expected calls
-    written by Qwen3.5's, GLM-4.6's and DeepSeek-V3.1's real templates (values as text, or JSON strings) get the
-    verdict the same calls get as Qwen2.5's Hermes JSON, error type included: the offered tools' schemas type the
-    text values as BFCL's checker expects them."""
+    written by Qwen3.5's, GLM-4.6's, DeepSeek-V3.1's, MiniMax M2's and DeepSeek V3.2's real templates (values as
+    text, or JSON strings) get the verdict the same calls get as Qwen2.5's Hermes JSON, error type included: the
+    offered tools' schemas type the text values as BFCL's checker expects them (one item aside, below)."""
     from tasks.formats.chat_templates import ChatTemplate, render
     from tasks.formats.tool_call_formats import rendered_assistant_turn
 
@@ -114,11 +114,13 @@ def test_calls_written_by_real_templates_get_the_verdicts_of_the_same_calls_in_j
     assert folder is not None
     writers = {fmt: ChatTemplate(file, (folder / file).read_text(encoding="utf-8")) for file, fmt in (
         ("Qwen-Qwen2.5-7B-Instruct.jinja", "hermes"), ("Qwen3.5-4B.jinja", "qwen3_coder"),
-        ("GLM-4.6.jinja", "glm45"), ("deepseek-ai-DeepSeek-V3.1.jinja", "deepseek_v31"))}
+        ("GLM-4.6.jinja", "glm45"), ("deepseek-ai-DeepSeek-V3.1.jinja", "deepseek_v31"),
+        ("MiniMax-M2.jinja", "minimax_m2"), ("deepseek-ai-DeepSeek-V3.2.jinja", "deepseek_v32"))}
     items = [item for category in ("simple_python", "multiple", "parallel", "parallel_multiple")
              for item in load_category(category)]
     assert len(items) == 1000
-    agreed, valid = 0, 0
+    differing: dict[str, list[str]] = {fmt: [] for fmt in writers}
+    valid = 0
     for item in items:
         tools = fc_tools(item.functions)
         messages = [{"role": "user", "content": "?"}, {"role": "assistant", "content": "", "tool_calls": [
@@ -129,9 +131,13 @@ def test_calls_written_by_real_templates_get_the_verdicts_of_the_same_calls_in_j
             turn = rendered_assistant_turn(lambda m, g, t=template, o=tools: render(t, m, o, g), messages)
             verdict = judge_fc_answer(item, Answer(turn), fmt)
             verdicts[fmt] = (verdict.valid, verdict.error_type)
-        agreed += len(set(verdicts.values())) == 1
+        for fmt in writers:
+            if verdicts[fmt] != verdicts["hermes"]:
+                differing[fmt].append(item.id)
         valid += verdicts["hermes"][0]
-    assert agreed == 1000
+    # One real difference, vLLM's own: MiniMax M2 writes a string argument bare, and vLLM's minimax_m2 parser reads
+    # "null" as None whatever the parameter's type, so this item's expected event "null" (a string) is lost
+    assert differing == {fmt: ["parallel_multiple_75"] if fmt == "minimax_m2" else [] for fmt in writers}
     assert valid >= 980  # the few others: the first listed option is not always one the checker takes alone
 
 

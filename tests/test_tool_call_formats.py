@@ -23,7 +23,9 @@ from tasks.formats.tool_call_formats import (
     ParsedCall,
     bfcl_calls,
     detect_tool_format,
+    parse_deepseek_v4,
     parse_deepseek_v31,
+    parse_deepseek_v32,
     parse_gemma4,
     parse_glm45,
     parse_glm47,
@@ -31,6 +33,7 @@ from tasks.formats.tool_call_formats import (
     parse_hermes,
     parse_kimi_k2,
     parse_llama3_json,
+    parse_minimax_m2,
     parse_mistral,
     parse_pythonic,
     parse_qwen3_coder,
@@ -66,7 +69,9 @@ FILE_FORMATS = {
     "google-gemma-4-31B-it-interleaved.jinja": "gemma4",
     "moonshotai-Kimi-K2.jinja": "kimi_k2",
     "openai-gpt-oss-120b.jinja": "harmony",  # one call per message: writes only the first of two
-    "MiniMax-M2.jinja": None, "meetkai-functionary-medium-v3.1.jinja": None,
+    "MiniMax-M2.jinja": "minimax_m2", "deepseek-ai-DeepSeek-V3.2.jinja": "deepseek_v32",
+    "deepseek-ai-DeepSeek-V4.jinja": "deepseek_v4", "deepseek-ai-DeepSeek-V4-Flash-0731.jinja": "deepseek_v4",
+    "MiniMax-M3.jinja": None, "meetkai-functionary-medium-v3.1.jinja": None,
 }
 ONE_CALL_FILES = {"GigaChat3-10B-A1.8B.jinja", "openai-gpt-oss-120b.jinja"}
 SINGLE_CALL_ONLY = {"llama3.1", "llama3.2", "llama3.3"}
@@ -202,6 +207,26 @@ ARGUMENT_OBJECTS = st.dictionaries(st.from_regex(r"[a-z_][a-z0-9_]{0,10}", fullm
 def test_any_arguments_round_trip_through_real_templates(name, arguments, family):
     calls = [(name, arguments)]
     parsed = parse_tool_calls(_render_turn(family, calls), FAMILY_FORMATS[family], tools_for(calls))
+    assert parsed.error is None, parsed.error
+    assert parsed.calls == [ParsedCall(name, arguments)]
+
+
+def _minimax_top_level(value: Any) -> bool:
+    """MiniMax M2 writes a string argument bare and vLLM's parser strips it and reads null/none/nil as None (any
+    type), so such strings cannot come back; nested ones are JSON and can."""
+    return not isinstance(value, str) or (value == value.strip() and value.lower() not in ("null", "none", "nil")
+                                          and "</" not in value)
+
+
+@needs_templates
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=NAMES, arguments=st.dictionaries(st.from_regex(r"[a-z_][a-z0-9_]{0,10}", fullmatch=True),
+                                             JSON_VALUES.filter(_minimax_top_level), max_size=5)
+       .filter(lambda a: "</think>" not in json.dumps(a)),  # the answer is what follows the last </think>
+       file=st.sampled_from(["MiniMax-M2.jinja", "deepseek-ai-DeepSeek-V3.2.jinja", "deepseek-ai-DeepSeek-V4.jinja"]))
+def test_any_arguments_round_trip_through_minimax_and_deepseek_dsml_templates(name, arguments, file):
+    calls = [(name, arguments)]
+    parsed = parse_tool_calls(_render_turn(_file_template(file), calls), FILE_FORMATS[file], tools_for(calls))
     assert parsed.error is None, parsed.error
     assert parsed.calls == [ParsedCall(name, arguments)]
 
@@ -465,6 +490,77 @@ def test_deepseek_v31_rules():
     assert split.calls == [] and "no complete" in split.error
 
 
+def test_minimax_m2_rules():
+    assert parse_minimax_m2("Sunny.") == ParsedAnswer([], "Sunny.")
+    text = ('Checking.\n<minimax:tool_call>\n<invoke name="get_weather">\n<parameter name="city">\n São Paulo \n'
+            '</parameter>\n<parameter name="days">3</parameter><parameter name="hourly">yes</parameter>'
+            '<parameter name="ratio">2.0</parameter><parameter name="units">nil</parameter>'
+            '<parameter name="spots">["a", 1]</parameter><parameter name="filters">{"min": -1}</parameter>'
+            "<parameter name='extra'>7</parameter></invoke>\n<invoke name='now'></invoke>\n</minimax:tool_call>")
+    two = parse_minimax_m2(text, WEATHER_TOOLS)
+    assert two.calls == [ParsedCall("get_weather", {"city": "São Paulo", "days": 3, "hourly": True, "ratio": 2,
+                                                    "units": None, "spots": ["a", 1], "filters": {"min": -1},
+                                                    "extra": "7"}),  # a parameter the tool lacks stays text
+                         ParsedCall("now", {})] and two.content == "Checking.\n"
+    assert type(two.calls[0].arguments["ratio"]) is int  # a whole number is an int, as vLLM converts it
+    untyped = parse_minimax_m2(text).calls[0].arguments  # no tools: text, but null/none/nil is None
+    assert untyped["days"] == "3" and untyped["units"] is None and untyped["spots"] == '["a", 1]'
+    assert parse_minimax_m2('<minimax:tool_call><invoke name="get_weather"><parameter name="days">three'
+                            "</parameter></invoke></minimax:tool_call>", WEATHER_TOOLS).calls[0].arguments == {
+        "days": "three"}  # it does not convert: the text
+    enum = [{"type": "function", "function": {"name": "f", "parameters": {"properties": {"n": {"enum": [1, 2]}}}}}]
+    assert parse_minimax_m2('<minimax:tool_call><invoke name="f"><parameter name="n">2</parameter></invoke>'
+                            "</minimax:tool_call>", enum).calls == [ParsedCall("f", {"n": 2})]  # typed by its enum
+    unclosed = parse_minimax_m2('<minimax:tool_call><invoke name="f"></invoke>')
+    assert unclosed.calls == [] and "no complete" in unclosed.error
+    infinite = parse_minimax_m2('<minimax:tool_call><invoke name="get_weather"><parameter name="ratio">inf'
+                                "</parameter></invoke></minimax:tool_call>", WEATHER_TOOLS)
+    assert infinite.calls == [] and "infinite" in infinite.error  # vLLM's conversion raises: the answer is text
+
+
+DSML_WEATHER = ('<｜DSML｜invoke name="get_weather">\n'
+                '<｜DSML｜parameter name="city" string="true"> Lima </｜DSML｜parameter>\n'
+                '<｜DSML｜parameter name="days" string="false">3</｜DSML｜parameter>\n'
+                '<｜DSML｜parameter name="hourly" string="false">1</｜DSML｜parameter>\n'
+                '<｜DSML｜parameter name="units" string="false">null</｜DSML｜parameter>\n'
+                '<｜DSML｜parameter name="ratio" string="false">2.5</｜DSML｜parameter>\n'
+                '<｜DSML｜parameter name="extra" string="false">{"a": [1]}</｜DSML｜parameter>\n'
+                '<｜DSML｜parameter name="skipped" string="maybe">x</｜DSML｜parameter>\n'
+                "</｜DSML｜invoke>\n")
+
+
+def test_deepseek_dsml_rules():
+    assert parse_deepseek_v32("Plain.") == ParsedAnswer([], "Plain.")
+    expected = ParsedCall("get_weather", {"city": " Lima ", "days": 3, "hourly": True, "units": None, "ratio": 2.5,
+                                          "extra": {"a": [1]}})  # string="true" kept as written; a bad header: none
+    v32 = parse_deepseek_v32("Sure.\n\n<｜DSML｜function_calls>\n" + DSML_WEATHER + "</｜DSML｜function_calls>",
+                             WEATHER_TOOLS)
+    assert v32.calls == [expected] and v32.content == "Sure.\n\n"
+    v4_text = "<｜DSML｜tool_calls>\n" + DSML_WEATHER + "</｜DSML｜tool_calls>"
+    assert parse_deepseek_v4(v4_text, WEATHER_TOOLS).calls == [expected]
+    assert parse_deepseek_v4(v4_text, WEATHER_TOOLS).content is None
+    assert parse_deepseek_v32(v4_text, WEATHER_TOOLS).calls == []  # each reads its own block token only
+
+    def one(parameters: str, tools: list | None = WEATHER_TOOLS) -> Any:
+        parsed = parse_deepseek_v32('<｜DSML｜function_calls><｜DSML｜invoke name="get_weather">' + parameters
+                                    + "</｜DSML｜invoke></｜DSML｜function_calls>", tools)
+        return parsed.calls[0].arguments if parsed.calls else parsed.error
+
+    assert one('<｜DSML｜parameter name="days" string="false">three</｜DSML｜parameter>') == {"days": "three"}
+    assert one('<｜DSML｜parameter name="hourly" string="false">yes</｜DSML｜parameter>') == {"hourly": "yes"}  # strict
+    assert one('<｜DSML｜parameter name="days" string="false">3</｜DSML｜parameter>', None) == {"days": 3}  # JSON
+    wrapped = '<｜DSML｜parameter name="arguments" string="false">{"city": "Rome", "days": 2}</｜DSML｜parameter>'
+    assert one(wrapped) == {"city": "Rome", "days": 2}  # a wrapper the tool lacks, holding its parameters: unwrapped
+    assert one('<｜DSML｜parameter name="input" string="false">{"town": "Rome"}</｜DSML｜parameter>') == {
+        "input": {"town": "Rome"}}  # holding others: kept
+    assert one('<｜DSML｜parameter name="__vllm_param_arguments__" string="true">x</｜DSML｜parameter>'
+               '<｜DSML｜parameter name="days" string="false">1</｜DSML｜parameter>') == {"arguments": "x", "days": 1}
+    unclosed = parse_deepseek_v32('<｜DSML｜function_calls><｜DSML｜invoke name="f"></｜DSML｜invoke>')
+    assert unclosed.calls == [] and "no complete" in unclosed.error
+    deep = one('<｜DSML｜parameter name="q" string="false">' + "[" * 30_000 + "</｜DSML｜parameter>")
+    assert isinstance(deep, str) and "nested too deeply" in deep
+
+
 def test_calls_in_the_structure_the_bfcl_checker_takes():
     from tasks.evaluation.bfcl_checker import check_calls, is_call_list
 
@@ -490,7 +586,10 @@ MARKERS = ["<tool_call>", "</tool_call>", "<|python_tag|>", "[TOOL_CALLS]", "[AR
            "<｜tool▁call▁end｜>", "city", "days", "None", "True", "1e400", "<|tool_call>call:", "}<tool_call|>",
            '<|"|>', "<|tool_call>", "<|tool_calls_section_begin|>", "<|tool_call_begin|>", ":0",
            "<|tool_call_argument_begin|>", "<|tool_call_end|>", "<|start|>", "<|message|>", "<|call|>", "<|end|>",
-           " to=functions.", "<|channel|>", "commentary", "json"]
+           " to=functions.", "<|channel|>", "commentary", "json", "<minimax:tool_call>", "</minimax:tool_call>",
+           "<invoke name=", "</invoke>", "<parameter name=", 'name="', 'string="false">', 'string="true">',
+           "<｜DSML｜function_calls>", "</｜DSML｜function_calls>", "<｜DSML｜tool_calls>", "<｜DSML｜invoke ",
+           "</｜DSML｜invoke>", "<｜DSML｜parameter ", "</｜DSML｜parameter>", "nil", "inf"]
 
 
 @settings(max_examples=300, deadline=None)
@@ -521,6 +620,13 @@ def test_hostile_text_never_raises(parts, fmt):
     + "<|tool_call_begin|>" + " " * 60_000 + "f:0<|tool_call_argument_begin|>{}<|tool_call_end|>",
     "<|tool_calls_section_begin|><|tool_call_begin|>" + "a" * 60_000 + ":0<|tool_call_argument_begin|>{}",
     " to=functions.f" + "<|start|>" * 10_000 + "<|message|>" * 5_000,
+    "<minimax:tool_call>" + "<invoke name=" * 8_000, "<minimax:tool_call><invoke name=f>"
+    + "<parameter name=a>" * 6_000 + "</invoke></minimax:tool_call>",
+    '<minimax:tool_call><invoke name="get_weather"><parameter name="spots">' + "[" * 30_000
+    + "</parameter></invoke></minimax:tool_call>",
+    '<｜DSML｜function_calls><｜DSML｜invoke name="' * 5_000, "<｜DSML｜tool_calls><｜DSML｜invoke" + " " * 60_000,
+    '<｜DSML｜function_calls><｜DSML｜invoke name="f">' + '<｜DSML｜parameter name="a" string="false">' * 4_000
+    + "</｜DSML｜invoke></｜DSML｜function_calls>",
 ])
 def test_deep_long_and_repeated_input_is_an_error_quickly(text):
     started = time.monotonic()

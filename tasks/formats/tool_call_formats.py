@@ -49,9 +49,23 @@ streaming) rule by rule:
   ``<|end|>``, ``<|call|>`` or ``<|return|>``, the next one after ``<|start|>``; a message to ``functions.NAME`` is a
   call with its text as JSON arguments, the ``final`` channel's text (else a recipient-less ``commentary``'s) is the
   content. Read from the text here (vLLM reads the token ids). No ``to=functions.``: a text answer.
+- ``minimax_m2`` (MiniMax M2/M2.5: vLLM's ``minimax_m2``): closed ``<minimax:tool_call>`` blocks of closed
+  ``<invoke name="NAME">`` elements, each holding ``<parameter name="KEY">value</parameter>`` (the name runs to the
+  first ``>``, one pair of quotes taken off; the value is stripped). A value is text; the tool's schema converts it
+  (:func:`minimax_value`: ``null``/``none``/``nil`` is None for any type; integer, number, a lenient boolean, JSON);
+  a parameter the tool does not have stays text. The text before the first block is the content. No
+  ``<minimax:tool_call>``: a text answer.
+- ``deepseek_v32`` (DeepSeek V3.2) and ``deepseek_v4`` (DeepSeek V4): DSML, closed ``<｜DSML｜function_calls>``
+  (V4: ``<｜DSML｜tool_calls>``) blocks of ``<｜DSML｜invoke name="NAME">`` elements, each holding
+  ``<｜DSML｜parameter name="KEY" string="true|false">value</｜DSML｜parameter>``. Read by the rules of vLLM's DeepSeek
+  V4 parser, which subclasses its V3.2 one and adds the typing (:func:`dsml_value`): ``string="true"`` keeps the
+  text as it is, else the schema's type converts it, else it is read as JSON; a call whose only argument is an
+  ``arguments`` or ``input`` wrapper the tool lacks is unwrapped. (vLLM's first ``deepseek_v32`` release kept every
+  value as text; both templates write non-strings as JSON with ``string="false"``.) No block token: a text answer.
 
-``qwen3_coder``, ``glm45`` and ``glm47`` need the offered tools (``tools=``, OpenAI's shape) to type the values, as
-vLLM's parsers take them from the request; without them every value of ``qwen3_coder`` stays text.
+``qwen3_coder``, ``glm45``, ``glm47``, ``minimax_m2``, ``deepseek_v32`` and ``deepseek_v4`` take the offered tools
+(``tools=``, OpenAI's shape) to type the values, as vLLM's parsers take them from the request; without them every
+value of ``qwen3_coder`` and ``minimax_m2`` stays text (``null`` aside), and DSML reads non-strings as JSON.
 
 As in vLLM, a text answer is not an error, and an answer that tries to call (its format's marker is there) but
 does not parse is read as text: :class:`ParsedAnswer` then has no call and says why in ``error``. Reasoning
@@ -73,7 +87,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 ToolFormat = Literal["hermes", "llama3_json", "mistral", "pythonic", "qwen3_coder", "glm45", "glm47",
-                     "deepseek_v31", "gemma4", "kimi_k2", "harmony"]
+                     "deepseek_v31", "gemma4", "kimi_k2", "harmony", "minimax_m2", "deepseek_v32", "deepseek_v4"]
 TOOL_FORMATS: tuple[ToolFormat, ...] = get_args(ToolFormat)
 MAX_TEXT_CHARS = 100_000  # as the BFCL checker's answer limit: longer answers are not parsed
 
@@ -96,6 +110,13 @@ HARMONY_START, HARMONY_MESSAGE, HARMONY_ENDS = "<|start|>", "<|message|>", ("<|e
 _HARMONY_RECIPIENT = re.compile(r"to=([^\s<]+)")
 _HARMONY_CHANNEL = re.compile(r"<\|channel\|>\s*(\w+)")
 _PYTHONIC_START = re.compile(r"\[\s*[A-Za-z_][\w.]*\s*\(")
+MINIMAX_CALLS, MINIMAX_CALLS_END = "<minimax:tool_call>", "</minimax:tool_call>"
+MINIMAX_INVOKE, MINIMAX_INVOKE_END = "<invoke name=", "</invoke>"
+MINIMAX_PARAMETER, MINIMAX_PARAMETER_END = "<parameter name=", "</parameter>"
+DSML_TOKEN = "｜DSML｜"
+DSML_OPEN = "<" + DSML_TOKEN
+DSML_BLOCKS = {"deepseek_v32": "function_calls", "deepseek_v4": "tool_calls"}
+DSML_ESCAPED_ARGUMENTS = "__vllm_param_arguments__"  # vLLM's name for a parameter called "arguments"
 
 
 @dataclass(frozen=True)
@@ -920,6 +941,300 @@ def parse_harmony(text: str) -> ParsedAnswer:
     return ParsedAnswer(calls, final or commentary)
 
 
+def _lazy_spans(text: str, opening: str, closing: str) -> list[str]:
+    """The bodies of ``opening(.*?)closing`` as a regex's ``findall`` finds them (DOTALL), in linear time: each
+    opening's body runs to the first closing after it, the next search starts after that closing, and an opening
+    with no closing after it ends the search (no later one can close either)."""
+    bodies: list[str] = []
+    position = 0
+    while (start := text.find(opening, position)) != -1:
+        end = text.find(closing, start + len(opening))
+        if end == -1:
+            break
+        bodies.append(text[start + len(opening):end])
+        position = end + len(closing)
+    return bodies
+
+
+def _unquoted(name: str) -> str:
+    """vLLM's ``_extract_name``: stripped, and the quotes it starts and ends with removed."""
+    name = name.strip()
+    if name[:1] in ('"', "'") and name.endswith(name[:1]):
+        return name[1:-1]
+    return name
+
+
+def _json_or_text(text: str) -> Any:
+    """JSON, else (not JSON) the text, as vLLM's ``try: json.loads(v) except JSONDecodeError: v``; what else
+    ``json.loads`` raises (nesting too deep, an integer too long) fails vLLM's whole reading: :class:`_ParseFailure`."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+    except (ValueError, RecursionError) as exc:
+        raise _ParseFailure(f"a value's {_json_problem(exc)}") from None
+
+
+def _minimax_types(schema: Any) -> set[str]:
+    """The types a parameter schema admits, as vLLM's ``minimax_m2`` collects them: ``type`` (a name or a list), the
+    types of its ``enum`` values, and those of every ``anyOf``/``oneOf``/``allOf`` choice; ``string`` when none."""
+    if not isinstance(schema, dict):
+        return {"string"}
+    types: set[str] = set()
+    kind = schema.get("type")
+    if isinstance(kind, str):
+        types.add(kind)
+    elif isinstance(kind, list):
+        types.update(k for k in kind if isinstance(k, str))
+    if isinstance(schema.get("enum"), list):
+        for value in schema["enum"]:
+            types.add("null" if value is None else "boolean" if isinstance(value, bool)
+                      else "integer" if isinstance(value, int) else "number" if isinstance(value, float)
+                      else "string" if isinstance(value, str) else "array" if isinstance(value, list)
+                      else "object" if isinstance(value, dict) else "string")
+    for choice in ("anyOf", "oneOf", "allOf"):
+        if isinstance(schema.get(choice), list):
+            for option in schema[choice]:
+                types.update(_minimax_types(option))
+    return types or {"string"}
+
+
+_MINIMAX_TYPE_ORDER = ("integer", "int", "number", "float", "boolean", "bool", "object", "array", "string", "str",
+                       "text")
+
+
+def minimax_value(text: str, types: set[str]) -> Any:
+    """A MiniMax M2 parameter's text converted as vLLM's ``minimax_m2`` converts it: ``null``/``none``/``nil`` (any
+    case) is None whatever the type; then the first of the admitted ``types`` (lower-cased), tried in the order
+    integer, number, boolean, object/array, string, that converts: ``int``; a float, an int when whole; ``true``/
+    ``1``/``yes``/``on`` or ``false``/``0``/``no``/``off``; JSON; the text; when none does, JSON, else the text.
+    Raises :class:`_ParseFailure` where vLLM's conversion raises and its parser then reads the whole answer as text
+    (an infinite number, JSON nested too deeply)."""
+    if text.lower() in ("null", "none", "nil"):
+        return None
+    admitted = {t.lower() for t in types}
+    for kind in _MINIMAX_TYPE_ORDER:
+        if kind not in admitted:
+            continue
+        if kind in ("string", "str", "text"):
+            return text
+        if kind in ("integer", "int"):
+            try:
+                return int(text)
+            except ValueError:
+                continue
+        elif kind in ("number", "float"):
+            try:
+                number = float(text)
+            except ValueError:
+                continue
+            if number in (float("inf"), float("-inf")):
+                raise _ParseFailure(f"the number {_short(text, 40)!r} is infinite (vLLM's conversion fails on it)")
+            if number != number:  # NaN: vLLM's int() raises ValueError and it tries the next type
+                continue
+            return int(number) if number.is_integer() else number
+        elif kind in ("boolean", "bool"):
+            word = text.lower().strip()
+            if word in ("true", "1", "yes", "on"):
+                return True
+            if word in ("false", "0", "no", "off"):
+                return False
+        else:  # object, array: JSON, else the later types give the text too
+            return _json_or_text(text)
+    return _json_or_text(text)
+
+
+def parse_minimax_m2(text: str, tools: Tools = None) -> ParsedAnswer:
+    """MiniMax M2 ``<minimax:tool_call><invoke name="NAME"><parameter name="KEY">value</parameter>...</invoke>
+    </minimax:tool_call>`` calls, their values typed by ``tools``' schemas (see the module docstring)."""
+    if MINIMAX_CALLS not in text:
+        return ParsedAnswer([], text)
+    calls: list[ParsedCall] = []
+    try:
+        for block in _lazy_spans(text, MINIMAX_CALLS, MINIMAX_CALLS_END):
+            for invoke in _lazy_spans(block, MINIMAX_INVOKE, MINIMAX_INVOKE_END):
+                close = invoke.find(">")
+                raw_name = invoke if close == -1 else invoke[:close]
+                if not raw_name:  # vLLM's ^([^>]+) finds no name: the invoke is skipped
+                    continue
+                name = _unquoted(raw_name)
+                properties = tool_properties(tools, name)
+                arguments: dict[str, Any] = {}
+                for parameter in _lazy_spans(invoke, MINIMAX_PARAMETER, MINIMAX_PARAMETER_END):
+                    close = parameter.find(">")
+                    if close < 1:  # vLLM's ^([^>]+)>(.*) does not match: the parameter is skipped
+                        continue
+                    key = _unquoted(parameter[:close])
+                    try:
+                        arguments[key] = minimax_value(parameter[close + 1:].strip(),
+                                                       _minimax_types(properties[key]) if key in properties
+                                                       else {"string"})
+                    except _ParseFailure as exc:
+                        raise _ParseFailure(f"call {len(calls) + 1} ({_short(name, 60)}), {_short(key, 40)}: "
+                                            f"{exc}") from None
+                calls.append(ParsedCall(name, arguments))
+    except _ParseFailure as exc:
+        return ParsedAnswer([], text, f"minimax_m2: {exc}")
+    if not calls:
+        return ParsedAnswer([], text, f"minimax_m2: no complete {MINIMAX_INVOKE}NAME>...{MINIMAX_INVOKE_END} in a "
+                                      f"closed {MINIMAX_CALLS} block")
+    start = text.find(MINIMAX_CALLS)
+    return ParsedAnswer(calls, text[:start] if start > 0 else None)
+
+
+def _dsml_header(text: str, start: int, tag: str, with_string: bool) -> tuple[str, str, int] | None:
+    """The ``<｜DSML｜TAG\\s+name="NAME"[\\s+string="true|false"]\\s*>`` starting at ``start``, as vLLM's DSML regexes
+    match it: (name, the string attribute or "", where the header ends), or None when it does not match."""
+    i = start + len(DSML_OPEN) + len(tag)
+    j = i
+    while j < len(text) and text[j].isspace():
+        j += 1
+    if j == i or not text.startswith('name="', j):
+        return None
+    name_start = j + len('name="')
+    name_end = text.find('"', name_start)
+    if name_end <= name_start:
+        return None
+    k = name_end + 1
+    string = ""
+    if with_string:
+        i = k
+        while k < len(text) and text[k].isspace():
+            k += 1
+        if k == i:
+            return None
+        for candidate in ("true", "false"):
+            if text.startswith(f'string="{candidate}"', k):
+                string, k = candidate, k + len(f'string="{candidate}"')
+                break
+        else:
+            return None
+    while k < len(text) and text[k].isspace():
+        k += 1
+    if not text.startswith(">", k):
+        return None
+    return text[name_start:name_end], string, k + 1
+
+
+def _dsml_elements(text: str, tag: str, with_string: bool) -> list[tuple[str, str, str]]:
+    """Every ``<｜DSML｜TAG ...>body</｜DSML｜TAG>`` of ``text`` as vLLM's regex finds them: (name, string attribute,
+    body), in linear time (a header that does not match is passed over; one whose body never closes ends the
+    search)."""
+    opening, closing = DSML_OPEN + tag, f"</{DSML_TOKEN}{tag}>"
+    found: list[tuple[str, str, str]] = []
+    position = 0
+    while (start := text.find(opening, position)) != -1:
+        header = _dsml_header(text, start, tag, with_string)
+        if header is None:
+            position = start + len(opening)
+            continue
+        name, string, body_start = header
+        end = text.find(closing, body_start)
+        if end == -1:
+            break
+        found.append((name, string, text[body_start:end]))
+        position = end + len(closing)
+    return found
+
+
+def _dsml_typed(text: str, kind: Any) -> Any:
+    """vLLM's DeepSeek V4 ``_convert_param_value_checked``: raises (ValueError) where the type does not convert."""
+    if text.lower() == "null":
+        return None
+    if not isinstance(kind, str):
+        raise ValueError("not a type name")
+    kind = kind.lower()
+    if kind in ("string", "str", "text"):
+        return text
+    if kind in ("integer", "int"):
+        return int(text)
+    if kind in ("number", "float"):
+        number = float(text)
+        if number != number or number in (float("inf"), float("-inf")):
+            raise ValueError("not a finite number")
+        return int(number) if number.is_integer() else number
+    if kind in ("boolean", "bool"):
+        word = text.strip().lower()
+        if word not in ("false", "0", "true", "1"):
+            raise ValueError("not a boolean")
+        return word in ("true", "1")
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def dsml_value(text: str, string: str, schema: Any) -> Any:
+    """A DSML parameter's text as vLLM's DeepSeek V4 parser reads it: ``string="true"``: the text as it is; else the
+    schema's ``type`` (a name or a list, each tried in turn: ``null`` is None, then int, a float (an int when whole),
+    a strict boolean, JSON), the text when none converts; no type: JSON, else the text."""
+    if string == "true":
+        return text
+    kind = schema.get("type") if isinstance(schema, dict) else None
+    if kind:
+        for option in kind if isinstance(kind, list) else [kind]:
+            try:
+                return _dsml_typed(text, option)
+            except ValueError:
+                continue
+        return text
+    return _json_or_text(text)
+
+
+def _dsml_unwrapped(arguments: dict[str, Any], properties: dict[str, Any]) -> dict[str, Any]:
+    """vLLM's ``_repair_param_dict``: arguments that are one ``arguments`` or ``input`` parameter the tool does not
+    have, holding (as an object or its JSON) only parameters the tool has, are those parameters."""
+    for wrapper in ("arguments", "input"):
+        if set(arguments) != {wrapper} or wrapper in properties:
+            continue
+        inner = arguments[wrapper]
+        if isinstance(inner, str):
+            inner = _json_or_text(inner)
+            if isinstance(inner, str):
+                return arguments
+        if isinstance(inner, dict) and set(inner) <= set(properties):
+            return inner
+    return arguments
+
+
+def _parse_dsml(text: str, tools: Tools, fmt: str) -> ParsedAnswer:
+    opening = DSML_OPEN + DSML_BLOCKS[fmt] + ">"
+    if opening not in text:
+        return ParsedAnswer([], text)
+    calls: list[ParsedCall] = []
+    try:
+        for block in _lazy_spans(text, opening, f"</{DSML_TOKEN}{DSML_BLOCKS[fmt]}>"):
+            for name, _, body in _dsml_elements(block, "invoke", with_string=False):
+                properties = tool_properties(tools, name)
+                arguments: dict[str, Any] = {}
+                for key, string, value in _dsml_elements(body, "parameter", with_string=True):
+                    key = "arguments" if key == DSML_ESCAPED_ARGUMENTS else key
+                    try:
+                        arguments[key] = dsml_value(value, string, properties.get(key))
+                    except _ParseFailure as exc:
+                        raise _ParseFailure(f"call {len(calls) + 1} ({_short(name, 60)}), {_short(key, 40)}: "
+                                            f"{exc}") from None
+                calls.append(ParsedCall(name, _dsml_unwrapped(arguments, properties)))
+    except _ParseFailure as exc:
+        return ParsedAnswer([], text, f"{fmt}: {exc}")
+    if not calls:
+        return ParsedAnswer([], text, f'{fmt}: no complete {DSML_OPEN}invoke name="NAME">...</{DSML_TOKEN}invoke> in '
+                                      f"a closed {opening} block")
+    start = text.find(opening)
+    return ParsedAnswer(calls, text[:start] if start > 0 else None)
+
+
+def parse_deepseek_v32(text: str, tools: Tools = None) -> ParsedAnswer:
+    """DeepSeek V3.2 DSML calls, ``<｜DSML｜function_calls>`` blocks of ``<｜DSML｜invoke name="NAME">`` with
+    ``<｜DSML｜parameter name="KEY" string="true|false">value</｜DSML｜parameter>`` (see the module docstring)."""
+    return _parse_dsml(text, tools, "deepseek_v32")
+
+
+def parse_deepseek_v4(text: str, tools: Tools = None) -> ParsedAnswer:
+    """DeepSeek V4 DSML calls: V3.2's, in ``<｜DSML｜tool_calls>`` blocks."""
+    return _parse_dsml(text, tools, "deepseek_v4")
+
+
 def _without_tools(parser: Callable[[str], ParsedAnswer]) -> Callable[[str, Tools], ParsedAnswer]:
     return lambda text, tools: parser(text)
 
@@ -936,6 +1251,9 @@ PARSERS: dict[ToolFormat, Callable[[str, Tools], ParsedAnswer]] = {
     "gemma4": _without_tools(parse_gemma4),
     "kimi_k2": _without_tools(parse_kimi_k2),
     "harmony": _without_tools(parse_harmony),
+    "minimax_m2": parse_minimax_m2,
+    "deepseek_v32": parse_deepseek_v32,
+    "deepseek_v4": parse_deepseek_v4,
 }
 
 
@@ -1025,7 +1343,8 @@ def rendered_assistant_turn(render: Callable[[list[dict[str, Any]], bool], str],
 
 
 DETECTION_ORDER: tuple[ToolFormat, ...] = ("hermes", "qwen3_coder", "glm45", "glm47", "deepseek_v31", "gemma4",
-                                           "kimi_k2", "harmony", "mistral", "pythonic", "llama3_json")
+                                           "kimi_k2", "harmony", "minimax_m2", "deepseek_v32", "deepseek_v4",
+                                           "mistral", "pythonic", "llama3_json")
 
 
 def detect_tool_format(render: Callable[[list[dict[str, Any]], bool], str], eos_token: str = "",
