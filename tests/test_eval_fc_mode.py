@@ -279,10 +279,13 @@ def test_a_model_without_a_tool_template_is_asked_through_a_family_template(tiny
 
 @needs_templates
 def test_a_template_in_a_format_we_do_not_read_needs_tool_format(tiny_base, tmp_path):
-    model_dir = _with_template(tiny_base, tmp_path / "minimax-tiny", "MiniMax-M2.jinja")  # <invoke name=...> XML
+    model_dir = _with_template(tiny_base, tmp_path / "minimax-m3-tiny", "MiniMax-M3.jinja")  # ]<]minimax[>[ XML
     with pytest.raises(FcModeError, match="cannot tell the tool-call format.*pass --tool-format"):
         LocalFcAnswers(str(model_dir))
     assert LocalFcAnswers(str(model_dir), tool_format="llama3_json").tool_format == "llama3_json"
+    # its predecessor's <minimax:tool_call> XML is read (vLLM's minimax_m2)
+    m2_dir = _with_template(tiny_base, tmp_path / "minimax-m2-tiny", "MiniMax-M2.jinja")
+    assert LocalFcAnswers(str(m2_dir)).tool_format == "minimax_m2"
 
 
 # --------------------------------------------------------------------------------------------------- CLI
