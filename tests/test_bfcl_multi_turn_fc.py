@@ -24,7 +24,7 @@ from tasks.evaluation.bfcl_multi_turn import (
     read_fc_step,
     run_entries,
 )
-from tasks.formats.chat_templates import load_family, render
+from tasks.formats.chat_templates import ChatTemplate, load_family, render
 from tasks.formats.tool_call_formats import parse_tool_calls, rendered_assistant_turn
 from toolace.chat_template_files import DEFAULT_FAMILIES, templates_dir
 from toolace.cli import app
@@ -159,17 +159,26 @@ def test_over_real_http_the_history_follows_openais_documented_shapes(llm) -> No
                 assert set(message) == {"role", "tool_call_id", "content"}
 
 
-def template_writer(template):
-    """The scripted model's writer for a ChatML family: the text ``template`` writes for an assistant turn making
-    the calls, up to its end of turn."""
+def template_writer(template, end_of_turn: str = "<|im_end|>"):
+    """The scripted model's writer for a family: the text ``template`` writes for an assistant turn making the
+    calls, up to its end of turn (ChatML's unless told)."""
     def write(calls):
         messages = [{"role": "user", "content": "go"}, {"role": "assistant", "content": "", "tool_calls": [
             {"id": f"call{k:05d}", "type": "function", "function": {"name": n, "arguments": a}}
             for k, (n, a) in enumerate(calls)]}]
-        return rendered_assistant_turn(lambda m, g: render(template, m, None, g), messages).removesuffix(
-            "<|im_end|>\n")
+        turn = rendered_assistant_turn(lambda m, g: render(template, m, None, g), messages).rstrip()
+        return turn.removesuffix(end_of_turn)
 
     return write
+
+
+def _first_entry_of_each_class(entries: list) -> list:
+    classes: dict[str, object] = {}
+    for entry in entries:
+        for name in entry.involved_classes:
+            classes.setdefault(name, entry)
+    assert len(classes) == 8
+    return list({id(e): e for e in classes.values()}.values())
 
 
 def test_qwen_template_renders_the_history_and_its_calls_read_back() -> None:
@@ -197,12 +206,7 @@ def test_qwen35_xml_calls_are_typed_by_the_offered_tools_and_score_full_marks() 
     template = load_family("qwen3.5", templates_dir(None, DEFAULT_FAMILIES))
     qwen35_text = template_writer(template)
     entries = load_multi_turn_category("multi_turn_base", 200)
-    classes: dict[str, object] = {}
-    for entry in entries:  # the first entry of each class
-        for name in entry.involved_classes:
-            classes.setdefault(name, entry)
-    chosen = list({id(e): e for e in classes.values()}.values())
-    assert len(classes) == 8
+    chosen = _first_entry_of_each_class(entries)
     source = Recording(chosen, write=qwen35_text, tool_format="qwen3_coder")
     results = run_entries(chosen, source)
     assert [r.verdict.valid for r in results] == [True] * len(chosen), [r.verdict for r in results]
@@ -219,6 +223,24 @@ def test_qwen35_xml_calls_are_typed_by_the_offered_tools_and_score_full_marks() 
     last = max(source.requests, key=lambda r: len(r.messages))
     prompt = render(template, last.messages, last.tools, True)
     assert "<tool_call>\n<function=" in prompt and "<tool_response>" in prompt
+
+
+DEEPSEEK_END = "<｜end▁of▁sentence｜>"
+
+
+@pytest.mark.parametrize(("file", "tool_format", "end_of_turn"), [
+    ("MiniMax-M2.jinja", "minimax_m2", "[e~["), ("deepseek-ai-DeepSeek-V3.2.jinja", "deepseek_v32", DEEPSEEK_END),
+    ("deepseek-ai-DeepSeek-V4.jinja", "deepseek_v4", DEEPSEEK_END)])
+def test_minimax_and_dsml_calls_read_back_score_full_marks(file, tool_format, end_of_turn) -> None:
+    """Through MiniMax M2's and DeepSeek V3.2's and V4's real templates, the ground truth of one entry per BFCL class
+    executes to full marks: MiniMax's bare values typed back by the offered tools, DSML's by its ``string``
+    attribute and the tools' types."""
+    folder = templates_dir(None, DEFAULT_FAMILIES)
+    template = ChatTemplate(file, (folder / file).read_text(encoding="utf-8"))
+    write = template_writer(template, end_of_turn)
+    chosen = _first_entry_of_each_class(load_multi_turn_category("multi_turn_base", 200))
+    results = run_entries(chosen, Recording(chosen, write=write, tool_format=tool_format))
+    assert [r.verdict.valid for r in results] == [True] * len(chosen), [r.verdict for r in results]
 
 
 def test_openai_messages_leave_text_chats_as_they_are() -> None:
