@@ -167,7 +167,7 @@ def template_writer(template, end_of_turn: str = "<|im_end|>"):
             {"id": f"call{k:05d}", "type": "function", "function": {"name": n, "arguments": a}}
             for k, (n, a) in enumerate(calls)]}]
         turn = rendered_assistant_turn(lambda m, g: render(template, m, None, g), messages).rstrip()
-        return turn.removesuffix(end_of_turn)
+        return turn.split(end_of_turn, 1)[0]  # generation stops at the first
 
     return write
 
@@ -230,11 +230,12 @@ DEEPSEEK_END = "<｜end▁of▁sentence｜>"
 
 @pytest.mark.parametrize(("file", "tool_format", "end_of_turn"), [
     ("MiniMax-M2.jinja", "minimax_m2", "[e~["), ("deepseek-ai-DeepSeek-V3.2.jinja", "deepseek_v32", DEEPSEEK_END),
-    ("deepseek-ai-DeepSeek-V4.jinja", "deepseek_v4", DEEPSEEK_END)])
-def test_minimax_and_dsml_calls_read_back_score_full_marks(file, tool_format, end_of_turn) -> None:
-    """Through MiniMax M2's and DeepSeek V3.2's and V4's real templates, the ground truth of one entry per BFCL class
-    executes to full marks: MiniMax's bare values typed back by the offered tools, DSML's by its ``string``
-    attribute and the tools' types."""
+    ("deepseek-ai-DeepSeek-V4.jinja", "deepseek_v4", DEEPSEEK_END),
+    ("deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja", "deepseek_v3", DEEPSEEK_END)])
+def test_minimax_and_deepseek_calls_read_back_score_full_marks(file, tool_format, end_of_turn) -> None:
+    """Through MiniMax M2's, DeepSeek V3.2's, V4's and R1's real templates, the ground truth of one entry per BFCL
+    class executes to full marks: MiniMax's bare values typed back by the offered tools, DSML's by its ``string``
+    attribute and the tools' types, R1's fenced JSON line read as vLLM's deepseek_v3 parser reads it."""
     folder = templates_dir(None, DEFAULT_FAMILIES)
     template = ChatTemplate(file, (folder / file).read_text(encoding="utf-8"))
     write = template_writer(template, end_of_turn)

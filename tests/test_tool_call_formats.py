@@ -5,6 +5,7 @@ the cases that matter, and never raises on hostile text."""
 from __future__ import annotations
 
 import json
+import re
 import keyword
 import time
 from typing import Any
@@ -24,6 +25,7 @@ from tasks.formats.tool_call_formats import (
     bfcl_calls,
     detect_tool_format,
     parse_deepseek_v4,
+    parse_deepseek_v3,
     parse_deepseek_v31,
     parse_deepseek_v32,
     parse_gemma4,
@@ -71,6 +73,7 @@ FILE_FORMATS = {
     "openai-gpt-oss-120b.jinja": "harmony",  # one call per message: writes only the first of two
     "MiniMax-M2.jinja": "minimax_m2", "deepseek-ai-DeepSeek-V3.2.jinja": "deepseek_v32",
     "deepseek-ai-DeepSeek-V4.jinja": "deepseek_v4", "deepseek-ai-DeepSeek-V4-Flash-0731.jinja": "deepseek_v4",
+    "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja": "deepseek_v3",
     "MiniMax-M3.jinja": None, "meetkai-functionary-medium-v3.1.jinja": None,
 }
 ONE_CALL_FILES = {"GigaChat3-10B-A1.8B.jinja", "openai-gpt-oss-120b.jinja"}
@@ -223,8 +226,9 @@ def _minimax_top_level(value: Any) -> bool:
 @given(name=NAMES, arguments=st.dictionaries(st.from_regex(r"[a-z_][a-z0-9_]{0,10}", fullmatch=True),
                                              JSON_VALUES.filter(_minimax_top_level), max_size=5)
        .filter(lambda a: "</think>" not in json.dumps(a)),  # the answer is what follows the last </think>
-       file=st.sampled_from(["MiniMax-M2.jinja", "deepseek-ai-DeepSeek-V3.2.jinja", "deepseek-ai-DeepSeek-V4.jinja"]))
-def test_any_arguments_round_trip_through_minimax_and_deepseek_dsml_templates(name, arguments, file):
+       file=st.sampled_from(["MiniMax-M2.jinja", "deepseek-ai-DeepSeek-V3.2.jinja", "deepseek-ai-DeepSeek-V4.jinja",
+                             "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja"]))
+def test_any_arguments_round_trip_through_minimax_and_deepseek_templates(name, arguments, file):
     calls = [(name, arguments)]
     parsed = parse_tool_calls(_render_turn(_file_template(file), calls), FILE_FORMATS[file], tools_for(calls))
     assert parsed.error is None, parsed.error
@@ -490,6 +494,57 @@ def test_deepseek_v31_rules():
     assert split.calls == [] and "no complete" in split.error
 
 
+def test_deepseek_v3_rules():
+    begin, sep, end = "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>", "<｜tool▁sep｜>", "\n```<｜tool▁call▁end｜>"
+    assert parse_deepseek_v3("Plain.") == ParsedAnswer([], "Plain.")
+    text = (f'Sure.{begin}function{sep}get_weather\n```json\n{{"city": "Rome"}}{end}\n<｜tool▁call▁begin｜>function'
+            f'{sep}now\n```json\n{{}}{end}<｜tool▁calls▁end｜>')
+    two = parse_deepseek_v3(text)
+    assert two.calls == [ParsedCall("get_weather", {"city": "Rome"}), ParsedCall("now", {})] and two.content == "Sure."
+    bad = parse_deepseek_v3(f'{begin}function{sep}f\n```json\n{{"a": }}{end}')
+    assert bad.calls == [] and "call 1 (f): arguments are not JSON" in bad.error
+    # vLLM's pattern does not cross lines: arguments written over two lines are no call
+    split = parse_deepseek_v3(f'{begin}function{sep}f\n```json\n{{"a":\n1}}{end}')
+    assert split.calls == [] and "no complete" in split.error
+    # vLLM's ToolCall takes only the type "function": another type fails its whole reading, the good call too
+    typed = parse_deepseek_v3(f'{begin}function{sep}f\n```json\n{{}}{end}<｜tool▁call▁begin｜>tool{sep}g\n```json\n{{}}{end}')
+    assert typed.calls == [] and "call 2 (g): its type is 'tool', not 'function'" in typed.error
+    # the type runs to the line's last separator, the name from there to the line's end
+    assert parse_deepseek_v3(f"{begin}function{sep}a b{sep}c\n```json\n{{}}{end}").error.endswith(
+        f"its type is 'function{sep}a b', not 'function'")
+    assert parse_deepseek_v3(f"{begin}function{sep}f(x) \n```json\n[1]{end}").calls == [ParsedCall("f(x) ", [1])]
+
+
+DEEPSEEK_V3_PIECES = ["<｜tool▁calls▁begin｜>", "<｜tool▁call▁begin｜>", "<｜tool▁sep｜>", "<｜tool▁call▁end｜>", "\n",
+                      "```json", "```", "function", "f", " ", '{"a": 1}', "{", "}", "[]", "x"]
+
+
+def _deepseek_v3_by_vllms_pattern(text: str) -> ParsedAnswer:
+    """The reading vLLM's deepseek_v3 parser makes, by its own regular expression (no DOTALL), for the reference."""
+    if "<｜tool▁calls▁begin｜>" not in text:
+        return ParsedAnswer([], text)
+    pattern = re.compile(re.escape("<｜tool▁call▁begin｜>") + r"(?P<type>.*)" + re.escape("<｜tool▁sep｜>")
+                         + r"(?P<name>.*)\n```json\n(?P<arguments>.*)\n```" + re.escape("<｜tool▁call▁end｜>"))
+    found = pattern.findall(text)
+    if not found or any(kind != "function" for kind, _, _ in found):
+        return ParsedAnswer([], text, "no call")
+    try:
+        calls = [ParsedCall(name, json.loads(arguments)) for _, name, arguments in found]
+    except ValueError:
+        return ParsedAnswer([], text, "arguments")
+    content = text[: text.find("<｜tool▁calls▁begin｜>")]
+    return ParsedAnswer(calls, content or None)
+
+
+@settings(max_examples=400, deadline=None)
+@given(parts=st.lists(st.sampled_from(DEEPSEEK_V3_PIECES), max_size=40))
+def test_deepseek_v3_reads_what_vllms_pattern_reads(parts):
+    text = "".join(parts)
+    ours, reference = parse_deepseek_v3(text), _deepseek_v3_by_vllms_pattern(text)
+    assert (ours.calls, ours.content, ours.error is None) == (reference.calls, reference.content,
+                                                              reference.error is None)
+
+
 def test_minimax_m2_rules():
     assert parse_minimax_m2("Sunny.") == ParsedAnswer([], "Sunny.")
     text = ('Checking.\n<minimax:tool_call>\n<invoke name="get_weather">\n<parameter name="city">\n São Paulo \n'
@@ -589,7 +644,8 @@ MARKERS = ["<tool_call>", "</tool_call>", "<|python_tag|>", "[TOOL_CALLS]", "[AR
            " to=functions.", "<|channel|>", "commentary", "json", "<minimax:tool_call>", "</minimax:tool_call>",
            "<invoke name=", "</invoke>", "<parameter name=", 'name="', 'string="false">', 'string="true">',
            "<｜DSML｜function_calls>", "</｜DSML｜function_calls>", "<｜DSML｜tool_calls>", "<｜DSML｜invoke ",
-           "</｜DSML｜invoke>", "<｜DSML｜parameter ", "</｜DSML｜parameter>", "nil", "inf"]
+           "</｜DSML｜invoke>", "<｜DSML｜parameter ", "</｜DSML｜parameter>", "nil", "inf", "```json", "\n```",
+           "function"]
 
 
 @settings(max_examples=300, deadline=None)
@@ -612,6 +668,8 @@ def test_hostile_text_never_raises(parts, fmt):
     "<tool_call>f\n" + "<arg_key>" * 10_000 + "</tool_call>", "<tool_call>f\n" + "<arg_key>a</arg_key>" * 5_000
     + "</tool_call>", "<tool_call>f\n" + "<arg_key>a</arg_key><arg_value>" * 4_000 + "</tool_call>",
     "<｜tool▁calls▁begin｜>" + "<｜tool▁call▁begin｜>f<｜tool▁sep｜>" * 5_000,
+    "<｜tool▁calls▁begin｜>" + "<｜tool▁call▁begin｜>function<｜tool▁sep｜>f\n```json\n" * 2_500,
+    "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function" + "<｜tool▁sep｜>" * 8_000 + "f\n```json\n{}\n```",
     "<tool_call>\n<function=get_weather>\n<parameter=spots>\n" + "[" * 30_000 + "\n</parameter>",
     "<|tool_call>call:f{" + "a:{" * 20_000 + "}<tool_call|>", "<|tool_call>call:f{" + "a:[" * 20_000 + "}<tool_call|>",
     "<|tool_call>call:f{" + 'a:<|"|>' * 10_000 + "}<tool_call|>", "<|tool_call>call:" * 6_000,

@@ -38,6 +38,12 @@ streaming) rule by rule:
 - ``deepseek_v31`` (DeepSeek-V3.1: vLLM's ``deepseek_v31``): ``<｜tool▁call▁begin｜>NAME<｜tool▁sep｜>{arguments
   JSON}<｜tool▁call▁end｜>`` after ``<｜tool▁calls▁begin｜>``, each call on one line; the text before that token
   is the content. No ``<｜tool▁calls▁begin｜>``: a text answer.
+- ``deepseek_v3`` (DeepSeek-V3 and R1, its distilled models: vLLM's ``deepseek_v3``): after
+  ``<｜tool▁calls▁begin｜>``, each ``<｜tool▁call▁begin｜>function<｜tool▁sep｜>NAME``, then the arguments JSON on a
+  line of its own between a `````json`` line and ````` ``<｜tool▁call▁end｜>`` (vLLM's pattern does not cross lines:
+  JSON written over several lines is no call); a type other than ``function`` fails vLLM's whole reading, so here
+  the answer is text with the reason. The text before the calls token is the content. No calls token: a text
+  answer.
 - ``gemma4`` (Gemma 4: vLLM's ``gemma4``): ``<|tool_call>call:NAME{key:value,...}<tool_call|>``, keys bare,
   strings between ``<|"|>`` marks, objects ``{...}`` and lists ``[...]`` nested, other values ``true``/``false``,
   ``null``, numbers (a float when written with a ``.``), else the bare text. No ``<|tool_call>``: a text answer.
@@ -87,7 +93,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 ToolFormat = Literal["hermes", "llama3_json", "mistral", "pythonic", "qwen3_coder", "glm45", "glm47",
-                     "deepseek_v31", "gemma4", "kimi_k2", "harmony", "minimax_m2", "deepseek_v32", "deepseek_v4"]
+                     "deepseek_v31", "gemma4", "kimi_k2", "harmony", "minimax_m2", "deepseek_v32", "deepseek_v4",
+                     "deepseek_v3"]
 TOOL_FORMATS: tuple[ToolFormat, ...] = get_args(ToolFormat)
 MAX_TEXT_CHARS = 100_000  # as the BFCL checker's answer limit: longer answers are not parsed
 
@@ -727,6 +734,45 @@ def parse_deepseek_v31(text: str) -> ParsedAnswer:
     return ParsedAnswer(calls, content or None)
 
 
+DEEPSEEK_V3_ARGUMENTS, DEEPSEEK_V3_ARGUMENTS_END = "\n```json\n", "\n```" + DEEPSEEK_CALL_END
+
+
+def parse_deepseek_v3(text: str) -> ParsedAnswer:
+    """DeepSeek-V3 and R1 ``<｜tool▁call▁begin｜>TYPE<｜tool▁sep｜>NAME`` calls with their arguments in a fenced JSON
+    line (see the module docstring)."""
+    if DEEPSEEK_CALLS not in text:
+        return ParsedAnswer([], text)
+    calls: list[ParsedCall] = []
+    position = 0
+    # vLLM's pattern, without DOTALL: TYPE and NAME share the begin token's line (TYPE runs to the line's last
+    # separator, NAME to its end), the arguments are the whole next line, then "```" and the end token
+    while (start := text.find(DEEPSEEK_CALL, position)) != -1:
+        line_end = text.find("\n", start)
+        if line_end == -1:
+            break
+        sep = text.rfind(DEEPSEEK_SEP, start + len(DEEPSEEK_CALL), line_end)
+        arguments_start = line_end + len(DEEPSEEK_V3_ARGUMENTS)
+        arguments_end = text.find("\n", arguments_start) if text.startswith(DEEPSEEK_V3_ARGUMENTS, line_end) else -1
+        if sep == -1 or arguments_end == -1 or not text.startswith(DEEPSEEK_V3_ARGUMENTS_END, arguments_end):
+            position = line_end  # a later begin token on this line fails the same way
+            continue
+        kind, name = text[start + len(DEEPSEEK_CALL):sep], text[sep + len(DEEPSEEK_SEP):line_end]
+        where = f"call {len(calls) + 1} ({_short(name, 60)})"
+        if kind != "function":  # vLLM's ToolCall takes only "function": its whole reading fails
+            return ParsedAnswer([], text, f"deepseek_v3: {where}: its type is {_short(kind, 60)!r}, not 'function'")
+        try:
+            arguments = _load_json(text[arguments_start:arguments_end])
+        except _ParseFailure as exc:
+            return ParsedAnswer([], text, f"deepseek_v3: {where}: arguments are {exc}")
+        calls.append(ParsedCall(name, arguments))
+        position = arguments_end + len(DEEPSEEK_V3_ARGUMENTS_END)
+    if not calls:
+        return ParsedAnswer([], text, f"deepseek_v3: no complete {DEEPSEEK_CALL}function{DEEPSEEK_SEP}NAME, fenced "
+                                      f"JSON arguments and {DEEPSEEK_CALL_END} after {DEEPSEEK_CALLS}")
+    content = text[: text.find(DEEPSEEK_CALLS)]
+    return ParsedAnswer(calls, content or None)
+
+
 def _gemma4_bare(text: str) -> Any:
     """A bare Gemma 4 value: ``true``/``false``, ``null``/``none``/``nil``, a number, else the text (stripped)."""
     text = text.strip()
@@ -1254,6 +1300,7 @@ PARSERS: dict[ToolFormat, Callable[[str, Tools], ParsedAnswer]] = {
     "minimax_m2": parse_minimax_m2,
     "deepseek_v32": parse_deepseek_v32,
     "deepseek_v4": parse_deepseek_v4,
+    "deepseek_v3": _without_tools(parse_deepseek_v3),
 }
 
 
@@ -1344,7 +1391,7 @@ def rendered_assistant_turn(render: Callable[[list[dict[str, Any]], bool], str],
 
 DETECTION_ORDER: tuple[ToolFormat, ...] = ("hermes", "qwen3_coder", "glm45", "glm47", "deepseek_v31", "gemma4",
                                            "kimi_k2", "harmony", "minimax_m2", "deepseek_v32", "deepseek_v4",
-                                           "mistral", "pythonic", "llama3_json")
+                                           "deepseek_v3", "mistral", "pythonic", "llama3_json")
 
 
 def detect_tool_format(render: Callable[[list[dict[str, Any]], bool], str], eos_token: str = "",
