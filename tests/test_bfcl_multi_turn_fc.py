@@ -244,6 +244,29 @@ def test_minimax_and_deepseek_calls_read_back_score_full_marks(file, tool_format
     assert [r.verdict.valid for r in results] == [True] * len(chosen), [r.verdict for r in results]
 
 
+def _lfm25_can_write(entry) -> bool:
+    """LFM2.5's template writes a string argument between single quotes as it is: one holding a quote, a backslash or
+    a line break is no Python (for vLLM's lfm2 parser either)."""
+    strings = [value for turn in range(len(entry.question)) for _, arguments in ground_truth_calls(entry, turn)
+               for value in arguments.values() if isinstance(value, str)]
+    return not any(mark in value for value in strings for mark in ("'", "\\", "\n", "\r"))
+
+
+def test_lfm25_calls_read_back_score_full_marks_where_its_template_can_write_them() -> None:
+    """Through LFM2.5's real template (a Python call list between its call tokens), the ground truth of one entry
+    per BFCL class executes to full marks where the template can write every string of it; an entry with a string
+    it writes as broken Python fails at that turn, as it would served by vLLM."""
+    folder = templates_dir(None, DEFAULT_FAMILIES)
+    template = ChatTemplate("LFM2.5-8B-A1B.jinja", (folder / "LFM2.5-8B-A1B.jinja").read_text(encoding="utf-8"))
+    chosen = _first_entry_of_each_class(load_multi_turn_category("multi_turn_base", 200))
+    results = run_entries(chosen, Recording(chosen, write=template_writer(template), tool_format="lfm2"))
+    writable = [_lfm25_can_write(entry) for entry in chosen]
+    assert sum(writable) >= 4 and not all(writable)
+    assert [r.verdict.valid for r in results] == writable, [r.verdict for r in results]
+    assert all(r.verdict.error_type == "multi_turn:empty_turn_model_response"
+               for r, ok in zip(results, writable, strict=True) if not ok)
+
+
 def test_openai_messages_leave_text_chats_as_they_are() -> None:
     chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
     assert openai_messages(chat) == chat

@@ -5,8 +5,8 @@ the cases that matter, and never raises on hostile text."""
 from __future__ import annotations
 
 import json
-import re
 import keyword
+import re
 import time
 from typing import Any
 
@@ -24,8 +24,8 @@ from tasks.formats.tool_call_formats import (
     ParsedCall,
     bfcl_calls,
     detect_tool_format,
-    parse_deepseek_v4,
     parse_deepseek_v3,
+    parse_deepseek_v4,
     parse_deepseek_v31,
     parse_deepseek_v32,
     parse_gemma4,
@@ -34,6 +34,7 @@ from tasks.formats.tool_call_formats import (
     parse_harmony,
     parse_hermes,
     parse_kimi_k2,
+    parse_lfm2,
     parse_llama3_json,
     parse_minimax_m2,
     parse_mistral,
@@ -73,7 +74,7 @@ FILE_FORMATS = {
     "openai-gpt-oss-120b.jinja": "harmony",  # one call per message: writes only the first of two
     "MiniMax-M2.jinja": "minimax_m2", "deepseek-ai-DeepSeek-V3.2.jinja": "deepseek_v32",
     "deepseek-ai-DeepSeek-V4.jinja": "deepseek_v4", "deepseek-ai-DeepSeek-V4-Flash-0731.jinja": "deepseek_v4",
-    "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja": "deepseek_v3",
+    "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja": "deepseek_v3", "LFM2.5-8B-A1B.jinja": "lfm2",
     "MiniMax-M3.jinja": None, "meetkai-functionary-medium-v3.1.jinja": None,
 }
 ONE_CALL_FILES = {"GigaChat3-10B-A1.8B.jinja", "openai-gpt-oss-120b.jinja"}
@@ -163,11 +164,16 @@ def test_other_real_templates_formats_are_detected_or_refused_with_the_reason(fi
         assert "none of the formats" in why
 
 
+# LFM2.5's template writes a string between single quotes as it is (one holding a quote is no Python: not read, by
+# vLLM's parser either) and an object as JSON (a true, false or null in it is no Python literal)
+FILE_ARGUMENTS = {"LFM2.5-8B-A1B.jinja": {**ARGUMENTS, "code": 'print("hi"); {}'}}
+
+
 @needs_templates
 @pytest.mark.parametrize("file", [f for f, fmt in FILE_FORMATS.items() if fmt])
 def test_calls_rendered_by_other_real_templates_are_read_back(file):
     template = _file_template(file)
-    calls = [("get_weather_forecast", ARGUMENTS), ("get_time", {"zone": "CET", "h24": False})]
+    calls = [("get_weather_forecast", FILE_ARGUMENTS.get(file, ARGUMENTS)), ("get_time", {"zone": "CET", "h24": False})]
     calls = calls[:1] if file in ONE_CALL_FILES else calls
     parsed = parse_tool_calls(_render_turn(template, calls), FILE_FORMATS[file], tools_for(calls))
     assert parsed.error is None, parsed.error
@@ -507,7 +513,8 @@ def test_deepseek_v3_rules():
     split = parse_deepseek_v3(f'{begin}function{sep}f\n```json\n{{"a":\n1}}{end}')
     assert split.calls == [] and "no complete" in split.error
     # vLLM's ToolCall takes only the type "function": another type fails its whole reading, the good call too
-    typed = parse_deepseek_v3(f'{begin}function{sep}f\n```json\n{{}}{end}<｜tool▁call▁begin｜>tool{sep}g\n```json\n{{}}{end}')
+    typed = parse_deepseek_v3(f"{begin}function{sep}f\n```json\n{{}}{end}"
+                              f"<｜tool▁call▁begin｜>tool{sep}g\n```json\n{{}}{end}")
     assert typed.calls == [] and "call 2 (g): its type is 'tool', not 'function'" in typed.error
     # the type runs to the line's last separator, the name from there to the line's end
     assert parse_deepseek_v3(f"{begin}function{sep}a b{sep}c\n```json\n{{}}{end}").error.endswith(
@@ -515,8 +522,28 @@ def test_deepseek_v3_rules():
     assert parse_deepseek_v3(f"{begin}function{sep}f(x) \n```json\n[1]{end}").calls == [ParsedCall("f(x) ", [1])]
 
 
+def test_lfm2_rules():
+    assert parse_lfm2("Plain.") == ParsedAnswer([], "Plain.")
+    two = parse_lfm2("Sure. <|tool_call_start|>[f(a=1), g(b='x', c=[True, None])]<|tool_call_end|> Done.")
+    assert two.calls == [ParsedCall("f", {"a": 1}), ParsedCall("g", {"b": "x", "c": [True, None]})]
+    assert two.content == "Sure.\nDone."
+    # LFM2 may echo its calls after the end token and close them again: that echo is not content
+    echo = parse_lfm2("<|tool_call_start|>[f()]<|tool_call_end|>[f()]<|tool_call_end|>")
+    assert echo == ParsedAnswer([ParsedCall("f", {})], None)
+    assert parse_lfm2("<|tool_call_start|>[f(a=2)]").calls == [ParsedCall("f", {"a": 2})]  # no end token: to the end
+    for text, reason in [("<|tool_call_start|>f(a=1)<|tool_call_end|>", "no [...] call list"),
+                         ("<|tool_call_start|>[f(a='it's')]<|tool_call_end|>", "not Python"),
+                         ("<|tool_call_start|>[f(a=x)]<|tool_call_end|>", "must be literals"),
+                         ("<|tool_call_start|>[1, f()]<|tool_call_end|>", "not a list of function calls")]:
+        parsed = parse_lfm2(text)
+        assert parsed.calls == [] and parsed.content == text and reason in parsed.error, (text, parsed)
+
+
 DEEPSEEK_V3_PIECES = ["<｜tool▁calls▁begin｜>", "<｜tool▁call▁begin｜>", "<｜tool▁sep｜>", "<｜tool▁call▁end｜>", "\n",
-                      "```json", "```", "function", "f", " ", '{"a": 1}', "{", "}", "[]", "x"]
+                      "```json", "```", "function", "f", " ", '{"a": 1}', "{", "}", "[]", "x",
+                      # whole calls and their parts, so that random texts hold calls, near misses and several per line
+                      '<｜tool▁call▁begin｜>function<｜tool▁sep｜>f\n```json\n{"a": 1}\n```<｜tool▁call▁end｜>',
+                      "<｜tool▁call▁begin｜>function<｜tool▁sep｜>g", "\n```json\n", "\n```<｜tool▁call▁end｜>"]
 
 
 def _deepseek_v3_by_vllms_pattern(text: str) -> ParsedAnswer:
@@ -645,7 +672,7 @@ MARKERS = ["<tool_call>", "</tool_call>", "<|python_tag|>", "[TOOL_CALLS]", "[AR
            "<invoke name=", "</invoke>", "<parameter name=", 'name="', 'string="false">', 'string="true">',
            "<｜DSML｜function_calls>", "</｜DSML｜function_calls>", "<｜DSML｜tool_calls>", "<｜DSML｜invoke ",
            "</｜DSML｜invoke>", "<｜DSML｜parameter ", "</｜DSML｜parameter>", "nil", "inf", "```json", "\n```",
-           "function"]
+           "function", "<|tool_call_start|>", "<|tool_call_end|>"]
 
 
 @settings(max_examples=300, deadline=None)
@@ -670,6 +697,7 @@ def test_hostile_text_never_raises(parts, fmt):
     "<｜tool▁calls▁begin｜>" + "<｜tool▁call▁begin｜>f<｜tool▁sep｜>" * 5_000,
     "<｜tool▁calls▁begin｜>" + "<｜tool▁call▁begin｜>function<｜tool▁sep｜>f\n```json\n" * 2_500,
     "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function" + "<｜tool▁sep｜>" * 8_000 + "f\n```json\n{}\n```",
+    "<|tool_call_start|>[" + "f(a=[" * 8_000 + "<|tool_call_end|>", "<|tool_call_start|>" * 8_000 + "[f()]",
     "<tool_call>\n<function=get_weather>\n<parameter=spots>\n" + "[" * 30_000 + "\n</parameter>",
     "<|tool_call>call:f{" + "a:{" * 20_000 + "}<tool_call|>", "<|tool_call>call:f{" + "a:[" * 20_000 + "}<tool_call|>",
     "<|tool_call>call:f{" + 'a:<|"|>' * 10_000 + "}<tool_call|>", "<|tool_call>call:" * 6_000,

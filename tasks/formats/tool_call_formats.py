@@ -22,6 +22,10 @@ streaming) rule by rule:
   calls ``[f(a=1), g(b="x")]``, read with :mod:`ast` (never run); keyword values must be literals (strings,
   numbers, booleans, None, lists, dicts with literal keys; a negated number is also taken, which vLLM refuses).
   Positional arguments are ignored, as vLLM does. An answer that does not start like a call list is text.
+- ``lfm2`` (LFM2/LFM2.5: vLLM's ``lfm2``): a pythonic call list between ``<|tool_call_start|>`` and
+  ``<|tool_call_end|>`` (or the end of the text), read as ``pythonic`` reads one once it starts with ``[`` and ends
+  with ``]``; the content is the text before the start token and after the end token (up to a last, orphan end
+  token: LFM2 echoes its calls), joined by a line break. No start token: a text answer.
 - ``qwen3_coder`` (Qwen3-Coder, Qwen3.5, Step 3.5, Nemotron 3: vLLM's ``qwen3_coder``): ``<tool_call>`` blocks (a block
   ends at a ``</tool_call>`` followed by another ``<tool_call>`` or the end; the last may be left open; no block
   at all: the whole text) holding ``<function=NAME>`` and one ``<parameter=KEY>value</parameter>`` per argument
@@ -94,7 +98,7 @@ from typing import Any, Literal, get_args
 
 ToolFormat = Literal["hermes", "llama3_json", "mistral", "pythonic", "qwen3_coder", "glm45", "glm47",
                      "deepseek_v31", "gemma4", "kimi_k2", "harmony", "minimax_m2", "deepseek_v32", "deepseek_v4",
-                     "deepseek_v3"]
+                     "deepseek_v3", "lfm2"]
 TOOL_FORMATS: tuple[ToolFormat, ...] = get_args(ToolFormat)
 MAX_TEXT_CHARS = 100_000  # as the BFCL checker's answer limit: longer answers are not parsed
 
@@ -117,6 +121,7 @@ HARMONY_START, HARMONY_MESSAGE, HARMONY_ENDS = "<|start|>", "<|message|>", ("<|e
 _HARMONY_RECIPIENT = re.compile(r"to=([^\s<]+)")
 _HARMONY_CHANNEL = re.compile(r"<\|channel\|>\s*(\w+)")
 _PYTHONIC_START = re.compile(r"\[\s*[A-Za-z_][\w.]*\s*\(")
+LFM2_START, LFM2_END = "<|tool_call_start|>", "<|tool_call_end|>"
 MINIMAX_CALLS, MINIMAX_CALLS_END = "<minimax:tool_call>", "</minimax:tool_call>"
 MINIMAX_INVOKE, MINIMAX_INVOKE_END = "<invoke name=", "</invoke>"
 MINIMAX_PARAMETER, MINIMAX_PARAMETER_END = "<parameter name=", "</parameter>"
@@ -327,14 +332,12 @@ def _literal(node: ast.expr, depth: int = 0) -> Any:
     raise _ParseFailure(f"arguments must be literals, not {type(node).__name__}")
 
 
-def parse_pythonic(text: str) -> ParsedAnswer:
-    """A pythonic call list ``[f(a=1), g(b="x")]``, read with :mod:`ast` (see the module docstring)."""
-    stripped = text.strip()
-    if not _PYTHONIC_START.match(stripped):
-        return ParsedAnswer([], text)
+def _pythonic_calls(source: str) -> list[ParsedCall]:
+    """The calls of a Python list of calls, read with :mod:`ast` as vLLM's ``handle_single_tool`` reads them (its
+    first statement; keyword arguments, literal values); raises :class:`_ParseFailure`."""
     try:
         try:
-            module = ast.parse(stripped)
+            module = ast.parse(source)
         except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
             raise _ParseFailure(f"not Python ({type(exc).__name__}: {_short(str(exc), 120)})") from None
         node = module.body[0].value if module.body and isinstance(module.body[0], ast.Expr) else None
@@ -350,11 +353,39 @@ def parse_pythonic(text: str) -> ParsedAnswer:
                     raise _ParseFailure("** arguments are not literals")
                 arguments[keyword.arg] = _literal(keyword.value)
             calls.append(ParsedCall(element.func.id, arguments))
+    except RecursionError:
+        raise _ParseFailure("nested too deeply") from None
+    return calls
+
+
+def parse_pythonic(text: str) -> ParsedAnswer:
+    """A pythonic call list ``[f(a=1), g(b="x")]``, read with :mod:`ast` (see the module docstring)."""
+    stripped = text.strip()
+    if not _PYTHONIC_START.match(stripped):
+        return ParsedAnswer([], text)
+    try:
+        return ParsedAnswer(_pythonic_calls(stripped), None)
     except _ParseFailure as exc:
         return ParsedAnswer([], text, f"pythonic: {exc}")
-    except RecursionError:
-        return ParsedAnswer([], text, "pythonic: nested too deeply")
-    return ParsedAnswer(calls, None)
+
+
+def parse_lfm2(text: str) -> ParsedAnswer:
+    """LFM2/LFM2.5's ``<|tool_call_start|>[f(a=1)]<|tool_call_end|>`` (see the module docstring)."""
+    start = text.find(LFM2_START)
+    if start == -1:
+        return ParsedAnswer([], text)
+    end = text.find(LFM2_END, start)
+    calls_text = text[start + len(LFM2_START): end if end != -1 else len(text)].strip()
+    if not (calls_text.startswith("[") and calls_text.endswith("]")):  # vLLM's gate before it parses
+        return ParsedAnswer([], text, f"lfm2: no [...] call list after {LFM2_START}")
+    try:
+        calls = _pythonic_calls(calls_text)
+    except _ParseFailure as exc:
+        return ParsedAnswer([], text, f"lfm2: {exc}")
+    after = text[end + len(LFM2_END):] if end != -1 else ""
+    after = after[after.rfind(LFM2_END) + len(LFM2_END):] if LFM2_END in after else after  # an echo of the calls
+    content = "\n".join(part for part in (text[:start].strip(), after.strip()) if part)
+    return ParsedAnswer(calls, content or None)
 
 
 Tools = list[dict[str, Any]] | None
@@ -1301,6 +1332,7 @@ PARSERS: dict[ToolFormat, Callable[[str, Tools], ParsedAnswer]] = {
     "deepseek_v32": parse_deepseek_v32,
     "deepseek_v4": parse_deepseek_v4,
     "deepseek_v3": _without_tools(parse_deepseek_v3),
+    "lfm2": _without_tools(parse_lfm2),
 }
 
 
@@ -1391,7 +1423,7 @@ def rendered_assistant_turn(render: Callable[[list[dict[str, Any]], bool], str],
 
 DETECTION_ORDER: tuple[ToolFormat, ...] = ("hermes", "qwen3_coder", "glm45", "glm47", "deepseek_v31", "gemma4",
                                            "kimi_k2", "harmony", "minimax_m2", "deepseek_v32", "deepseek_v4",
-                                           "deepseek_v3", "mistral", "pythonic", "llama3_json")
+                                           "deepseek_v3", "lfm2", "mistral", "pythonic", "llama3_json")
 
 
 def detect_tool_format(render: Callable[[list[dict[str, Any]], bool], str], eos_token: str = "",
