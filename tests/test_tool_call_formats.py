@@ -34,6 +34,7 @@ from tasks.formats.tool_call_formats import (
     parse_harmony,
     parse_hermes,
     parse_kimi_k2,
+    parse_kimi_k3,
     parse_lfm2,
     parse_llama3_json,
     parse_minimax_m2,
@@ -75,6 +76,7 @@ FILE_FORMATS = {
     "MiniMax-M2.jinja": "minimax_m2", "deepseek-ai-DeepSeek-V3.2.jinja": "deepseek_v32",
     "deepseek-ai-DeepSeek-V4.jinja": "deepseek_v4", "deepseek-ai-DeepSeek-V4-Flash-0731.jinja": "deepseek_v4",
     "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja": "deepseek_v3", "LFM2.5-8B-A1B.jinja": "lfm2",
+    "Kimi-K3.jinja": "kimi_k3",
     "MiniMax-M3.jinja": None, "meetkai-functionary-medium-v3.1.jinja": None,
 }
 ONE_CALL_FILES = {"GigaChat3-10B-A1.8B.jinja", "openai-gpt-oss-120b.jinja"}
@@ -233,7 +235,7 @@ def _minimax_top_level(value: Any) -> bool:
                                              JSON_VALUES.filter(_minimax_top_level), max_size=5)
        .filter(lambda a: "</think>" not in json.dumps(a)),  # the answer is what follows the last </think>
        file=st.sampled_from(["MiniMax-M2.jinja", "deepseek-ai-DeepSeek-V3.2.jinja", "deepseek-ai-DeepSeek-V4.jinja",
-                             "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja"]))
+                             "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja", "Kimi-K3.jinja"]))
 def test_any_arguments_round_trip_through_minimax_and_deepseek_templates(name, arguments, file):
     calls = [(name, arguments)]
     parsed = parse_tool_calls(_render_turn(_file_template(file), calls), FILE_FORMATS[file], tools_for(calls))
@@ -539,6 +541,77 @@ def test_lfm2_rules():
         assert parsed.calls == [] and parsed.content == text and reason in parsed.error, (text, parsed)
 
 
+def test_kimi_k3_rules():
+    o, c, s = "<|open|>", "<|close|>", "<|sep|>"
+    assert parse_kimi_k3("Plain.") == ParsedAnswer([], "Plain.")
+    text = (f'{o}response{s}Checking.{c}response{s}{o}tools{s}{o}call tool="get_weather" index="1"{s}'
+            f'{o}argument key="city" type="string"{s} 42 {c}argument{s}{o}argument key="days" type="number"{s}3'
+            f'{c}argument{s}{c}call{s}{o} call  tool="a&amp;b&quot;" {s}{o}argument key="x" type="object"{s}{{bad'
+            f'{c}argument{s}{c} call {s}{c}tools{s}')
+    two = parse_kimi_k3(text)
+    # a string is the raw text (blanks kept); another type is JSON, else the raw text; attributes are unescaped
+    assert two.calls == [ParsedCall("get_weather", {"city": " 42 ", "days": 3}), ParsedCall('a&b"', {"x": "{bad"})]
+    assert two.content == "Checking."
+    nameless = parse_kimi_k3(f'{o}tools{s}{o}call index="1"{s}{c}call{s}')
+    assert nameless.calls == [] and "no complete call" in nameless.error
+    unclosed = parse_kimi_k3(f'{o}tools{s}{o}call tool="f"{s}{o}argument key="a"{s}1')
+    assert unclosed.calls == [] and "no complete call" in unclosed.error
+    # JSON nested past the decoder's limit fails vLLM's whole reading (its except takes only JSONDecodeError)
+    deep = parse_kimi_k3(f'{o}tools{s}{o}call tool="f"{s}{o}argument key="a" type="array"{s}' + "[" * 5000 + "]" * 5000
+                         + f"{c}argument{s}{c}call{s}")
+    assert deep.calls == [] and "kimi_k3: a value's" in deep.error
+
+
+KIMI_K3_PIECES = ["<|open|>", "<|close|>", "<|sep|>", "tools", "call", "argument", "response", "message", " ",
+                  'tool="f"', 'key="a"', 'type="number"', 'type="string"', "1", "x", '"', "\n",
+                  '<|open|>tools<|sep|>', '<|open|>call tool="g" index="1"<|sep|>', "<|close|>call<|sep|>",
+                  '<|open|>argument key="b" type="object"<|sep|>{"c": [1]}<|close|>argument<|sep|>',
+                  "<|open|>response<|sep|>", "<|close|>response<|sep|>",
+                  '<|open|>tools<|sep|><|open|>call tool="h"<|sep|><|open|>argument key="n" type="number"<|sep|>2'
+                  '<|close|>argument<|sep|><|close|>call<|sep|>']
+
+
+def _kimi_k3_by_vllms_patterns(text: str) -> ParsedAnswer:
+    """The reading vLLM's kimi_k3 parser makes, by its own regular expressions, for the reference."""
+    o, c, s = r"<\|open\|>", r"<\|close\|>", r"<\|sep\|>"
+    until_sep = r"(?:(?!" + s + r").)*?"
+    tools = re.search(o + r"\s*tools\s*" + s, text)
+    if tools is None:
+        return ParsedAnswer([], text)
+    end = re.compile(c + r"\s*tools\s*" + s).search(text, tools.end())
+    section = text[tools.end():] if end is None else text[tools.end():end.start()]
+    call = re.compile(o + r"\s*call\s+(?P<attrs>" + until_sep + r")" + s + r"(?P<body>.*?)" + c + r"\s*call\s*" + s,
+                      re.DOTALL)
+    argument = re.compile(o + r"\s*argument\s+(?P<attrs>" + until_sep + r")" + s + r"(?P<val>.*?)" + c
+                          + r"\s*argument\s*" + s, re.DOTALL)
+
+    def attrs(text: str) -> dict[str, str]:
+        return {m["k"]: m["v"].replace("&quot;", '"').replace("&amp;", "&")
+                for m in re.finditer(r'(?P<k>\w+)="(?P<v>[^"]*)"', text)}
+
+    calls = []
+    for found in call.finditer(section):
+        arguments = {}
+        for arg in argument.finditer(found["body"]):
+            a = attrs(arg["attrs"])
+            try:
+                value = arg["val"] if a.get("type", "string") == "string" else json.loads(arg["val"])
+            except json.JSONDecodeError:
+                value = arg["val"]
+            arguments[a.get("key", "")] = value
+        if attrs(found["attrs"]).get("tool", ""):
+            calls.append(ParsedCall(attrs(found["attrs"])["tool"], arguments))
+    return ParsedAnswer(calls, None, None if calls else "no call")
+
+
+@settings(max_examples=400, deadline=None)
+@given(parts=st.lists(st.sampled_from(KIMI_K3_PIECES), max_size=40))
+def test_kimi_k3_reads_what_vllms_patterns_read(parts):
+    text = "".join(parts)
+    ours, reference = parse_kimi_k3(text), _kimi_k3_by_vllms_patterns(text)
+    assert (ours.calls, ours.error is None) == (reference.calls, reference.error is None)
+
+
 DEEPSEEK_V3_PIECES = ["<｜tool▁calls▁begin｜>", "<｜tool▁call▁begin｜>", "<｜tool▁sep｜>", "<｜tool▁call▁end｜>", "\n",
                       "```json", "```", "function", "f", " ", '{"a": 1}', "{", "}", "[]", "x",
                       # whole calls and their parts, so that random texts hold calls, near misses and several per line
@@ -672,7 +745,8 @@ MARKERS = ["<tool_call>", "</tool_call>", "<|python_tag|>", "[TOOL_CALLS]", "[AR
            "<invoke name=", "</invoke>", "<parameter name=", 'name="', 'string="false">', 'string="true">',
            "<｜DSML｜function_calls>", "</｜DSML｜function_calls>", "<｜DSML｜tool_calls>", "<｜DSML｜invoke ",
            "</｜DSML｜invoke>", "<｜DSML｜parameter ", "</｜DSML｜parameter>", "nil", "inf", "```json", "\n```",
-           "function", "<|tool_call_start|>", "<|tool_call_end|>"]
+           "function", "<|tool_call_start|>", "<|tool_call_end|>", "<|open|>", "<|close|>", "<|sep|>", "tools",
+           "call ", "argument ", 'tool="', 'type="array"']
 
 
 @settings(max_examples=300, deadline=None)
@@ -698,6 +772,9 @@ def test_hostile_text_never_raises(parts, fmt):
     "<｜tool▁calls▁begin｜>" + "<｜tool▁call▁begin｜>function<｜tool▁sep｜>f\n```json\n" * 2_500,
     "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function" + "<｜tool▁sep｜>" * 8_000 + "f\n```json\n{}\n```",
     "<|tool_call_start|>[" + "f(a=[" * 8_000 + "<|tool_call_end|>", "<|tool_call_start|>" * 8_000 + "[f()]",
+    "<|open|>tools<|sep|>" + '<|open|>call tool="f"<|sep|>' * 4_000, "<|open|>tools<|sep|>" + "<|open|> call " * 9_000,
+    '<|open|>tools<|sep|><|open|>call tool="f"<|sep|>' + '<|open|>argument key="a"<|sep|>' * 3_000,
+    "<|open|>tools<|sep|><|open|>call tool=\"f\"<|sep|>" + "<|close|>" + " " * 80_000,
     "<tool_call>\n<function=get_weather>\n<parameter=spots>\n" + "[" * 30_000 + "\n</parameter>",
     "<|tool_call>call:f{" + "a:{" * 20_000 + "}<tool_call|>", "<|tool_call>call:f{" + "a:[" * 20_000 + "}<tool_call|>",
     "<|tool_call>call:f{" + 'a:<|"|>' * 10_000 + "}<tool_call|>", "<|tool_call>call:" * 6_000,

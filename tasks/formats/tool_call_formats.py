@@ -26,6 +26,12 @@ streaming) rule by rule:
   ``<|tool_call_end|>`` (or the end of the text), read as ``pythonic`` reads one once it starts with ``[`` and ends
   with ``]``; the content is the text before the start token and after the end token (up to a last, orphan end
   token: LFM2 echoes its calls), joined by a line break. No start token: a text answer.
+- ``kimi_k3`` (Kimi K3's XTML: vLLM's ``kimi_k3``): after ``<|open|>tools<|sep|>`` (to ``<|close|>tools<|sep|>`` or
+  the end), each ``<|open|>call tool="NAME" ...<|sep|>`` element up to the first ``<|close|>call<|sep|>``, holding
+  ``<|open|>argument key="KEY" type="TYPE"<|sep|>value<|close|>argument<|sep|>`` elements (blanks allowed inside the
+  markers; attribute values unescaped from ``&quot;`` and ``&amp;``). A ``string`` value is the raw text; any other
+  type is JSON, else the raw text; a call without a tool name is dropped. The content is the ``response`` channel's
+  text. No tools channel: a text answer.
 - ``qwen3_coder`` (Qwen3-Coder, Qwen3.5, Step 3.5, Nemotron 3: vLLM's ``qwen3_coder``): ``<tool_call>`` blocks (a block
   ends at a ``</tool_call>`` followed by another ``<tool_call>`` or the end; the last may be left open; no block
   at all: the whole text) holding ``<function=NAME>`` and one ``<parameter=KEY>value</parameter>`` per argument
@@ -98,7 +104,7 @@ from typing import Any, Literal, get_args
 
 ToolFormat = Literal["hermes", "llama3_json", "mistral", "pythonic", "qwen3_coder", "glm45", "glm47",
                      "deepseek_v31", "gemma4", "kimi_k2", "harmony", "minimax_m2", "deepseek_v32", "deepseek_v4",
-                     "deepseek_v3", "lfm2"]
+                     "deepseek_v3", "lfm2", "kimi_k3"]
 TOOL_FORMATS: tuple[ToolFormat, ...] = get_args(ToolFormat)
 MAX_TEXT_CHARS = 100_000  # as the BFCL checker's answer limit: longer answers are not parsed
 
@@ -122,6 +128,7 @@ _HARMONY_RECIPIENT = re.compile(r"to=([^\s<]+)")
 _HARMONY_CHANNEL = re.compile(r"<\|channel\|>\s*(\w+)")
 _PYTHONIC_START = re.compile(r"\[\s*[A-Za-z_][\w.]*\s*\(")
 LFM2_START, LFM2_END = "<|tool_call_start|>", "<|tool_call_end|>"
+XTML_OPEN, XTML_CLOSE, XTML_SEP = "<|open|>", "<|close|>", "<|sep|>"
 MINIMAX_CALLS, MINIMAX_CALLS_END = "<minimax:tool_call>", "</minimax:tool_call>"
 MINIMAX_INVOKE, MINIMAX_INVOKE_END = "<invoke name=", "</invoke>"
 MINIMAX_PARAMETER, MINIMAX_PARAMETER_END = "<parameter name=", "</parameter>"
@@ -1052,6 +1059,81 @@ def _json_or_text(text: str) -> Any:
         raise _ParseFailure(f"a value's {_json_problem(exc)}") from None
 
 
+def _xtml_marker(kind: str, tag: str) -> re.Pattern[str]:
+    """Kimi K3's ``<|open|>tag `` (``kind`` "open", a blank or more after the tag, attributes follow) or
+    ``<|close|>tag<|sep|>`` (blanks taken inside it), as vLLM's ``kimi_k3`` patterns match them."""
+    if kind == "open":
+        return re.compile(re.escape(XTML_OPEN) + rf"\s*{tag}\s+")
+    return re.compile(re.escape(XTML_CLOSE) + rf"\s*{tag}\s*" + re.escape(XTML_SEP))
+
+
+_XTML_TOOLS_OPEN = re.compile(re.escape(XTML_OPEN) + r"\s*tools\s*" + re.escape(XTML_SEP))
+_XTML_TOOLS_CLOSE = _xtml_marker("close", "tools")
+_XTML_CALL, _XTML_CALL_END = _xtml_marker("open", "call"), _xtml_marker("close", "call")
+_XTML_ARGUMENT, _XTML_ARGUMENT_END = _xtml_marker("open", "argument"), _xtml_marker("close", "argument")
+_XTML_ATTRIBUTE = re.compile(r'(\w+)="([^"]*)"')
+_XTML_RESPONSE_OPEN = re.compile(re.escape(XTML_OPEN) + r"\s*response\s*" + re.escape(XTML_SEP))
+_XTML_RESPONSE_CLOSE, _XTML_MESSAGE_CLOSE = _xtml_marker("close", "response"), _xtml_marker("close", "message")
+
+
+def _xtml_elements(text: str, opening: re.Pattern[str], closing: re.Pattern[str]) -> list[tuple[dict[str, str], str]]:
+    """Each ``opening`` marker's attributes (up to the first ``<|sep|>``) and body (up to the first ``closing``
+    marker), in order, as vLLM's lazy patterns find them; an element never closed ends the list (no later one can
+    close either). Attribute values are unescaped (``&quot;``, then ``&amp;``); a repeated name keeps its last."""
+    elements = []
+    position = 0
+    while (start := opening.search(text, position)) is not None:
+        sep = text.find(XTML_SEP, start.end())
+        end = closing.search(text, sep + len(XTML_SEP)) if sep != -1 else None
+        if end is None:
+            break
+        attributes = {key: value.replace("&quot;", '"').replace("&amp;", "&")
+                      for key, value in _XTML_ATTRIBUTE.findall(text[start.end():sep])}
+        elements.append((attributes, text[sep + len(XTML_SEP):end.start()]))
+        position = end.end()
+    return elements
+
+
+def parse_kimi_k3(text: str) -> ParsedAnswer:
+    """Kimi K3's XTML ``tools`` channel of ``call`` elements, each of typed ``argument`` elements (see the module
+    docstring)."""
+    tools = _XTML_TOOLS_OPEN.search(text)
+    if tools is None:
+        return ParsedAnswer([], text)
+    end = _XTML_TOOLS_CLOSE.search(text, tools.end())
+    section = text[tools.end(): end.start() if end is not None else len(text)]
+    calls: list[ParsedCall] = []
+    try:
+        for attributes, body in _xtml_elements(section, _XTML_CALL, _XTML_CALL_END):
+            arguments: dict[str, Any] = {}
+            for argument, value in _xtml_elements(body, _XTML_ARGUMENT, _XTML_ARGUMENT_END):
+                kind = argument.get("type", "string")
+                arguments[argument.get("key", "")] = value if kind == "string" else _json_or_text(value)
+            if attributes.get("tool"):  # a call without a tool name is dropped
+                calls.append(ParsedCall(attributes["tool"], arguments))
+    except _ParseFailure as exc:
+        return ParsedAnswer([], text, f"kimi_k3: {exc}")
+    if not calls:
+        return ParsedAnswer([], text, "kimi_k3: no complete call element with a tool name in the tools channel")
+    return ParsedAnswer(calls, _xtml_content(text, text[: tools.start()]))
+
+
+def _xtml_content(text: str, before: str) -> str | None:
+    """vLLM's content beside K3's calls: the whole ``response`` channel's text, else the text before the tools
+    channel with its response markers (an open one: what follows it, to its close) and message closes taken off."""
+    opened = _XTML_RESPONSE_OPEN.search(text)
+    closed = _XTML_RESPONSE_CLOSE.search(text, opened.end()) if opened is not None else None
+    if opened is not None and closed is not None:
+        return text[opened.end():closed.start()] or None
+    opened = _XTML_RESPONSE_OPEN.search(before)
+    if opened is not None:
+        closed = _XTML_RESPONSE_CLOSE.search(before, opened.end())
+        before = before[opened.end(): closed.start() if closed is not None else len(before)]
+    else:
+        before = _XTML_RESPONSE_CLOSE.sub("", before)
+    return _XTML_MESSAGE_CLOSE.sub("", before) or None
+
+
 def _minimax_types(schema: Any) -> set[str]:
     """The types a parameter schema admits, as vLLM's ``minimax_m2`` collects them: ``type`` (a name or a list), the
     types of its ``enum`` values, and those of every ``anyOf``/``oneOf``/``allOf`` choice; ``string`` when none."""
@@ -1333,6 +1415,7 @@ PARSERS: dict[ToolFormat, Callable[[str, Tools], ParsedAnswer]] = {
     "deepseek_v4": parse_deepseek_v4,
     "deepseek_v3": _without_tools(parse_deepseek_v3),
     "lfm2": _without_tools(parse_lfm2),
+    "kimi_k3": _without_tools(parse_kimi_k3),
 }
 
 
@@ -1423,7 +1506,8 @@ def rendered_assistant_turn(render: Callable[[list[dict[str, Any]], bool], str],
 
 DETECTION_ORDER: tuple[ToolFormat, ...] = ("hermes", "qwen3_coder", "glm45", "glm47", "deepseek_v31", "gemma4",
                                            "kimi_k2", "harmony", "minimax_m2", "deepseek_v32", "deepseek_v4",
-                                           "deepseek_v3", "lfm2", "mistral", "pythonic", "llama3_json")
+                                           "deepseek_v3", "lfm2", "kimi_k3", "mistral", "pythonic",
+                                           "llama3_json")
 
 
 def detect_tool_format(render: Callable[[list[dict[str, Any]], bool], str], eos_token: str = "",
