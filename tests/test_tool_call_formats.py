@@ -24,6 +24,7 @@ from tasks.formats.tool_call_formats import (
     ParsedCall,
     bfcl_calls,
     detect_tool_format,
+    parse_apertus,
     parse_deepseek_v3,
     parse_deepseek_v4,
     parse_deepseek_v31,
@@ -76,7 +77,7 @@ FILE_FORMATS = {
     "MiniMax-M2.jinja": "minimax_m2", "deepseek-ai-DeepSeek-V3.2.jinja": "deepseek_v32",
     "deepseek-ai-DeepSeek-V4.jinja": "deepseek_v4", "deepseek-ai-DeepSeek-V4-Flash-0731.jinja": "deepseek_v4",
     "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja": "deepseek_v3", "LFM2.5-8B-A1B.jinja": "lfm2",
-    "Kimi-K3.jinja": "kimi_k3",
+    "Kimi-K3.jinja": "kimi_k3", "Apertus-8B-Instruct.jinja": "apertus",
     "MiniMax-M3.jinja": None, "meetkai-functionary-medium-v3.1.jinja": None,
 }
 ONE_CALL_FILES = {"GigaChat3-10B-A1.8B.jinja", "openai-gpt-oss-120b.jinja"}
@@ -235,7 +236,8 @@ def _minimax_top_level(value: Any) -> bool:
                                              JSON_VALUES.filter(_minimax_top_level), max_size=5)
        .filter(lambda a: "</think>" not in json.dumps(a)),  # the answer is what follows the last </think>
        file=st.sampled_from(["MiniMax-M2.jinja", "deepseek-ai-DeepSeek-V3.2.jinja", "deepseek-ai-DeepSeek-V4.jinja",
-                             "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja", "Kimi-K3.jinja"]))
+                             "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja", "Kimi-K3.jinja",
+                             "Apertus-8B-Instruct.jinja"]))
 def test_any_arguments_round_trip_through_minimax_and_deepseek_templates(name, arguments, file):
     calls = [(name, arguments)]
     parsed = parse_tool_calls(_render_turn(_file_template(file), calls), FILE_FORMATS[file], tools_for(calls))
@@ -562,6 +564,24 @@ def test_kimi_k3_rules():
     assert deep.calls == [] and "kimi_k3: a value's" in deep.error
 
 
+def test_apertus_rules():
+    p, s = "<|tools_prefix|>", "<|tools_suffix|>"
+    assert parse_apertus("Plain.") == ParsedAnswer([], "Plain.")
+    two = parse_apertus(f'Sure. {p}[{{"f": {{"a": 1}}}}, {{"g": {{}}}}]{s} Done.')
+    assert two == ParsedAnswer([ParsedCall("f", {"a": 1}), ParsedCall("g", {})], "Sure.\nDone.")
+    # a lone object is a list of one; text after the JSON inside the block is content too
+    assert parse_apertus(f'{p} {{"f": {{"a": 1}}}} and more{s}') == ParsedAnswer([ParsedCall("f", {"a": 1})],
+                                                                                "and more")
+    # cut off by the token limit: completed as vLLM completes it (partial_json_parser), what is there counts
+    cut = parse_apertus(f'{p}[{{"f": {{"a": 1}}}}, {{"g": {{"city": "Par')
+    assert cut.calls == [ParsedCall("f", {"a": 1}), ParsedCall("g", {"city": "Par"})] and cut.error is None
+    assert parse_apertus(f'{p}[{{"f": {{"ok": tr').calls == [ParsedCall("f", {"ok": True})]
+    for text, reason in [(f"{p}garbage", "not JSON, even completed"), (f'{p}[{{"f": 5}}]', "arguments are a int"),
+                         (f"{p}[]", "no {"), (f"{p}" + "[" * 3000 + "]" * 3000, "nested too deeply")]:
+        parsed = parse_apertus(text)
+        assert parsed.calls == [] and parsed.content == text and reason in parsed.error, (text, parsed)
+
+
 KIMI_K3_PIECES = ["<|open|>", "<|close|>", "<|sep|>", "tools", "call", "argument", "response", "message", " ",
                   'tool="f"', 'key="a"', 'type="number"', 'type="string"', "1", "x", '"', "\n",
                   '<|open|>tools<|sep|>', '<|open|>call tool="g" index="1"<|sep|>', "<|close|>call<|sep|>",
@@ -746,7 +766,7 @@ MARKERS = ["<tool_call>", "</tool_call>", "<|python_tag|>", "[TOOL_CALLS]", "[AR
            "<｜DSML｜function_calls>", "</｜DSML｜function_calls>", "<｜DSML｜tool_calls>", "<｜DSML｜invoke ",
            "</｜DSML｜invoke>", "<｜DSML｜parameter ", "</｜DSML｜parameter>", "nil", "inf", "```json", "\n```",
            "function", "<|tool_call_start|>", "<|tool_call_end|>", "<|open|>", "<|close|>", "<|sep|>", "tools",
-           "call ", "argument ", 'tool="', 'type="array"']
+           "call ", "argument ", 'tool="', 'type="array"', "<|tools_prefix|>", "<|tools_suffix|>"]
 
 
 @settings(max_examples=300, deadline=None)
@@ -775,6 +795,8 @@ def test_hostile_text_never_raises(parts, fmt):
     "<|open|>tools<|sep|>" + '<|open|>call tool="f"<|sep|>' * 4_000, "<|open|>tools<|sep|>" + "<|open|> call " * 9_000,
     '<|open|>tools<|sep|><|open|>call tool="f"<|sep|>' + '<|open|>argument key="a"<|sep|>' * 3_000,
     "<|open|>tools<|sep|><|open|>call tool=\"f\"<|sep|>" + "<|close|>" + " " * 80_000,
+    "<|tools_prefix|>" + '[{"a": "' + "x" * 90_000, "<|tools_prefix|>" + '[{"f": {}}, ' * 7_000,
+    "<|tools_prefix|>" + '[{"a": {"b": ' * 3_000, "<|tools_prefix|>[" * 6_000,
     "<tool_call>\n<function=get_weather>\n<parameter=spots>\n" + "[" * 30_000 + "\n</parameter>",
     "<|tool_call>call:f{" + "a:{" * 20_000 + "}<tool_call|>", "<|tool_call>call:f{" + "a:[" * 20_000 + "}<tool_call|>",
     "<|tool_call>call:f{" + 'a:<|"|>' * 10_000 + "}<tool_call|>", "<|tool_call>call:" * 6_000,

@@ -32,6 +32,11 @@ streaming) rule by rule:
   markers; attribute values unescaped from ``&quot;`` and ``&amp;``). A ``string`` value is the raw text; any other
   type is JSON, else the raw text; a call without a tool name is dropped. The content is the ``response`` channel's
   text. No tools channel: a text answer.
+- ``apertus`` (Apertus: vLLM's ``apertus``): after ``<|tools_prefix|>`` (to ``<|tools_suffix|>`` or the end), a JSON
+  list of one-key objects ``{"NAME": {arguments}}`` (a lone object is taken as a list of one); a truncated list is
+  completed as vLLM completes it (``partial_json_parser``), so a call cut off by the token limit still counts with
+  what it has. Text before the block and after it is the content. Arguments that are not an object are an error
+  (vLLM passes them on; BFCL's checkers cannot score them). No prefix token: a text answer.
 - ``qwen3_coder`` (Qwen3-Coder, Qwen3.5, Step 3.5, Nemotron 3: vLLM's ``qwen3_coder``): ``<tool_call>`` blocks (a block
   ends at a ``</tool_call>`` followed by another ``<tool_call>`` or the end; the last may be left open; no block
   at all: the whole text) holding ``<function=NAME>`` and one ``<parameter=KEY>value</parameter>`` per argument
@@ -104,7 +109,7 @@ from typing import Any, Literal, get_args
 
 ToolFormat = Literal["hermes", "llama3_json", "mistral", "pythonic", "qwen3_coder", "glm45", "glm47",
                      "deepseek_v31", "gemma4", "kimi_k2", "harmony", "minimax_m2", "deepseek_v32", "deepseek_v4",
-                     "deepseek_v3", "lfm2", "kimi_k3"]
+                     "deepseek_v3", "lfm2", "kimi_k3", "apertus"]
 TOOL_FORMATS: tuple[ToolFormat, ...] = get_args(ToolFormat)
 MAX_TEXT_CHARS = 100_000  # as the BFCL checker's answer limit: longer answers are not parsed
 
@@ -129,6 +134,7 @@ _HARMONY_CHANNEL = re.compile(r"<\|channel\|>\s*(\w+)")
 _PYTHONIC_START = re.compile(r"\[\s*[A-Za-z_][\w.]*\s*\(")
 LFM2_START, LFM2_END = "<|tool_call_start|>", "<|tool_call_end|>"
 XTML_OPEN, XTML_CLOSE, XTML_SEP = "<|open|>", "<|close|>", "<|sep|>"
+APERTUS_START, APERTUS_END = "<|tools_prefix|>", "<|tools_suffix|>"
 MINIMAX_CALLS, MINIMAX_CALLS_END = "<minimax:tool_call>", "</minimax:tool_call>"
 MINIMAX_INVOKE, MINIMAX_INVOKE_END = "<invoke name=", "</invoke>"
 MINIMAX_PARAMETER, MINIMAX_PARAMETER_END = "<parameter name=", "</parameter>"
@@ -1059,6 +1065,64 @@ def _json_or_text(text: str) -> Any:
         raise _ParseFailure(f"a value's {_json_problem(exc)}") from None
 
 
+def _apertus_json(text: str) -> tuple[Any, str]:
+    """The JSON value at the start of a call block and the text after it, as vLLM's ``apertus`` reads it: whole JSON
+    (blanks before it skipped), else a truncated value completed by ``partial_json_parser`` (``Allow.ALL``, as vLLM
+    calls it; JSON with extra data after it: the first value), with no text after it; else :class:`_ParseFailure`."""
+    from partial_json_parser import loads as partial_loads
+    from partial_json_parser.core.options import Allow
+
+    decoder = json.JSONDecoder()
+    try:
+        value, end = decoder.raw_decode(text.lstrip())
+        return value, text.lstrip()[end:]
+    except json.JSONDecodeError:
+        pass
+    except (ValueError, RecursionError) as exc:
+        raise _ParseFailure(_json_problem(exc)) from None
+    try:
+        try:
+            return partial_loads(text, Allow.ALL), ""
+        except json.JSONDecodeError as exc:
+            if "Extra data" not in exc.msg:
+                raise
+            return decoder.raw_decode(text)[0], ""
+    except Exception as exc:  # noqa: BLE001 - whatever the completer raises fails vLLM's whole reading too
+        raise _ParseFailure(f"not JSON, even completed as a truncated value ({type(exc).__name__})") from None
+
+
+def parse_apertus(text: str) -> ParsedAnswer:
+    """Apertus's ``<|tools_prefix|>[{"NAME": {arguments}}, ...]<|tools_suffix|>`` (see the module docstring)."""
+    start = text.find(APERTUS_START)
+    if start == -1:
+        return ParsedAnswer([], text)
+    block_start = start + len(APERTUS_START)
+    suffix = text.find(APERTUS_END, block_start)
+    if suffix != -1:
+        block_end, after = suffix, suffix + len(APERTUS_END)
+    else:  # vLLM's pattern ends the block at "$": the end, or before a final line break
+        block_end = after = len(text) - 1 if text.endswith("\n") and len(text) - 1 >= block_start else len(text)
+    try:
+        value, trailing = _apertus_json(text[block_start:block_end])
+    except _ParseFailure as exc:
+        return ParsedAnswer([], text, f"apertus: {exc}")
+    calls = []
+    for k, obj in enumerate(value if isinstance(value, list) else [value] if value else [], 1):
+        if isinstance(obj, dict) and obj:
+            name, arguments = next(iter(obj.items()))
+            if not isinstance(arguments, dict):  # vLLM passes it on; no checker can score a call without an object
+                return ParsedAnswer([], text, f"apertus: call {k} ({_short(name, 60)}): its arguments are a "
+                                              f"{type(arguments).__name__}, not an object")
+            calls.append(ParsedCall(name, arguments))
+    if not calls:
+        return ParsedAnswer([], text, f"apertus: no {{\"NAME\": {{arguments}}}} object after {APERTUS_START}")
+    content = text[:start].strip()
+    for extra in (trailing.replace(APERTUS_END, "").strip(), text[after:].replace(APERTUS_END, "").strip()):
+        if extra:
+            content = (content + "\n" + extra).strip()
+    return ParsedAnswer(calls, content or None)
+
+
 def _xtml_marker(kind: str, tag: str) -> re.Pattern[str]:
     """Kimi K3's ``<|open|>tag `` (``kind`` "open", a blank or more after the tag, attributes follow) or
     ``<|close|>tag<|sep|>`` (blanks taken inside it), as vLLM's ``kimi_k3`` patterns match them."""
@@ -1416,6 +1480,7 @@ PARSERS: dict[ToolFormat, Callable[[str, Tools], ParsedAnswer]] = {
     "deepseek_v3": _without_tools(parse_deepseek_v3),
     "lfm2": _without_tools(parse_lfm2),
     "kimi_k3": _without_tools(parse_kimi_k3),
+    "apertus": _without_tools(parse_apertus),
 }
 
 
@@ -1506,8 +1571,8 @@ def rendered_assistant_turn(render: Callable[[list[dict[str, Any]], bool], str],
 
 DETECTION_ORDER: tuple[ToolFormat, ...] = ("hermes", "qwen3_coder", "glm45", "glm47", "deepseek_v31", "gemma4",
                                            "kimi_k2", "harmony", "minimax_m2", "deepseek_v32", "deepseek_v4",
-                                           "deepseek_v3", "lfm2", "kimi_k3", "mistral", "pythonic",
-                                           "llama3_json")
+                                           "deepseek_v3", "lfm2", "kimi_k3", "apertus", "mistral",
+                                           "pythonic", "llama3_json")
 
 
 def detect_tool_format(render: Callable[[list[dict[str, Any]], bool], str], eos_token: str = "",
