@@ -232,12 +232,13 @@ DEEPSEEK_END = "<｜end▁of▁sentence｜>"
     ("MiniMax-M2.jinja", "minimax_m2", "[e~["), ("deepseek-ai-DeepSeek-V3.2.jinja", "deepseek_v32", DEEPSEEK_END),
     ("deepseek-ai-DeepSeek-V4.jinja", "deepseek_v4", DEEPSEEK_END),
     ("deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja", "deepseek_v3", DEEPSEEK_END),
-    ("Kimi-K3.jinja", "kimi_k3", "<|end_of_msg|>"), ("Apertus-8B-Instruct.jinja", "apertus", "<|assistant_end|>")])
-def test_calls_of_six_more_templates_read_back_score_full_marks(file, tool_format, end_of_turn) -> None:
-    """Through MiniMax M2's, DeepSeek V3.2's, V4's, R1's, Kimi K3's and Apertus's real templates, the ground truth of
-    one entry per BFCL class executes to full marks: MiniMax's bare values typed back by the offered tools, DSML's by
-    its ``string`` attribute and the tools' types, R1's fenced JSON line, K3's typed XTML arguments and Apertus's
-    one-key objects read as vLLM's deepseek_v3, kimi_k3 and apertus parsers read them."""
+    ("Kimi-K3.jinja", "kimi_k3", "<|end_of_msg|>"), ("Apertus-8B-Instruct.jinja", "apertus", "<|assistant_end|>"),
+    ("ByteDance-Seed-OSS.jinja", "seed_oss", "<seed:eos>")])
+def test_calls_of_seven_more_templates_read_back_score_full_marks(file, tool_format, end_of_turn) -> None:
+    """Through MiniMax M2's, DeepSeek V3.2's, V4's, R1's, Kimi K3's, Apertus's and Seed-OSS's real templates, the
+    ground truth of one entry per BFCL class executes to full marks: MiniMax's and Seed-OSS's bare values typed back
+    by the offered tools, DSML's by its ``string`` attribute and the tools' types, R1's fenced JSON line, K3's typed
+    XTML arguments and Apertus's one-key objects read as vLLM's parsers read them."""
     folder = templates_dir(None, DEFAULT_FAMILIES)
     template = ChatTemplate(file, (folder / file).read_text(encoding="utf-8"))
     write = template_writer(template, end_of_turn)

@@ -104,10 +104,10 @@ def test_verdicts_on_answers_in_the_hermes_format():
 @needs_templates
 def test_calls_written_by_real_templates_get_the_verdicts_of_the_same_calls_in_json():
     """Every item of simple_python, multiple, parallel and parallel_multiple (1,000): the item's expected calls
-    written by Qwen3.5's, GLM-4.6's, DeepSeek-V3.1's, MiniMax M2's, DeepSeek V3.2's, DeepSeek-R1's, LFM2.5's, Kimi K3's
-    and Apertus's real templates (values as text, JSON strings or Python) get the verdict the same calls get as
-    Qwen2.5's Hermes JSON, error type included: the offered tools' schemas type the text values as BFCL's checker
-    expects them (six items aside, below)."""
+    written by Qwen3.5's, GLM-4.6's, DeepSeek-V3.1's, MiniMax M2's, DeepSeek V3.2's, DeepSeek-R1's, LFM2.5's, Kimi K3's,
+    Apertus's and Seed-OSS's real templates (values as text, JSON strings or Python) get the verdict the same calls
+    get as Qwen2.5's Hermes JSON, error type included: the offered tools' schemas type the text values as BFCL's
+    checker expects them (six items aside, below)."""
     from tasks.formats.chat_templates import ChatTemplate, render
     from tasks.formats.tool_call_formats import rendered_assistant_turn
 
@@ -118,7 +118,8 @@ def test_calls_written_by_real_templates_get_the_verdicts_of_the_same_calls_in_j
         ("GLM-4.6.jinja", "glm45"), ("deepseek-ai-DeepSeek-V3.1.jinja", "deepseek_v31"),
         ("MiniMax-M2.jinja", "minimax_m2"), ("deepseek-ai-DeepSeek-V3.2.jinja", "deepseek_v32"),
         ("deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja", "deepseek_v3"), ("LFM2.5-8B-A1B.jinja", "lfm2"),
-        ("Kimi-K3.jinja", "kimi_k3"), ("Apertus-8B-Instruct.jinja", "apertus"))}
+        ("Kimi-K3.jinja", "kimi_k3"), ("Apertus-8B-Instruct.jinja", "apertus"),
+        ("ByteDance-Seed-OSS.jinja", "seed_oss"))}
     items = [item for category in ("simple_python", "multiple", "parallel", "parallel_multiple")
              for item in load_category(category)]
     assert len(items) == 1000
@@ -138,13 +139,15 @@ def test_calls_written_by_real_templates_get_the_verdicts_of_the_same_calls_in_j
             if verdicts[fmt] != verdicts["hermes"]:
                 differing[fmt].append(item.id)
         valid += verdicts["hermes"][0]
-    # One real difference, vLLM's own: MiniMax M2 writes a string argument bare, and vLLM's minimax_m2 parser reads
-    # "null" as None whatever the parameter's type, so this item's expected event "null" (a string) is lost. And
-    # LFM2.5's template writes a string between single quotes as it is: one holding a quote is no Python (five items)
+    # Real differences, vLLM's own: MiniMax M2 and Seed-OSS write a string argument bare, and vLLM's minimax_m2 and
+    # seed_oss parsers read "null" as None whatever the parameter's type, so this item's expected event "null" (a
+    # string) is lost. And LFM2.5's template writes a string between single quotes as it is: one holding a quote is
+    # no Python (five items)
     quoted = [item.id for item in items if any(isinstance(value, str) and "'" in value
                                                for _, arguments in correct_calls(item) for value in arguments.values())]
     assert len(quoted) == 5
-    assert differing == {fmt: {"minimax_m2": ["parallel_multiple_75"], "lfm2": quoted}.get(fmt, []) for fmt in writers}
+    expected = {"minimax_m2": ["parallel_multiple_75"], "seed_oss": ["parallel_multiple_75"], "lfm2": quoted}
+    assert differing == {fmt: expected.get(fmt, []) for fmt in writers}
     assert valid >= 980  # the few others: the first listed option is not always one the checker takes alone
 
 

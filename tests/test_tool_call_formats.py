@@ -18,6 +18,7 @@ from schemas.records import ToolCall
 from tasks.formats.call_format import render_calls
 from tasks.formats.chat_templates import ChatTemplate, load_family, render
 from tasks.formats.tool_call_formats import (
+    DETECTION_ORDER,
     MAX_TEXT_CHARS,
     TOOL_FORMATS,
     ParsedAnswer,
@@ -42,6 +43,7 @@ from tasks.formats.tool_call_formats import (
     parse_mistral,
     parse_pythonic,
     parse_qwen3_coder,
+    parse_seed_oss,
     parse_tool_calls,
     probe_messages,
     probe_tools,
@@ -65,8 +67,8 @@ FILE_FORMATS = {
     "Qwen3-Coder.jinja": "qwen3_coder", "StepFun3.5-Flash.jinja": "qwen3_coder", "GLM-4.6.jinja": "glm45",
     "inclusionai-ling-3.0-flash.jinja": "glm45", "poolside-Laguna-XS.2.jinja": "glm45",
     "GigaChat3-10B-A1.8B.jinja": "llama3_json",  # writes only the first of two calls: read on one call
-    # a <seed:tool_call> per call: qwen3_coder reads one call right, but two calls as one, so it is not claimed
-    "ByteDance-Seed-OSS.jinja": None,
+    # a <seed:tool_call> per call: qwen3_coder reads one call right, but two calls as one; seed_oss reads both
+    "ByteDance-Seed-OSS.jinja": "seed_oss",
     "poolside-Laguna-S-2.1.jinja": "glm47",  # <tool_call>NAME<arg_key>: no line break after the name
     "GLM-4.7-Flash.jinja": "glm47", "Spark2.5.jinja": "glm47",
     # generation prompts that open a thought the turn does not keep: the turn is found with a sentinel
@@ -161,15 +163,26 @@ def test_other_real_templates_formats_are_detected_or_refused_with_the_reason(fi
     template = _file_template(file)
     found, why = detect_tool_format(lambda m, g: render(template, m, probe_tools(), g))
     assert found == FILE_FORMATS[file], why
-    if file.startswith("ByteDance"):
-        assert "does not read as two" in why and "qwen3_coder" in why
-    elif FILE_FORMATS[file] is None:
+    if FILE_FORMATS[file] is None:
         assert "none of the formats" in why
+
+
+@needs_templates
+def test_a_format_that_reads_one_call_right_but_two_as_one_is_not_taken():
+    """qwen3_coder reads Seed-OSS's one <seed:tool_call> block right, but its two blocks as one call: without
+    seed_oss the template is refused, saying so, rather than read wrong."""
+    template = _file_template("ByteDance-Seed-OSS.jinja")
+    formats = tuple(f for f in DETECTION_ORDER if f != "seed_oss")
+    found, why = detect_tool_format(lambda m, g: render(template, m, probe_tools(), g), formats=formats)
+    assert found is None and "does not read as two" in why and "qwen3_coder" in why
 
 
 # LFM2.5's template writes a string between single quotes as it is (one holding a quote is no Python: not read, by
 # vLLM's parser either) and an object as JSON (a true, false or null in it is no Python literal)
-FILE_ARGUMENTS = {"LFM2.5-8B-A1B.jinja": {**ARGUMENTS, "code": 'print("hi"); {}'}}
+FILE_ARGUMENTS = {"LFM2.5-8B-A1B.jinja": {**ARGUMENTS, "code": 'print("hi"); {}'},
+                  # Seed-OSS's template writes None as Python's "None", which vLLM's seed_oss keeps as text (it reads
+                  # only "null" as None)
+                  "ByteDance-Seed-OSS.jinja": {k: v for k, v in ARGUMENTS.items() if k != "note"}}
 
 
 @needs_templates
@@ -241,6 +254,32 @@ def _minimax_top_level(value: Any) -> bool:
 def test_any_arguments_round_trip_through_minimax_and_deepseek_templates(name, arguments, file):
     calls = [(name, arguments)]
     parsed = parse_tool_calls(_render_turn(_file_template(file), calls), FILE_FORMATS[file], tools_for(calls))
+    assert parsed.error is None, parsed.error
+    assert parsed.calls == [ParsedCall(name, arguments)]
+
+
+def _seed_writes_back(value: Any) -> bool:
+    """Seed-OSS's template writes a top-level value as Python's ``str`` of it, bare: None comes out as "None" (vLLM's
+    seed_oss reads only "null" as None), and a string reading null, with a line break at an end or holding the
+    format's tags cannot come back."""
+    if value is None:
+        return False
+    if not isinstance(value, str):
+        return True
+    return (value.lower() != "null" and not value.startswith("\n") and not value.endswith("\n")
+            and not any(tag in value for tag in ("</parameter>", "<parameter=", "</function>", "<function=", "<seed:",
+                                                 "</seed:")))
+
+
+@needs_templates
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=NAMES, arguments=st.dictionaries(st.from_regex(r"[a-z_][a-z0-9_]{0,10}", fullmatch=True),
+                                             JSON_VALUES.filter(_seed_writes_back), max_size=5)
+       .filter(lambda a: "</think>" not in json.dumps(a)))
+def test_any_arguments_round_trip_through_seed_osss_template(name, arguments):
+    calls = [(name, arguments)]
+    template = _file_template("ByteDance-Seed-OSS.jinja")
+    parsed = parse_tool_calls(_render_turn(template, calls), "seed_oss", tools_for(calls))
     assert parsed.error is None, parsed.error
     assert parsed.calls == [ParsedCall(name, arguments)]
 
@@ -564,6 +603,34 @@ def test_kimi_k3_rules():
     assert deep.calls == [] and "kimi_k3: a value's" in deep.error
 
 
+def test_seed_oss_rules():
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {
+        "n": {"type": "integer"}, "x": {"type": "number"}, "ok": {"type": "boolean"}, "s": {"type": "string"},
+        "o": {"type": "object"}, "a": {"type": "array"}, "u": {"anyOf": [{"type": "integer"}, {"type": "null"}]}}}}}]
+    assert parse_seed_oss("Plain.", tools) == ParsedAnswer([], "Plain.")
+    text = ("<seed:think>plan <function=no></seed:think>Sure.<seed:tool_call>\n<function=f>\n<parameter=n>\n7\n"
+            "</parameter>\n<parameter=x>2.0</parameter>\n<parameter=ok>yes</parameter>\n<parameter=s>null"
+            "</parameter>\n<parameter=o>{'k': [1]}</parameter>\n<parameter=a>[true]</parameter>\n<parameter=u>5"
+            "</parameter>\n<parameter=extra>1</parameter>\n</function>\n</seed:tool_call>")
+    (call,) = parse_seed_oss(text, tools).calls
+    # one line break each side dropped; a whole number is an int; anything but "true" is False; "null" is None even
+    # for a string; an object is JSON, else Python; an array is Python only (JSON's true stays text); anyOf names no
+    # type, so its value is text; a key the tool lacks stays text
+    assert call == ParsedCall("f", {"n": 7, "x": 2, "ok": False, "s": None, "o": {"k": [1]}, "a": "[true]",
+                                    "u": "5", "extra": "1"})
+    assert parse_seed_oss(text, tools).content == "<seed:think>plan <function=no></seed:think>Sure."
+    # no block: the whole text is read; an open block and an open function run to the end
+    assert parse_seed_oss("<function=f>\n<parameter=n>1</parameter>", tools).calls == [ParsedCall("f", {"n": 1})]
+    assert parse_seed_oss("<seed:tool_call><function=f><parameter=n>2", tools).calls == [ParsedCall("f", {"n": 2})]
+    for text, reason in [("<function=f", "call 1: no '>' after its name"),
+                         ("<function=f><parameter=n", "a parameter has no '>'"),
+                         ("<function=f><parameter=x>inf</parameter></function>", "is infinite")]:
+        parsed = parse_seed_oss(text, tools)
+        assert parsed.calls == [] and reason in parsed.error, (text, parsed)
+    assert parse_seed_oss("<function=f><parameter=x>nan</parameter></function>", tools).calls[0].arguments == {
+        "x": "nan"}
+
+
 def test_apertus_rules():
     p, s = "<|tools_prefix|>", "<|tools_suffix|>"
     assert parse_apertus("Plain.") == ParsedAnswer([], "Plain.")
@@ -766,7 +833,8 @@ MARKERS = ["<tool_call>", "</tool_call>", "<|python_tag|>", "[TOOL_CALLS]", "[AR
            "<｜DSML｜function_calls>", "</｜DSML｜function_calls>", "<｜DSML｜tool_calls>", "<｜DSML｜invoke ",
            "</｜DSML｜invoke>", "<｜DSML｜parameter ", "</｜DSML｜parameter>", "nil", "inf", "```json", "\n```",
            "function", "<|tool_call_start|>", "<|tool_call_end|>", "<|open|>", "<|close|>", "<|sep|>", "tools",
-           "call ", "argument ", 'tool="', 'type="array"', "<|tools_prefix|>", "<|tools_suffix|>"]
+           "call ", "argument ", 'tool="', 'type="array"', "<|tools_prefix|>", "<|tools_suffix|>",
+           "<seed:tool_call>", "</seed:tool_call>", "<seed:think>", "</seed:think>"]
 
 
 @settings(max_examples=300, deadline=None)
@@ -797,6 +865,8 @@ def test_hostile_text_never_raises(parts, fmt):
     "<|open|>tools<|sep|><|open|>call tool=\"f\"<|sep|>" + "<|close|>" + " " * 80_000,
     "<|tools_prefix|>" + '[{"a": "' + "x" * 90_000, "<|tools_prefix|>" + '[{"f": {}}, ' * 7_000,
     "<|tools_prefix|>" + '[{"a": {"b": ' * 3_000, "<|tools_prefix|>[" * 6_000,
+    "<seed:tool_call>" * 6_000 + "<function=f>", "<function=f>" + "<parameter=a>" * 7_000,
+    "<seed:tool_call><function=f>" + "<parameter=a>x</parameter>" * 3_000 + "</function>" * 2,
     "<tool_call>\n<function=get_weather>\n<parameter=spots>\n" + "[" * 30_000 + "\n</parameter>",
     "<|tool_call>call:f{" + "a:{" * 20_000 + "}<tool_call|>", "<|tool_call>call:f{" + "a:[" * 20_000 + "}<tool_call|>",
     "<|tool_call>call:f{" + 'a:<|"|>' * 10_000 + "}<tool_call|>", "<|tool_call>call:" * 6_000,

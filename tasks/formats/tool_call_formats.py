@@ -37,6 +37,14 @@ streaming) rule by rule:
   completed as vLLM completes it (``partial_json_parser``), so a call cut off by the token limit still counts with
   what it has. Text before the block and after it is the content. Arguments that are not an object are an error
   (vLLM passes them on; BFCL's checkers cannot score them). No prefix token: a text answer.
+- ``seed_oss`` (ByteDance Seed-OSS: vLLM's ``seed_oss``, adapted from an older ``qwen3_coder``): after the first
+  ``</seed:think>`` (when ``<seed:think>`` is there too), every ``<seed:tool_call>`` block (to its close, else to the
+  end; no block at all: the whole text) holds ``<function=NAME>`` elements (to ``</function>``, else the end) of
+  ``<parameter=KEY>value</parameter>`` (one line break each side dropped). Values are typed by the offered tools with
+  its own rules (:func:`seed_value`): ``null`` is None whatever the type, a boolean that does not read ``true`` is
+  False, arrays are Python literals (JSON's ``true`` keeps one text). A name or key without its ``>`` fails vLLM's
+  whole reading. No ``<function=``: a text answer. Tried after ``qwen3_coder`` in detection, since it reads that
+  format too.
 - ``qwen3_coder`` (Qwen3-Coder, Qwen3.5, Step 3.5, Nemotron 3: vLLM's ``qwen3_coder``): ``<tool_call>`` blocks (a block
   ends at a ``</tool_call>`` followed by another ``<tool_call>`` or the end; the last may be left open; no block
   at all: the whole text) holding ``<function=NAME>`` and one ``<parameter=KEY>value</parameter>`` per argument
@@ -109,7 +117,7 @@ from typing import Any, Literal, get_args
 
 ToolFormat = Literal["hermes", "llama3_json", "mistral", "pythonic", "qwen3_coder", "glm45", "glm47",
                      "deepseek_v31", "gemma4", "kimi_k2", "harmony", "minimax_m2", "deepseek_v32", "deepseek_v4",
-                     "deepseek_v3", "lfm2", "kimi_k3", "apertus"]
+                     "deepseek_v3", "lfm2", "kimi_k3", "apertus", "seed_oss"]
 TOOL_FORMATS: tuple[ToolFormat, ...] = get_args(ToolFormat)
 MAX_TEXT_CHARS = 100_000  # as the BFCL checker's answer limit: longer answers are not parsed
 
@@ -135,6 +143,8 @@ _PYTHONIC_START = re.compile(r"\[\s*[A-Za-z_][\w.]*\s*\(")
 LFM2_START, LFM2_END = "<|tool_call_start|>", "<|tool_call_end|>"
 XTML_OPEN, XTML_CLOSE, XTML_SEP = "<|open|>", "<|close|>", "<|sep|>"
 APERTUS_START, APERTUS_END = "<|tools_prefix|>", "<|tools_suffix|>"
+SEED_CALL, SEED_CALL_END = "<seed:tool_call>", "</seed:tool_call>"
+SEED_THINK, SEED_THINK_END = "<seed:think>", "</seed:think>"
 MINIMAX_CALLS, MINIMAX_CALLS_END = "<minimax:tool_call>", "</minimax:tool_call>"
 MINIMAX_INVOKE, MINIMAX_INVOKE_END = "<invoke name=", "</invoke>"
 MINIMAX_PARAMETER, MINIMAX_PARAMETER_END = "<parameter name=", "</parameter>"
@@ -1065,6 +1075,95 @@ def _json_or_text(text: str) -> Any:
         raise _ParseFailure(f"a value's {_json_problem(exc)}") from None
 
 
+def seed_value(text: str, schema: Any) -> Any:
+    """A Seed-OSS text value converted by its parameter's schema, as vLLM's ``seed_oss`` converts it (its own, older
+    rules, not :func:`schema_value`'s): ``null`` (any case) is None for any type; no schema: the text; the ``type``
+    named (``string`` when none is, an ``anyOf`` too): string types keep the text; integer types ``int``, else the
+    text; number/float a float, an int when whole (``nan`` stays text, an infinite one fails vLLM's whole reading);
+    boolean: whether it reads ``true`` (anything else is False); objects JSON, else a Python literal; other types a
+    Python literal (JSON's ``true``, ``null`` are none), else the text."""
+    if text.lower() == "null":
+        return None
+    if schema is None:
+        return text
+    kind = str(schema["type"]).strip().lower() if isinstance(schema, dict) and "type" in schema else "string"
+    if kind in ("string", "str", "text", "varchar", "char", "enum"):
+        return text
+    if kind.startswith(("int", "uint", "long", "short", "unsigned")):
+        try:
+            return int(text)
+        except ValueError:
+            return text
+    if kind.startswith(("num", "float")):
+        try:
+            number = float(text)
+        except ValueError:
+            return text
+        if number in (float("inf"), float("-inf")):
+            raise _ParseFailure(f"the number {_short(text, 40)!r} is infinite")
+        if number != number:
+            return text
+        return number if not number.is_integer() else int(number)
+    if kind in ("boolean", "bool", "binary"):
+        return text.lower() == "true"
+    if kind == "object" or kind.startswith("dict"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            pass
+        except (ValueError, RecursionError) as exc:
+            raise _ParseFailure(f"a value's {_json_problem(exc)}") from None
+    try:
+        return _python_literal(text)
+    except ValueError:
+        return text
+
+
+_SEED_BLOCK = re.compile(f"{re.escape(SEED_CALL)}(.*?){re.escape(SEED_CALL_END)}|{re.escape(SEED_CALL)}(.*?)$",
+                         re.DOTALL)
+_SEED_FUNCTION = re.compile(r"<function=(.*?)</function>|<function=(.*)$", re.DOTALL)
+_SEED_PARAMETER = re.compile(r"<parameter=(.*?)</parameter>|<parameter=(.*?)$", re.DOTALL)
+
+
+def parse_seed_oss(text: str, tools: Tools = None) -> ParsedAnswer:
+    """ByteDance Seed-OSS's ``<seed:tool_call><function=NAME><parameter=KEY>value</parameter></function>`` blocks
+    (see the module docstring)."""
+    if QWEN3_FUNCTION not in text:
+        return ParsedAnswer([], text)
+    thinking, answer = "", text
+    if SEED_THINK in text and SEED_THINK_END in text:  # the answer follows the first end of thinking
+        cut = text.find(SEED_THINK_END) + len(SEED_THINK_END)
+        thinking, answer = text[:cut], text[cut:]
+    blocks = [whole or open_ for whole, open_ in _SEED_BLOCK.findall(answer)] or [answer]
+    functions = [whole or open_ for block in blocks for whole, open_ in _SEED_FUNCTION.findall(block)]
+    if not functions:
+        return ParsedAnswer([], text, "seed_oss: no <function=NAME> in a tool-call block")
+    calls = []
+    try:
+        for k, function in enumerate(functions, 1):
+            if ">" not in function:  # vLLM's str.index raises: its whole reading fails
+                raise _ParseFailure(f"call {k}: no '>' after its name")
+            name, parameters = function.split(">", 1)
+            properties = tool_properties(tools, name) if tools is not None else None
+            arguments: dict[str, Any] = {}
+            for whole, open_ in _SEED_PARAMETER.findall(parameters):
+                parameter = whole or open_
+                if ">" not in parameter:
+                    raise _ParseFailure(f"call {k} ({_short(name, 60)}): a parameter has no '>' after its name")
+                key, value = parameter.split(">", 1)
+                value = value.removeprefix("\n").removesuffix("\n")
+                if value.lower() != "null" and properties is not None and key not in properties:
+                    arguments[key] = value  # a parameter the tool does not have stays text
+                else:
+                    arguments[key] = seed_value(value, None if properties is None else properties.get(key))
+            calls.append(ParsedCall(name, arguments))
+    except _ParseFailure as exc:
+        return ParsedAnswer([], text, f"seed_oss: {exc}")
+    start = answer.find(SEED_CALL)
+    content = thinking + answer[: start if start != -1 else answer.find(QWEN3_FUNCTION)]
+    return ParsedAnswer(calls, content or None)
+
+
 def _apertus_json(text: str) -> tuple[Any, str]:
     """The JSON value at the start of a call block and the text after it, as vLLM's ``apertus`` reads it: whole JSON
     (blanks before it skipped), else a truncated value completed by ``partial_json_parser`` (``Allow.ALL``, as vLLM
@@ -1481,6 +1580,7 @@ PARSERS: dict[ToolFormat, Callable[[str, Tools], ParsedAnswer]] = {
     "lfm2": _without_tools(parse_lfm2),
     "kimi_k3": _without_tools(parse_kimi_k3),
     "apertus": _without_tools(parse_apertus),
+    "seed_oss": parse_seed_oss,
 }
 
 
@@ -1569,8 +1669,8 @@ def rendered_assistant_turn(render: Callable[[list[dict[str, Any]], bool], str],
     return full[len(before):]
 
 
-DETECTION_ORDER: tuple[ToolFormat, ...] = ("hermes", "qwen3_coder", "glm45", "glm47", "deepseek_v31", "gemma4",
-                                           "kimi_k2", "harmony", "minimax_m2", "deepseek_v32", "deepseek_v4",
+DETECTION_ORDER: tuple[ToolFormat, ...] = ("hermes", "qwen3_coder", "seed_oss", "glm45", "glm47", "deepseek_v31",
+                                           "gemma4", "kimi_k2", "harmony", "minimax_m2", "deepseek_v32", "deepseek_v4",
                                            "deepseek_v3", "lfm2", "kimi_k3", "apertus", "mistral",
                                            "pythonic", "llama3_json")
 
