@@ -629,6 +629,13 @@ def test_seed_oss_rules():
         assert parsed.calls == [] and reason in parsed.error, (text, parsed)
     assert parse_seed_oss("<function=f><parameter=x>nan</parameter></function>", tools).calls[0].arguments == {
         "x": "nan"}
+    # an object JSON cannot read for any ValueError (here an integer over Python's digit limit) is read on as text;
+    # JSON nested past the decoder's limit fails the whole reading
+    long_number = "{" + '"k": ' + "9" * 5000 + "}"
+    assert parse_seed_oss(f"<function=f><parameter=o>{long_number}</parameter></function>", tools).calls[0].arguments \
+        == {"o": long_number}
+    deep = parse_seed_oss("<function=f><parameter=o>" + "[" * 5000 + "]" * 5000 + "</parameter></function>", tools)
+    assert deep.calls == [] and "seed_oss: a value's" in deep.error
 
 
 def test_apertus_rules():

@@ -1109,9 +1109,9 @@ def seed_value(text: str, schema: Any) -> Any:
     if kind == "object" or kind.startswith("dict"):
         try:
             return json.loads(text)
-        except json.JSONDecodeError:
+        except ValueError:  # vLLM catches any ValueError here (not JSON, an integer too long) and reads on
             pass
-        except (ValueError, RecursionError) as exc:
+        except RecursionError as exc:
             raise _ParseFailure(f"a value's {_json_problem(exc)}") from None
     try:
         return _python_literal(text)
