@@ -233,12 +233,14 @@ DEEPSEEK_END = "<｜end▁of▁sentence｜>"
     ("deepseek-ai-DeepSeek-V4.jinja", "deepseek_v4", DEEPSEEK_END),
     ("deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja", "deepseek_v3", DEEPSEEK_END),
     ("Kimi-K3.jinja", "kimi_k3", "<|end_of_msg|>"), ("Apertus-8B-Instruct.jinja", "apertus", "<|assistant_end|>"),
-    ("ByteDance-Seed-OSS.jinja", "seed_oss", "<seed:eos>")])
-def test_calls_of_seven_more_templates_read_back_score_full_marks(file, tool_format, end_of_turn) -> None:
-    """Through MiniMax M2's, DeepSeek V3.2's, V4's, R1's, Kimi K3's, Apertus's and Seed-OSS's real templates, the
-    ground truth of one entry per BFCL class executes to full marks: MiniMax's and Seed-OSS's bare values typed back
-    by the offered tools, DSML's by its ``string`` attribute and the tools' types, R1's fenced JSON line, K3's typed
-    XTML arguments and Apertus's one-key objects read as vLLM's parsers read them."""
+    ("ByteDance-Seed-OSS.jinja", "seed_oss", "<seed:eos>"),
+    ("NVIDIA-Nemotron-Nano-v2.jinja", "nemotron_nano_v2", "<SPECIAL_12>")])
+def test_calls_of_eight_more_templates_read_back_score_full_marks(file, tool_format, end_of_turn) -> None:
+    """Through MiniMax M2's, DeepSeek V3.2's, V4's, R1's, Kimi K3's, Apertus's, Seed-OSS's and Nemotron Nano 2's real
+    templates, the ground truth of one entry per BFCL class executes to full marks: MiniMax's and Seed-OSS's bare
+    values typed back by the offered tools, DSML's by its ``string`` attribute and the tools' types, R1's fenced JSON
+    line, K3's typed XTML arguments, Apertus's one-key objects and Nemotron's <TOOLCALL> JSON read as vLLM's parsers
+    read them."""
     folder = templates_dir(None, DEFAULT_FAMILIES)
     template = ChatTemplate(file, (folder / file).read_text(encoding="utf-8"))
     write = template_writer(template, end_of_turn)

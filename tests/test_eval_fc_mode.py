@@ -105,9 +105,9 @@ def test_verdicts_on_answers_in_the_hermes_format():
 def test_calls_written_by_real_templates_get_the_verdicts_of_the_same_calls_in_json():
     """Every item of simple_python, multiple, parallel and parallel_multiple (1,000): the item's expected calls
     written by Qwen3.5's, GLM-4.6's, DeepSeek-V3.1's, MiniMax M2's, DeepSeek V3.2's, DeepSeek-R1's, LFM2.5's, Kimi K3's,
-    Apertus's and Seed-OSS's real templates (values as text, JSON strings or Python) get the verdict the same calls
-    get as Qwen2.5's Hermes JSON, error type included: the offered tools' schemas type the text values as BFCL's
-    checker expects them (six items aside, below)."""
+    Apertus's, Seed-OSS's and Nemotron Nano 2's real templates (values as text, JSON strings or Python) get the
+    verdict the same calls get as Qwen2.5's Hermes JSON, error type included: the offered tools' schemas type the text
+    values as BFCL's checker expects them (six items aside, below)."""
     from tasks.formats.chat_templates import ChatTemplate, render
     from tasks.formats.tool_call_formats import rendered_assistant_turn
 
@@ -119,7 +119,7 @@ def test_calls_written_by_real_templates_get_the_verdicts_of_the_same_calls_in_j
         ("MiniMax-M2.jinja", "minimax_m2"), ("deepseek-ai-DeepSeek-V3.2.jinja", "deepseek_v32"),
         ("deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja", "deepseek_v3"), ("LFM2.5-8B-A1B.jinja", "lfm2"),
         ("Kimi-K3.jinja", "kimi_k3"), ("Apertus-8B-Instruct.jinja", "apertus"),
-        ("ByteDance-Seed-OSS.jinja", "seed_oss"))}
+        ("ByteDance-Seed-OSS.jinja", "seed_oss"), ("NVIDIA-Nemotron-Nano-v2.jinja", "nemotron_nano_v2"))}
     items = [item for category in ("simple_python", "multiple", "parallel", "parallel_multiple")
              for item in load_category(category)]
     assert len(items) == 1000

@@ -41,6 +41,7 @@ from tasks.formats.tool_call_formats import (
     parse_llama3_json,
     parse_minimax_m2,
     parse_mistral,
+    parse_nemotron_nano_v2,
     parse_pythonic,
     parse_qwen3_coder,
     parse_seed_oss,
@@ -80,6 +81,8 @@ FILE_FORMATS = {
     "deepseek-ai-DeepSeek-V4.jinja": "deepseek_v4", "deepseek-ai-DeepSeek-V4-Flash-0731.jinja": "deepseek_v4",
     "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja": "deepseek_v3", "LFM2.5-8B-A1B.jinja": "lfm2",
     "Kimi-K3.jinja": "kimi_k3", "Apertus-8B-Instruct.jinja": "apertus",
+    # opens a thought before a text turn, not before calls: the turn is what follows the chat it shares
+    "NVIDIA-Nemotron-Nano-v2.jinja": "nemotron_nano_v2",
     "MiniMax-M3.jinja": None, "meetkai-functionary-medium-v3.1.jinja": None,
 }
 ONE_CALL_FILES = {"GigaChat3-10B-A1.8B.jinja", "openai-gpt-oss-120b.jinja"}
@@ -250,7 +253,7 @@ def _minimax_top_level(value: Any) -> bool:
        .filter(lambda a: "</think>" not in json.dumps(a)),  # the answer is what follows the last </think>
        file=st.sampled_from(["MiniMax-M2.jinja", "deepseek-ai-DeepSeek-V3.2.jinja", "deepseek-ai-DeepSeek-V4.jinja",
                              "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja", "Kimi-K3.jinja",
-                             "Apertus-8B-Instruct.jinja"]))
+                             "Apertus-8B-Instruct.jinja", "NVIDIA-Nemotron-Nano-v2.jinja"]))
 def test_any_arguments_round_trip_through_minimax_and_deepseek_templates(name, arguments, file):
     calls = [(name, arguments)]
     parsed = parse_tool_calls(_render_turn(_file_template(file), calls), FILE_FORMATS[file], tools_for(calls))
@@ -499,6 +502,43 @@ def test_a_turn_the_generation_prompt_does_not_start_is_found_with_a_sentinel():
     assert turn.startswith('<|tool_call>call:tcprobe_weather{city:<|"|>Paris<|"|>,days:3}<tool_call|>')
     assert not render(template, probe_messages(), tools, False).startswith(
         render(template, probe_messages()[:1], tools, True))
+
+
+@needs_templates
+def test_a_turn_neither_the_prompt_nor_a_sentinel_starts_is_what_follows_the_shared_chat():
+    """Nemotron Nano 2 opens a thought before a text turn (and in its generation prompt) but writes calls straight
+    after ``Assistant``: the turn is what follows what the whole shares with them, cut at a line's end."""
+    template = _file_template("NVIDIA-Nemotron-Nano-v2.jinja")
+    tools = probe_tools()
+    turn = rendered_assistant_turn(lambda m, g: render(template, m, tools, g), probe_messages())
+    assert turn.startswith('<TOOLCALL>[{"name": "tcprobe_weather", "arguments": {"city": "Paris", "days": 3}}]')
+
+
+def test_a_turn_is_not_guessed_when_the_shared_chat_lacks_the_message_before_it():
+    def render_fn(messages: list[dict], generation_prompt: bool) -> str:  # never shows the user's message
+        last = messages[-1]
+        text = last["content"] if last["role"] == "assistant" else ""
+        return "SYSTEM\nassistant: " + ("CALL" if last.get("tool_calls") else "<think>" + text)
+
+    with pytest.raises(ValueError, match="does not render the chat before an assistant turn"):
+        rendered_assistant_turn(render_fn, probe_messages())
+
+
+def test_nemotron_nano_v2_rules():
+    assert parse_nemotron_nano_v2("Plain.") == ParsedAnswer([], "Plain.")
+    two = parse_nemotron_nano_v2('Sure.<TOOLCALL>[{"name": "f", "arguments": {"a": 1}}, {"name": "g", "arguments": '
+                                 '"{\\"b\\": 2}"}]</TOOLCALL> and <TOOLCALL>{"name": "h", "arguments": {}}</TOOLCALL>')
+    # a second block is read too; brackets are added where missing; a string holding an object is that object
+    assert two == ParsedAnswer([ParsedCall("f", {"a": 1}), ParsedCall("g", {"b": 2}), ParsedCall("h", {})], "Sure.")
+    # a call without a name or arguments is skipped, as vLLM skips it; an open block is not read
+    assert parse_nemotron_nano_v2('<TOOLCALL>[{"arguments": {}}, {"name": 3, "arguments": {}}, {"name": "f", '
+                                  '"arguments": {}}]</TOOLCALL>').calls == [ParsedCall("f", {})]
+    for text, reason in [('<TOOLCALL>[{"name": "f", "arguments": {}}]', "no closed <TOOLCALL>"),
+                         ('<TOOLCALL>[{"name": "f", "arguments": {]</TOOLCALL>', "not JSON"),
+                         ('<TOOLCALL>[{"name": "f", "arguments": [1]}]</TOOLCALL>', "arguments are a list"),
+                         ('<TOOLCALL>[{"name": "f", "arguments": "x"}]</TOOLCALL>', "a string that is not JSON")]:
+        parsed = parse_nemotron_nano_v2(text)
+        assert parsed.calls == [] and reason in parsed.error, (text, parsed)
 
 
 def test_kimi_k2_rules():
@@ -841,7 +881,7 @@ MARKERS = ["<tool_call>", "</tool_call>", "<|python_tag|>", "[TOOL_CALLS]", "[AR
            "</｜DSML｜invoke>", "<｜DSML｜parameter ", "</｜DSML｜parameter>", "nil", "inf", "```json", "\n```",
            "function", "<|tool_call_start|>", "<|tool_call_end|>", "<|open|>", "<|close|>", "<|sep|>", "tools",
            "call ", "argument ", 'tool="', 'type="array"', "<|tools_prefix|>", "<|tools_suffix|>",
-           "<seed:tool_call>", "</seed:tool_call>", "<seed:think>", "</seed:think>"]
+           "<seed:tool_call>", "</seed:tool_call>", "<seed:think>", "</seed:think>", "<TOOLCALL>", "</TOOLCALL>"]
 
 
 @settings(max_examples=300, deadline=None)
@@ -874,6 +914,7 @@ def test_hostile_text_never_raises(parts, fmt):
     "<|tools_prefix|>" + '[{"a": {"b": ' * 3_000, "<|tools_prefix|>[" * 6_000,
     "<seed:tool_call>" * 6_000 + "<function=f>", "<function=f>" + "<parameter=a>" * 7_000,
     "<seed:tool_call><function=f>" + "<parameter=a>x</parameter>" * 3_000 + "</function>" * 2,
+    "<TOOLCALL>" * 9_000 + "</TOOLCALL>", "<TOOLCALL>" + "[" * 30_000 + "</TOOLCALL>",
     "<tool_call>\n<function=get_weather>\n<parameter=spots>\n" + "[" * 30_000 + "\n</parameter>",
     "<|tool_call>call:f{" + "a:{" * 20_000 + "}<tool_call|>", "<|tool_call>call:f{" + "a:[" * 20_000 + "}<tool_call|>",
     "<|tool_call>call:f{" + 'a:<|"|>' * 10_000 + "}<tool_call|>", "<|tool_call>call:" * 6_000,

@@ -45,6 +45,11 @@ streaming) rule by rule:
   False, arrays are Python literals (JSON's ``true`` keeps one text). A name or key without its ``>`` fails vLLM's
   whole reading. No ``<function=``: a text answer. Tried after ``qwen3_coder`` in detection, since it reads that
   format too.
+- ``nemotron_nano_v2`` (NVIDIA Nemotron Nano 2: vLLM's ``nemotron_nano_v2``): every closed ``<TOOLCALL>...</TOOLCALL>``
+  block holds JSON calls ``{"name": ..., "arguments": {...}}`` (wrapped in ``[...]`` where the brackets are missing);
+  a call without a string name or without arguments is skipped, as vLLM skips it; arguments written as a string are
+  read as the JSON object it holds (as BFCL's handler reads what vLLM passes on), anything else that is not an object
+  is an error. The text before the first block is the content. No ``<TOOLCALL>``: a text answer.
 - ``qwen3_coder`` (Qwen3-Coder, Qwen3.5, Step 3.5, Nemotron 3: vLLM's ``qwen3_coder``): ``<tool_call>`` blocks (a block
   ends at a ``</tool_call>`` followed by another ``<tool_call>`` or the end; the last may be left open; no block
   at all: the whole text) holding ``<function=NAME>`` and one ``<parameter=KEY>value</parameter>`` per argument
@@ -117,7 +122,7 @@ from typing import Any, Literal, get_args
 
 ToolFormat = Literal["hermes", "llama3_json", "mistral", "pythonic", "qwen3_coder", "glm45", "glm47",
                      "deepseek_v31", "gemma4", "kimi_k2", "harmony", "minimax_m2", "deepseek_v32", "deepseek_v4",
-                     "deepseek_v3", "lfm2", "kimi_k3", "apertus", "seed_oss"]
+                     "deepseek_v3", "lfm2", "kimi_k3", "apertus", "seed_oss", "nemotron_nano_v2"]
 TOOL_FORMATS: tuple[ToolFormat, ...] = get_args(ToolFormat)
 MAX_TEXT_CHARS = 100_000  # as the BFCL checker's answer limit: longer answers are not parsed
 
@@ -145,6 +150,7 @@ XTML_OPEN, XTML_CLOSE, XTML_SEP = "<|open|>", "<|close|>", "<|sep|>"
 APERTUS_START, APERTUS_END = "<|tools_prefix|>", "<|tools_suffix|>"
 SEED_CALL, SEED_CALL_END = "<seed:tool_call>", "</seed:tool_call>"
 SEED_THINK, SEED_THINK_END = "<seed:think>", "</seed:think>"
+NEMOTRON_CALL, NEMOTRON_CALL_END = "<TOOLCALL>", "</TOOLCALL>"
 MINIMAX_CALLS, MINIMAX_CALLS_END = "<minimax:tool_call>", "</minimax:tool_call>"
 MINIMAX_INVOKE, MINIMAX_INVOKE_END = "<invoke name=", "</invoke>"
 MINIMAX_PARAMETER, MINIMAX_PARAMETER_END = "<parameter name=", "</parameter>"
@@ -1222,6 +1228,42 @@ def parse_apertus(text: str) -> ParsedAnswer:
     return ParsedAnswer(calls, content or None)
 
 
+def _object_arguments(arguments: Any, where: str) -> dict[str, Any]:
+    """A call's arguments as BFCL's FC handlers decode what vLLM passes on: an object, or a string holding one (vLLM
+    passes a string as it is, and the handler reads it as JSON); anything else no checker can score."""
+    if isinstance(arguments, str):
+        try:
+            arguments = _load_json(arguments)
+        except _ParseFailure as exc:
+            raise _ParseFailure(f"{where}: its arguments are a string that is {exc}") from None
+    if not isinstance(arguments, dict):
+        raise _ParseFailure(f"{where}: its arguments are a {type(arguments).__name__}, not an object")
+    return arguments
+
+
+def parse_nemotron_nano_v2(text: str) -> ParsedAnswer:
+    """Nemotron Nano 2's ``<TOOLCALL>[{"name": ..., "arguments": {...}}]</TOOLCALL>`` (see the module docstring)."""
+    if NEMOTRON_CALL not in text:
+        return ParsedAnswer([], text)
+    calls = []
+    try:
+        for payload in _lazy_spans(text, NEMOTRON_CALL, NEMOTRON_CALL_END):
+            payload = payload.strip()
+            payload = ("" if payload.startswith("[") else "[") + payload + ("" if payload.endswith("]") else "]")
+            value = _load_json(payload)
+            for item in value if isinstance(value, list) else [value]:
+                # vLLM skips a call without a string name or without arguments, and reads on
+                if isinstance(item, dict) and isinstance(item.get("name"), str) and "arguments" in item:
+                    where = f"call {len(calls) + 1} ({_short(item['name'], 60)})"
+                    calls.append(ParsedCall(item["name"], _object_arguments(item["arguments"], where)))
+    except _ParseFailure as exc:
+        return ParsedAnswer([], text, f"nemotron_nano_v2: {exc}")
+    if not calls:
+        return ParsedAnswer([], text, f"nemotron_nano_v2: no closed {NEMOTRON_CALL} block with a named call")
+    content = text[: text.find(NEMOTRON_CALL)]
+    return ParsedAnswer(calls, content or None)
+
+
 def _xtml_marker(kind: str, tag: str) -> re.Pattern[str]:
     """Kimi K3's ``<|open|>tag `` (``kind`` "open", a blank or more after the tag, attributes follow) or
     ``<|close|>tag<|sep|>`` (blanks taken inside it), as vLLM's ``kimi_k3`` patterns match them."""
@@ -1581,6 +1623,7 @@ PARSERS: dict[ToolFormat, Callable[[str, Tools], ParsedAnswer]] = {
     "kimi_k3": _without_tools(parse_kimi_k3),
     "apertus": _without_tools(parse_apertus),
     "seed_oss": parse_seed_oss,
+    "nemotron_nano_v2": _without_tools(parse_nemotron_nano_v2),
 }
 
 
@@ -1652,8 +1695,10 @@ def rendered_assistant_turn(render: Callable[[list[dict[str, Any]], bool], str],
                             messages: list[dict[str, Any]]) -> str:
     """The text a template writes for the last (assistant) message: the whole chat rendered, less the chat
     before it rendered with the generation prompt, or, where that is not a start of the whole (the generation
-    prompt opens an empty thought the turn does not keep), less the chat before it as a sentinel turn shows it.
-    ``render(messages, add_generation_prompt)``."""
+    prompt opens an empty thought the turn does not keep), less the chat before it as a sentinel turn shows it;
+    where neither is (the template opens a thought before a text turn but not before calls: Nemotron Nano 2), less
+    what the whole shares with them, cut back to a token's or a line's end, once that holds the last message
+    before the turn. ``render(messages, add_generation_prompt)``."""
     full = render(messages, False)
     prompt = render(messages[:-1], True)
     if full.startswith(prompt):
@@ -1663,16 +1708,30 @@ def rendered_assistant_turn(render: Callable[[list[dict[str, Any]], bool], str],
     sentinel = "\u2063tcTurnStarts\u2063"
     probe = render([*messages[:-1], {"role": "assistant", "content": sentinel}], False)
     before = probe.split(sentinel, 1)[0]
-    if sentinel not in probe or not full.startswith(before):
+    if sentinel in probe and full.startswith(before):
+        return full[len(before):]
+    shared = max(_common_prefix_length(full, prompt), _common_prefix_length(full, before) if sentinel in probe else 0)
+    shared = max(full.rfind(">", 0, shared), full.rfind("\n", 0, shared)) + 1
+    last = messages[-2].get("content") if len(messages) > 1 else None
+    if shared <= 0 or not isinstance(last, str) or last not in full[:shared]:
         raise ValueError("the template does not render the chat before an assistant turn as a prefix of the chat "
                          "with it")
-    return full[len(before):]
+    return full[shared:]
+
+
+def _common_prefix_length(left: str, right: str) -> int:
+    length = 0
+    for a, b in zip(left, right, strict=False):
+        if a != b:
+            break
+        length += 1
+    return length
 
 
 DETECTION_ORDER: tuple[ToolFormat, ...] = ("hermes", "qwen3_coder", "seed_oss", "glm45", "glm47", "deepseek_v31",
                                            "gemma4", "kimi_k2", "harmony", "minimax_m2", "deepseek_v32", "deepseek_v4",
-                                           "deepseek_v3", "lfm2", "kimi_k3", "apertus", "mistral",
-                                           "pythonic", "llama3_json")
+                                           "deepseek_v3", "lfm2", "kimi_k3", "apertus", "nemotron_nano_v2",
+                                           "mistral", "pythonic", "llama3_json")
 
 
 def detect_tool_format(render: Callable[[list[dict[str, Any]], bool], str], eos_token: str = "",

@@ -48,7 +48,7 @@ def eval_command(
         help="--mode fc: the tool-call format to read answers in: hermes (Qwen2.5/Qwen3, Hermes), llama3_json, "
              "mistral, pythonic, qwen3_coder (Qwen3.5, Qwen3-Coder), glm45 (GLM-4.5/4.6), glm47, deepseek_v31, "
              "gemma4, kimi_k2, harmony (gpt-oss), minimax_m2, deepseek_v32, deepseek_v4 (DSML), deepseek_v3 "
-             "(DeepSeek-V3/R1), lfm2 (LFM2.5), kimi_k3 (XTML), apertus, seed_oss; at --base-url, "
+             "(DeepSeek-V3/R1), lfm2 (LFM2.5), kimi_k3 (XTML), apertus, seed_oss, nemotron_nano_v2; at --base-url, "
              "reads text answers that have no structured call",
         show_default="detected from the chat template; at --base-url, the endpoint's structured calls only")] = None,
     chat_template: Annotated[str | None, typer.Option(
