@@ -476,6 +476,20 @@ def _schema_type(schema: Any) -> tuple[str, bool]:
     return "string", False
 
 
+# The type names vLLM's qwen3_coder-derived parsers (qwen3_coder, seed_oss) sort a parameter's declared type by
+STRING_TYPES = ("string", "str", "text", "varchar", "char", "enum")
+INTEGER_PREFIXES = ("int", "uint", "long", "short", "unsigned")
+NUMBER_PREFIXES = ("num", "float")
+BOOLEAN_TYPES = ("boolean", "bool", "binary")
+
+
+def _int_or_text(text: str) -> int | str:
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
 def schema_value(text: str, schema: Any) -> Any:
     """A text value converted by its parameter's schema, rule for rule as vLLM's ``qwen3_coder`` converts it: no
     schema or a string type: the text; ``null``/``none`` for a type that admits null (or any non-string type):
@@ -487,16 +501,13 @@ def schema_value(text: str, schema: Any) -> Any:
     kind, nullable = _schema_type(schema)
     if nullable and text.lower() in ("null", "none"):
         return None
-    if kind in ("string", "str", "text", "varchar", "char", "enum"):
+    if kind in STRING_TYPES:
         return text
     if text.lower() in ("null", "none"):
         return None
-    if kind.startswith(("int", "uint", "long", "short", "unsigned")):
-        try:
-            return int(text)
-        except ValueError:
-            return text
-    if kind.startswith(("num", "float")):
+    if kind.startswith(INTEGER_PREFIXES):
+        return _int_or_text(text)
+    if kind.startswith(NUMBER_PREFIXES):
         try:
             number = float(text)
         except ValueError:
@@ -504,7 +515,7 @@ def schema_value(text: str, schema: Any) -> Any:
         if number != number or number in (float("inf"), float("-inf")):
             return text
         return int(number) if number.is_integer() else number
-    if kind in ("boolean", "bool", "binary"):
+    if kind in BOOLEAN_TYPES:
         return text.lower() == "true"
     container = kind in ("object", "array", "arr") or kind.startswith(("dict", "list"))
     if container:
@@ -1093,14 +1104,11 @@ def seed_value(text: str, schema: Any) -> Any:
     if schema is None:
         return text
     kind = str(schema["type"]).strip().lower() if isinstance(schema, dict) and "type" in schema else "string"
-    if kind in ("string", "str", "text", "varchar", "char", "enum"):
+    if kind in STRING_TYPES:
         return text
-    if kind.startswith(("int", "uint", "long", "short", "unsigned")):
-        try:
-            return int(text)
-        except ValueError:
-            return text
-    if kind.startswith(("num", "float")):
+    if kind.startswith(INTEGER_PREFIXES):
+        return _int_or_text(text)
+    if kind.startswith(NUMBER_PREFIXES):
         try:
             number = float(text)
         except ValueError:
@@ -1110,7 +1118,7 @@ def seed_value(text: str, schema: Any) -> Any:
         if number != number:
             return text
         return number if not number.is_integer() else int(number)
-    if kind in ("boolean", "bool", "binary"):
+    if kind in BOOLEAN_TYPES:
         return text.lower() == "true"
     if kind == "object" or kind.startswith("dict"):
         try:
