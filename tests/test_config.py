@@ -394,3 +394,14 @@ def test_embedded_settings_are_a_fresh_valid_dict_each_call() -> None:
     first["apis"] = 1
     assert embedded_settings() == EMBEDDED
     RunConfig(**embedded_settings())  # valid as a config
+
+
+def test_the_comparison_datasets_recorded_configuration_still_loads() -> None:
+    # docs/benchmarks.md names this file as the way dataset (c) of the downstream comparison is made again; a
+    # RunConfig change that breaks it (a renamed or removed option: RunConfig forbids unknown keys) fails here
+    path = Path(__file__).parents[1] / "benchmarks" / "configs" / "comparison-scripted-run.yaml"
+    config = load_config(path, {"llm_base_url": "http://127.0.0.1:8765/v1", "llm_model": "scripted-model"})
+    assert (config.apis, config.dialogs, config.model_checks, config.seed, config.run_id) == (
+        60, 100, False, 0, "comparison-c")
+    # the real-endpoint defaults apply to everything else (self-guidance, the loss task, three decision samples)
+    assert config.target_model == DEFAULT_TARGET_MODEL and config.guidance_rounds == 2
