@@ -10,8 +10,9 @@ GGUF, or ``--engine transformers``; prompt mode: answers stopped once they canno
 through the model's chat template, or ``--chat-template``'s family's, calls read in its family's format; multi-turn
 categories in either mode, each entry asked no more turns once one fails unless ``--full-answers``), its answers
 kept in ``DIR/<name>.jsonl``; an item already answered there is not asked again (so a comparison grows one model,
-or a few more items, at a time: the new answers go to ``DIR/<name>.more.jsonl`` and join the file only once all of
-them are in). Printed per
+or a few more items, at a time: the new answers go to ``DIR/<name>.more.jsonl.partial`` as each item is settled and
+join the file only once all of them are in; a run stopped half way leaves that file, and the same command keeps its
+answers and asks the rest). Printed per
 category: each model's accuracy with its 95% bootstrap interval, and each tuned model against the first one (the
 base) with a paired bootstrap on the same items: the difference, its interval, and whether the interval excludes 0.
 Training is separate (`toolace train`, the budget stated where the figures are recorded).
@@ -30,11 +31,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tasks.evaluation.bfcl_eval import load_items  # noqa: E402
+from tasks.evaluation.bfcl_eval import evaluate, load_items  # noqa: E402
 from tasks.evaluation.model_serving import (  # noqa: E402
     ServingOptions,
     answer_source,
-    evaluate_complete,
     fc_answer_source,
 )
 from tasks.evaluation.statistics import (  # noqa: E402
@@ -75,6 +75,54 @@ def join_answers(answers: Path, more: Path) -> None:
     joined.write_text(old + ("" if not old or old.endswith("\n") else "\n") + more.read_text())
     joined.replace(answers)
     more.unlink()
+
+
+def stopped_run(more: Path) -> Path:
+    """Where a run writes its answers as they come (``<name>.more.jsonl.partial``): what a stopped run leaves."""
+    return more.with_name(more.name + ".partial")
+
+
+def keep_stopped_answers(answers: Path, more: Path) -> int:
+    """The answers a stopped run left (its process stopped or killed, a session's end) join ``answers``, so the
+    same command asks only the rest. Each row there is one item's whole verdict, written once the item was
+    settled; a row cut off mid-write, or one for an item ``answers`` already holds, is dropped. Returns the rows
+    kept."""
+    partial = stopped_run(more)
+    if not partial.exists():
+        return 0
+    done = outcomes(answers) if answers.exists() else {}
+    kept = []
+    for line in partial.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if (isinstance(row, dict) and {"id", "category", "valid"} <= row.keys()
+                and row["id"] not in done.get(row["category"], {})):
+            done.setdefault(row["category"], {})[row["id"]] = bool(row["valid"])
+            kept.append(line + "\n")
+    if kept:
+        more.write_text("".join(kept))
+        join_answers(answers, more)
+    partial.unlink()
+    return len(kept)
+
+
+def answer_into(answers: Path, more: Path, asked: dict[str, list], source: object, early_stop: bool) -> None:
+    """Ask ``source`` the ``asked`` items, each answer written as it is settled; all of them join ``answers`` once
+    every one is in. A run stopped half way keeps what it wrote (:func:`stopped_run`, never named like a whole
+    answers file) for :func:`keep_stopped_answers` to take up: a comparison of long multi-turn categories can
+    run over several sittings."""
+    partial = stopped_run(more)
+    try:
+        evaluate(asked, source, str(partial), early_stop=early_stop)
+    except BaseException:
+        if partial.exists():
+            print(f"stopped: the answers so far stay in {partial}; the same command goes on from them",
+                  file=sys.stderr)
+        raise
+    partial.replace(more)
+    join_answers(answers, more)
 
 
 def fc_template_for(model: str, chat_template: str | None) -> str | None:
@@ -153,21 +201,22 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     for name, model in models:
         output = args.out / f"{name}.jsonl"
+        more = args.out / f"{name}.more.jsonl"
+        if kept := keep_stopped_answers(output, more):
+            print(f"{name}: {kept} answers of a stopped run kept in {output}", file=sys.stderr)
         asked = unanswered(items, output)
         if not asked:
             print(f"{name}: every item already answered in {output}", file=sys.stderr)
             continue
-        more = args.out / f"{name}.more.jsonl"
         started = time.perf_counter()
         options = ServingOptions(engine=args.engine, slots=args.slots)
         if args.mode == "fc":
             with fc_answer_source(model, args.max_tokens, options, fc_template_for(model, args.chat_template),
                                   log=log) as source:
-                evaluate_complete(asked, source, str(more), early_stop=not args.full_answers)
+                answer_into(output, more, asked, source, early_stop=not args.full_answers)
         else:
             with answer_source(model, args.max_tokens, options, log=log) as source:
-                evaluate_complete(asked, source, str(more), early_stop=not args.full_answers)
-        join_answers(output, more)
+                answer_into(output, more, asked, source, early_stop=not args.full_answers)
         print(f"{name}: {sum(len(v) for v in asked.values())} items in {time.perf_counter() - started:.0f} s",
               file=sys.stderr)
 

@@ -42,3 +42,61 @@ def test_only_unanswered_items_are_asked_and_join_whole(tmp_path: Path) -> None:
     assert script.outcomes(answers) == {"multi_turn_base": {"mt_0": False, "mt_1": True, "mt_2": False},
                                         "irrelevance": {"irr_0": True}}
     assert script.unanswered(items, answers) == {}
+
+
+def test_a_stopped_runs_answers_are_kept_and_only_the_rest_asked(tmp_path: Path) -> None:
+    script = load_script()
+    answers, more = tmp_path / "c.jsonl", tmp_path / "c.more.jsonl"
+    answers.write_text(rows(("multi_turn_base", "mt_0", False)))
+    script.stopped_run(more).write_text(
+        rows(("multi_turn_base", "mt_1", True), ("multi_turn_base", "mt_0", True), ("multi_turn_base", "mt_2", False))
+        + '{"id": "mt_3", "category": "multi_tu')  # the kill came mid-write
+    assert script.keep_stopped_answers(answers, more) == 2
+    # mt_0 keeps the verdict the answers file had; the cut row is not an answer, so mt_3 is asked again
+    assert script.outcomes(answers) == {"multi_turn_base": {"mt_0": False, "mt_1": True, "mt_2": False}}
+    assert not script.stopped_run(more).exists() and not more.exists()
+    assert script.keep_stopped_answers(answers, more) == 0  # nothing left to take up
+
+
+class StoppingSource:
+    """Answers BFCL prompt-mode chats with prose, one item at a time, and is stopped (as by ^C) after ``stop_after``."""
+
+    description = "prose"
+    chunk_size = 1
+
+    def __init__(self, stop_after: int | None = None) -> None:
+        self.stop_after, self.asked = stop_after, 0
+
+    def answer(self, chats: list) -> list:
+        from tasks.evaluation.bfcl_prompting import Answer
+
+        if self.stop_after is not None and self.asked >= self.stop_after:
+            raise KeyboardInterrupt
+        self.asked += len(chats)
+        return [Answer("I cannot answer that with these functions.") for _ in chats]
+
+
+def test_a_comparison_stopped_half_way_goes_on_where_it_stopped(tmp_path: Path) -> None:
+    from tasks.evaluation.bfcl_eval import load_items
+
+    script = load_script()
+    items = load_items(["irrelevance"], 5)
+    answers, more = tmp_path / "base.jsonl", tmp_path / "base.more.jsonl"
+    try:
+        script.answer_into(answers, more, script.unanswered(items, answers), StoppingSource(stop_after=3), True)
+    except KeyboardInterrupt:
+        pass
+    else:
+        raise AssertionError("the source was meant to be stopped")
+    assert not answers.exists() and not more.exists()  # nothing that looks like a whole answers file
+    assert len(script.stopped_run(more).read_text().splitlines()) == 3
+
+    assert script.keep_stopped_answers(answers, more) == 3
+    left = script.unanswered(items, answers)
+    assert [i.id for i in left["irrelevance"]] == [i.id for i in items["irrelevance"][3:]]
+    source = StoppingSource()
+    script.answer_into(answers, more, left, source, True)
+    assert source.asked == 2  # only the two the stopped run had not answered
+    verdicts = script.outcomes(answers)["irrelevance"]
+    assert list(verdicts) == [i.id for i in items["irrelevance"]] and all(verdicts.values())
+    assert not script.stopped_run(more).exists() and not more.exists()
