@@ -82,11 +82,20 @@ def stopped_run(more: Path) -> Path:
     return more.with_name(more.name + ".partial")
 
 
+def answered_by_the_model(row: dict) -> bool:
+    """Whether a row's verdict is on what the model did: not one where no answer came for a reason other than the
+    prompt's length (a server stopped before the run that asked it, when both are killed at a session's end)."""
+    if str(row.get("error_type") or "").endswith("inference_error"):
+        return "context_length" in str(row.get("error") or "")
+    error = row.get("answer_error")
+    return not error or str(error).startswith("context_length")
+
+
 def keep_stopped_answers(answers: Path, more: Path) -> int:
     """The answers a stopped run left (its process stopped or killed, a session's end) join ``answers``, so the
     same command asks only the rest. Each row there is one item's whole verdict, written once the item was
-    settled; a row cut off mid-write, or one for an item ``answers`` already holds, is dropped. Returns the rows
-    kept."""
+    settled; a row cut off mid-write, one for an item ``answers`` already holds, or one without a model's answer
+    (:func:`answered_by_the_model`) is dropped, and its item asked again. Returns the rows kept."""
     partial = stopped_run(more)
     if not partial.exists():
         return 0
@@ -97,7 +106,7 @@ def keep_stopped_answers(answers: Path, more: Path) -> int:
             row = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if (isinstance(row, dict) and {"id", "category", "valid"} <= row.keys()
+        if (isinstance(row, dict) and {"id", "category", "valid"} <= row.keys() and answered_by_the_model(row)
                 and row["id"] not in done.get(row["category"], {})):
             done.setdefault(row["category"], {})[row["id"]] = bool(row["valid"])
             kept.append(line + "\n")

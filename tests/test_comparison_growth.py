@@ -100,3 +100,23 @@ def test_a_comparison_stopped_half_way_goes_on_where_it_stopped(tmp_path: Path) 
     verdicts = script.outcomes(answers)["irrelevance"]
     assert list(verdicts) == [i.id for i in items["irrelevance"]] and all(verdicts.values())
     assert not script.stopped_run(more).exists() and not more.exists()
+
+
+def test_a_stopped_runs_rows_without_a_models_answer_are_asked_again(tmp_path: Path) -> None:
+    script = load_script()
+    answers, more = tmp_path / "c.jsonl", tmp_path / "c.more.jsonl"
+    stopped = [
+        {"id": "mt_0", "category": "multi_turn_base", "valid": False, "error_type": "multi_turn:inference_error",
+         "error": "the model gave no answer: context_length: request refused with HTTP 400"},  # the model's limit
+        {"id": "mt_1", "category": "multi_turn_base", "valid": False, "error_type": "multi_turn:inference_error",
+         "error": "the model gave no answer: connection: the server is not there"},  # killed before the run
+        {"id": "s_0", "category": "simple_python", "valid": False, "error_type": "generation_error:context_length",
+         "answer_error": "context_length: the prompt does not fit"},
+        {"id": "s_1", "category": "simple_python", "valid": False, "error_type": "generation_error:connection",
+         "answer_error": "connection: refused"},
+        {"id": "s_2", "category": "simple_python", "valid": False, "error_type": "value_error", "answer_error": None},
+    ]
+    script.stopped_run(more).write_text("".join(json.dumps(row) + "\n" for row in stopped))
+    assert script.keep_stopped_answers(answers, more) == 3
+    assert script.outcomes(answers) == {"multi_turn_base": {"mt_0": False},
+                                        "simple_python": {"s_0": False, "s_2": False}}
