@@ -118,12 +118,20 @@ def mine_batch(run_scope: str, docs: list[Document], settings: GatewaySettings, 
 
 def _progress_reporter() -> Callable[[], None]:
     """What a CPU task calls when a step is done, so the run's stall watchdog never takes a long but moving CPU
-    stage for a stalled one: the flow's watchdog in the flow's process, a relay to it on a Dask worker."""
+    stage for a stalled one: the flow's watchdog in the flow's process, a relay to it on a Dask worker.
+
+    Asking for it is the task's first report: the task is running and what it loads first (the embedder, the target
+    model) is in, so the time its batch spent queued for the runner, in Prefect's orchestration or loading is not
+    counted against its first step. Ask for it once that is done."""
     watchdog = CURRENT_WATCHDOG.get()
+    report: Callable[[], None]
     if watchdog is not None:
-        return watchdog.progress
-    relay = worker_relay()
-    return relay if relay is not None else _nothing
+        report = watchdog.progress
+    else:
+        relay = worker_relay()
+        report = relay if relay is not None else _nothing
+    report()
+    return report
 
 
 def _nothing() -> None:
