@@ -308,3 +308,18 @@ def test_cli_bad_input_exits_1_with_one_line(tmp_path):
                                       "--steps", "5", "--epochs", "1"])
     assert result.exit_code == 1
     assert "error: give --steps or --epochs, not both" in result.output
+
+
+@pytest.mark.parametrize(("name", "samples", "examples", "call_turns"), [
+    ("comparison-b.toolace.jsonl", 10, 19, 8),  # a `make run` dataset, docs/benchmarks.md (fourteenth session)
+    ("comparison-c.toolace.jsonl", 100, 238, 99),  # the scripted-server run (thirteenth session)
+])
+def test_the_comparisons_kept_datasets_give_the_examples_their_models_were_trained_on(
+        name: str, samples: int, examples: int, call_turns: int) -> None:
+    """The datasets the comparison's models are trained from are files in the repository; they must keep reading
+    as the examples the recorded training saw, in both formats, as the readers change."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / name
+    for fmt in ("toolace", "native"):
+        result = read_examples(str(path), fmt=fmt)
+        assert (result.samples_read, result.samples_used, len(result.examples)) == (samples, samples, examples)
+        assert not result.skipped and result.call_turns == call_turns
