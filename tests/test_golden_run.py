@@ -45,7 +45,11 @@ def parquet_content(path: Path) -> bytes:
     """What a parquet file holds, as canonical bytes: its arrow schema (with metadata), the rows of each row group
     and their order; not the writer's name and version, nor its encodings."""
     file = pq.ParquetFile(path)
-    parts = [file.schema_arrow.to_string(show_schema_metadata=True).encode("utf-8")]
+    schema = file.schema_arrow  # as data, not as pyarrow prints it
+    fields = [[f.name, str(f.type), f.nullable, {k.decode(): v.decode() for k, v in (f.metadata or {}).items()}]
+              for f in schema]
+    metadata = {k.decode(): v.decode() for k, v in (schema.metadata or {}).items()}
+    parts = [json.dumps([fields, metadata], sort_keys=True).encode("utf-8")]
     for group in range(file.metadata.num_row_groups):
         rows = file.read_row_group(group).to_pylist()
         parts.append(json.dumps(rows, sort_keys=True, ensure_ascii=False, default=repr).encode("utf-8"))
