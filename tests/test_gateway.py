@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from types import SimpleNamespace
 from typing import Any
 
@@ -211,6 +212,16 @@ def test_malformed_completion_is_retried_then_fails(raw):
     with pytest.raises(LLMCallFailed, match="ValueError"):
         run(gw.chat([{"role": "user", "content": "hi"}], stage="s"))
     assert len(calls) == 2
+
+
+def test_retry_jitter_stays_in_bounds_and_leaves_the_process_random_state_alone():
+    gw = LLMGateway(GatewaySettings(base_url="http://unused/v1", model="m", backoff_base_s=1.0, backoff_cap_s=4.0),
+                    client=SimpleNamespace(post=None, close=lambda: asyncio.sleep(0)))
+    before = random.getstate()
+    delays = [gw._backoff(attempt) for attempt in range(6) for _ in range(20)]
+    assert random.getstate() == before  # a library call must not move its caller's (or hypothesis's) random state
+    assert all(0.5 <= d <= 1.5 for d in delays[:20]) and all(2.0 <= d <= 6.0 for d in delays[-20:])
+    assert len(set(delays[:20])) > 1  # jittered, not a fixed delay
 
 
 def test_concurrency_limit_caps_requests_in_flight():

@@ -422,6 +422,8 @@ class LLMGateway:
         self.cache = cache or (ResponseCache(settings.cache_dir) if settings.cache_dir else None)
         self.stats: dict[str, LLMStats] = {}
         self.refused: RequestRefused | None = None  # set at the first refusal: later requests are not sent
+        # the retry jitter's own generator: the process-wide ``random`` state is not this library's to move
+        self._jitter = random.Random()
         limits = limits or EndpointLimits()
         self._slots, self._limiter = limits.limits(settings.base_url, settings.model, settings.concurrency,
                                                    settings.requests_per_minute, settings.tokens_per_minute)
@@ -437,7 +439,7 @@ class LLMGateway:
 
     def _backoff(self, attempt: int) -> float:
         delay = min(self.settings.backoff_cap_s, self.settings.backoff_base_s * 2**attempt)
-        return delay * random.uniform(0.5, 1.5)
+        return delay * self._jitter.uniform(0.5, 1.5)
 
     async def aclose(self) -> None:
         await self.client.close()
