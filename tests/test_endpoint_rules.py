@@ -440,6 +440,9 @@ def test_retry_after_reads_seconds_dates_and_milliseconds() -> None:
     assert retry_after_s({"Retry-After": "Thu, 01 Jan 2026 11:00:00 GMT"}, 60, now=NOW) == 0  # a date passed
     spread = {round(retry_after_s({"Retry-After": "5"}, 60, rng=rng), 3) for _ in range(20)}  # type: ignore[arg-type]
     assert len(spread) > 10  # jittered
+    before = random.getstate()
+    assert 5.0 <= retry_after_s({"Retry-After": "5"}, 60) <= 6.0  # type: ignore[operator]
+    assert random.getstate() == before  # without a generator, still not the process-wide one
 
 
 def test_the_gateway_waits_as_told_but_never_past_the_cap(rules: ScriptedLLMServer) -> None:

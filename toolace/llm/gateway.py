@@ -549,7 +549,7 @@ class LLMGateway:
                               ChatTemplateRefused if template_refusal(exc) else LLMCallFailed)
                     raise failed(f"request refused with HTTP {exc.status_code}: {_short(exc)}") from exc
                 last_error = exc
-                delay = retry_after_s(exc.response.headers, self.settings.retry_after_cap_s) \
+                delay = retry_after_s(exc.response.headers, self.settings.retry_after_cap_s, rng=self._jitter) \
                     if exc.response is not None else None
             except (openai.APITimeoutError, openai.APIConnectionError, openai.APIResponseValidationError,
                     json.JSONDecodeError, ValueError) as exc:

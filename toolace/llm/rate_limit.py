@@ -63,8 +63,8 @@ def retry_after_s(headers: Mapping[str, str], cap_s: float = 60.0, now: dt.datet
     if delay is None or delay != delay:  # absent, or NaN
         return None
     delay, cap_s = max(0.0, delay), max(0.0, cap_s)
-    draw = (rng or random).uniform(1.0 - RETRY_AFTER_SPREAD, 1.0) if delay >= cap_s else \
-        (rng or random).uniform(1.0, 1.0 + RETRY_AFTER_SPREAD)
+    rng = rng or random.Random()  # never the process-wide state: that is the caller's
+    draw = rng.uniform(1.0 - RETRY_AFTER_SPREAD, 1.0) if delay >= cap_s else rng.uniform(1.0, 1.0 + RETRY_AFTER_SPREAD)
     return min(cap_s, delay * draw) if delay < cap_s else cap_s * draw
 
 
